@@ -1,0 +1,40 @@
+# AIDC Hub. The two commands: `make up` (run the hub here) and `make test` (every test tier).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+export AIDC_FAKE_GPUS ?= H100:6,A100:2
+
+.PHONY: up test setup lint bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+
+## make up: set everything up and run the hub at http://127.0.0.1:8000 (embedded mode)
+up: setup
+	$(VENV)/bin/aidc init
+	exec $(VENV)/bin/jupyterhub -f hub_config/jupyterhub_config.py
+
+## make test: set everything up and run every tier (unit, hub, browser)
+test: setup
+	bash tests/bed/debian-packages.sh chromium
+	$(VENV)/bin/ruff check quotas spawner hub_config tests benchmarks
+	$(PY) -m pytest tests -ra -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check quotas spawner hub_config tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/admission.py --write benchmarks/README.md
+
+clean:
+	rm -rf $(VENV) node_modules test-artifacts

@@ -1,0 +1,225 @@
+"""Login for the embedded mode, and tenant-group sync for any authenticator.
+
+:class:`AccountStore` keeps local accounts (scrypt password hashes) in a 0600
+JSON file that the ``aidc user`` commands edit; the hub reads it at each login,
+so a new or removed account takes effect at once. :class:`LocalAccountAuthenticator`
+logs people in against it. :class:`TenantGroupsMixin` keeps each user's tenant
+groups exactly in line with ``tenants.yaml`` (``load_groups`` only ever adds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import hashlib
+import hmac
+import inspect
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from jupyterhub import orm
+from jupyterhub.auth import Authenticator
+from sqlalchemy.orm import object_session
+from traitlets import Unicode, default
+
+from quotas.loader import load_platform_cached
+from quotas.rbac import wanted_tenant_groups
+from spawner.tenancy import REPO
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), dklen=len(expected), n=int(n), r=int(r), p=int(p)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def generate_password() -> str:
+    """A password people can type: 4 groups of 5 letters and digits (~100 bits)."""
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(4))
+
+
+class AccountError(ValueError):
+    pass
+
+
+class AccountStore:
+    """Local accounts in a JSON file: ``{"users": {name: {"hash": ..., "admin": bool}}}``.
+
+    Writes take an exclusive lock, go to a temporary file and are renamed into
+    place, so a reader never sees half a file and two writers never lose an update.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        return dict(data.get("users", {}))
+
+    @contextmanager
+    def _editing(self) -> Iterator[dict[str, dict[str, Any]]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(self.path.name + ".lock")
+        with open(lock, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            users = self.read()
+            yield users
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"users": users}, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+
+    def add(self, name: str, password: str, admin: bool = False) -> None:
+        with self._editing() as users:
+            if name in users:
+                raise AccountError(f"Account {name!r} exists already; use 'aidc user passwd {name}' to reset its password.")
+            users[name] = {"hash": hash_password(password), "admin": admin}
+
+    def set_password(self, name: str, password: str) -> None:
+        with self._editing() as users:
+            if name not in users:
+                raise AccountError(f"There is no account {name!r}; create it with 'aidc user add {name}'.")
+            users[name]["hash"] = hash_password(password)
+
+    def remove(self, name: str) -> None:
+        with self._editing() as users:
+            if name not in users:
+                raise AccountError(f"There is no account {name!r}.")
+            del users[name]
+
+    def check(self, name: str, password: str) -> bool:
+        account = self.read().get(name)
+        if account is None:
+            # spend the same time as for a real account, so timing does not reveal which names exist
+            verify_password(password, _DUMMY_HASH)
+            return False
+        return verify_password(password, account["hash"])
+
+    def admins(self) -> set[str]:
+        return {name for name, a in self.read().items() if a.get("admin")}
+
+
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+class TenantGroupsMixin(Authenticator):
+    """Keep every user's tenant groups equal to what ``tenants.yaml`` says.
+
+    Runs when the hub starts (``add_user`` is called for every known user), when a
+    user is created, and on each auth refresh, so someone removed from a tenant
+    loses the group (and with it the tenant admin's view of them) without waiting
+    for a login.
+    """
+
+    tenants_file = Unicode(help="Path of tenants.yaml; defaults to $AIDC_TENANTS or the example.").tag(config=True)
+    catalog_file = Unicode(help="Path of images/catalog.yaml; defaults to $AIDC_CATALOG or the repository's.").tag(
+        config=True
+    )
+
+    @default("tenants_file")
+    def _default_tenants_file(self) -> str:
+        return os.environ.get("AIDC_TENANTS", str(REPO / "hub_config" / "tenants.yaml"))
+
+    @default("catalog_file")
+    def _default_catalog_file(self) -> str:
+        return os.environ.get("AIDC_CATALOG", str(REPO / "images" / "catalog.yaml"))
+
+    def sync_tenant_groups(self, user: Any) -> None:
+        config = load_platform_cached(self.tenants_file, self.catalog_file)
+        # JupyterHub passes the User wrapper, or the orm.User while loading groups at startup
+        orm_user = getattr(user, "orm_user", user)
+        db = object_session(orm_user)
+        current = {g.name: g for g in orm_user.groups}
+        wanted = wanted_tenant_groups(config, user.name, list(current))
+        changed = False
+        for name, group in current.items():
+            if name in config.tenants and name not in wanted:
+                orm_user.groups.remove(group)
+                self.log.info("Removed %s from tenant group %s (no longer a member in %s)", user.name, name, config.source)
+                changed = True
+        for name in wanted - set(current):
+            group = orm.Group.find(db, name) or orm.Group(name=name)
+            orm_user.groups.append(group)
+            self.log.info("Added %s to tenant group %s", user.name, name)
+            changed = True
+        if changed:
+            db.commit()
+
+    async def add_user(self, user: Any) -> None:
+        result = super().add_user(user)
+        if inspect.isawaitable(result):
+            await result
+        self.sync_tenant_groups(user)
+
+    async def refresh_user(self, user: Any, handler: Any = None) -> Any:
+        self.sync_tenant_groups(user)
+        return True
+
+
+class LocalAccountAuthenticator(TenantGroupsMixin, Authenticator):
+    """Log in with a local account of the embedded mode (see ``aidc user --help``).
+
+    Only accounts in the store can log in, so the store is the allow list;
+    accounts flagged admin there are JupyterHub admins.
+    """
+
+    accounts_file = Unicode(help="JSON file of local accounts. Defaults to ``$AIDC_DATA_DIR/accounts.json``.").tag(
+        config=True
+    )
+
+    @default("accounts_file")
+    def _default_accounts_file(self) -> str:
+        return str(Path(os.environ.get("AIDC_DATA_DIR", str(REPO / ".aidc"))) / "accounts.json")
+
+    @default("allow_all")
+    def _default_allow_all(self) -> bool:
+        # authenticate() succeeds only for accounts in the store, which is the allow list
+        return True
+
+    @property
+    def store(self) -> AccountStore:
+        return AccountStore(self.accounts_file)
+
+    async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
+        """Return ``{"name": ..., "admin": ...}`` for a right password, None otherwise."""
+        name = self.normalize_username(data.get("username", ""))
+        password = data.get("password", "")
+        if not name or not password:
+            return None
+        store = self.store
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, store.check, name, password)
+        if not ok:
+            self.log.warning("Failed login for %r from %s", name, handler.request.remote_ip if handler else "?")
+            return None
+        return {"name": name, "admin": name in store.admins()}

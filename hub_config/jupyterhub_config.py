@@ -1,0 +1,67 @@
+# AIDC Hub: JupyterHub configuration. Declarative wiring only: values -> traits.
+#
+# Every value can be set from the environment, so `make up`, the tests and a
+# deployment use this same file:
+#   AIDC_DATA_DIR     state directory (database, cookie secret, accounts, ledger)  [.aidc]
+#   AIDC_TENANTS      tenants.yaml                                                 [hub_config/tenants.yaml]
+#   AIDC_CATALOG      image catalog                                                [images/catalog.yaml]
+#   AIDC_FAKE_GPUS    simulated GPUs where nvidia-smi is missing, e.g. H100:4,A100:4
+#   AIDC_BIND_URL     public URL of the proxy                                      [http://127.0.0.1:8000]
+#   AIDC_HUB_PORT     the hub's internal port                                      [8081]
+#   AIDC_PROXY_API_PORT  configurable-http-proxy's API port                        [8001]
+import os
+import sys
+from pathlib import Path
+
+from hub_config.auth import AccountStore
+from quotas.loader import ConfigError, load_platform_cached
+from quotas.rbac import tenant_groups, tenant_roles
+
+c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+
+REPO = Path(__file__).resolve().parents[1]
+env = os.environ.get
+data_dir = Path(env("AIDC_DATA_DIR", str(REPO / ".aidc"))).resolve()
+tenants_file = env("AIDC_TENANTS", str(REPO / "hub_config" / "tenants.yaml"))
+catalog_file = env("AIDC_CATALOG", str(REPO / "images" / "catalog.yaml"))
+accounts_file = data_dir / "accounts.json"
+
+try:
+    platform = load_platform_cached(tenants_file, catalog_file)
+except ConfigError as e:
+    # SystemExit, not an exception: traitlets would log an exception and start the hub without this file
+    sys.exit(f"AIDC Hub cannot start because of its tenant config.\n{e}")
+
+data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+settings = {
+    "JupyterHub.bind_url": env("AIDC_BIND_URL", "http://127.0.0.1:8000"),
+    "JupyterHub.hub_bind_url": f"http://127.0.0.1:{env('AIDC_HUB_PORT', '8081')}",
+    "JupyterHub.db_url": f"sqlite:///{data_dir / 'jupyterhub.sqlite'}",
+    "JupyterHub.cookie_secret_file": str(data_dir / "jupyterhub_cookie_secret"),
+    "JupyterHub.pid_file": str(data_dir / "jupyterhub.pid"),
+    "JupyterHub.spawner_class": "aidc-local",
+    "JupyterHub.authenticator_class": "aidc-local",
+    "JupyterHub.allow_named_servers": True,
+    "JupyterHub.load_groups": tenant_groups(platform),
+    "JupyterHub.load_roles": tenant_roles(platform),
+    "JupyterHub.template_vars": {"aidc_tenants": len(platform.tenants)},
+    "ConfigurableHTTPProxy.command": [env("AIDC_CHP", str(REPO / "node_modules" / ".bin" / "configurable-http-proxy"))],
+    "ConfigurableHTTPProxy.api_url": f"http://127.0.0.1:{env('AIDC_PROXY_API_PORT', '8001')}",
+    "ConfigurableHTTPProxy.pid_file": str(data_dir / "proxy.pid"),
+    "Spawner.default_url": "/lab",
+    "Spawner.start_timeout": 120,
+    "Spawner.http_timeout": 90,
+    "TenantSpawnerMixin.tenants_file": tenants_file,
+    "TenantSpawnerMixin.catalog_file": catalog_file,
+    "TenantSpawnerMixin.data_dir": str(data_dir),
+    "TenantSpawnerMixin.fake_gpus": env("AIDC_FAKE_GPUS", ""),
+    "TenantGroupsMixin.tenants_file": tenants_file,
+    "TenantGroupsMixin.catalog_file": catalog_file,
+    "LocalAccountAuthenticator.accounts_file": str(accounts_file),
+    "Authenticator.admin_users": AccountStore(accounts_file).admins(),
+}
+
+for key, value in settings.items():
+    section, trait = key.split(".")
+    setattr(c[section], trait, value)

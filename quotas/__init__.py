@@ -1,0 +1,1 @@
+"""Tenants, profiles and ceilings; the pure admission policy; usage and the ledger."""

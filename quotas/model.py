@@ -1,0 +1,128 @@
+"""The platform's tenant model: GPU types, images, profiles, tenants and their ceilings.
+
+Plain frozen dataclasses, built only by :mod:`quotas.loader` after validation.
+Everything else (policy, spawners, roles) reads them and never mutates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+
+TENANT_KINDS = ("startup", "university", "company")
+
+
+@dataclass(frozen=True)
+class GpuType:
+    """A kind of GPU (or MIG slice) that profiles may request.
+
+    ``resource`` is the Kubernetes extended resource (``nvidia.com/gpu``,
+    ``nvidia.com/mig-1g.10gb``); ``product`` the value of the node label
+    ``nvidia.com/gpu.product`` that nodes with this GPU carry.
+    """
+
+    name: str
+    resource: str = "nvidia.com/gpu"
+    product: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Image:
+    """An entry of ``images/catalog.yaml``."""
+
+    id: str
+    display_name: str
+    image: str
+    description: str = ""
+    needs_gpu: bool = False
+    cuda: str = ""
+    toolchain: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named workspace shape that tenants may be allowed to use."""
+
+    id: str
+    display_name: str
+    cpu: Decimal
+    memory: Decimal
+    image: str
+    gpu_type: str | None = None
+    gpu_count: int = 0
+    description: str = ""
+
+    @property
+    def gpus(self) -> Mapping[str, int]:
+        """GPUs this profile holds, by type (empty for CPU-only profiles)."""
+        if self.gpu_type and self.gpu_count:
+            return {self.gpu_type: self.gpu_count}
+        return {}
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A tenant's ceiling. ``None`` means the platform sets no limit on that resource.
+
+    GPU types missing from ``gpus`` are not granted at all (a ceiling of 0).
+    """
+
+    gpus: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    servers: int | None = None
+    servers_per_user: int | None = None
+    cpu: Decimal | None = None
+    memory: Decimal | None = None
+    storage: Decimal | None = None
+    gpu_hours_per_month: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """An organisation with members, admins, allowed profiles and a ceiling."""
+
+    id: str
+    display_name: str
+    kind: str
+    member_users: frozenset[str]
+    member_groups: frozenset[str]
+    admins: tuple[str, ...]
+    profiles: tuple[str, ...]
+    quota: Quota
+
+    def has_member(self, user: str, groups: Iterable[str] = ()) -> bool:
+        """True if ``user`` (in JupyterHub ``groups``) belongs to this tenant.
+
+        Tenant admins are members too: they may use the tenant's profiles.
+        """
+        if user in self.member_users or user in self.admins:
+            return True
+        return any(g in self.member_groups for g in groups)
+
+    def admin_contact(self) -> str:
+        """Who to ask for more, as a person reads it: ``"kim"`` or ``"kim, lee"``."""
+        return ", ".join(self.admins) if self.admins else "a platform admin"
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """Everything ``tenants.yaml`` declares, validated."""
+
+    gpu_types: Mapping[str, GpuType]
+    images: Mapping[str, Image]
+    profiles: Mapping[str, Profile]
+    tenants: Mapping[str, Tenant]
+    source: str = ""
+
+    def tenants_of(self, user: str, groups: Iterable[str] = ()) -> list[Tenant]:
+        """The tenants ``user`` belongs to, in the order the config declares them."""
+        groups = tuple(groups)
+        return [t for t in self.tenants.values() if t.has_member(user, groups)]
+
+    def tenants_administered_by(self, user: str) -> list[Tenant]:
+        return [t for t in self.tenants.values() if user in t.admins]
+
+    def profiles_of(self, tenant: Tenant) -> list[Profile]:
+        return [self.profiles[p] for p in tenant.profiles]

@@ -1,0 +1,1 @@
+"""Profile builders, the GPU inventory and the AIDC spawners."""

@@ -1,0 +1,171 @@
+"""Pure builders for the spawn form and for re-resolving what a user asked for.
+
+The hub never trusts ``user_options``: :func:`resolve_options` takes whatever a
+form or an API body sent and returns the (tenant, profile) the platform config
+allows for that user, or raises :class:`OptionsRefused` with a status and a
+message for people.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from quotas.model import PlatformConfig, Profile, Tenant
+from quotas.quantity import format_bytes, format_cpu
+
+ALLOWED_OPTIONS = ("tenant", "profile")
+
+
+class OptionsRefused(Exception):
+    """A spawn request whose options are not allowed; ``status`` is 400 or 403."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Choice:
+    tenant: Tenant
+    profile: Profile
+
+    @property
+    def value(self) -> str:
+        return f"{self.tenant.id}/{self.profile.id}"
+
+
+def choices_for(config: PlatformConfig, user: str, groups: Iterable[str]) -> list[Choice]:
+    """Every (tenant, profile) ``user`` may pick, tenants in config order."""
+    return [Choice(t, config.profiles[p]) for t in config.tenants_of(user, groups) for p in t.profiles]
+
+
+def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], options: Any) -> Choice:
+    """Re-resolve submitted options against what the config allows ``user``.
+
+    ``options`` is untrusted: ``{"tenant": "snu-ai", "profile": "h100-x1"}``,
+    ``{}`` (the default: the user's only tenant, its first profile) or anything a
+    client sent. Raises :class:`OptionsRefused` (400 malformed, 403 not allowed).
+    """
+    groups = tuple(groups)
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise OptionsRefused(400, "Server options must be an object such as {\"tenant\": \"...\", \"profile\": \"...\"}.")
+    unknown = sorted(str(k) for k in options if k not in ALLOWED_OPTIONS)
+    if unknown:
+        raise OptionsRefused(
+            400,
+            f"Unknown server option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. Only 'tenant' and"
+            " 'profile' can be chosen; GPUs, CPU, memory and image come from the profile.",
+        )
+    for key in ALLOWED_OPTIONS:
+        if key in options and not isinstance(options[key], str):
+            raise OptionsRefused(400, f"Server option {key!r} must be a string, not {type(options[key]).__name__}.")
+
+    mine = config.tenants_of(user, groups)
+    if not mine:
+        raise OptionsRefused(
+            403,
+            f"You ({user}) are not a member of any tenant, so you cannot start a server."
+            " Ask your organisation's tenant admin or a platform admin to add you.",
+        )
+    tenant_id = options.get("tenant")
+    if tenant_id is None:
+        if len(mine) > 1:
+            raise OptionsRefused(
+                400,
+                f"You belong to several tenants ({', '.join(t.id for t in mine)}); choose which one pays with"
+                " the 'tenant' option.",
+            )
+        tenant = mine[0]
+    else:
+        found = [t for t in mine if t.id == tenant_id]
+        if not found:
+            raise OptionsRefused(
+                403,
+                f"You ({user}) are not a member of tenant {tenant_id!r}. Your tenants: {', '.join(t.id for t in mine)}.",
+            )
+        tenant = found[0]
+
+    profile_id = options.get("profile")
+    if profile_id is None:
+        if not tenant.profiles:
+            raise OptionsRefused(403, f"Tenant {tenant.id} has no profiles. Ask a platform admin to allow some.")
+        profile_id = tenant.profiles[0]
+    if profile_id not in tenant.profiles:
+        status = 403 if profile_id in config.profiles else 400
+        what = "is not available to" if status == 403 else "does not exist for"
+        raise OptionsRefused(
+            status,
+            f"Profile {profile_id!r} {what} tenant {tenant.id}. Its profiles: {', '.join(tenant.profiles) or 'none'}.",
+        )
+    return Choice(tenant, config.profiles[profile_id])
+
+
+def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, str]:
+    """Turn the form's ``choice=tenant/profile`` field into ``{"tenant", "profile"}``.
+
+    Anything else in the form is passed through unchanged so that
+    :func:`resolve_options` refuses it by name instead of silently dropping it.
+    """
+    options: dict[str, Any] = {}
+    for key, values in formdata.items():
+        if key == "_xsrf":
+            continue
+        value = values[0] if isinstance(values, list) and len(values) == 1 else values
+        if key == "choice" and isinstance(value, str):
+            tenant, _, profile = value.partition("/")
+            options["tenant"], options["profile"] = tenant, profile
+        else:
+            options[key] = value
+    return options
+
+
+def describe_profile(profile: Profile, image_name: str) -> str:
+    gpu = f"{profile.gpu_count} × {profile.gpu_type} GPU" if profile.gpu_type else "no GPU"
+    return f"{gpu} · {format_cpu(profile.cpu)} · {format_bytes(profile.memory)} memory · {image_name}"
+
+
+def render_form(config: PlatformConfig, choices: list[Choice], usage_notes: Mapping[str, str] | None = None) -> str:
+    """HTML for JupyterHub's spawn page: one group of radio buttons per tenant.
+
+    ``usage_notes`` maps tenant id to a line such as "H100: 4 of 8 in use".
+    The first choice is preselected. Everything user-visible is escaped.
+    """
+    usage_notes = usage_notes or {}
+    parts = ['<div class="aidc-spawn-form">']
+    first = True
+    by_tenant: dict[str, list[Choice]] = {}
+    for c in choices:
+        by_tenant.setdefault(c.tenant.id, []).append(c)
+    several = len(by_tenant) > 1
+    for tenant_id, tenant_choices in by_tenant.items():
+        tenant = tenant_choices[0].tenant
+        esc = html.escape
+        parts.append(f'<fieldset class="mb-3" data-tenant="{esc(tenant_id)}">')
+        legend = f"{esc(tenant.display_name)} <small class=\"text-muted\">({esc(tenant_id)}, {esc(tenant.kind)})</small>"
+        if several:
+            legend += ' <small class="text-muted">pays for the server</small>'
+        parts.append(f'<legend class="h5">{legend}</legend>')
+        if tenant_id in usage_notes:
+            parts.append(f'<p class="text-muted small aidc-usage">{esc(usage_notes[tenant_id])}</p>')
+        for c in tenant_choices:
+            image = config.images[c.profile.image]
+            ident = f"choice-{c.tenant.id}-{c.profile.id}"
+            checked = " checked" if first else ""
+            first = False
+            parts.append(
+                '<div class="form-check">'
+                f'<input class="form-check-input" type="radio" name="choice" id="{esc(ident)}" value="{esc(c.value)}"{checked}>'
+                f'<label class="form-check-label" for="{esc(ident)}"><strong>{esc(c.profile.display_name)}</strong>'
+                f' <span class="text-muted">{esc(describe_profile(c.profile, image.display_name))}</span>'
+                + (f'<br><small>{esc(c.profile.description)}</small>' if c.profile.description else "")
+                + "</label></div>"
+            )
+        parts.append("</fieldset>")
+    parts.append("</div>")
+    return "\n".join(parts)

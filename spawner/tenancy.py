@@ -1,0 +1,132 @@
+"""What every AIDC spawner shares: the tenant-aware form, re-resolution of
+``user_options`` and admission against the tenant's quota.
+
+Used as a mixin by :class:`spawner.local.TenantLocalSpawner` (and the Kubernetes
+spawner). The mixin only gathers data and acts; the decisions are the pure
+functions of :mod:`spawner.profiles` and :mod:`quotas.policy`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.spawner import SpawnException
+from traitlets import Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from quotas.policy import Holding, Request
+
+from .platform import Platform
+from .profiles import OptionsRefused, choices_for, options_from_form, render_form, resolve_options
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TenantSpawnerMixin(LoggingConfigurable):
+    """Tenant profiles, option re-resolution and admission for a JupyterHub Spawner."""
+
+    tenants_file = Unicode(
+        help="""Path of the platform's tenants.yaml (tenants, profiles, GPU types, ceilings).
+
+        For example ``/etc/aidc/tenants.yaml``. Defaults to ``$AIDC_TENANTS`` or the
+        example ``hub_config/tenants.yaml``.
+        """,
+    ).tag(config=True)
+
+    catalog_file = Unicode(
+        help="""Path of the image catalog that profiles name (``images/catalog.yaml``).""",
+    ).tag(config=True)
+
+    data_dir = Unicode(
+        help="""Directory for the hub's own state: usage ledger, homes in the embedded mode.
+
+        Defaults to ``$AIDC_DATA_DIR`` or ``.aidc`` in the repository.
+        """,
+    ).tag(config=True)
+
+    fake_gpus = Unicode(
+        help="""GPU inventory to simulate where ``nvidia-smi`` does not exist, as
+        ``TYPE:COUNT,...`` (for example ``H100:4,A100:4``). Defaults to ``$AIDC_FAKE_GPUS``.
+        Ignored on machines with ``nvidia-smi``.
+        """,
+    ).tag(config=True)
+
+    @default("tenants_file")
+    def _default_tenants_file(self) -> str:
+        return os.environ.get("AIDC_TENANTS", str(REPO / "hub_config" / "tenants.yaml"))
+
+    @default("catalog_file")
+    def _default_catalog_file(self) -> str:
+        return os.environ.get("AIDC_CATALOG", str(REPO / "images" / "catalog.yaml"))
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return os.environ.get("AIDC_DATA_DIR", str(REPO / ".aidc"))
+
+    @default("fake_gpus")
+    def _default_fake_gpus(self) -> str:
+        return os.environ.get("AIDC_FAKE_GPUS", "")
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return _options_form
+
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Any:
+        return options_from_form
+
+    @property
+    def platform(self) -> Platform:
+        return Platform.shared(self.tenants_file, self.catalog_file, self.data_dir, self.fake_gpus)
+
+    @property
+    def server_key(self) -> tuple[str, str]:
+        return (self.user.name, self.name or "")  # type: ignore[attr-defined]
+
+    def user_groups(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.user.groups)  # type: ignore[attr-defined]
+
+    def admit_spawn(self) -> tuple[Holding, str | None]:
+        """Re-resolve ``user_options`` and reserve the tenant's resources.
+
+        Returns the holding and its ledger run id, or raises ``SpawnException``
+        (400 malformed options, 403 not allowed or over quota) before anything starts.
+        """
+        platform = self.platform
+        user, groups = self.user.name, self.user_groups()  # type: ignore[attr-defined]
+        try:
+            choice = resolve_options(platform.config, user, groups, self.user_options)  # type: ignore[attr-defined]
+        except OptionsRefused as e:
+            raise SpawnException(e.message, reason="options", status_code=e.status) from None
+        request = Request(user=user, server=self.name or "", profile=choice.profile, groups=groups)  # type: ignore[attr-defined]
+        decision, run = platform.book.reserve(choice.tenant, request, datetime.now(timezone.utc))
+        if not decision.allowed or decision.holding is None:
+            self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
+            raise SpawnException(decision.reason, reason=f"quota-{decision.code}", status_code=403)
+        return decision.holding, run
+
+    def release_reservation(self) -> None:
+        """Give back what this server holds; harmless if it holds nothing."""
+        self.platform.book.release(self.server_key, datetime.now(timezone.utc))
+
+
+def _options_form(spawner: TenantSpawnerMixin) -> str:
+    platform = spawner.platform
+    choices = choices_for(platform.config, spawner.user.name, spawner.user_groups())  # type: ignore[attr-defined]
+    if not choices:
+        return (
+            '<div class="alert alert-warning">You are not a member of any tenant, so there is nothing to start.'
+            " Ask your organisation's tenant admin or a platform admin to add you.</div>"
+        )
+    notes = {}
+    for tenant_id in {c.tenant.id for c in choices}:
+        tenant = platform.config.tenants[tenant_id]
+        held = platform.book.holdings(tenant_id)
+        parts = [f"{sum(h.gpus.get(t, 0) for h in held)} of {n} {t} GPUs in use" for t, n in tenant.quota.gpus.items()]
+        if tenant.quota.servers is not None:
+            parts.append(f"{len(held)} of {tenant.quota.servers} servers running")
+        notes[tenant_id] = "Tenant usage now: " + "; ".join(parts) if parts else ""
+    return render_form(platform.config, choices, notes)
