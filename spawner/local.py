@@ -150,6 +150,13 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             self.log.error("%s claims GPUs [%s] that another server holds", self._log_name, ",".join(conflicts))
         self.held, self.run_id, self.gpu_indices = holding, saved.get("run"), list(saved.get("gpus", []))
 
+    def get_args(self) -> list[str]:
+        args = super().get_args()
+        if self.run_as_hub_user and os.geteuid() == 0:
+            # a hub run by root (CI, containers) runs workspaces as root too in this mode
+            args.append("--ServerApp.allow_root=True")
+        return args
+
     def make_preexec_fn(self, name: str) -> Any:
         if not self.run_as_hub_user:
             return super().make_preexec_fn(name)

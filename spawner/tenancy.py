@@ -20,7 +20,7 @@ from traitlets.config import LoggingConfigurable
 from quotas.policy import Holding, Request
 
 from .platform import Platform
-from .profiles import OptionsRefused, choices_for, options_from_form, render_form, resolve_options
+from .profiles import Choice, OptionsRefused, choices_for, options_from_form, render_form, resolve_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,6 +78,12 @@ class TenantSpawnerMixin(LoggingConfigurable):
     def _default_options_from_form(self) -> Any:
         return options_from_form
 
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        return _apply_user_options
+
+    choice: Choice | None = None
+
     @property
     def platform(self) -> Platform:
         return Platform.shared(self.tenants_file, self.catalog_file, self.data_dir, self.fake_gpus)
@@ -97,10 +103,8 @@ class TenantSpawnerMixin(LoggingConfigurable):
         """
         platform = self.platform
         user, groups = self.user.name, self.user_groups()  # type: ignore[attr-defined]
-        try:
-            choice = resolve_options(platform.config, user, groups, self.user_options)  # type: ignore[attr-defined]
-        except OptionsRefused as e:
-            raise SpawnException(e.message, reason="options", status_code=e.status) from None
+        choice = self.choice or self.resolve_choice()
+        self.choice = None  # resolved again at the next start, from that start's options
         request = Request(user=user, server=self.name or "", profile=choice.profile, groups=groups)  # type: ignore[attr-defined]
         decision, run = platform.book.reserve(choice.tenant, request, datetime.now(timezone.utc))
         if not decision.allowed or decision.holding is None:
@@ -108,9 +112,20 @@ class TenantSpawnerMixin(LoggingConfigurable):
             raise SpawnException(decision.reason, reason=f"quota-{decision.code}", status_code=403)
         return decision.holding, run
 
+    def resolve_choice(self) -> Choice:
+        """The (tenant, profile) that ``user_options`` may have, or ``SpawnException`` 400/403."""
+        try:
+            return resolve_options(self.platform.config, self.user.name, self.user_groups(), self.user_options)  # type: ignore[attr-defined]
+        except OptionsRefused as e:
+            raise SpawnException(e.message, reason="options", status_code=e.status) from None
+
     def release_reservation(self) -> None:
         """Give back what this server holds; harmless if it holds nothing."""
         self.platform.book.release(self.server_key, datetime.now(timezone.utc))
+
+
+def _apply_user_options(spawner: TenantSpawnerMixin, user_options: Any) -> None:
+    spawner.choice = spawner.resolve_choice()
 
 
 def _options_form(spawner: TenantSpawnerMixin) -> str:

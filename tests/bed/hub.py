@@ -1,0 +1,228 @@
+"""A real AIDC Hub for the `hub` and `browser` tiers.
+
+Starts ``jupyterhub -f hub_config/jupyterhub_config.py`` (the production config)
+with configurable-http-proxy from ``node_modules``, in a private data directory
+on free loopback ports, and drives it as people do: the login form, then the
+REST API with a token that the logged-in user creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from hub_config.auth import AccountStore
+
+REPO = Path(__file__).resolve().parents[2]
+CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Hub:
+    """One hub process (restartable) with its data directory."""
+
+    def __init__(self, workdir: Path, accounts: dict[str, str], fake_gpus: str = "H100:4,A100:2", tenants: Path | None = None):
+        if not CHP.exists():
+            raise RuntimeError(f"{CHP} is missing: run `make setup` (npm ci) first")
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.hub_port, self.api_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "AIDC_DATA_DIR": str(self.data_dir),
+            "AIDC_FAKE_GPUS": fake_gpus,
+            "AIDC_BIND_URL": self.url,
+            "AIDC_HUB_PORT": str(self.hub_port),
+            "AIDC_PROXY_API_PORT": str(self.api_port),
+        }
+        if tenants is not None:
+            self.env["AIDC_TENANTS"] = str(tenants)
+        store = AccountStore(self.data_dir / "accounts.json")
+        for name, password in accounts.items():
+            store.add(name, password, admin=name == "admin")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "hub.log"
+        self.starts = 0
+
+    def start(self, timeout: float = 60) -> None:
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(f"\n===== hub start {self.starts} =====\n".encode())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the hub exited with {self.proc.returncode}; log:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/api", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the hub did not answer within {timeout}s; log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL the hub process alone: proxy and workspaces keep running, as in a crash."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """Graceful stop: the hub stops its workspaces and its proxy."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        pid_file = self.data_dir / "proxy.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+
+    def login(self, name: str, password: str) -> Client:
+        return Client(self, name, password)
+
+
+class Client:
+    """A person logged in through the login form, with an API token they created."""
+
+    def __init__(self, hub: Hub, name: str, password: str):
+        self.hub, self.name = hub, name
+        self.session = requests.Session()
+        self.session.get(f"{hub.url}/hub/login")
+        r = self.session.post(
+            f"{hub.url}/hub/login",
+            data={"username": name, "password": password, "_xsrf": self._xsrf()},
+            allow_redirects=False,
+        )
+        if r.status_code != 302:
+            raise LoginFailed(r.status_code, r.text)
+        self.session.get(f"{hub.url}/hub/home")
+        r = self.session.post(
+            f"{hub.url}/hub/api/users/{name}/tokens",
+            headers={"X-XSRFToken": self._xsrf()},
+            json={"note": "tests", "expires_in": 3600},
+        )
+        r.raise_for_status()
+        self.token = r.json()["token"]
+
+    def _xsrf(self) -> str:
+        return [c.value for c in self.session.cookies if c.name == "_xsrf"][-1]
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.hub.url}/hub/api{path}", headers=headers, timeout=120, **kwargs)
+
+    def spawn(self, server: str = "", **options: str) -> requests.Response:
+        path = f"/users/{self.name}/servers/{server}" if server else f"/users/{self.name}/server"
+        return self.api("POST", path, json=options)
+
+    def wait_ready(self, server: str = "", timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{self.name}").json()
+            srv = model["servers"].get(server)
+            if srv and srv["ready"]:
+                return srv
+            if srv is None and time.monotonic() > deadline - timeout + 5:
+                raise AssertionError(f"{self.name}/{server} is not starting; hub log:\n{self.hub.log_tail()}")
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name}/{server} was not ready in {timeout}s; hub log:\n{self.hub.log_tail()}")
+
+    def stop_server(self, server: str = "") -> None:
+        path = f"/users/{self.name}/servers/{server}" if server else f"/users/{self.name}/server"
+        r = self.api("DELETE", path)
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if server not in self.api("GET", f"/users/{self.name}").json()["servers"]:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name}/{server} did not stop")
+
+    def run_in_kernel(self, server_url: str, code: str) -> str:
+        """Start a kernel in the workspace (through the proxy), run ``code``, return its stdout."""
+        return asyncio.run(_run_in_kernel(self.hub.url, server_url, self.token, code))
+
+
+class LoginFailed(AssertionError):
+    def __init__(self, status: int, body: str):
+        super().__init__(f"login failed with {status}")
+        self.status, self.body = status, body
+
+
+async def _run_in_kernel(base: str, server_url: str, token: str, code: str) -> str:
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Authorization": f"token {token}"}
+    api = f"{base}{server_url}api"
+    r = requests.post(f"{api}/kernels", headers=headers, json={"name": "python3"}, timeout=60)
+    r.raise_for_status()
+    kernel = r.json()["id"]
+    try:
+        ws_url = f"{api}/kernels/{kernel}/channels".replace("http://", "ws://")
+        conn = await websocket_connect(HTTPRequest(ws_url, headers=headers), connect_timeout=30)
+        msg_id = uuid.uuid4().hex
+        conn.write_message(
+            json.dumps(
+                {
+                    "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "", "session": uuid.uuid4().hex, "version": "5.3"},
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False},
+                    "channel": "shell",
+                }
+            )
+        )
+        out: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            raw = await asyncio.wait_for(conn.read_message(), timeout=60)
+            if raw is None:
+                break
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "stream":
+                out.append(msg["content"]["text"])
+            elif kind == "error":
+                raise AssertionError("kernel error: " + "\n".join(msg["content"]["traceback"]))
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        conn.close()
+        return "".join(out)
+    finally:
+        requests.delete(f"{api}/kernels/{kernel}", headers=headers, timeout=30)
