@@ -9,6 +9,7 @@
 #   AIDC_BIND_URL     public URL of the proxy                                      [http://127.0.0.1:8000]
 #   AIDC_HUB_PORT     the hub's internal port                                      [8081]
 #   AIDC_PROXY_API_PORT  configurable-http-proxy's API port                        [8001]
+#   AIDC_POLL_INTERVAL   seconds between checks that workspaces still run           [30]
 import os
 import sys
 from pathlib import Path
@@ -52,6 +53,7 @@ settings = {
     "Spawner.default_url": "/lab",
     "Spawner.start_timeout": 120,
     "Spawner.http_timeout": 90,
+    "Spawner.poll_interval": int(env("AIDC_POLL_INTERVAL", "30")),
     "TenantSpawnerMixin.tenants_file": tenants_file,
     "TenantSpawnerMixin.catalog_file": catalog_file,
     "TenantSpawnerMixin.data_dir": str(data_dir),

@@ -105,6 +105,12 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         finally:
             self._release()
 
+    def clear_state(self) -> None:
+        """Forget the stopped server; also the path JupyterHub takes when a workspace died
+        on its own (poll saw it gone, so ``stop`` is not called): give back GPUs and quota."""
+        super().clear_state()
+        self._release()
+
     def _release(self) -> None:
         freed = self.platform.gpus.release(self.server_key)
         self.release_reservation()

@@ -37,7 +37,14 @@ def free_port() -> int:
 class Hub:
     """One hub process (restartable) with its data directory."""
 
-    def __init__(self, workdir: Path, accounts: dict[str, str], fake_gpus: str = "H100:4,A100:2", tenants: Path | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        accounts: dict[str, str],
+        fake_gpus: str = "H100:4,A100:2",
+        tenants: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         if not CHP.exists():
             raise RuntimeError(f"{CHP} is missing: run `make setup` (npm ci) first")
         self.workdir = workdir
@@ -52,6 +59,7 @@ class Hub:
             "AIDC_BIND_URL": self.url,
             "AIDC_HUB_PORT": str(self.hub_port),
             "AIDC_PROXY_API_PORT": str(self.api_port),
+            **(env or {}),
         }
         if tenants is not None:
             self.env["AIDC_TENANTS"] = str(tenants)
@@ -193,7 +201,7 @@ async def _run_in_kernel(base: str, server_url: str, token: str, code: str) -> s
     kernel = r.json()["id"]
     try:
         ws_url = f"{api}/kernels/{kernel}/channels".replace("http://", "ws://")
-        conn = await websocket_connect(HTTPRequest(ws_url, headers=headers), connect_timeout=30)
+        conn = await websocket_connect(HTTPRequest(ws_url, headers=headers, connect_timeout=30))
         msg_id = uuid.uuid4().hex
         conn.write_message(
             json.dumps(
