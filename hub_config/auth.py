@@ -102,7 +102,9 @@ class AccountStore:
     def add(self, name: str, password: str, admin: bool = False) -> None:
         with self._editing() as users:
             if name in users:
-                raise AccountError(f"Account {name!r} exists already; use 'aidc user passwd {name}' to reset its password.")
+                raise AccountError(
+                    f"Account {name!r} exists already; use 'aidc user passwd {name}' to reset its password."
+                )
             users[name] = {"hash": hash_password(password), "admin": admin}
 
     def set_password(self, name: str, password: str) -> None:
@@ -165,7 +167,9 @@ class TenantGroupsMixin(Authenticator):
         for name, group in current.items():
             if name in config.tenants and name not in wanted:
                 orm_user.groups.remove(group)
-                self.log.info("Removed %s from tenant group %s (no longer a member in %s)", user.name, name, config.source)
+                self.log.info(
+                    "Removed %s from tenant group %s (no longer a member in %s)", user.name, name, config.source
+                )
                 changed = True
         for name in wanted - set(current):
             group = orm.Group.find(db, name) or orm.Group(name=name)

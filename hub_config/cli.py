@@ -106,7 +106,9 @@ def _warn_if_in_no_tenant(name: str) -> None:
     if tenants:
         print(f"Member of: {', '.join(tenants)}.")
     else:
-        print(f"Note: {name!r} is in no tenant of {config.source}; add them under a tenant's members to let them start servers.")
+        print(
+            f"Note: {name!r} is in no tenant of {config.source}; add them under a tenant's members to let them start servers."
+        )
 
 
 def _tenants_file(value: str | None) -> str:

@@ -144,7 +144,7 @@ class _Checker:
 
     def quantity(self, value: Any, path: str, what: str) -> Decimal | None:
         if isinstance(value, float):
-            self.add(path, f"{what} {value!r}: write it as a string such as \"{value}\" so it is read exactly")
+            self.add(path, f'{what} {value!r}: write it as a string such as "{value}" so it is read exactly')
             return None
         try:
             amount = parse_quantity(value)
@@ -187,7 +187,9 @@ class _Checker:
             if not isinstance(item, dict):
                 self.add(item_path, f"must be a mapping describing a {what}, not {_kind(item)}")
                 continue
-            ident = self.string(item.get("id"), f"{item_path}.id", ID_PATTERN, f"{what} id (lower-case letters, digits and '-')")
+            ident = self.string(
+                item.get("id"), f"{item_path}.id", ID_PATTERN, f"{what} id (lower-case letters, digits and '-')"
+            )
             if ident is None:
                 continue
             if ident in seen:
@@ -453,7 +455,10 @@ def _parse_quota(value: Any, path: str, gpu_types: Mapping[str, GpuType], check:
         raw_gpus = {}
     for name, amount in raw_gpus.items():
         if name not in gpu_types:
-            check.add(f"{path}.gpus.{name}", f"GPU type {name!r} is not declared under gpu_types (declared: {', '.join(gpu_types) or 'none'})")
+            check.add(
+                f"{path}.gpus.{name}",
+                f"GPU type {name!r} is not declared under gpu_types (declared: {', '.join(gpu_types) or 'none'})",
+            )
             continue
         counted = check.count(amount, f"{path}.gpus.{name}", "a GPU count")
         if counted is not None:

@@ -93,7 +93,9 @@ def admit(tenant: Tenant, request: Request, usage: Usage) -> Decision:
     holdings = usage.holdings
     if any(h.user == user and h.server == request.server for h in holdings):
         name = f"server {request.server!r}" if request.server else "your default server"
-        return Decision(False, f"{name[0].upper()}{name[1:]} is already running. Stop it before starting it again.", "running")
+        return Decision(
+            False, f"{name[0].upper()}{name[1:]} is already running. Stop it before starting it again.", "running"
+        )
 
     mine = [h for h in holdings if h.user == user]
     if quota.servers_per_user is not None and len(mine) >= quota.servers_per_user:
@@ -121,7 +123,7 @@ def admit(tenant: Tenant, request: Request, usage: Usage) -> Decision:
                     f" has no {gpu_type} GPUs in its quota. Pick another profile or {ask}."
                 )
             else:
-                users = _breakdown(holdings, lambda h: h.gpus.get(gpu_type, 0))
+                users = _breakdown(holdings, lambda h, t=gpu_type: h.gpus.get(t, 0))
                 reason = (
                     f"You asked for {wanted} {gpu_type} GPU{_s(wanted)} (profile {profile.id}); tenant {tenant.id}"
                     f" uses {in_use} of {ceiling} {gpu_type} GPUs{f' ({users})' if users else ''}."

@@ -61,13 +61,11 @@ def parse_quantity(value: str | int | Decimal) -> Decimal:
     if isinstance(value, int):
         return Decimal(value)
     if not isinstance(value, str):
-        raise QuantityError(
-            f"{value!r} is not a quantity; write it as a string such as \"8Gi\" or \"500m\""
-        )
+        raise QuantityError(f'{value!r} is not a quantity; write it as a string such as "8Gi" or "500m"')
     text = value.strip()
     match = _QUANTITY.match(text)
     if not match:
-        raise QuantityError(f"{value!r} is not a quantity (examples: \"8Gi\", \"2\", \"500m\")")
+        raise QuantityError(f'{value!r} is not a quantity (examples: "8Gi", "2", "500m")')
     number, suffix = match.group("number"), match.group("suffix")
     try:
         base = Decimal(number)
@@ -81,7 +79,7 @@ def parse_quantity(value: str | int | Decimal) -> Decimal:
     if hint:
         raise QuantityError(
             f"{value!r} has unit {suffix!r}, which Kubernetes does not know; did you mean {hint!r}"
-            f" (for example \"{number}{hint.split()[0]}\")?"
+            f' (for example "{number}{hint.split()[0]}")?'
         )
     raise QuantityError(
         f"{value!r} has unknown unit {suffix!r}; use one of Ki Mi Gi Ti Pi Ei (powers of 1024),"

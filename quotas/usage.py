@@ -15,7 +15,7 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,7 +27,7 @@ ServerKey = tuple[str, str]  # (user, server name)
 
 def month_period(now: datetime) -> tuple[datetime, datetime, str]:
     """The calendar month (UTC) around ``now``: (start, end, "November 2026")."""
-    start = now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start, end, start.strftime("%B %Y")
 
@@ -144,8 +144,14 @@ class ReservationBook:
         start, end, name = month_period(now)
         held = self._by_tenant.get(tenant.id, {})
         holdings = tuple(h for k, h in held.items() if k != exclude)
-        hours = self.ledger.gpu_hours(tenant.id, start, now) if self.ledger and tenant.quota.gpu_hours_per_month is not None else Decimal(0)
-        return Usage(holdings=holdings, gpu_hours=hours, period_name=name, period_resets=date(end.year, end.month, end.day))
+        hours = (
+            self.ledger.gpu_hours(tenant.id, start, now)
+            if self.ledger and tenant.quota.gpu_hours_per_month is not None
+            else Decimal(0)
+        )
+        return Usage(
+            holdings=holdings, gpu_hours=hours, period_name=name, period_resets=date(end.year, end.month, end.day)
+        )
 
     def reserve(self, tenant: Tenant, request: Request, now: datetime) -> tuple[Decision, str | None]:
         """Decide and, if allowed, hold the resources: one step, nothing awaited in between.

@@ -94,7 +94,11 @@ def detect_inventory(fake_spec: str, gpu_types: Mapping[str, GpuType]) -> list[G
     smi = shutil.which("nvidia-smi")
     if smi:
         out = subprocess.run(
-            [smi, "--query-gpu=index,name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30, check=True
+            [smi, "--query-gpu=index,name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
         return parse_nvidia_smi(out, gpu_types)
     return parse_fake_gpus(fake_spec, gpu_types.keys())

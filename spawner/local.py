@@ -90,7 +90,11 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         self.cpu_limit = float(profile.cpu)
         self.mem_limit = int(profile.memory)
         self.log.info(
-            "Starting %s for tenant %s with profile %s, GPUs [%s]", self._log_name, holding.tenant, holding.profile, visible
+            "Starting %s for tenant %s with profile %s, GPUs [%s]",
+            self._log_name,
+            holding.tenant,
+            holding.profile,
+            visible,
         )
         try:
             return await super().start()
@@ -139,7 +143,12 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         config = self.platform.config
         tenant, profile = config.tenants.get(saved["tenant"]), config.profiles.get(saved["profile"])
         if tenant is None or profile is None:
-            self.log.warning("%s runs profile %s of tenant %s, which the config no longer has", self._log_name, saved["profile"], saved["tenant"])
+            self.log.warning(
+                "%s runs profile %s of tenant %s, which the config no longer has",
+                self._log_name,
+                saved["profile"],
+                saved["tenant"],
+            )
             return
         holding = Holding(
             tenant=tenant.id,

@@ -26,7 +26,12 @@ class Platform:
     @classmethod
     def shared(cls, tenants_file: str, catalog_file: str, data_dir: str, fake_gpus: str) -> Platform:
         """The process-wide platform for these files (loaded once, then reused)."""
-        key = (str(Path(tenants_file).resolve()), str(Path(catalog_file).resolve()), str(Path(data_dir).resolve()), fake_gpus)
+        key = (
+            str(Path(tenants_file).resolve()),
+            str(Path(catalog_file).resolve()),
+            str(Path(data_dir).resolve()),
+            fake_gpus,
+        )
         if key not in _SHARED:
             config = load_platform_cached(tenants_file, catalog_file)
             _SHARED[key] = cls(

@@ -54,7 +54,7 @@ def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], op
     if options is None:
         options = {}
     if not isinstance(options, dict):
-        raise OptionsRefused(400, "Server options must be an object such as {\"tenant\": \"...\", \"profile\": \"...\"}.")
+        raise OptionsRefused(400, 'Server options must be an object such as {"tenant": "...", "profile": "..."}.')
     unknown = sorted(str(k) for k in options if k not in ALLOWED_OPTIONS)
     if unknown:
         raise OptionsRefused(
@@ -147,7 +147,7 @@ def render_form(config: PlatformConfig, choices: list[Choice], usage_notes: Mapp
         tenant = tenant_choices[0].tenant
         esc = html.escape
         parts.append(f'<fieldset class="mb-3" data-tenant="{esc(tenant_id)}">')
-        legend = f"{esc(tenant.display_name)} <small class=\"text-muted\">({esc(tenant_id)}, {esc(tenant.kind)})</small>"
+        legend = f'{esc(tenant.display_name)} <small class="text-muted">({esc(tenant_id)}, {esc(tenant.kind)})</small>'
         if several:
             legend += ' <small class="text-muted">pays for the server</small>'
         parts.append(f'<legend class="h5">{legend}</legend>')
@@ -163,7 +163,7 @@ def render_form(config: PlatformConfig, choices: list[Choice], usage_notes: Mapp
                 f'<input class="form-check-input" type="radio" name="choice" id="{esc(ident)}" value="{esc(c.value)}"{checked}>'
                 f'<label class="form-check-label" for="{esc(ident)}"><strong>{esc(c.profile.display_name)}</strong>'
                 f' <span class="text-muted">{esc(describe_profile(c.profile, image.display_name))}</span>'
-                + (f'<br><small>{esc(c.profile.description)}</small>' if c.profile.description else "")
+                + (f"<br><small>{esc(c.profile.description)}</small>" if c.profile.description else "")
                 + "</label></div>"
             )
         parts.append("</fieldset>")

@@ -9,7 +9,7 @@ functions of :mod:`spawner.profiles` and :mod:`quotas.policy`.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ class TenantSpawnerMixin(LoggingConfigurable):
         choice = self.choice or self.resolve_choice()
         self.choice = None  # resolved again at the next start, from that start's options
         request = Request(user=user, server=self.name or "", profile=choice.profile, groups=groups)  # type: ignore[attr-defined]
-        decision, run = platform.book.reserve(choice.tenant, request, datetime.now(timezone.utc))
+        decision, run = platform.book.reserve(choice.tenant, request, datetime.now(UTC))
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
             raise SpawnException(decision.reason, reason=f"quota-{decision.code}", status_code=403)
@@ -121,7 +121,7 @@ class TenantSpawnerMixin(LoggingConfigurable):
 
     def release_reservation(self) -> None:
         """Give back what this server holds; harmless if it holds nothing."""
-        self.platform.book.release(self.server_key, datetime.now(timezone.utc))
+        self.platform.book.release(self.server_key, datetime.now(UTC))
 
 
 def _apply_user_options(spawner: TenantSpawnerMixin, user_options: Any) -> None:

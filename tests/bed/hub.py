@@ -206,10 +206,22 @@ async def _run_in_kernel(base: str, server_url: str, token: str, code: str) -> s
         conn.write_message(
             json.dumps(
                 {
-                    "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "", "session": uuid.uuid4().hex, "version": "5.3"},
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "username": "",
+                        "session": uuid.uuid4().hex,
+                        "version": "5.3",
+                    },
                     "parent_header": {},
                     "metadata": {},
-                    "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False},
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": False,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                    },
                     "channel": "shell",
                 }
             )

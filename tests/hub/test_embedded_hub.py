@@ -148,7 +148,12 @@ def test_tenant_admin_sees_and_stops_only_their_tenant(hub: Hub, clients: dict[s
     assert dave.api("GET", "/users/dave").json()["servers"][""]["ready"]
 
     # a tenant admin may stop a member's server, but not open it
-    assert requests.get(f"{hub.url}/user/bob/api/status", headers={"Authorization": f"token {kim.token}"}, timeout=30).status_code == 403
+    assert (
+        requests.get(
+            f"{hub.url}/user/bob/api/status", headers={"Authorization": f"token {kim.token}"}, timeout=30
+        ).status_code
+        == 403
+    )
     assert kim.api("DELETE", "/users/bob/server").status_code in (202, 204)
     deadline = time.monotonic() + 60
     while bob.api("GET", "/users/bob").json()["servers"] and time.monotonic() < deadline:
@@ -187,7 +192,9 @@ def test_sigkilled_hub_restarts_with_servers_routes_and_gpus_intact(hub: Hub, cl
     for client, before in ((alice, before_a), (bob, before_b)):
         srv = client.api("GET", f"/users/{client.name}").json()["servers"][""]
         assert srv["ready"]
-        status = requests.get(f"{hub.url}{srv['url']}api/status", headers={"Authorization": f"token {client.token}"}, timeout=30)
+        status = requests.get(
+            f"{hub.url}{srv['url']}api/status", headers={"Authorization": f"token {client.token}"}, timeout=30
+        )
         assert status.status_code == 200, "the route to the workspace did not survive the restart"
         assert indices(gpu_env(client)) == before
 
