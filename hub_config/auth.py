@@ -25,8 +25,10 @@ from typing import Any
 
 from jupyterhub import orm
 from jupyterhub.auth import Authenticator
+from jupyterhub.handlers import BaseHandler
 from sqlalchemy.orm import object_session
-from traitlets import Unicode, default
+from tornado import web
+from traitlets import Integer, Unicode, default
 
 from quotas.loader import load_platform_cached
 from quotas.rbac import wanted_tenant_groups
@@ -205,6 +207,10 @@ class LocalAccountAuthenticator(TenantGroupsMixin, Authenticator):
     def _default_accounts_file(self) -> str:
         return str(Path(os.environ.get("AIDC_DATA_DIR", str(REPO / ".aidc"))) / "accounts.json")
 
+    min_password_length = Integer(
+        10, help="Shortest password a person may choose on the change-password page, e.g. 12."
+    ).tag(config=True)
+
     @default("allow_all")
     def _default_allow_all(self) -> bool:
         # authenticate() succeeds only for accounts in the store, which is the allow list
@@ -227,3 +233,50 @@ class LocalAccountAuthenticator(TenantGroupsMixin, Authenticator):
             self.log.warning("Failed login for %r from %s", name, handler.request.remote_ip if handler else "?")
             return None
         return {"name": name, "admin": name in store.admins()}
+
+    def get_handlers(self, app: Any) -> list[tuple[str, type]]:
+        return [*super().get_handlers(app), ("/change-password", ChangePasswordHandler)]
+
+
+class ChangePasswordHandler(BaseHandler):
+    """``/hub/change-password``: a logged-in person changes their own local password."""
+
+    def _render(self, message: str = "", ok: bool = False) -> Any:
+        return self.render_template(
+            "aidc-change-password.html",
+            message=message,
+            ok=ok,
+            min_length=self.authenticator.min_password_length,
+        )
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.finish(await self._render())
+
+    @web.authenticated
+    async def post(self) -> None:
+        user = self.current_user
+        authenticator: LocalAccountAuthenticator = self.authenticator
+        current = self.get_body_argument("current_password", "")
+        new = self.get_body_argument("new_password", "")
+        again = self.get_body_argument("new_password_again", "")
+        store = authenticator.store
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, store.check, user.name, current):
+            self.set_status(403)
+            message = "Your current password is not right; nothing was changed."
+        elif new != again:
+            self.set_status(400)
+            message = "The two new passwords differ; nothing was changed. Type the same one twice."
+        elif len(new) < authenticator.min_password_length:
+            self.set_status(400)
+            message = (
+                f"The new password has {len(new)} characters; it needs at least"
+                f" {authenticator.min_password_length}. Nothing was changed."
+            )
+        else:
+            await loop.run_in_executor(None, store.set_password, user.name, new)
+            self.log.info("%s changed their password", user.name)
+            self.finish(await self._render("Your password was changed. Use it at your next login.", ok=True))
+            return
+        self.finish(await self._render(message))

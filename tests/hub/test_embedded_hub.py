@@ -208,3 +208,33 @@ def test_sigkilled_hub_restarts_with_servers_routes_and_gpus_intact(hub: Hub, cl
     # and the tenant's quota remembers what runs: lab holds 4 of 4
     again = carol.spawn("more", tenant="lab", profile="h100-x1")
     assert again.status_code == 403 and "uses 4 of 4 H100 GPUs" in again.json()["message"]
+
+
+def test_people_change_their_own_password(hub: Hub) -> None:
+    erin = hub.login("erin", PASSWORDS["erin"])
+    page = erin.session.get(f"{hub.url}/hub/change-password")
+    assert page.status_code == 200 and 'name="new_password"' in page.text
+    home = erin.session.get(f"{hub.url}/hub/home")
+    assert 'href="/hub/change-password"' in home.text
+
+    def post(current: str, new: str, again: str) -> requests.Response:
+        xsrf = [c.value for c in erin.session.cookies if c.name == "_xsrf"][-1]
+        data = {"current_password": current, "new_password": new, "new_password_again": again, "_xsrf": xsrf}
+        return erin.session.post(f"{hub.url}/hub/change-password", data=data)
+
+    wrong = post("not-the-password", "a-new-password-2", "a-new-password-2")
+    assert wrong.status_code == 403 and "current password is not right" in wrong.text
+    differ = post(PASSWORDS["erin"], "a-new-password-2", "another-password")
+    assert differ.status_code == 400 and "two new passwords differ" in differ.text
+    short = post(PASSWORDS["erin"], "short", "short")
+    assert short.status_code == 400 and "needs at least 10" in short.text
+    hub.login("erin", PASSWORDS["erin"])  # nothing was changed by the refusals
+
+    done = post(PASSWORDS["erin"], "a-new-password-2", "a-new-password-2")
+    assert done.status_code == 200 and "Your password was changed" in done.text
+    with pytest.raises(LoginFailed):
+        hub.login("erin", PASSWORDS["erin"])
+    hub.login("erin", "a-new-password-2")
+    # an anonymous visitor is sent to the login page, not shown the form
+    anonymous = requests.get(f"{hub.url}/hub/change-password", allow_redirects=False, timeout=30)
+    assert anonymous.status_code == 302 and "/hub/login" in anonymous.headers["Location"]
