@@ -28,10 +28,12 @@ up: setup
 test: setup
 	bash tests/bed/debian-packages.sh chromium
 	$(VENV)/bin/ruff check quotas spawner hub_config tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider
 
 lint: setup
 	$(VENV)/bin/ruff check quotas spawner hub_config tests benchmarks
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) benchmarks/admission.py --write benchmarks/README.md

@@ -163,6 +163,7 @@ class TenantGroupsMixin(Authenticator):
         # JupyterHub passes the User wrapper, or the orm.User while loading groups at startup
         orm_user = getattr(user, "orm_user", user)
         db = object_session(orm_user)
+        assert db is not None, "the user must belong to the hub's database session"
         current = {g.name: g for g in orm_user.groups}
         wanted = wanted_tenant_groups(config, user.name, list(current))
         changed = False

@@ -113,35 +113,22 @@ def admit(tenant: Tenant, request: Request, usage: Usage) -> Decision:
             f" ({_breakdown(holdings, lambda h: 1)}). Stop a server or {ask} for more.",
             "servers",
         )
-    for gpu_type, wanted in profile.gpus.items():
-        ceiling = quota.gpus.get(gpu_type, 0)
-        in_use = sum(h.gpus.get(gpu_type, 0) for h in holdings)
-        if in_use + wanted > ceiling:
-            if ceiling == 0:
-                reason = (
-                    f"You asked for {wanted} {gpu_type} GPU{_s(wanted)} (profile {profile.id}); tenant {tenant.id}"
-                    f" has no {gpu_type} GPUs in its quota. Pick another profile or {ask}."
-                )
-            else:
-                users = _breakdown(holdings, lambda h, t=gpu_type: h.gpus.get(t, 0))
-                reason = (
-                    f"You asked for {wanted} {gpu_type} GPU{_s(wanted)} (profile {profile.id}); tenant {tenant.id}"
-                    f" uses {in_use} of {ceiling} {gpu_type} GPUs{f' ({users})' if users else ''}."
-                    f" Stop a server, pick a smaller profile, or {ask} for more."
-                )
-            return Decision(False, reason, "gpus")
+    for gpu_type, count in profile.gpus.items():
+        refusal = _gpu_refusal(tenant, profile, gpu_type, count, holdings, ask)
+        if refusal:
+            return refusal
     for name, limit, wanted, get, fmt in (
-        ("CPU", quota.cpu, profile.cpu, lambda h: h.cpu, format_cpu),
-        ("memory", quota.memory, profile.memory, lambda h: h.memory, format_bytes),
+        ("CPU", quota.cpu, profile.cpu, _cpu_of, format_cpu),
+        ("memory", quota.memory, profile.memory, _memory_of, format_bytes),
     ):
         if limit is None:
             continue
-        in_use = sum((get(h) for h in holdings), Decimal(0))
-        if in_use + wanted > limit:
+        used = sum((get(h) for h in holdings), Decimal(0))
+        if used + wanted > limit:
             return Decision(
                 False,
                 f"You asked for {fmt(wanted)} of {name} (profile {profile.id}); tenant {tenant.id} uses"
-                f" {fmt(in_use)} of {fmt(limit)} ({_breakdown(holdings, get, fmt)}). Stop a server, pick a smaller"
+                f" {fmt(used)} of {fmt(limit)} ({_breakdown(holdings, get, fmt)}). Stop a server, pick a smaller"
                 f" profile, or {ask} for more.",
                 name.lower(),
             )
@@ -166,6 +153,33 @@ def admit(tenant: Tenant, request: Request, usage: Usage) -> Decision:
         memory=profile.memory,
     )
     return Decision(True, holding=holding)
+
+
+def _gpu_refusal(
+    tenant: Tenant, profile: Profile, gpu_type: str, count: int, holdings: tuple[Holding, ...], ask: str
+) -> Decision | None:
+    ceiling = tenant.quota.gpus.get(gpu_type, 0)
+    in_use = sum(h.gpus.get(gpu_type, 0) for h in holdings)
+    if in_use + count <= ceiling:
+        return None
+    asked = f"You asked for {count} {gpu_type} GPU{_s(count)} (profile {profile.id}); tenant {tenant.id}"
+    if ceiling == 0:
+        return Decision(False, f"{asked} has no {gpu_type} GPUs in its quota. Pick another profile or {ask}.", "gpus")
+    users = _breakdown(holdings, lambda h: h.gpus.get(gpu_type, 0))
+    return Decision(
+        False,
+        f"{asked} uses {in_use} of {ceiling} {gpu_type} GPUs{f' ({users})' if users else ''}."
+        f" Stop a server, pick a smaller profile, or {ask} for more.",
+        "gpus",
+    )
+
+
+def _cpu_of(h: Holding) -> Decimal:
+    return h.cpu
+
+
+def _memory_of(h: Holding) -> Decimal:
+    return h.memory
 
 
 def _ask_admin(tenant: Tenant) -> str:

@@ -79,8 +79,9 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         self.held, self.run_id, self.gpu_indices = holding, run, indices
         profile = self.platform.config.profiles[holding.profile]
         visible = ",".join(indices) if indices else ""
+        base_env: dict[str, Any] = dict(self.environment)  # type: ignore[has-type]
         self.environment = {
-            **self.environment,
+            **base_env,
             "CUDA_VISIBLE_DEVICES": visible,
             "NVIDIA_VISIBLE_DEVICES": visible or "void",
             "AIDC_TENANT": holding.tenant,
