@@ -115,7 +115,7 @@ def admit(tenant: Tenant, request: Request, usage: Usage) -> Decision:
         )
     for gpu_type, count in profile.gpus.items():
         refusal = _gpu_refusal(tenant, profile, gpu_type, count, holdings, ask)
-        if refusal:
+        if refusal is not None:
             return refusal
     for name, limit, wanted, get, fmt in (
         ("CPU", quota.cpu, profile.cpu, _cpu_of, format_cpu),

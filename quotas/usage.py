@@ -130,6 +130,7 @@ class ReservationBook:
         self.ledger = ledger
         self._by_tenant: dict[str, dict[ServerKey, Holding]] = {}
         self._runs: dict[ServerKey, str] = {}
+        self._reconciled = False
 
     def holdings(self, tenant_id: str) -> tuple[Holding, ...]:
         return tuple(self._by_tenant.get(tenant_id, {}).values())
@@ -159,6 +160,7 @@ class ReservationBook:
         Returns the decision and the ledger run id (None when refused or without a ledger).
         """
         key = (request.user, request.server)
+        self._close_orphaned_runs(now)
         decision = admit(tenant, request, self.usage(tenant, now, exclude=None))
         if not decision.allowed or decision.holding is None:
             return decision, None
@@ -167,6 +169,16 @@ class ReservationBook:
         if run:
             self._runs[key] = run
         return decision, run
+
+    def _close_orphaned_runs(self, now: datetime) -> None:
+        """Once per process, before its first admission (the hub restores running servers
+        before it serves requests): close ledger runs that no running server holds, such as
+        a server whose start was cut short by a hub crash."""
+        if self._reconciled or self.ledger is None:
+            return
+        self._reconciled = True
+        for run in self.ledger.open_runs() - set(self._runs.values()):
+            self.ledger.end(run, now)
 
     def restore(self, holding: Holding, run: str | None) -> None:
         """Re-hold what a server that survived a hub restart holds (no admission: it is running)."""

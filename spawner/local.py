@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -130,41 +131,38 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             state[STATE_KEY] = {
                 "tenant": self.held.tenant,
                 "profile": self.held.profile,
+                "holds": {"gpus": dict(self.held.gpus), "cpu": str(self.held.cpu), "memory": str(self.held.memory)},
                 "gpus": self.gpu_indices,
                 "run": self.run_id,
             }
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore after a hub restart: the pid, and re-hold the server's quota and GPUs."""
+        """Restore after a hub restart: the pid, and re-hold the server's quota and GPUs.
+
+        What is held comes from the saved state, not from today's config: a server
+        keeps its GPUs even if its profile or tenant was edited away meanwhile.
+        """
         super().load_state(state)
         saved = state.get(STATE_KEY)
         if not saved or not self.pid:
             return
-        config = self.platform.config
-        tenant, profile = config.tenants.get(saved["tenant"]), config.profiles.get(saved["profile"])
-        if tenant is None or profile is None:
-            self.log.warning(
-                "%s runs profile %s of tenant %s, which the config no longer has",
-                self._log_name,
-                saved["profile"],
-                saved["tenant"],
-            )
-            return
+        holds = saved["holds"]
         holding = Holding(
-            tenant=tenant.id,
+            tenant=saved["tenant"],
             user=self.user.name,
             server=self.name or "",
-            profile=profile.id,
-            gpus=dict(profile.gpus),
-            cpu=profile.cpu,
-            memory=profile.memory,
+            profile=saved["profile"],
+            gpus={str(t): int(n) for t, n in holds["gpus"].items()},
+            cpu=Decimal(holds["cpu"]),
+            memory=Decimal(holds["memory"]),
         )
-        self.platform.book.restore(holding, saved.get("run"))
-        conflicts = self.platform.gpus.claim(self.server_key, saved.get("gpus", []))
+        indices = [str(i) for i in saved.get("gpus", [])]
+        conflicts = self.platform.gpus.claim(self.server_key, indices)
         if conflicts:
             self.log.error("%s claims GPUs [%s] that another server holds", self._log_name, ",".join(conflicts))
-        self.held, self.run_id, self.gpu_indices = holding, saved.get("run"), list(saved.get("gpus", []))
+        self.platform.book.restore(holding, saved.get("run"))
+        self.held, self.run_id, self.gpu_indices = holding, saved.get("run"), indices
 
     def get_args(self) -> list[str]:
         args = super().get_args()
