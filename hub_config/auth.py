@@ -30,9 +30,9 @@ from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Integer, Unicode, default
 
+from quotas import paths
 from quotas.loader import load_platform_cached
 from quotas.rbac import wanted_tenant_groups
-from spawner.tenancy import REPO
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -152,11 +152,11 @@ class TenantGroupsMixin(Authenticator):
 
     @default("tenants_file")
     def _default_tenants_file(self) -> str:
-        return os.environ.get("AIDC_TENANTS", str(REPO / "hub_config" / "tenants.yaml"))
+        return paths.tenants_file()
 
     @default("catalog_file")
     def _default_catalog_file(self) -> str:
-        return os.environ.get("AIDC_CATALOG", str(REPO / "images" / "catalog.yaml"))
+        return paths.catalog_file()
 
     def sync_tenant_groups(self, user: Any) -> None:
         config = load_platform_cached(self.tenants_file, self.catalog_file)
@@ -206,7 +206,7 @@ class LocalAccountAuthenticator(TenantGroupsMixin, Authenticator):
 
     @default("accounts_file")
     def _default_accounts_file(self) -> str:
-        return str(Path(os.environ.get("AIDC_DATA_DIR", str(REPO / ".aidc"))) / "accounts.json")
+        return str(Path(paths.data_dir()) / "accounts.json")
 
     min_password_length = Integer(
         10, help="Shortest password a person may choose on the change-password page, e.g. 12."

@@ -18,9 +18,9 @@ import os
 import sys
 from pathlib import Path
 
-from quotas.loader import ConfigError, load_platform
+from quotas import paths
+from quotas.loader import USER_PATTERN, ConfigError, load_platform
 from spawner.gpus import InventoryError, detect_inventory
-from spawner.tenancy import REPO
 
 from .auth import AccountError, AccountStore, generate_password
 
@@ -28,7 +28,7 @@ ADMIN = "admin"
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir or os.environ.get("AIDC_DATA_DIR", str(REPO / ".aidc"))).resolve()
+    return Path(args.data_dir or paths.data_dir()).resolve()
 
 
 def _store(args: argparse.Namespace) -> AccountStore:
@@ -112,11 +112,11 @@ def _warn_if_in_no_tenant(name: str) -> None:
 
 
 def _tenants_file(value: str | None) -> str:
-    return value or os.environ.get("AIDC_TENANTS", str(REPO / "hub_config" / "tenants.yaml"))
+    return value or paths.tenants_file()
 
 
 def _catalog_file(value: str | None) -> str:
-    return value or os.environ.get("AIDC_CATALOG", str(REPO / "images" / "catalog.yaml"))
+    return value or paths.catalog_file()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -174,8 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _username(value: str) -> str:
-    from quotas.loader import USER_PATTERN
-
     if not USER_PATTERN.match(value):
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a valid username: use lower-case letters, digits and . _ @ + - (starting with a letter or digit)"

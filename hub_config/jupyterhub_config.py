@@ -15,16 +15,16 @@ import sys
 from pathlib import Path
 
 from hub_config.auth import AccountStore
+from quotas import paths
 from quotas.loader import ConfigError, load_platform_cached
 from quotas.rbac import tenant_groups, tenant_roles
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
-REPO = Path(__file__).resolve().parents[1]
 env = os.environ.get
-data_dir = Path(env("AIDC_DATA_DIR", str(REPO / ".aidc"))).resolve()
-tenants_file = env("AIDC_TENANTS", str(REPO / "hub_config" / "tenants.yaml"))
-catalog_file = env("AIDC_CATALOG", str(REPO / "images" / "catalog.yaml"))
+data_dir = Path(paths.data_dir()).resolve()
+tenants_file = paths.tenants_file()
+catalog_file = paths.catalog_file()
 accounts_file = data_dir / "accounts.json"
 
 try:
@@ -46,9 +46,11 @@ settings = {
     "JupyterHub.allow_named_servers": True,
     "JupyterHub.load_groups": tenant_groups(platform),
     "JupyterHub.load_roles": tenant_roles(platform),
-    "JupyterHub.template_paths": [str(REPO / "hub_config" / "templates")],
+    "JupyterHub.template_paths": [str(paths.REPO / "hub_config" / "templates")],
     "JupyterHub.template_vars": {"aidc_local_accounts": True},
-    "ConfigurableHTTPProxy.command": [env("AIDC_CHP", str(REPO / "node_modules" / ".bin" / "configurable-http-proxy"))],
+    "ConfigurableHTTPProxy.command": [
+        env("AIDC_CHP", str(paths.REPO / "node_modules" / ".bin" / "configurable-http-proxy"))
+    ],
     "ConfigurableHTTPProxy.api_url": f"http://127.0.0.1:{env('AIDC_PROXY_API_PORT', '8001')}",
     "ConfigurableHTTPProxy.pid_file": str(data_dir / "proxy.pid"),
     "Spawner.default_url": "/lab",

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import SpawnException
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from quotas import paths
 from quotas.policy import Holding, Request
 
 from .platform import Platform
 from .profiles import Choice, OptionsRefused, choices_for, options_from_form, render_form, resolve_options
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class TenantSpawnerMixin(LoggingConfigurable):
@@ -56,15 +54,15 @@ class TenantSpawnerMixin(LoggingConfigurable):
 
     @default("tenants_file")
     def _default_tenants_file(self) -> str:
-        return os.environ.get("AIDC_TENANTS", str(REPO / "hub_config" / "tenants.yaml"))
+        return paths.tenants_file()
 
     @default("catalog_file")
     def _default_catalog_file(self) -> str:
-        return os.environ.get("AIDC_CATALOG", str(REPO / "images" / "catalog.yaml"))
+        return paths.catalog_file()
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
-        return os.environ.get("AIDC_DATA_DIR", str(REPO / ".aidc"))
+        return paths.data_dir()
 
     @default("fake_gpus")
     def _default_fake_gpus(self) -> str:
