@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +58,8 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):
+            continue  # SafeLoader refuses it below, as invalid YAML
         if key in seen:
             loader.duplicates.append((str(key), key_node.start_mark.line + 1))
         seen.add(key)
@@ -110,11 +112,14 @@ class _Checker:
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
                 self.add(_join(path, str(key)), f"unknown key{hint}")
         for key in required:
-            if key not in value:
+            if value.get(key) is None:
                 self.add(_join(path, key), "is required")
         return value
 
     def string(self, value: Any, path: str, pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
+        """A non-empty string. ``None`` is a key that :meth:`mapping` reported as required already."""
+        if value is None:
+            return None
         if not isinstance(value, str) or not value.strip():
             self.add(path, f"must be a non-empty string, not {_kind(value)}")
             return None
@@ -164,6 +169,9 @@ class _Checker:
             return []
         out: list[str] = []
         for i, item in enumerate(value):
+            if item is None:
+                self.add(f"{path}[{i}]", f"is empty; write a {what} or remove the line")
+                continue
             checked = self.string(item, f"{path}[{i}]", pattern, what)
             if checked is None:
                 continue
@@ -186,6 +194,9 @@ class _Checker:
             item_path = f"{path}[{i}]"
             if not isinstance(item, dict):
                 self.add(item_path, f"must be a mapping describing a {what}, not {_kind(item)}")
+                continue
+            if item.get("id") is None:
+                self.add(f"{item_path}.id", "is required")
                 continue
             ident = self.string(
                 item.get("id"), f"{item_path}.id", ID_PATTERN, f"{what} id (lower-case letters, digits and '-')"
@@ -290,7 +301,7 @@ def parse_platform(data: Any, images: Mapping[str, Image], source: str = "tenant
         gpu_types=MappingProxyType(gpu_types),
         images=images,
         profiles=MappingProxyType(profiles),
-        tenants=MappingProxyType({t: _freeze_tenant(v) for t, v in tenants.items()}),
+        tenants=MappingProxyType({t: _freeze_tenant(v) for t, v in tenants.items() if v is not None}),
         source=source,
     )
 
@@ -384,8 +395,8 @@ _USER_WHAT = "username (lower case, as JupyterHub stores it)"
 
 def _parse_tenants(
     value: Any, gpu_types: Mapping[str, GpuType], profiles: Mapping[str, Profile | None], check: _Checker
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+) -> dict[str, dict[str, Any] | None]:
+    out: dict[str, dict[str, Any] | None] = {}
     for ident, path, item in check.unique_ids(value, "tenants", "tenant"):
         fields = check.mapping(
             item, path, ("id", "display_name", "kind", "profiles", "quota"), ("members", "admins", "description")
@@ -424,7 +435,9 @@ def _parse_tenants(
                     f"profile {profile_id!r} needs {profile.gpu_count} {profile.gpu_type} GPU(s) but the quota grants"
                     f" {granted}; raise quota.gpus.{profile.gpu_type} or remove the profile",
                 )
-        if display and kind in TENANT_KINDS and quota is not None:
+        if not (display and kind in TENANT_KINDS and quota is not None):
+            out[ident] = None  # declared but invalid: the users section may still name it
+        else:
             out[ident] = {
                 "id": ident,
                 "display_name": display,
@@ -479,7 +492,7 @@ def _parse_quota(value: Any, path: str, gpu_types: Mapping[str, GpuType], check:
     return quota if len(check.problems) == before else None
 
 
-def _apply_user_memberships(value: Any, tenants: dict[str, dict[str, Any]], check: _Checker) -> None:
+def _apply_user_memberships(value: Any, tenants: dict[str, dict[str, Any] | None], check: _Checker) -> None:
     """The optional ``users:`` section: ``alice: [snu-ai, nova-labs]`` for people in several tenants."""
     if value is None:
         return
@@ -497,7 +510,9 @@ def _apply_user_memberships(value: Any, tenants: dict[str, dict[str, Any]], chec
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 check.add(f"{path}[{i}]", f"user {user!r} is put in tenant {tenant_id!r}, which does not exist{hint}")
                 continue
-            tenants[tenant_id]["member_users"].add(user)
+            fields = tenants[tenant_id]
+            if fields is not None:
+                fields["member_users"].add(user)
 
 
 def _freeze_tenant(fields: dict[str, Any]) -> Tenant:

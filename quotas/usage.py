@@ -72,8 +72,11 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(event, sort_keys=True) + "\n"
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = "\n" + line  # end a line torn by a crash, so this record stays readable
                 os.write(fd, line.encode())
                 os.fsync(fd)
             finally:
@@ -129,6 +132,7 @@ class ReservationBook:
     def __init__(self, ledger: Ledger | None = None):
         self.ledger = ledger
         self._by_tenant: dict[str, dict[ServerKey, Holding]] = {}
+        self._tenant_of: dict[ServerKey, str] = {}  # a server is charged to one tenant at a time
         self._runs: dict[ServerKey, str] = {}
         self._reconciled = False
 
@@ -136,10 +140,8 @@ class ReservationBook:
         return tuple(self._by_tenant.get(tenant_id, {}).values())
 
     def held_by(self, key: ServerKey) -> Holding | None:
-        for servers in self._by_tenant.values():
-            if key in servers:
-                return servers[key]
-        return None
+        tenant = self._tenant_of.get(key)
+        return None if tenant is None else self._by_tenant[tenant][key]
 
     def usage(self, tenant: Tenant, now: datetime, exclude: ServerKey | None = None) -> Usage:
         start, end, name = month_period(now)
@@ -161,11 +163,20 @@ class ReservationBook:
         """
         key = (request.user, request.server)
         self._close_orphaned_runs(now)
+        held = self.held_by(key)
+        if held is not None:
+            where = f"Server {request.server!r}" if request.server else "Your default server"
+            return Decision(
+                False,
+                f"{where} already runs (charged to tenant {held.tenant}). Stop it before starting it again.",
+                "running",
+            ), None
         decision = admit(tenant, request, self.usage(tenant, now, exclude=None))
         if not decision.allowed or decision.holding is None:
             return decision, None
         run = self.ledger.start(decision.holding, now) if self.ledger else None
         self._by_tenant.setdefault(tenant.id, {})[key] = decision.holding
+        self._tenant_of[key] = tenant.id
         if run:
             self._runs[key] = run
         return decision, run
@@ -183,18 +194,17 @@ class ReservationBook:
     def restore(self, holding: Holding, run: str | None) -> None:
         """Re-hold what a server that survived a hub restart holds (no admission: it is running)."""
         key = (holding.user, holding.server)
+        self.release(key, None)  # a server is held once, whatever it held before
         self._by_tenant.setdefault(holding.tenant, {})[key] = holding
+        self._tenant_of[key] = holding.tenant
         if run:
             self._runs[key] = run
 
-    def release(self, key: ServerKey, now: datetime) -> Holding | None:
+    def release(self, key: ServerKey, now: datetime | None) -> Holding | None:
         """Stop holding ``key``'s resources and close its ledger run. Releasing twice is harmless."""
-        holding = None
-        for servers in self._by_tenant.values():
-            if key in servers:
-                holding = servers.pop(key)
-                break
+        tenant = self._tenant_of.pop(key, None)
+        holding = None if tenant is None else self._by_tenant[tenant].pop(key)
         run = self._runs.pop(key, None)
-        if run and self.ledger:
+        if run and self.ledger and now is not None:
             self.ledger.end(run, now)
         return holding

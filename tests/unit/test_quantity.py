@@ -1,0 +1,110 @@
+"""quotas.quantity: Kubernetes quantities parsed once, exactly, with errors for people."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from quotas.quantity import QuantityError, format_bytes, format_cpu, parse_quantity
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("8Gi", Decimal(8 * 2**30)),
+        ("1Ki", Decimal(1024)),
+        ("16Mi", Decimal(16 * 2**20)),
+        ("10Ti", Decimal(10 * 2**40)),
+        ("1.5Gi", Decimal(3 * 2**29)),
+        ("500m", Decimal("0.5")),
+        ("100m", Decimal("0.1")),
+        ("2", Decimal(2)),
+        ("0.1", Decimal("0.1")),
+        (".5", Decimal("0.5")),
+        ("1k", Decimal(1000)),
+        ("2G", Decimal(2 * 10**9)),
+        ("1e3", Decimal(1000)),
+        ("  4  ", Decimal(4)),
+        (2, Decimal(2)),
+        (0, Decimal(0)),
+        (Decimal("0.25"), Decimal("0.25")),
+    ],
+)
+def test_parse_quantity_values(value: str | int | Decimal, expected: Decimal) -> None:
+    parsed = parse_quantity(value)
+    assert isinstance(parsed, Decimal)
+    assert parsed == expected
+
+
+def test_parse_quantity_is_exact_where_floats_drift() -> None:
+    # 0.1 + 0.2 != 0.3 in binary floating point; quantities must add up exactly
+    assert parse_quantity("100m") + parse_quantity("200m") == parse_quantity("300m")
+    assert parse_quantity("0.1") + parse_quantity("0.2") == Decimal("0.3")
+    assert parse_quantity("500m") == Decimal("0.500")
+
+
+def test_parse_quantity_decimal_is_returned_unchanged() -> None:
+    value = Decimal("12.345")
+    assert parse_quantity(value) is value
+
+
+@pytest.mark.parametrize("value", [0.1, 1.0, 8.5])
+def test_parse_quantity_refuses_floats(value: float) -> None:
+    with pytest.raises(QuantityError, match=r"write it as a string such as \"8Gi\""):
+        parse_quantity(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [True, False, None, [1], {"a": 1}])
+def test_parse_quantity_refuses_non_quantities(value: object) -> None:
+    with pytest.raises(QuantityError, match="is not a quantity"):
+        parse_quantity(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "meant"),
+    [("8Gb", "Gi"), ("8GB", "Gi"), ("512Mb", "Mi"), ("1Tb", "Ti"), ("4gi", "Gi")],
+)
+def test_parse_quantity_typo_suggests_the_binary_suffix(value: str, meant: str) -> None:
+    with pytest.raises(QuantityError) as info:
+        parse_quantity(value)
+    message = str(info.value)
+    assert repr(value) in message
+    assert f"did you mean {meant!r}" in message
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    assert f'"{number}{meant}"' in message
+
+
+@pytest.mark.parametrize("value", ["8Xi", "3parsecs", "1Qi"])
+def test_parse_quantity_unknown_unit_lists_the_known_ones(value: str) -> None:
+    with pytest.raises(QuantityError, match="unknown unit") as info:
+        parse_quantity(value)
+    assert "Ki Mi Gi Ti Pi Ei" in str(info.value)
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["", "Gi", "eight", "8 Gi", "1.2.3", "--1"])
+def test_parse_quantity_malformed(value: str) -> None:
+    with pytest.raises(QuantityError, match="is not a quantity"):
+        parse_quantity(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (Decimal(8 * 2**30), "8 GiB"),
+        (Decimal(512), "512 B"),
+        (Decimal(3 * 2**29), "1.5 GiB"),
+        (Decimal(2**40), "1 TiB"),
+    ],
+)
+def test_format_bytes(value: Decimal, text: str) -> None:
+    assert format_bytes(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(Decimal("0.500"), "0.5 CPUs"), (Decimal(1), "1 CPU"), (Decimal(96), "96 CPUs"), (Decimal(100), "100 CPUs")],
+)
+def test_format_cpu(value: Decimal, text: str) -> None:
+    assert format_cpu(value) == text
