@@ -13,13 +13,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from jupyterhub.spawner import LocalProcessSpawner, SpawnException
+from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Bool, Unicode, default
 
 from quotas.policy import Holding
 
 from .gpus import NoFreeGpus
-from .tenancy import TenantSpawnerMixin
+from .tenancy import TenantSpawnerMixin, refusal
 
 STATE_KEY = "aidc"
 
@@ -76,7 +76,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                 indices += self.platform.gpus.allocate(self.server_key, gpu_type, count)
         except NoFreeGpus as e:
             self._release()
-            raise SpawnException(str(e), reason="gpus-busy", status_code=503) from None
+            raise refusal(str(e), reason="gpus-busy", status=503) from None
         self.held, self.run_id, self.gpu_indices = holding, run, indices
         profile = self.platform.config.profiles[holding.profile]
         visible = ",".join(indices) if indices else ""

@@ -130,15 +130,22 @@ def describe_profile(profile: Profile, image_name: str) -> str:
     return f"{gpu} · {format_cpu(profile.cpu)} · {format_bytes(profile.memory)} memory · {image_name}"
 
 
-def render_form(config: PlatformConfig, choices: list[Choice], usage_notes: Mapping[str, str] | None = None) -> str:
+def render_form(
+    config: PlatformConfig,
+    choices: list[Choice],
+    usage_notes: Mapping[str, str] | None = None,
+    selected: str | None = None,
+) -> str:
     """HTML for JupyterHub's spawn page: one group of radio buttons per tenant.
 
     ``usage_notes`` maps tenant id to a line such as "H100: 4 of 8 in use".
-    The first choice is preselected. Everything user-visible is escaped.
+    ``selected`` (``"tenant/profile"``) is preselected if it is a choice, else the
+    first choice is. Everything user-visible is escaped.
     """
     usage_notes = usage_notes or {}
+    if selected not in {c.value for c in choices}:
+        selected = choices[0].value if choices else None
     parts = ['<div class="aidc-spawn-form">']
-    first = True
     by_tenant: dict[str, list[Choice]] = {}
     for c in choices:
         by_tenant.setdefault(c.tenant.id, []).append(c)
@@ -156,8 +163,7 @@ def render_form(config: PlatformConfig, choices: list[Choice], usage_notes: Mapp
         for c in tenant_choices:
             image = config.images[c.profile.image]
             ident = f"choice-{c.tenant.id}-{c.profile.id}"
-            checked = " checked" if first else ""
-            first = False
+            checked = " checked" if c.value == selected else ""
             parts.append(
                 '<div class="form-check">'
                 f'<input class="form-check-input" type="radio" name="choice" id="{esc(ident)}" value="{esc(c.value)}"{checked}>'

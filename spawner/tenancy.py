@@ -107,7 +107,7 @@ class TenantSpawnerMixin(LoggingConfigurable):
         decision, run = platform.book.reserve(choice.tenant, request, datetime.now(UTC))
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
-            raise SpawnException(decision.reason, reason=f"quota-{decision.code}", status_code=403)
+            raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403)
         return decision.holding, run
 
     def resolve_choice(self) -> Choice:
@@ -115,11 +115,19 @@ class TenantSpawnerMixin(LoggingConfigurable):
         try:
             return resolve_options(self.platform.config, self.user.name, self.user_groups(), self.user_options)  # type: ignore[attr-defined]
         except OptionsRefused as e:
-            raise SpawnException(e.message, reason="options", status_code=e.status) from None
+            raise refusal(e.message, reason="options", status=e.status) from None
 
     def release_reservation(self) -> None:
         """Give back what this server holds; harmless if it holds nothing."""
         self.platform.book.release(self.server_key, datetime.now(UTC))
+
+
+def refusal(message: str, reason: str, status: int) -> SpawnException:
+    """A SpawnException whose page text is ``message`` alone (JupyterHub would otherwise show
+    ``403 SpawnException(reason=...)`` in front of it on the spawn page)."""
+    e = SpawnException(message, reason=reason, status_code=status)
+    e.jupyterhub_message = message  # type: ignore[attr-defined]
+    return e
 
 
 def _apply_user_options(spawner: TenantSpawnerMixin, user_options: Any) -> None:
@@ -142,4 +150,7 @@ def _options_form(spawner: TenantSpawnerMixin) -> str:
         if tenant.quota.servers is not None:
             parts.append(f"{len(held)} of {tenant.quota.servers} servers running")
         notes[tenant_id] = "Tenant usage now: " + "; ".join(parts) if parts else ""
-    return render_form(platform.config, choices, notes)
+    # preselect what was asked last: the refused choice when the form comes back with a reason
+    last = spawner.user_options or {}  # type: ignore[attr-defined]
+    selected = f"{last.get('tenant')}/{last.get('profile')}" if isinstance(last, dict) else None
+    return render_form(platform.config, choices, notes, selected=selected)

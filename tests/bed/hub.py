@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,26 @@ from hub_config.auth import AccountStore
 
 REPO = Path(__file__).resolve().parents[2]
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+# The tiers' tenants: `lab` (alice, bob, carol; admin kim; 4 H100) and `startup` (dave; admin erin).
+TENANTS = REPO / "tests" / "hub" / "tenants.yaml"
+PASSWORDS = {name: f"{name}-password-1" for name in ("admin", "alice", "bob", "carol", "dave", "erin", "kim", "zed")}
+
+
+@contextmanager
+def running_hub(workdir: Path, **kwargs: Any) -> Iterator[Hub]:
+    """A started hub with the tiers' tenants, accounts and H100:4, A100:2; stopped afterwards."""
+    hub = Hub(workdir, accounts=PASSWORDS, fake_gpus="H100:4,A100:2", tenants=TENANTS, **kwargs)
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+def stop_all_servers(clients: Iterable[Client]) -> None:
+    for client in clients:
+        for server in list(client.api("GET", f"/users/{client.name}").json()["servers"]):
+            client.stop_server(server)
 
 
 def free_port() -> int:
@@ -72,9 +94,14 @@ class Hub:
 
     def start(self, timeout: float = 60) -> None:
         self.starts += 1
-        log = open(self.log_path, "ab")
-        log.write(f"\n===== hub start {self.starts} =====\n".encode())
-        self.proc = subprocess.Popen(
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== hub start {self.starts} =====\n".encode())
+            log.flush()
+            self.proc = self._popen(log)
+        self._wait_up(timeout)
+
+    def _popen(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
             cwd=self.workdir,
             env=self.env,
@@ -82,6 +109,9 @@ class Hub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def _wait_up(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -11,15 +11,12 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.bed.hub import Client, Hub, LoginFailed
+from tests.bed.hub import PASSWORDS, Client, Hub, LoginFailed, running_hub, stop_all_servers
 
-HERE = Path(__file__).parent
-PASSWORDS = {name: f"{name}-password-1" for name in ("admin", "alice", "bob", "carol", "dave", "erin", "kim", "zed")}
 PRINT_ENV = (
     "import os\n"
     "for k in ('CUDA_VISIBLE_DEVICES', 'NVIDIA_VISIBLE_DEVICES', 'AIDC_TENANT', 'AIDC_PROFILE'):\n"
@@ -29,16 +26,8 @@ PRINT_ENV = (
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    h = Hub(
-        tmp_path_factory.mktemp("hub"),
-        accounts=PASSWORDS,
-        fake_gpus="H100:4,A100:2",
-        tenants=HERE / "tenants.yaml",
-        env={"AIDC_POLL_INTERVAL": "2"},
-    )
-    h.start()
-    yield h
-    h.stop()
+    with running_hub(tmp_path_factory.mktemp("hub"), env={"AIDC_POLL_INTERVAL": "2"}) as h:
+        yield h
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +39,7 @@ def clients(hub: Hub) -> dict[str, Client]:
 def no_servers_left(clients: dict[str, Client]) -> Iterator[None]:
     """Each test starts and ends with no workspace running."""
     yield
-    for client in clients.values():
-        for server in list(client.api("GET", f"/users/{client.name}").json()["servers"]):
-            client.stop_server(server)
+    stop_all_servers(clients.values())
 
 
 def gpu_env(client: Client, server: str = "") -> dict[str, str]:
