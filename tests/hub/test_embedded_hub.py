@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -225,3 +226,22 @@ def test_people_change_their_own_password(hub: Hub) -> None:
     # an anonymous visitor is sent to the login page, not shown the form
     anonymous = requests.get(f"{hub.url}/hub/change-password", allow_redirects=False, timeout=30)
     assert anonymous.status_code == 302 and "/hub/login" in anonymous.headers["Location"]
+
+
+def test_invalid_tenant_config_stops_the_hub_with_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "tenants.yaml"
+    bad.write_text(
+        (Path(__file__).parent / "tenants.yaml")
+        .read_text()
+        .replace("memory: 2Gi", "memory: 2Gb")
+        .replace("kind: startup", "kind: goverment")
+    )
+    hub = Hub(tmp_path / "hub", accounts={}, tenants=bad)
+    with pytest.raises(RuntimeError, match="exited with 1") as info:
+        hub.start(timeout=30)
+    message = str(info.value)
+    assert "AIDC Hub cannot start because of its tenant config" in message
+    assert "2 problems; nothing was applied" in message
+    assert "profiles[cpu].memory: '2Gb' has unit 'Gb'" in message
+    assert "tenants[startup].kind: 'goverment' is not a tenant kind" in message
+    assert not (hub.data_dir / "jupyterhub.sqlite").exists()
