@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Bool, Unicode, default
-
-from quotas.policy import Holding
 
 from .gpus import NoFreeGpus
 from .tenancy import TenantSpawnerMixin, refusal
@@ -58,8 +55,6 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
     def home_dir(self) -> str:
         return self.home_dir_template.format(username=self.user.name)
 
-    held: Holding | None = None
-    run_id: str | None = None
     gpu_indices: list[str] = []
 
     async def start(self) -> Any:
@@ -69,7 +64,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         (400/403/503) without starting anything when options, quota or free GPUs
         say no; whatever was reserved is given back.
         """
-        holding, run = self.admit_spawn()
+        holding = self.admit_spawn()
         try:
             indices: list[str] = []
             for gpu_type, count in holding.gpus.items():
@@ -77,7 +72,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         except NoFreeGpus as e:
             self._release()
             raise refusal(str(e), reason="gpus-busy", status=503) from None
-        self.held, self.run_id, self.gpu_indices = holding, run, indices
+        self.gpu_indices = indices
         profile = self.platform.config.profiles[holding.profile]
         visible = ",".join(indices) if indices else ""
         base_env: dict[str, Any] = dict(self.environment)  # type: ignore[has-type]
@@ -122,47 +117,28 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         self.release_reservation()
         if freed:
             self.log.info("Released GPUs [%s] of %s", ",".join(freed), self._log_name)
-        self.held, self.run_id, self.gpu_indices = None, None, []
+        self.gpu_indices = []
 
     def get_state(self) -> dict[str, Any]:
         """LocalProcessSpawner's pid plus what this server holds, so a restarted hub can re-hold it."""
         state = super().get_state()
-        if self.held is not None:
-            state[STATE_KEY] = {
-                "tenant": self.held.tenant,
-                "profile": self.held.profile,
-                "holds": {"gpus": dict(self.held.gpus), "cpu": str(self.held.cpu), "memory": str(self.held.memory)},
-                "gpus": self.gpu_indices,
-                "run": self.run_id,
-            }
+        held = self.held_state()
+        if held is not None:
+            state[STATE_KEY] = {**held, "gpus": self.gpu_indices}
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore after a hub restart: the pid, and re-hold the server's quota and GPUs.
-
-        What is held comes from the saved state, not from today's config: a server
-        keeps its GPUs even if its profile or tenant was edited away meanwhile.
-        """
+        """Restore after a hub restart: the pid, and re-hold the server's quota and GPUs."""
         super().load_state(state)
         saved = state.get(STATE_KEY)
         if not saved or not self.pid:
             return
-        holds = saved["holds"]
-        holding = Holding(
-            tenant=saved["tenant"],
-            user=self.user.name,
-            server=self.name or "",
-            profile=saved["profile"],
-            gpus={str(t): int(n) for t, n in holds["gpus"].items()},
-            cpu=Decimal(holds["cpu"]),
-            memory=Decimal(holds["memory"]),
-        )
         indices = [str(i) for i in saved.get("gpus", [])]
         conflicts = self.platform.gpus.claim(self.server_key, indices)
         if conflicts:
             self.log.error("%s claims GPUs [%s] that another server holds", self._log_name, ",".join(conflicts))
-        self.platform.book.restore(holding, saved.get("run"))
-        self.held, self.run_id, self.gpu_indices = holding, saved.get("run"), indices
+        self.restore_held(saved)
+        self.gpu_indices = indices
 
     def get_args(self) -> list[str]:
         args = super().get_args()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from jupyterhub.spawner import SpawnException
@@ -81,6 +82,8 @@ class TenantSpawnerMixin(LoggingConfigurable):
         return _apply_user_options
 
     choice: Choice | None = None
+    held: Holding | None = None
+    run_id: str | None = None
 
     @property
     def platform(self) -> Platform:
@@ -93,11 +96,12 @@ class TenantSpawnerMixin(LoggingConfigurable):
     def user_groups(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.user.groups)  # type: ignore[attr-defined]
 
-    def admit_spawn(self) -> tuple[Holding, str | None]:
+    def admit_spawn(self) -> Holding:
         """Re-resolve ``user_options`` and reserve the tenant's resources.
 
-        Returns the holding and its ledger run id, or raises ``SpawnException``
-        (400 malformed options, 403 not allowed or over quota) before anything starts.
+        Returns what the server now holds (also kept in ``self.held``, its ledger run in
+        ``self.run_id``), or raises ``SpawnException`` (400 malformed options, 403 not
+        allowed or over quota) before anything starts.
         """
         platform = self.platform
         user, groups = self.user.name, self.user_groups()  # type: ignore[attr-defined]
@@ -108,7 +112,8 @@ class TenantSpawnerMixin(LoggingConfigurable):
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
             raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403)
-        return decision.holding, run
+        self.held, self.run_id = decision.holding, run
+        return decision.holding
 
     def resolve_choice(self) -> Choice:
         """The (tenant, profile) that ``user_options`` may have, or ``SpawnException`` 400/403."""
@@ -120,6 +125,36 @@ class TenantSpawnerMixin(LoggingConfigurable):
     def release_reservation(self) -> None:
         """Give back what this server holds; harmless if it holds nothing."""
         self.platform.book.release(self.server_key, datetime.now(UTC))
+        self.held, self.run_id = None, None
+
+    def held_state(self) -> dict[str, Any] | None:
+        """What this server holds, for ``get_state`` (None when it holds nothing)."""
+        if self.held is None:
+            return None
+        h = self.held
+        return {
+            "tenant": h.tenant,
+            "profile": h.profile,
+            "holds": {"gpus": dict(h.gpus), "cpu": str(h.cpu), "memory": str(h.memory)},
+            "run": self.run_id,
+        }
+
+    def restore_held(self, saved: dict[str, Any]) -> Holding:
+        """Re-hold what a server that survived a hub restart holds, from its saved state
+        (not from today's config: a server keeps what it has even if its profile changed)."""
+        holds = saved["holds"]
+        holding = Holding(
+            tenant=saved["tenant"],
+            user=self.user.name,  # type: ignore[attr-defined]
+            server=self.name or "",  # type: ignore[attr-defined]
+            profile=saved["profile"],
+            gpus={str(t): int(n) for t, n in holds["gpus"].items()},
+            cpu=Decimal(holds["cpu"]),
+            memory=Decimal(holds["memory"]),
+        )
+        self.platform.book.restore(holding, saved.get("run"))
+        self.held, self.run_id = holding, saved.get("run")
+        return holding
 
 
 def refusal(message: str, reason: str, status: int) -> SpawnException:

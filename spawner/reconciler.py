@@ -1,0 +1,128 @@
+"""The tenant namespace reconciler: keeps every tenant's namespace, ResourceQuota,
+LimitRange, NetworkPolicies and hub RoleBinding equal to the tenant config.
+
+Objects are written with server-side apply (field manager ``aidc-reconciler``), so a
+run is idempotent and only the fields it owns are changed. A tenant removed from the
+config loses its hub access and its running pods, but keeps its namespace and PVCs:
+no data is deleted, and the report says what was left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+
+from quotas.model import PlatformConfig
+
+from .kube_objects import MANAGED_BY, TENANT_LABEL, tenant_objects
+
+FIELD_MANAGER = "aidc-reconciler"
+REMOVED_LABEL = "aidc.io/removed"
+
+_PATHS = {
+    ("v1", "Namespace"): "/api/v1/namespaces/{name}",
+    ("v1", "ResourceQuota"): "/api/v1/namespaces/{namespace}/resourcequotas/{name}",
+    ("v1", "LimitRange"): "/api/v1/namespaces/{namespace}/limitranges/{name}",
+    (
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+    ): "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}",
+    ("rbac.authorization.k8s.io/v1", "Role"): "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}",
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+    ): "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}",
+}
+
+
+@dataclass
+class Report:
+    applied: list[str] = field(default_factory=list)
+    removed_tenants: dict[str, list[str]] = field(default_factory=dict)  # namespace -> PVCs kept
+
+    def lines(self) -> list[str]:
+        out = [f"applied {len(self.applied)} objects"]
+        for ns, pvcs in self.removed_tenants.items():
+            kept = ", ".join(pvcs) if pvcs else "no PVCs"
+            out.append(
+                f"tenant namespace {ns} is no longer in the config: its pods and hub access were removed;"
+                f" the namespace and {kept} were kept (delete them by hand once the data is saved)"
+            )
+        return out
+
+
+class TenantReconciler:
+    """Apply :func:`spawner.kube_objects.tenant_objects` for every tenant of ``config``."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        config: PlatformConfig,
+        namespace_template: str = "aidc-{tenant}",
+        hub_namespace: str = "aidc",
+        hub_service_account: str = "hub",
+        allowed_from: Mapping[str, str] | None = None,
+    ):
+        self.api = api
+        self.config = config
+        self.namespace_template = namespace_template
+        self.hub_namespace = hub_namespace
+        self.hub_service_account = hub_service_account
+        self.allowed_from = dict(allowed_from or {"hub": "hub", "proxy": "proxy", "sshgateway": "sshgateway"})
+
+    def desired(self) -> list[dict[str, Any]]:
+        return [
+            obj
+            for tenant in self.config.tenants.values()
+            for obj in tenant_objects(
+                tenant,
+                dict(self.config.gpu_types),
+                self.namespace_template,
+                self.hub_namespace,
+                self.hub_service_account,
+                self.allowed_from,
+            )
+        ]
+
+    def reconcile(self) -> Report:
+        report = Report()
+        for obj in self.desired():
+            self.apply(obj)
+            meta = obj["metadata"]
+            report.applied.append(f"{obj['kind']} {meta.get('namespace', '')}/{meta['name']}".replace(" /", " "))
+        report.removed_tenants = self._retire_removed_tenants()
+        return report
+
+    def apply(self, obj: dict[str, Any]) -> Any:
+        """Server-side apply of one object (created if missing, our fields made equal)."""
+        meta = obj["metadata"]
+        path = _PATHS[(obj["apiVersion"], obj["kind"])].format(name=meta["name"], namespace=meta.get("namespace", ""))
+        return self.api.call_api(
+            path,
+            "PATCH",
+            query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+            body=obj,
+            response_type="object",
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+
+    def _retire_removed_tenants(self) -> dict[str, list[str]]:
+        core, rbac = client.CoreV1Api(self.api), client.RbacAuthorizationV1Api(self.api)
+        selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+        retired: dict[str, list[str]] = {}
+        for ns in core.list_namespace(label_selector=selector).items:
+            tenant_id = (ns.metadata.labels or {}).get(TENANT_LABEL)
+            if tenant_id is None or tenant_id in self.config.tenants:
+                continue
+            name = ns.metadata.name
+            for binding in rbac.list_namespaced_role_binding(name, label_selector=selector).items:
+                rbac.delete_namespaced_role_binding(binding.metadata.name, name)
+            core.delete_collection_namespaced_pod(name)
+            core.patch_namespace(name, {"metadata": {"labels": {REMOVED_LABEL: "true"}}})
+            retired[name] = sorted(p.metadata.name for p in core.list_namespaced_persistent_volume_claim(name).items)
+        return retired
