@@ -7,6 +7,7 @@
     aidc user list            list local accounts
     aidc check-config [FILE]  validate tenants.yaml against the image catalog
     aidc gpus                 show this machine's GPU inventory
+    aidc reconcile            create/update every tenant's Kubernetes namespace and quota
 
 Exit codes: 0 done, 1 refused (the message says why), 2 wrong usage.
 """
@@ -138,6 +139,32 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    from spawner.reconciler import TenantReconciler
+
+    platform = load_platform(_tenants_file(args.file), _catalog_file(None))
+    if args.kubeconfig:
+        kube_config.load_kube_config(config_file=args.kubeconfig)
+    else:
+        try:
+            kube_config.load_incluster_config()
+        except kube_config.ConfigException:
+            kube_config.load_kube_config()
+    reconciler = TenantReconciler(
+        client.ApiClient(),
+        platform,
+        namespace_template=args.namespace_template,
+        hub_namespace=args.hub_namespace,
+        hub_service_account=args.hub_service_account,
+    )
+    for line in reconciler.reconcile().lines():
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aidc", description="AIDC Hub operator command")
     parser.add_argument("--data-dir", help="state directory (default: $AIDC_DATA_DIR or .aidc)")
@@ -170,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gpus", help="show this machine's GPU inventory")
     p.add_argument("--file", help="tenants.yaml that declares the GPU types")
     p.set_defaults(func=cmd_gpus)
+
+    p = sub.add_parser("reconcile", help="create/update every tenant's namespace, quota, policies and hub access")
+    p.add_argument("--file", help="tenants.yaml (default: $AIDC_TENANTS or the example)")
+    p.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, then ~/.kube/config)")
+    p.add_argument("--namespace-template", default="aidc-{tenant}")
+    p.add_argument("--hub-namespace", default="aidc", help="namespace the hub runs in")
+    p.add_argument("--hub-service-account", default="hub", help="the hub's service account")
+    p.set_defaults(func=cmd_reconcile)
     return parser
 
 

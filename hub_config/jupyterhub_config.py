@@ -10,6 +10,9 @@
 #   AIDC_HUB_PORT     the hub's internal port                                      [8081]
 #   AIDC_PROXY_API_PORT  configurable-http-proxy's API port                        [8001]
 #   AIDC_POLL_INTERVAL   seconds between checks that workspaces still run           [30]
+#   AIDC_SPAWNER      aidc-local (processes on this machine) or aidc-kube (pods)   [aidc-local]
+#   AIDC_HUB_CONNECT_URL  how workspace pods reach the hub (aidc-kube)             [the hub's own URL]
+#   AIDC_NAMESPACE_TEMPLATE  tenant namespaces (aidc-kube)                         [aidc-{tenant}]
 import os
 import sys
 from pathlib import Path
@@ -41,7 +44,7 @@ settings = {
     "JupyterHub.db_url": f"sqlite:///{data_dir / 'jupyterhub.sqlite'}",
     "JupyterHub.cookie_secret_file": str(data_dir / "jupyterhub_cookie_secret"),
     "JupyterHub.pid_file": str(data_dir / "jupyterhub.pid"),
-    "JupyterHub.spawner_class": "aidc-local",
+    "JupyterHub.spawner_class": env("AIDC_SPAWNER", "aidc-local"),
     "JupyterHub.authenticator_class": "aidc-local",
     "JupyterHub.allow_named_servers": True,
     "JupyterHub.load_groups": tenant_groups(platform),
@@ -61,6 +64,10 @@ settings = {
     "TenantSpawnerMixin.catalog_file": catalog_file,
     "TenantSpawnerMixin.data_dir": str(data_dir),
     "TenantSpawnerMixin.fake_gpus": env("AIDC_FAKE_GPUS", ""),
+    "TenantKubeSpawner.hub_connect_url": env(
+        "AIDC_HUB_CONNECT_URL", f"http://127.0.0.1:{env('AIDC_HUB_PORT', '8081')}"
+    ),
+    "TenantKubeSpawner.namespace_template": env("AIDC_NAMESPACE_TEMPLATE", "aidc-{tenant}"),
     "TenantGroupsMixin.tenants_file": tenants_file,
     "TenantGroupsMixin.catalog_file": catalog_file,
     "LocalAccountAuthenticator.accounts_file": str(accounts_file),

@@ -9,11 +9,13 @@ no data is deleted, and the report says what was left.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from quotas.model import PlatformConfig
 
@@ -96,33 +98,66 @@ class TenantReconciler:
         report.removed_tenants = self._retire_removed_tenants()
         return report
 
-    def apply(self, obj: dict[str, Any]) -> Any:
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply of one object (created if missing, our fields made equal)."""
-        meta = obj["metadata"]
-        path = _PATHS[(obj["apiVersion"], obj["kind"])].format(name=meta["name"], namespace=meta.get("namespace", ""))
-        return self.api.call_api(
-            path,
+        return self.request(
             "PATCH",
-            query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+            object_path(obj),
             body=obj,
-            response_type="object",
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
         )
+
+    def read(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The live version of ``obj``."""
+        return self.request("GET", object_path(obj))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        params = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*params)
+        response.read()
+        if response.status >= 400:
+            raise ApiException(http_resp=response)
+        result: dict[str, Any] = json.loads(response.data or b"{}")
+        return result
 
     def _retire_removed_tenants(self) -> dict[str, list[str]]:
         core, rbac = client.CoreV1Api(self.api), client.RbacAuthorizationV1Api(self.api)
         selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
         retired: dict[str, list[str]] = {}
         for ns in core.list_namespace(label_selector=selector).items:
-            tenant_id = (ns.metadata.labels or {}).get(TENANT_LABEL)
+            labels = (ns.metadata.labels if ns.metadata else None) or {}
+            tenant_id = labels.get(TENANT_LABEL)
             if tenant_id is None or tenant_id in self.config.tenants:
                 continue
-            name = ns.metadata.name
+            name = _name(ns)
             for binding in rbac.list_namespaced_role_binding(name, label_selector=selector).items:
-                rbac.delete_namespaced_role_binding(binding.metadata.name, name)
+                rbac.delete_namespaced_role_binding(_name(binding), name)
             core.delete_collection_namespaced_pod(name)
             core.patch_namespace(name, {"metadata": {"labels": {REMOVED_LABEL: "true"}}})
-            retired[name] = sorted(p.metadata.name for p in core.list_namespaced_persistent_volume_claim(name).items)
+            retired[name] = sorted(_name(p) for p in core.list_namespaced_persistent_volume_claim(name).items)
         return retired
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    """The API path of one of the objects the reconciler manages."""
+    meta = obj["metadata"]
+    return _PATHS[(obj["apiVersion"], obj["kind"])].format(name=meta["name"], namespace=meta.get("namespace", ""))
+
+
+def _name(obj: Any) -> str:
+    return str(obj.metadata.name)

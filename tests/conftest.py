@@ -1,10 +1,10 @@
-"""Tiers by folder: tests/unit -> unit, tests/hub -> hub, tests/browser -> browser."""
+"""Tiers by folder: tests/unit -> unit, tests/hub -> hub, tests/browser -> browser, tests/k8s -> k8s."""
 
 from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "hub", "browser")
+TIERS = ("unit", "hub", "browser", "k8s")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
