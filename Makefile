@@ -24,9 +24,10 @@ up: setup
 	$(VENV)/bin/aidc init
 	exec $(VENV)/bin/jupyterhub -f hub_config/jupyterhub_config.py
 
-## make test: set everything up and run every tier (unit, hub, browser)
+## make test: set everything up and run every tier (unit, hub, browser, k8s)
 test: setup
-	bash tests/bed/debian-packages.sh chromium
+	bash tests/bed/debian-packages.sh chromium openssl
+	bash tests/bed/controlplane/build.sh
 	$(VENV)/bin/ruff check quotas spawner hub_config tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider

@@ -1,0 +1,76 @@
+"""The `k8s` tier's bed: a real control plane with KWOK GPU nodes, the tenant namespaces
+from the reconciler, the pod runner, and a hub with ``spawner_class = aidc-kube``.
+
+Nodes (tests/bed/cluster.py): two H100 nodes with 8 GPUs each, an A100 node exposing
+only MIG slices, two CPU nodes. Tenants (tests/hub/tenants.yaml): `lab` (4 H100) and
+`startup` (1 H100, 2 A100: no node offers whole A100s, so those pods are unschedulable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from quotas.loader import load_platform
+from spawner.reconciler import TenantReconciler
+from tests.bed.cluster import ControlPlane
+from tests.bed.hub import PASSWORDS, TENANTS, Client, Hub, running_hub, stop_all_servers
+from tests.bed.podrunner import PodRunner
+
+REPO = Path(__file__).resolve().parents[2]
+HUB_NAMESPACE = "aidc"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(tmp_path_factory.mktemp("cluster"))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: ControlPlane) -> client.ApiClient:
+    return cluster.api_client()
+
+
+@pytest.fixture(scope="session")
+def reconciler(api: client.ApiClient) -> TenantReconciler:
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": HUB_NAMESPACE}})
+    core.create_namespaced_service_account(HUB_NAMESPACE, {"metadata": {"name": "hub"}})
+    r = TenantReconciler(api, load_platform(TENANTS, REPO / "images" / "catalog.yaml"), hub_namespace=HUB_NAMESPACE)
+    r.reconcile()
+    return r
+
+
+@pytest.fixture(scope="session")
+def runner(api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodRunner]:
+    r = PodRunner(api, tmp_path_factory.mktemp("pods")).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def hub(
+    cluster: ControlPlane, reconciler: TenantReconciler, runner: PodRunner, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hub]:
+    env = {"AIDC_SPAWNER": "aidc-kube", "KUBECONFIG": str(cluster.kubeconfig), "AIDC_POLL_INTERVAL": "2"}
+    with running_hub(tmp_path_factory.mktemp("k8s-hub"), env=env) as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def clients(hub: Hub) -> dict[str, Client]:
+    return {name: hub.login(name, password) for name, password in PASSWORDS.items()}
+
+
+@pytest.fixture
+def no_servers_left(clients: dict[str, Client]) -> Iterator[None]:
+    yield
+    stop_all_servers(clients.values())
