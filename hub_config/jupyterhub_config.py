@@ -13,6 +13,7 @@
 #   AIDC_SPAWNER      aidc-local (processes on this machine) or aidc-kube (pods)   [aidc-local]
 #   AIDC_HUB_CONNECT_URL  how workspace pods reach the hub (aidc-kube)             [the hub's own URL]
 #   AIDC_NAMESPACE_TEMPLATE  tenant namespaces (aidc-kube)                         [aidc-{tenant}]
+#   AIDC_HOME_STORAGE_CLASS, AIDC_HOME_CAPACITY  home volumes (aidc-kube)          [cluster default, 10Gi]
 import os
 import sys
 from pathlib import Path
@@ -68,6 +69,8 @@ settings = {
         "AIDC_HUB_CONNECT_URL", f"http://127.0.0.1:{env('AIDC_HUB_PORT', '8081')}"
     ),
     "TenantKubeSpawner.namespace_template": env("AIDC_NAMESPACE_TEMPLATE", "aidc-{tenant}"),
+    "TenantKubeSpawner.home_storage_class": env("AIDC_HOME_STORAGE_CLASS", ""),
+    "TenantKubeSpawner.home_capacity": env("AIDC_HOME_CAPACITY", "10Gi"),
     "TenantGroupsMixin.tenants_file": tenants_file,
     "TenantGroupsMixin.catalog_file": catalog_file,
     "LocalAccountAuthenticator.accounts_file": str(accounts_file),

@@ -38,6 +38,38 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         the spawn is refused with the scheduler's reason, instead of waiting for start_timeout.""",
     ).tag(config=True)
 
+    home_capacity = Unicode(
+        "10Gi",
+        help="""Size of each person's home volume (a PVC ``home-<user>`` in the tenant namespace,
+        shared by their default and named servers, kept when servers stop), e.g. ``50Gi``.
+        It counts against the tenant's storage ceiling (the ResourceQuota's ``requests.storage``).""",
+    ).tag(config=True)
+
+    home_storage_class = Unicode(
+        "",
+        help="""StorageClass of home volumes, e.g. ``ceph-rbd``; empty means the cluster's default class.""",
+    ).tag(config=True)
+
+    home_mount_path = Unicode("/home/jovyan", help="Where the home volume is mounted in the workspace.").tag(
+        config=True
+    )
+
+    @default("storage_pvc_ensure")
+    def _default_storage_pvc_ensure(self) -> bool:
+        return True
+
+    @default("pvc_name_template")
+    def _default_pvc_name_template(self) -> str:
+        return "home-{username}"
+
+    @default("storage_capacity")
+    def _default_storage_capacity(self) -> str:
+        return self.home_capacity
+
+    @default("storage_class")
+    def _default_storage_class(self) -> str:
+        return self.home_storage_class
+
     @default("slug_scheme")
     def _default_slug_scheme(self) -> str:
         return "safe"
@@ -92,6 +124,11 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             gpu_type,
             config.images[profile.image],
         )
+        settings["volumes"] = [
+            {"name": "home", "persistentVolumeClaim": {"claimName": self.pvc_name}},
+            *settings["volumes"],
+        ]
+        settings["volume_mounts"] = [{"name": "home", "mountPath": self.home_mount_path}, *settings["volume_mounts"]]
         for trait, value in settings.items():
             setattr(self, trait, value)
         self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)

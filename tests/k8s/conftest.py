@@ -22,6 +22,27 @@ from tests.bed.podrunner import PodRunner
 
 REPO = Path(__file__).resolve().parents[2]
 HUB_NAMESPACE = "aidc"
+HOME_CLASS = "aidc-home"
+
+
+def _home_volumes(api: client.ApiClient, workdir: Path, count: int = 12) -> None:
+    """A pool of static volumes the controller-manager binds home PVCs to (this cluster has no provisioner)."""
+    core = client.CoreV1Api(api)
+    for i in range(count):
+        path = workdir / f"pv-{i}"
+        path.mkdir()
+        core.create_persistent_volume(
+            {
+                "metadata": {"name": f"home-pv-{i}"},
+                "spec": {
+                    "capacity": {"storage": "10Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": HOME_CLASS,
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": str(path)},
+                },
+            }
+        )
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +61,8 @@ def api(cluster: ControlPlane) -> client.ApiClient:
 
 
 @pytest.fixture(scope="session")
-def reconciler(api: client.ApiClient) -> TenantReconciler:
+def reconciler(api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> TenantReconciler:
+    _home_volumes(api, tmp_path_factory.mktemp("volumes"))
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": HUB_NAMESPACE}})
     core.create_namespaced_service_account(HUB_NAMESPACE, {"metadata": {"name": "hub"}})
@@ -60,7 +82,13 @@ def runner(api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> I
 def hub(
     cluster: ControlPlane, reconciler: TenantReconciler, runner: PodRunner, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hub]:
-    env = {"AIDC_SPAWNER": "aidc-kube", "KUBECONFIG": str(cluster.kubeconfig), "AIDC_POLL_INTERVAL": "2"}
+    env = {
+        "AIDC_SPAWNER": "aidc-kube",
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "AIDC_POLL_INTERVAL": "2",
+        "AIDC_HOME_STORAGE_CLASS": HOME_CLASS,
+        "AIDC_HOME_CAPACITY": "10Gi",
+    }
     with running_hub(tmp_path_factory.mktemp("k8s-hub"), env=env) as h:
         yield h
 

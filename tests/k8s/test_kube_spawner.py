@@ -51,6 +51,11 @@ def test_gpu_spawn_runs_in_the_tenant_namespace_on_a_gpu_node(
     assert container.resources.requests["nvidia.com/gpu"] == "2"
     assert pod.spec.node_selector == {"nvidia.com/gpu.product": H100_PRODUCT}
     assert any(t.key == "nvidia.com/gpu" and t.effect == "NoSchedule" for t in pod.spec.tolerations)
+    home = next(v for v in pod.spec.volumes if v.name == "home")
+    assert home.persistent_volume_claim.claim_name == "home-alice"
+    assert any(m.mount_path == "/home/jovyan" and m.name == "home" for m in container.volume_mounts)
+    pvc = client.CoreV1Api(api).read_namespaced_persistent_volume_claim("home-alice", "aidc-lab")
+    assert pvc.status.phase == "Bound" and pvc.spec.resources.requests["storage"] == "10Gi"
     shm = next(v for v in pod.spec.volumes if v.name == "dshm")
     assert shm.empty_dir.medium == "Memory"
     assert any(m.mount_path == "/dev/shm" for m in container.volume_mounts)
@@ -217,7 +222,9 @@ def test_removed_tenant_keeps_its_data(api: client.ApiClient, retired: TenantRec
         },
     )
     report = retired.reconcile()
-    assert report.removed_tenants == {"aidc-startup": ["claim-dave"]}
+    claims = sorted(c.metadata.name for c in core.list_namespaced_persistent_volume_claim("aidc-startup").items)
+    assert "claim-dave" in claims
+    assert report.removed_tenants == {"aidc-startup": claims}
     assert any("aidc-startup" in line and "claim-dave" in line for line in report.lines())
     ns = core.read_namespace("aidc-startup")
     assert ns.metadata.labels["aidc.io/removed"] == "true"
