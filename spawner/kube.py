@@ -154,7 +154,8 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                 raise refusal(reason, reason="unschedulable", status=503)
             return await start
         except ApiException as e:
-            if e.status == 403 and "exceeded quota" in (e.body or ""):
+            body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body or "")
+            if e.status == 403 and "exceeded quota" in body:
                 raise refusal(self._quota_message(e), reason="resourcequota", status=403) from None
             raise
         finally:
@@ -183,7 +184,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
 
     def _quota_message(self, e: ApiException) -> str:
         try:
-            detail = json.loads(e.body or "{}").get("message", "")
+            detail = json.loads(e.body or b"{}").get("message", "")
         except (TypeError, ValueError):
             detail = str(e.reason)
         return (

@@ -249,3 +249,42 @@ def test_hub_restart_keeps_pods_and_usage(api: client.ApiClient, hub: Hub, clien
     assert {p.metadata.name: p.metadata.uid for p in pods(api, "aidc-lab")} == uids, "pods were recreated"
     r = clients["bob"].spawn(tenant="lab", profile="h100-x1")
     assert r.status_code == 403 and "uses 4 of 4 H100 GPUs" in r.json()["message"]
+
+
+def test_kubernetes_quota_refusal_reaches_the_person(api: client.ApiClient, clients: dict[str, Client]) -> None:
+    """Something outside the hub holds most of the lab's GPUs: the hub admits, Kubernetes says no."""
+    core = client.CoreV1Api(api)
+    squatter = {
+        "metadata": {"name": "outside-the-hub"},
+        "spec": {
+            "nodeSelector": {"nvidia.com/gpu.product": H100_PRODUCT},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "resources": {"limits": {"nvidia.com/gpu": "3", "cpu": "1", "memory": "1Gi"}},
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod("aidc-lab", squatter)
+    try:
+        r = clients["alice"].spawn(tenant="lab", profile="h100-x2")
+        assert r.status_code == 403, r.text
+        message = r.json()["message"]
+        assert message.startswith("Kubernetes refused the server: namespace aidc-lab is at its ResourceQuota")
+        assert "exceeded quota" in message and "stop a server or ask a platform admin" in message
+        assert clients["alice"].api("GET", "/users/alice").json()["servers"] == {}
+        # the refusal gave the quota back: a CPU-only server still starts
+        assert clients["alice"].spawn(tenant="lab", profile="cpu").status_code in (201, 202)
+        clients["alice"].wait_ready(timeout=120)
+    finally:
+        core.delete_namespaced_pod("outside-the-hub", "aidc-lab", grace_period_seconds=0)
