@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .model import TENANT_KINDS, GpuType, Image, PlatformConfig, Profile, Quota, Tenant
+from .model import TENANT_KINDS, Dataset, GpuType, Image, PlatformConfig, Profile, Quota, Tenant
 from .quantity import QuantityError, parse_quantity
 
 ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -288,12 +288,13 @@ def load_platform(tenants_path: str | Path, catalog_path: str | Path) -> Platfor
 def parse_platform(data: Any, images: Mapping[str, Image], source: str = "tenants.yaml") -> PlatformConfig:
     """Validate already-parsed YAML data; see :func:`load_platform`."""
     check = _Checker()
-    root = check.mapping(data, "", ("gpu_types", "profiles", "tenants"), ("users",))
+    root = check.mapping(data, "", ("gpu_types", "profiles", "tenants"), ("users", "datasets"))
     if root is None:
         raise ConfigError(source, check.problems)
     gpu_types = _parse_gpu_types(root.get("gpu_types"), check)
     profiles = _parse_profiles(root.get("profiles"), gpu_types, images, check)
-    tenants = _parse_tenants(root.get("tenants"), gpu_types, profiles, check)
+    datasets = _parse_datasets(root.get("datasets"), check)
+    tenants = _parse_tenants(root.get("tenants"), gpu_types, profiles, datasets, check)
     _apply_user_memberships(root.get("users"), tenants, check)
     if check.problems:
         raise ConfigError(source, check.problems)
@@ -303,7 +304,37 @@ def parse_platform(data: Any, images: Mapping[str, Image], source: str = "tenant
         profiles=MappingProxyType(profiles),
         tenants=MappingProxyType({t: _freeze_tenant(v) for t, v in tenants.items() if v is not None}),
         source=source,
+        datasets=MappingProxyType(datasets),
     )
+
+
+MOUNT_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+
+def _parse_datasets(value: Any, check: _Checker) -> dict[str, Dataset]:
+    """``datasets: {imagenet: {claim: open-imagenet, mount_path: /datasets/imagenet}}``."""
+    out: dict[str, Dataset] = {}
+    if value is None:
+        return out
+    if not isinstance(value, dict):
+        check.add("datasets", f"must map data set names to their claim and mount path, not {_kind(value)}")
+        return out
+    for name, spec in value.items():
+        path = f"datasets.{name}"
+        if not isinstance(name, str) or not ID_PATTERN.match(name):
+            check.add(path, f"{name!r} is not a valid data set name (lower-case letters, digits and '-')")
+            continue
+        fields = check.mapping(spec, path, ("claim", "mount_path"), ("description",))
+        if fields is None:
+            continue
+        claim = check.string(fields.get("claim"), f"{path}.claim", ID_PATTERN, "PersistentVolumeClaim name")
+        mount = check.string(fields.get("mount_path"), f"{path}.mount_path", MOUNT_PATH, "absolute path")
+        if mount in ("/", "/home", "/home/jovyan", "/dev/shm"):
+            check.add(f"{path}.mount_path", f"{mount!r} would hide part of the workspace; use e.g. /datasets/{name}")
+            mount = None
+        if claim and mount:
+            out[name] = Dataset(name, claim, mount, str(fields.get("description", "")))
+    return out
 
 
 def _parse_gpu_types(value: Any, check: _Checker) -> dict[str, GpuType]:
@@ -394,12 +425,19 @@ _USER_WHAT = "username (lower case, as JupyterHub stores it)"
 
 
 def _parse_tenants(
-    value: Any, gpu_types: Mapping[str, GpuType], profiles: Mapping[str, Profile | None], check: _Checker
+    value: Any,
+    gpu_types: Mapping[str, GpuType],
+    profiles: Mapping[str, Profile | None],
+    datasets: Mapping[str, Dataset],
+    check: _Checker,
 ) -> dict[str, dict[str, Any] | None]:
     out: dict[str, dict[str, Any] | None] = {}
     for ident, path, item in check.unique_ids(value, "tenants", "tenant"):
         fields = check.mapping(
-            item, path, ("id", "display_name", "kind", "profiles", "quota"), ("members", "admins", "description")
+            item,
+            path,
+            ("id", "display_name", "kind", "profiles", "quota"),
+            ("members", "admins", "description", "datasets"),
         )
         if fields is None:
             continue
@@ -422,6 +460,13 @@ def _parse_tenants(
                 check.add(
                     f"{path}.profiles[{i}]",
                     f"profile {profile_id!r} is not declared under profiles (declared: {', '.join(profiles) or 'none'})",
+                )
+        mounted = check.string_list(fields.get("datasets"), f"{path}.datasets", ID_PATTERN, "data set name")
+        for i, name in enumerate(mounted):
+            if name not in datasets:
+                check.add(
+                    f"{path}.datasets[{i}]",
+                    f"data set {name!r} is not declared under datasets (declared: {', '.join(datasets) or 'none'})",
                 )
         quota = _parse_quota(fields.get("quota"), f"{path}.quota", gpu_types, check)
         for i, profile_id in enumerate(allowed):
@@ -447,6 +492,7 @@ def _parse_tenants(
                 "admins": tuple(admins),
                 "profiles": tuple(allowed),
                 "quota": quota,
+                "datasets": tuple(mounted),
             }
     return out
 
@@ -525,6 +571,7 @@ def _freeze_tenant(fields: dict[str, Any]) -> Tenant:
         admins=fields["admins"],
         profiles=fields["profiles"],
         quota=fields["quota"],
+        datasets=fields["datasets"],
     )
 
 

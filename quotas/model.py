@@ -43,6 +43,21 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """A shared, read-only data set (an open data set of the data center) tenants may mount.
+
+    ``claim`` is the PersistentVolumeClaim that holds it in each tenant namespace that
+    uses it (created by the platform's storage admins, read-only many); ``mount_path``
+    is where workspaces see it.
+    """
+
+    name: str
+    claim: str
+    mount_path: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named workspace shape that tenants may be allowed to use."""
 
@@ -91,6 +106,7 @@ class Tenant:
     admins: tuple[str, ...]
     profiles: tuple[str, ...]
     quota: Quota
+    datasets: tuple[str, ...] = ()
 
     def has_member(self, user: str, groups: Iterable[str] = ()) -> bool:
         """True if ``user`` (in JupyterHub ``groups``) belongs to this tenant.
@@ -115,6 +131,7 @@ class PlatformConfig:
     profiles: Mapping[str, Profile]
     tenants: Mapping[str, Tenant]
     source: str = ""
+    datasets: Mapping[str, Dataset] = field(default_factory=lambda: MappingProxyType({}))
 
     def tenants_of(self, user: str, groups: Iterable[str] = ()) -> list[Tenant]:
         """The tenants ``user`` belongs to, in the order the config declares them."""

@@ -123,6 +123,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             profile,
             gpu_type,
             config.images[profile.image],
+            tuple(config.datasets[d] for d in tenant.datasets),
         )
         settings["volumes"] = [
             {"name": "home", "persistentVolumeClaim": {"claimName": self.pvc_name}},
@@ -224,6 +225,8 @@ def _unschedulable_condition(pod: dict[str, Any] | None) -> str | None:
         return None
     for condition in pod.get("status", {}).get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            if condition.get("reason") == "Unschedulable":
-                return str(condition.get("message") or "unschedulable")
+            message = str(condition.get("message") or "unschedulable")
+            # a volume still being bound or provisioned is worth waiting for; missing capacity is not
+            if condition.get("reason") == "Unschedulable" and "unbound" not in message:
+                return message
     return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from quotas.model import GpuType, Image, Profile, Tenant
+from quotas.model import Dataset, GpuType, Image, Profile, Tenant
 
 TENANT_LABEL = "aidc.io/tenant"
 PROFILE_LABEL = "aidc.io/profile"
@@ -33,6 +33,7 @@ def profile_settings(
     profile: Profile,
     gpu_type: GpuType | None,
     image: Image,
+    datasets: tuple[Dataset, ...] = (),
     shm_fraction: Decimal = Decimal("0.5"),
 ) -> dict[str, Any]:
     """KubeSpawner trait values for one spawn of ``profile`` charged to ``tenant``.
@@ -40,7 +41,8 @@ def profile_settings(
     GPU profiles get the extended-resource limit (``nvidia.com/gpu`` or a MIG resource),
     a node selector on the GPU product label and a toleration of the GPU taint. Every
     profile gets a memory-backed ``/dev/shm`` (``shm_fraction`` of its memory), which
-    PyTorch data loaders need beyond the container runtime's 64 MiB default.
+    PyTorch data loaders need beyond the container runtime's 64 MiB default. The
+    tenant's ``datasets`` are mounted read-only.
     """
     gpus: dict[str, str] = {}
     selector: dict[str, str] = {}
@@ -62,8 +64,17 @@ def profile_settings(
         "extra_resource_limits": dict(gpus),
         "node_selector": selector,
         "tolerations": tolerations,
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(shm_bytes)}}],
-        "volume_mounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(shm_bytes)}},
+            *(
+                {"name": f"dataset-{d.name}", "persistentVolumeClaim": {"claimName": d.claim, "readOnly": True}}
+                for d in datasets
+            ),
+        ],
+        "volume_mounts": [
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            *({"name": f"dataset-{d.name}", "mountPath": d.mount_path, "readOnly": True} for d in datasets),
+        ],
         "extra_labels": {TENANT_LABEL: tenant.id, PROFILE_LABEL: profile.id},
     }
 

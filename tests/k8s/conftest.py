@@ -8,6 +8,7 @@ only MIG slices, two CPU nodes. Tenants (tests/hub/tenants.yaml): `lab` (4 H100)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,7 +69,41 @@ def reconciler(api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) 
     core.create_namespaced_service_account(HUB_NAMESPACE, {"metadata": {"name": "hub"}})
     r = TenantReconciler(api, load_platform(TENANTS, REPO / "images" / "catalog.yaml"), hub_namespace=HUB_NAMESPACE)
     r.reconcile()
+    _dataset(api, tmp_path_factory.mktemp("imagenet"), "aidc-lab", "open-imagenet")
     return r
+
+
+def _dataset(api: client.ApiClient, path: Path, namespace: str, claim: str) -> None:
+    """The lab's read-only data set, as the storage admins would provide it: a volume and its claim."""
+    core = client.CoreV1Api(api)
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": f"{namespace}-{claim}"},
+            "spec": {
+                "capacity": {"storage": "1Ti"},
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "aidc-datasets",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(path)},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": claim},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "aidc-datasets",
+                "resources": {"requests": {"storage": "1Ti"}},
+            },
+        },
+    )
+    deadline = time.monotonic() + 30
+    while core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase != "Bound":
+        assert time.monotonic() < deadline, f"{namespace}/{claim} was not bound in 30 s"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,9 @@ def test_gpu_spawn_runs_in_the_tenant_namespace_on_a_gpu_node(
     assert any(m.mount_path == "/home/jovyan" and m.name == "home" for m in container.volume_mounts)
     pvc = client.CoreV1Api(api).read_namespaced_persistent_volume_claim("home-alice", "aidc-lab")
     assert pvc.status.phase == "Bound" and pvc.spec.resources.requests["storage"] == "10Gi"
+    dataset = next(v for v in pod.spec.volumes if v.name == "dataset-imagenet")
+    assert dataset.persistent_volume_claim.claim_name == "open-imagenet" and dataset.persistent_volume_claim.read_only
+    assert any(m.mount_path == "/datasets/imagenet" and m.read_only for m in container.volume_mounts)
     shm = next(v for v in pod.spec.volumes if v.name == "dshm")
     assert shm.empty_dir.medium == "Memory"
     assert any(m.mount_path == "/dev/shm" for m in container.volume_mounts)

@@ -137,3 +137,16 @@ def test_tenant_objects_namespace_first_and_all_in_it() -> None:
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert resources == {"pods", "persistentvolumeclaims", "services", "events"}
     assert "secrets" not in resources
+
+
+def test_tenant_datasets_are_mounted_read_only() -> None:
+    from quotas.model import Dataset
+
+    imagenet = Dataset("imagenet", "open-imagenet", "/datasets/imagenet")
+    settings = profile_settings("aidc-snu-ai", SNU, CPU_SMALL, None, PYTORCH, (imagenet,))
+    assert settings["volumes"][1:] == [
+        {"name": "dataset-imagenet", "persistentVolumeClaim": {"claimName": "open-imagenet", "readOnly": True}}
+    ]
+    assert settings["volume_mounts"][1:] == [
+        {"name": "dataset-imagenet", "mountPath": "/datasets/imagenet", "readOnly": True}
+    ]

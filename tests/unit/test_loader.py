@@ -383,3 +383,26 @@ def test_catalog_problems_are_reported_with_the_catalog_path(tmp_path: Path) -> 
     assert {p.path for p in error.problems} == {"images[base].image", "images[pytorch].needs_gpu", "images[4].id"}
     assert str(error).startswith(f"{path}: {len(error.problems)} problems; nothing was applied:")
     assert "duplicate image id 'tensorflow' (first at images[2])" in str(error)
+
+
+def test_datasets_are_declared_once_and_mounted_by_tenants(example_data: Data, images: Mapping[str, Image]) -> None:
+    example_data["datasets"] = {"imagenet": {"claim": "open-imagenet", "mount_path": "/datasets/imagenet"}}
+    example_data["tenants"][0]["datasets"] = ["imagenet"]
+    config = parse_platform(example_data, images)
+    assert config.tenants["snu-ai"].datasets == ("imagenet",)
+    assert config.datasets["imagenet"].claim == "open-imagenet"
+    assert config.tenants["nova-labs"].datasets == ()
+
+
+def test_tenant_naming_an_undeclared_dataset(example_data: Data, images: Mapping[str, Image]) -> None:
+    example_data["tenants"][0]["datasets"] = ["imagenet"]
+    problem = only_problem(example_data, images)
+    assert problem.path == "tenants[snu-ai].datasets[0]"
+    assert problem.message == "data set 'imagenet' is not declared under datasets (declared: none)"
+
+
+def test_dataset_mounted_over_the_home_is_refused(example_data: Data, images: Mapping[str, Image]) -> None:
+    example_data["datasets"] = {"coco": {"claim": "open-coco", "mount_path": "/home/jovyan"}}
+    problem = only_problem(example_data, images)
+    assert problem.path == "datasets.coco.mount_path"
+    assert "would hide part of the workspace" in problem.message
