@@ -33,6 +33,20 @@ def pod_of(api: client.ApiClient, namespace: str, user: str) -> Any:
     return found[0]
 
 
+def pod_outside_the_hub(name: str, gpus: int) -> dict[str, Any]:
+    """A pod someone creates in a tenant namespace without the hub (Pod Security restricted-compliant)."""
+    restricted = {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    limits = {"nvidia.com/gpu": str(gpus), "cpu": "1", "memory": "1Gi"}
+    container = {"name": "c", "image": "busybox", "resources": {"limits": limits}, "securityContext": restricted}
+    return {"metadata": {"name": name}, "spec": {"containers": [container]}}
+
+
 def test_gpu_spawn_runs_in_the_tenant_namespace_on_a_gpu_node(
     api: client.ApiClient, clients: dict[str, Client]
 ) -> None:
@@ -133,25 +147,7 @@ def test_unschedulable_gpu_request_is_refused_with_the_reason_quickly(
 
 def test_resource_quota_is_a_backstop_behind_the_hub(api: client.ApiClient, reconciler: TenantReconciler) -> None:
     core = client.CoreV1Api(api)
-    pod = {
-        "metadata": {"name": "behind-the-hubs-back"},
-        "spec": {
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "busybox",
-                    "resources": {"limits": {"nvidia.com/gpu": "5", "cpu": "1", "memory": "1Gi"}},
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 1000,
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                }
-            ]
-        },
-    }
+    pod = pod_outside_the_hub("behind-the-hubs-back", gpus=5)
     with pytest.raises(ApiException) as info:
         core.create_namespaced_pod("aidc-lab", pod)
     assert info.value.status == 403 and "exceeded quota" in info.value.body
@@ -257,27 +253,9 @@ def test_hub_restart_keeps_pods_and_usage(api: client.ApiClient, hub: Hub, clien
 def test_kubernetes_quota_refusal_reaches_the_person(api: client.ApiClient, clients: dict[str, Client]) -> None:
     """Something outside the hub holds most of the lab's GPUs: the hub admits, Kubernetes says no."""
     core = client.CoreV1Api(api)
-    squatter = {
-        "metadata": {"name": "outside-the-hub"},
-        "spec": {
-            "nodeSelector": {"nvidia.com/gpu.product": H100_PRODUCT},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "busybox",
-                    "resources": {"limits": {"nvidia.com/gpu": "3", "cpu": "1", "memory": "1Gi"}},
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 1000,
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                }
-            ],
-        },
-    }
+    squatter = pod_outside_the_hub("outside-the-hub", gpus=3)
+    squatter["spec"]["nodeSelector"] = {"nvidia.com/gpu.product": H100_PRODUCT}
+    squatter["spec"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     core.create_namespaced_pod("aidc-lab", squatter)
     try:
         r = clients["alice"].spawn(tenant="lab", profile="h100-x2")
