@@ -4,8 +4,10 @@ get them all running with TenantKubeSpawner (`aidc-kube`), compared with stock K
 For each variant (stock KubeSpawner first, then TenantKubeSpawner) the script starts a fresh
 test control plane (``tests/bed/cluster.py``: etcd, kube-apiserver, controller-manager,
 scheduler, KWOK nodes, with extra KWOK CPU nodes of the bed's CPU node shape so that N pods
-fit), one tenant ``bench`` holding all N people (its namespace, ResourceQuota, ... from the
-production ``TenantReconciler``), N static home volumes, and the production hub config plus
+fit, and a pod CIDR of its own), one tenant ``bench`` holding all N people (its namespace,
+ResourceQuota, ... from the production ``TenantReconciler``), N static home volumes (``--homes
+new``: the storm creates and binds the home PVCs; ``existing``: they are bound already), and
+the production hub config plus
 ``benchmarks/k8s_baseline_config.py`` (``concurrent_spawn_limit = N``; for ``stock`` the static
 profile). It logs in as ``admin`` once, creates the N users and fires N
 ``POST /hub/api/users/<name>/server`` at once (profile ``cpu``: 1 CPU, 2Gi, a home PVC; N GPU
@@ -15,14 +17,14 @@ pods would not fit the bed's 16 GPUs). Measured per spawn: from its POST to the 
 (instead of 202 after 10 s), and nothing has to poll the hub (polling the user list of N people
 several times a second would cost the hub more CPU than some spawns do; the script measures it).
 
-Workspace pods do not run containers here: KWOK marks them Running with a 127.1.x.x pod IP and
+Workspace pods do not run containers here: KWOK marks them Running with a loopback pod IP and
 one light responder process (this script with ``--responder``) listens on every Running pod's
 IP and port and answers any HTTP request with 200 and a small JSON body, which is all the hub
 needs to call a server ready. ``--real-servers`` runs real ``jupyterhub-singleuser`` processes
 instead (``tests/bed/podrunner.py``), for a small N only.
 
-    .venv/bin/python benchmarks/spawn_k8s.py                                # N=200, print
-    .venv/bin/python benchmarks/spawn_k8s.py --write benchmarks/README.md   # and record it
+    .venv/bin/python benchmarks/spawn_k8s.py                                # N=200, new homes, print
+    .venv/bin/python benchmarks/spawn_k8s.py --homes new,existing --rounds 2 --write benchmarks/README.md
     .venv/bin/python benchmarks/spawn_k8s.py --users 10 --real-servers
 
 Target: TenantKubeSpawner reaches at least 0.95x the spawns per second of stock KubeSpawner.
