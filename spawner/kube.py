@@ -190,7 +190,8 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             detail = str(e.reason)
         return (
             f"Kubernetes refused the server: namespace {self.namespace} is at its ResourceQuota ({detail})."
-            " Something outside the hub holds part of the tenant's quota; stop a server or ask a platform admin."
+            " Pods the hub does not count (created outside it, or still being counted after a retried create)"
+            " hold part of it; try again in a minute, stop a server or ask a platform admin."
         )
 
     async def stop(self, now: bool = False) -> None:

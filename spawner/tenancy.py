@@ -82,12 +82,16 @@ class TenantSpawnerMixin(LoggingConfigurable):
         return _apply_user_options
 
     choice: Choice | None = None
+    _platform: Platform | None = None
     held: Holding | None = None
     run_id: str | None = None
 
     @property
     def platform(self) -> Platform:
-        return Platform.shared(self.tenants_file, self.catalog_file, self.data_dir, self.fake_gpus)
+        # resolved once per spawner: it is read several times on every spawn
+        if self._platform is None:
+            self._platform = Platform.shared(self.tenants_file, self.catalog_file, self.data_dir, self.fake_gpus)
+        return self._platform
 
     @property
     def server_key(self) -> tuple[str, str]:
