@@ -165,7 +165,8 @@ def create_homes(core: Any, workdir: Path, users: Sequence[str], *, existing: bo
         access, size = ["ReadWriteOnce"], {"storage": HOME_CAPACITY}
         claim_ref: dict[str, Any] = {}
         if existing:
-            created = core.create_namespaced_persistent_volume_claim(
+            created = _retry_conflict(
+                core.create_namespaced_persistent_volume_claim,
                 NAMESPACE,
                 {
                     "metadata": {
@@ -213,6 +214,18 @@ def create_homes(core: Any, workdir: Path, users: Sequence[str], *, existing: bo
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(len(users)), users))
+
+
+def _retry_conflict(call: Callable[..., Any], *args: Any) -> Any:
+    """Call again on 409: eight concurrent creates in one namespace race on its ResourceQuota's
+    status, and the API server gives up on some of them after its own few retries."""
+    for attempt in range(10):
+        try:
+            return call(*args)
+        except client.ApiException as e:
+            if e.status != 409 or "resourcequotas" not in str(e.body) or attempt == 9:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def wait_for(what: str, ready: Callable[[], bool], timeout: float = 60) -> None:

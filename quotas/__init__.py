@@ -1,1 +1,1 @@
-"""Tenants, profiles and ceilings; the pure admission policy; usage and the ledger."""
+"""Tenants, profiles and ceilings; the pure admission policy; the quotas store (reservations, ledger, limits) and service."""

@@ -1,6 +1,6 @@
 """Where the platform's files are unless configured: one place for the defaults and
 the environment variables that override them (``AIDC_TENANTS``, ``AIDC_CATALOG``,
-``AIDC_DATA_DIR``)."""
+``AIDC_DATA_DIR``, ``AIDC_DB_URL``)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def catalog_file() -> str:
 def data_dir() -> str:
     """``$AIDC_DATA_DIR``, or ``.aidc`` in the repository."""
     return os.environ.get("AIDC_DATA_DIR", str(REPO / ".aidc"))
+
+
+def db_url(data_dir_path: str | None = None) -> str:
+    """``$AIDC_DB_URL``, or the SQLite file ``quotas.sqlite`` in the data directory."""
+    url = os.environ.get("AIDC_DB_URL")
+    if url:
+        return url
+    return f"sqlite:///{Path(data_dir_path or data_dir()).resolve() / 'quotas.sqlite'}"

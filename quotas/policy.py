@@ -7,7 +7,7 @@ mode, on Kubernetes, in tests and in benchmarks, in microseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -27,10 +27,43 @@ class Holding:
     gpus: Mapping[str, int]
     cpu: Decimal
     memory: Decimal
+    groups: tuple[str, ...] = ()  # the user's groups when the server started (for group limits)
 
     @property
     def label(self) -> str:
         return f"{self.user}/{self.server}" if self.server else self.user
+
+
+LIMIT_KINDS = ("user", "group")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """What a tenant admin delegates to one user or one group, inside the tenant's ceiling.
+
+    A user limit caps that person's own servers; a group limit caps what the group's
+    members hold together. ``None`` (or a GPU type missing from ``gpus``) means no
+    limit beyond the tenant's ceiling.
+    """
+
+    tenant: str
+    kind: str  # "user" | "group"
+    subject: str
+    gpus: Mapping[str, int] = field(default_factory=dict)
+    servers: int | None = None
+    cpu: Decimal | None = None
+    memory: Decimal | None = None
+    gpu_hours: Decimal | None = None
+
+    def covers(self, holding: Holding) -> bool:
+        return holding.user == self.subject if self.kind == "user" else self.subject in holding.groups
+
+    def applies_to(self, request: Request) -> bool:
+        return request.user == self.subject if self.kind == "user" else self.subject in request.groups
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.gpus and all(v is None for v in (self.servers, self.cpu, self.memory, self.gpu_hours))
 
 
 @dataclass(frozen=True)
@@ -41,6 +74,8 @@ class Usage:
     gpu_hours: Decimal = Decimal(0)
     period_name: str = ""
     period_resets: date | None = None
+    # GPU-hours this period of the users and groups that have limits, by (kind, subject)
+    gpu_hours_of: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,8 +101,10 @@ class Decision:
         return self.allowed
 
 
-def admit(tenant: Tenant, request: Request, usage: Usage) -> Decision:
-    """Decide one spawn request against the tenant's ceiling and current usage.
+def admit(tenant: Tenant, request: Request, usage: Usage, limits: Sequence[Limit] = ()) -> Decision:
+    """Decide one spawn request against the tenant's ceiling, the limits its admins
+    delegated (those of ``limits`` that apply to the requesting user and their groups)
+    and current usage.
 
     Returns ``Decision(allowed=True, holding=...)`` with what the server will hold,
     or ``Decision(allowed=False, reason=..., code=...)`` whose reason says what was
@@ -143,6 +180,11 @@ def admit(tenant: Tenant, request: Request, usage: Usage) -> Decision:
             f" {ask[0].upper()}{ask[1:]} if you need more.",
             "budget",
         )
+    for delegated in limits:
+        if delegated.tenant == tenant.id and delegated.applies_to(request):
+            refusal = _limit_refusal(tenant, delegated, request, usage, ask)
+            if refusal is not None:
+                return refusal
     holding = Holding(
         tenant=tenant.id,
         user=user,
@@ -151,8 +193,65 @@ def admit(tenant: Tenant, request: Request, usage: Usage) -> Decision:
         gpus=dict(profile.gpus),
         cpu=profile.cpu,
         memory=profile.memory,
+        groups=tuple(sorted(request.groups)),
     )
     return Decision(True, holding=holding)
+
+
+def _limit_refusal(tenant: Tenant, limit: Limit, request: Request, usage: Usage, ask: str) -> Decision | None:
+    """The refusal of a delegated limit, or None when the request fits in it."""
+    profile = request.profile
+    covered = tuple(h for h in usage.holdings if limit.covers(h))
+    if limit.kind == "user":
+        who, uses, code = f"you ({limit.subject})", "you use", "user_limit"
+    else:
+        who, uses, code = f"group {limit.subject}", "its members use", "group_limit"
+    head = f"Tenant {tenant.id}'s admins limit {who} to"
+    tail = f" Stop a server, pick a smaller profile, or {ask} to raise the limit."
+    if limit.servers is not None and len(covered) >= limit.servers:
+        names = _breakdown(covered, lambda h: 1)
+        return Decision(
+            False, f"{head} {limit.servers} server{_s(limit.servers)}; {uses} {len(covered)} ({names}).{tail}", code
+        )
+    for gpu_type, count in profile.gpus.items():
+        cap = limit.gpus.get(gpu_type)
+        if cap is None:
+            continue
+        used = sum(h.gpus.get(gpu_type, 0) for h in covered)
+        if used + count > cap:
+            users = _breakdown(covered, _gpus_of(gpu_type))
+            return Decision(
+                False,
+                f"You asked for {count} {gpu_type} GPU{_s(count)} (profile {profile.id}). {head} {cap} {gpu_type}"
+                f" GPU{_s(cap)}; {uses} {used}{f' ({users})' if users else ''}.{tail}",
+                code,
+            )
+    for name, amount, wanted, get, fmt in (
+        ("CPU", limit.cpu, profile.cpu, _cpu_of, format_cpu),
+        ("memory", limit.memory, profile.memory, _memory_of, format_bytes),
+    ):
+        if amount is None:
+            continue
+        held = sum((get(h) for h in covered), Decimal(0))
+        if held + wanted > amount:
+            return Decision(
+                False,
+                f"You asked for {fmt(wanted)} of {name} (profile {profile.id}). {head} {fmt(amount)} of {name};"
+                f" {uses} {fmt(held)}{f' ({_breakdown(covered, get, fmt)})' if covered else ''}.{tail}",
+                code,
+            )
+    spent = usage.gpu_hours_of.get((limit.kind, limit.subject), Decimal(0))
+    if profile.gpus and limit.gpu_hours is not None and spent >= limit.gpu_hours:
+        period = f" for {usage.period_name}" if usage.period_name else " this month"
+        resets = f" on {usage.period_resets.isoformat()} (UTC)" if usage.period_resets else ""
+        return Decision(
+            False,
+            f"{head} {_hours(limit.gpu_hours)} GPU-hours{period}; {uses} {_hours(spent)}. GPU servers can start"
+            f" again when the period resets{resets}; CPU-only profiles still work. {ask[0].upper()}{ask[1:]}"
+            " if you need more.",
+            code,
+        )
+    return None
 
 
 def _gpu_refusal(
@@ -172,6 +271,13 @@ def _gpu_refusal(
         f" Stop a server, pick a smaller profile, or {ask} for more.",
         "gpus",
     )
+
+
+def _gpus_of(gpu_type: str) -> Callable[[Holding], int]:
+    def get(h: Holding) -> int:
+        return h.gpus.get(gpu_type, 0)
+
+    return get
 
 
 def _cpu_of(h: Holding) -> Decimal:

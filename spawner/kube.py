@@ -113,7 +113,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         before any API call when options or quota say no, 403 when the tenant's
         ResourceQuota refuses the pod, and 503 when no node can take it.
         """
-        holding = self.admit_spawn()
+        holding = await self.admit_spawn()
         config = self.platform.config
         tenant, profile = config.tenants[holding.tenant], config.profiles[holding.profile]
         gpu_type = config.gpu_types.get(profile.gpu_type) if profile.gpu_type else None

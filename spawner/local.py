@@ -64,7 +64,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         (400/403/503) without starting anything when options, quota or free GPUs
         say no; whatever was reserved is given back.
         """
-        holding = self.admit_spawn()
+        holding = await self.admit_spawn()
         try:
             indices: list[str] = []
             for gpu_type, count in holding.gpus.items():

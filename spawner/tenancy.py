@@ -8,6 +8,7 @@ functions of :mod:`spawner.profiles` and :mod:`quotas.policy`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -46,6 +47,13 @@ class TenantSpawnerMixin(LoggingConfigurable):
         """,
     ).tag(config=True)
 
+    db_url = Unicode(
+        help="""SQLAlchemy URL of the quotas database (reservations, usage ledger, delegated limits),
+        shared with the quotas service. For example ``postgresql+psycopg://aidc@db/aidc``.
+        Defaults to ``$AIDC_DB_URL`` or ``sqlite:///<data_dir>/quotas.sqlite``.
+        """,
+    ).tag(config=True)
+
     fake_gpus = Unicode(
         help="""GPU inventory to simulate where ``nvidia-smi`` does not exist, as
         ``TYPE:COUNT,...`` (for example ``H100:4,A100:4``). Defaults to ``$AIDC_FAKE_GPUS``.
@@ -64,6 +72,10 @@ class TenantSpawnerMixin(LoggingConfigurable):
     @default("data_dir")
     def _default_data_dir(self) -> str:
         return paths.data_dir()
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return paths.db_url(self.data_dir)
 
     @default("fake_gpus")
     def _default_fake_gpus(self) -> str:
@@ -90,7 +102,7 @@ class TenantSpawnerMixin(LoggingConfigurable):
     def platform(self) -> Platform:
         # resolved once per spawner: it is read several times on every spawn
         if self._platform is None:
-            self._platform = Platform.shared(self.tenants_file, self.catalog_file, self.data_dir, self.fake_gpus)
+            self._platform = Platform.shared(self.tenants_file, self.catalog_file, self.db_url, self.fake_gpus)
         return self._platform
 
     @property
@@ -100,7 +112,7 @@ class TenantSpawnerMixin(LoggingConfigurable):
     def user_groups(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.user.groups)  # type: ignore[attr-defined]
 
-    def admit_spawn(self) -> Holding:
+    async def admit_spawn(self) -> Holding:
         """Re-resolve ``user_options`` and reserve the tenant's resources.
 
         Returns what the server now holds (also kept in ``self.held``, its ledger run in
@@ -112,7 +124,8 @@ class TenantSpawnerMixin(LoggingConfigurable):
         choice = self.choice or self.resolve_choice()
         self.choice = None  # resolved again at the next start, from that start's options
         request = Request(user=user, server=self.name or "", profile=choice.profile, groups=groups)  # type: ignore[attr-defined]
-        decision, run = platform.book.reserve(choice.tenant, request, datetime.now(UTC))
+        # one database transaction; in a thread, so the hub's event loop goes on meanwhile
+        decision, run = await asyncio.to_thread(platform.store.reserve, choice.tenant, request, datetime.now(UTC))
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
             raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403)
@@ -128,7 +141,7 @@ class TenantSpawnerMixin(LoggingConfigurable):
 
     def release_reservation(self) -> None:
         """Give back what this server holds; harmless if it holds nothing."""
-        self.platform.book.release(self.server_key, datetime.now(UTC))
+        self.platform.store.release(self.server_key, datetime.now(UTC))
         self.held, self.run_id = None, None
 
     def held_state(self) -> dict[str, Any] | None:
@@ -140,6 +153,7 @@ class TenantSpawnerMixin(LoggingConfigurable):
             "tenant": h.tenant,
             "profile": h.profile,
             "holds": {"gpus": dict(h.gpus), "cpu": str(h.cpu), "memory": str(h.memory)},
+            "groups": list(h.groups),
             "run": self.run_id,
         }
 
@@ -155,9 +169,9 @@ class TenantSpawnerMixin(LoggingConfigurable):
             gpus={str(t): int(n) for t, n in holds["gpus"].items()},
             cpu=Decimal(holds["cpu"]),
             memory=Decimal(holds["memory"]),
+            groups=tuple(saved.get("groups", ())),
         )
-        self.platform.book.restore(holding, saved.get("run"))
-        self.held, self.run_id = holding, saved.get("run")
+        self.held, self.run_id = holding, self.platform.store.restore(holding, saved.get("run"), datetime.now(UTC))
         return holding
 
 
@@ -184,7 +198,7 @@ def _options_form(spawner: TenantSpawnerMixin) -> str:
     notes = {}
     for tenant_id in {c.tenant.id for c in choices}:
         tenant = platform.config.tenants[tenant_id]
-        held = platform.book.holdings(tenant_id)
+        held = platform.store.holdings(tenant_id)
         parts = [f"{sum(h.gpus.get(t, 0) for h in held)} of {n} {t} GPUs in use" for t, n in tenant.quota.gpus.items()]
         if tenant.quota.servers is not None:
             parts.append(f"{len(held)} of {tenant.quota.servers} servers running")

@@ -43,9 +43,6 @@ def test_measurement_runs_end_to_end(bench: ModuleType) -> None:
     assert len(timed) == 300
     assert all(ns >= 0 for ns, _ in timed)
     bench.verify(scenario, requests, [d for _, d in timed])
-    booked = bench.time_book(scenario, requests)
-    # the book decides as admit does (no ledger, so no GPU-hours and no budget refusals)
-    assert [d.code for _, d in booked] == [d.code if d.code != "budget" else "ok" for _, d in timed]
     stats = bench.summarize([ns for ns, _ in timed])
     assert stats["n"] == 300
     assert stats["p50"] <= stats["p99"] <= stats["max"]

@@ -1,0 +1,160 @@
+"""Limits tenant admins delegate: parsing and checking a limit against the tenant's ceiling.
+
+Pure functions. The API, the CLI and the store all go through :func:`parse_limit`, so a
+limit that exceeds its ceiling, names an unknown GPU type or has a negative count is
+refused with the same reasons everywhere, before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from .model import Tenant
+from .policy import LIMIT_KINDS, Limit
+from .quantity import QuantityError, format_bytes, format_cpu, parse_quantity
+
+LIMIT_FIELDS = ("gpus", "servers", "cpu", "memory", "gpu_hours")
+SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}$")
+
+
+class LimitError(ValueError):
+    """A limit that cannot be stored; ``problems`` says every reason, for a person."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def parse_limit(tenant: Tenant, kind: str, subject: str, body: Any) -> Limit:
+    """The :class:`Limit` that ``body`` (a JSON object) describes for ``kind``/``subject``.
+
+    ``body`` looks like ``{"gpus": {"H100": 2}, "servers": 2, "cpu": "16", "memory": "64Gi",
+    "gpu_hours": 100}``; missing or null fields mean "no limit beyond the ceiling".
+    Raises :class:`LimitError` listing every problem (unknown field, bad value, over the
+    tenant's ceiling).
+    """
+    problems: list[str] = []
+    if kind not in LIMIT_KINDS:
+        problems.append(f"kind must be one of {', '.join(LIMIT_KINDS)}, not {kind!r}")
+    if not isinstance(subject, str) or not SUBJECT.match(subject):
+        problems.append(f"{kind} name {subject!r} is not a valid name (letters, digits and . _ @ + -)")
+    if not isinstance(body, Mapping):
+        raise LimitError([*problems, f"the limit must be a JSON object with fields {', '.join(LIMIT_FIELDS)}"])
+    for key in body:
+        if key not in LIMIT_FIELDS:
+            problems.append(f"unknown field {key!r} (fields: {', '.join(LIMIT_FIELDS)})")
+    quota = tenant.quota
+    gpus = _gpus(tenant, body.get("gpus"), problems)
+    servers = _count(body.get("servers"), "servers", problems)
+    ceiling_servers = quota.servers_per_user if kind == "user" else quota.servers
+    if servers is not None and ceiling_servers is not None and servers > ceiling_servers:
+        what = "servers per person" if kind == "user" else "servers"
+        problems.append(f"servers {servers} exceeds tenant {tenant.id}'s ceiling of {ceiling_servers} {what}")
+    cpu = _quantity(body.get("cpu"), "cpu", quota.cpu, format_cpu, tenant.id, problems)
+    memory = _quantity(body.get("memory"), "memory", quota.memory, format_bytes, tenant.id, problems)
+    hours = _quantity(body.get("gpu_hours"), "gpu_hours", quota.gpu_hours_per_month, str, tenant.id, problems)
+    if problems:
+        raise LimitError(problems)
+    return Limit(tenant.id, kind, subject, gpus, servers, cpu, memory, hours)
+
+
+def limit_to_json(limit: Limit) -> dict[str, Any]:
+    """The API's JSON form of a limit (quantities as exact strings)."""
+    return {
+        "tenant": limit.tenant,
+        "kind": limit.kind,
+        "name": limit.subject,
+        "gpus": dict(limit.gpus),
+        "servers": limit.servers,
+        "cpu": None if limit.cpu is None else str(limit.cpu),
+        "memory": None if limit.memory is None else format_bytes(limit.memory),
+        "gpu_hours": None if limit.gpu_hours is None else str(limit.gpu_hours),
+    }
+
+
+def limit_to_values(limit: Limit) -> dict[str, str]:
+    """A limit as ``resource -> exact value`` rows for the store (``gpus.H100 -> "2"``)."""
+    values = {f"gpus.{t}": str(n) for t, n in limit.gpus.items()}
+    for name, value in (
+        ("servers", limit.servers),
+        ("cpu", limit.cpu),
+        ("memory", limit.memory),
+        ("gpu_hours", limit.gpu_hours),
+    ):
+        if value is not None:
+            values[name] = str(value)
+    return values
+
+
+def limit_from_values(tenant: str, kind: str, subject: str, values: Mapping[str, str]) -> Limit:
+    """The inverse of :func:`limit_to_values` (values were checked when they were stored)."""
+    gpus = {k.split(".", 1)[1]: int(v) for k, v in values.items() if k.startswith("gpus.")}
+
+    def dec(name: str) -> Decimal | None:
+        return Decimal(values[name]) if name in values else None
+
+    servers = int(values["servers"]) if "servers" in values else None
+    return Limit(tenant, kind, subject, gpus, servers, dec("cpu"), dec("memory"), dec("gpu_hours"))
+
+
+def _gpus(tenant: Tenant, value: Any, problems: list[str]) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append('gpus must be an object of GPU type to count, e.g. {"H100": 2}')
+        return {}
+    out: dict[str, int] = {}
+    for gpu_type, raw in value.items():
+        ceiling = tenant.quota.gpus.get(gpu_type)
+        if ceiling is None:
+            granted = ", ".join(f"{t} ({n})" for t, n in tenant.quota.gpus.items()) or "none"
+            problems.append(f"gpus.{gpu_type}: tenant {tenant.id} has no {gpu_type} GPUs (it has: {granted})")
+            continue
+        count = _count(raw, f"gpus.{gpu_type}", problems)
+        if count is None:
+            continue
+        if count > ceiling:
+            problems.append(
+                f"gpus.{gpu_type} {count} exceeds tenant {tenant.id}'s ceiling of {ceiling} {gpu_type} GPUs"
+            )
+            continue
+        out[gpu_type] = count
+    return out
+
+
+def _count(value: Any, name: str, problems: list[str]) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        problems.append(f"{name} must be a whole number, 0 or more, not {value!r}")
+        return None
+    return value
+
+
+def _quantity(
+    value: Any, name: str, ceiling: Decimal | None, fmt: Any, tenant: str, problems: list[str]
+) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        problems.append(f"{name} must be a number or a quantity such as {_example(name)}, not {value!r}")
+        return None
+    try:
+        amount = parse_quantity(repr(value) if isinstance(value, float) else value)
+    except QuantityError as e:
+        problems.append(f"{name}: {e}")
+        return None
+    if amount < 0:
+        problems.append(f"{name} must be 0 or more, not {value!r}")
+        return None
+    if ceiling is not None and amount > ceiling:
+        problems.append(f"{name} {fmt(amount)} exceeds tenant {tenant}'s ceiling of {fmt(ceiling)}")
+        return None
+    return amount
+
+
+def _example(name: str) -> str:
+    return {"cpu": '"16" or "500m"', "memory": '"64Gi"', "gpu_hours": "100"}.get(name, "1")

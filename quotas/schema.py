@@ -1,0 +1,135 @@
+"""The quotas database: tables of the usage ledger, its roll-ups and delegated limits.
+
+SQLAlchemy Core tables; :mod:`quotas.migrations` creates and upgrades them (Alembic),
+and a unit test checks that the migrations give exactly these tables.
+
+- ``runs``: the ledger, one row per server run. A run whose ``ended`` is NULL is a
+  *reservation*: the server holds its resources (starting or running). A partial unique
+  index allows one open run per (user, server name).
+- ``usage_rollups``: GPU- and CPU-time of ended runs summed per tenant, user and group,
+  per day and per month (UTC), written in the transaction that ends the run, so reports and
+  budget checks read a few rows instead of a year of runs and a run is counted exactly once.
+- ``limits``: what tenant admins delegate, one row per (tenant, user or group, resource).
+- ``refusals``: how many spawns admission refused, per tenant and reason (the ``code`` of
+  :class:`quotas.policy.Decision`), counted in the refusing transaction, for the metrics.
+- ``tenant_locks``: one row per tenant, locked (``SELECT ... FOR UPDATE``) by every
+  admission on PostgreSQL, so two hubs or threads never both take the tenant's last GPU.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    TypeDecorator,
+    text,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes in, stored as naive UTC (the same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the quotas store takes timezone-aware times")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite hands back text for raw SQL
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("user", String(255), nullable=False),
+    Column("server", String(255), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("groups", JSON, nullable=False),
+    Column("gpus", JSON, nullable=False),
+    Column("gpu_count", Integer, nullable=False),
+    Column("cpu_milli", BigInteger, nullable=False),
+    Column("memory_bytes", BigInteger, nullable=False),
+    Column("started", UTCDateTime, nullable=False),
+    Column("ended", UTCDateTime, nullable=True),
+    Column("end_reason", String(32), nullable=True),
+)
+Index(
+    "ux_runs_open_server",
+    runs.c.user,
+    runs.c.server,
+    unique=True,
+    sqlite_where=text("ended IS NULL"),
+    postgresql_where=text("ended IS NULL"),
+)
+Index("ix_runs_tenant_open", runs.c.tenant, runs.c.ended)
+Index("ix_runs_tenant_started", runs.c.tenant, runs.c.started)
+
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("period", String(8), nullable=False),  # "day" | "month"
+    Column("start", Date, nullable=False),
+    Column("kind", String(8), nullable=False),  # "tenant" | "user" | "group"
+    Column("subject", String(255), nullable=False),
+    Column("gpu_ms", BigInteger, nullable=False),  # GPUs x milliseconds
+    Column("cpu_milli_ms", BigInteger, nullable=False),  # millicores x milliseconds
+    Column("runs", Integer, nullable=False),  # runs that ended in this period
+    PrimaryKeyConstraint("tenant", "period", "start", "kind", "subject", name="pk_usage_rollups"),
+)
+Index("ix_rollups_subject", usage_rollups.c.tenant, usage_rollups.c.kind, usage_rollups.c.subject)
+
+limits = Table(
+    "limits",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),  # "user" | "group"
+    Column("subject", String(255), nullable=False),
+    Column("resource", String(80), nullable=False),  # "gpus.H100", "servers", "cpu", "memory", "gpu_hours"
+    Column("value", String(64), nullable=False),  # exact decimal text
+    Column("updated", UTCDateTime, nullable=False),
+    Column("updated_by", String(255), nullable=False),
+    PrimaryKeyConstraint("tenant", "kind", "subject", "resource", name="pk_limits"),
+)
+
+refusals = Table(
+    "refusals",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("last", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("tenant", "code", name="pk_refusals"),
+)
+
+tenant_locks = Table(
+    "tenant_locks",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+)

@@ -1,0 +1,619 @@
+"""The quotas store: race-safe reservations, the usage ledger and delegated limits, in SQL.
+
+SQLite by default (the embedded mode), PostgreSQL in production; the schema is created and
+upgraded by Alembic (:func:`upgrade`). The pure :func:`quotas.policy.admit` decides; the store
+makes each decision atomic with the reservation it grants:
+
+- :meth:`Store.reserve` gathers the tenant's reservations, the delegated limits and the period's
+  GPU-hours, decides and inserts the run in **one transaction** that holds the tenant's lock
+  (``BEGIN IMMEDIATE`` on SQLite, which serializes writers; ``SELECT ... FOR UPDATE`` of the
+  tenant's row on PostgreSQL). Two spawns, threads, processes or hubs can never both take the
+  last GPU.
+- A reservation *is* the open ledger run: it is written before the server starts, and
+  :meth:`Store.release` closes it and adds its GPU- and CPU-time to the roll-ups in the same
+  transaction, only if it was still open. A crash at any point loses no record and counts
+  none twice; releasing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
+
+from .limits import limit_from_values, limit_to_values
+from .model import Tenant
+from .policy import Decision, Holding, Limit, Request, Usage, admit
+from .schema import limits, refusals, runs, tenant_locks, usage_rollups
+
+ServerKey = tuple[str, str]  # (user, server name)
+MS_PER_HOUR = Decimal(3_600_000)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def month_period(now: datetime) -> tuple[datetime, datetime, str]:
+    """The calendar month (UTC) around ``now``: (start, end, "November 2026")."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start, end, start.strftime("%B %Y")
+
+
+def upgrade(engine: Engine) -> None:
+    """Create the schema, or upgrade it to the newest migration (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, full fsync and writers serialized by
+    ``BEGIN IMMEDIATE`` (so a read-decide-write transaction cannot interleave with another)."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=120)
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, poolclass=NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the ledger."""
+
+    id: str
+    holding: Holding
+    started: datetime
+    ended: datetime | None = None
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """GPU-hours and CPU-hours of one group of a usage report (``day`` and ``subject`` as asked)."""
+
+    subject: str
+    day: date | None
+    gpu_hours: Decimal
+    cpu_hours: Decimal
+    runs: int
+
+
+class Store:
+    """The quotas database of one process. Thread-safe; every method is one transaction."""
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        if migrate:
+            upgrade(self.engine)
+        self._restored: set[str] = set()
+        self._reconcile_pending = False
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _lock_tenant(self, conn: Connection, tenant: str) -> None:
+        if not self.is_postgres:
+            return  # BEGIN IMMEDIATE already serializes every writer
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(tenant_locks).values(tenant=tenant).on_conflict_do_nothing())
+        conn.execute(select(tenant_locks.c.tenant).where(tenant_locks.c.tenant == tenant).with_for_update())
+
+    # -- reservations ---------------------------------------------------------------------------
+
+    def reconcile_at_first_admission(self) -> None:
+        """Ask this store (the hub's) to close, before its first admission, every open run that no
+        running server restored (:meth:`restore`): runs of servers whose start a hub crash cut short.
+        JupyterHub restores all running servers before it serves a request."""
+        self._reconcile_pending = True
+
+    def reserve(self, tenant: Tenant, request: Request, now: datetime) -> tuple[Decision, str | None]:
+        """Decide ``request`` and, if allowed, hold its resources: one transaction.
+
+        Returns the decision and the id of the ledger run it opened (None when refused).
+        """
+        self._reconcile(now)
+        try:
+            with self._tx() as conn:
+                self._lock_tenant(conn, tenant.id)
+                running = conn.execute(
+                    select(runs.c.tenant).where(
+                        runs.c.user == request.user, runs.c.server == request.server, runs.c.ended.is_(None)
+                    )
+                ).first()
+                if running is not None:
+                    self._count_refusal(conn, tenant.id, "running", now)
+                    return _already_running(request, running.tenant), None
+                holdings = tuple(_holding(r) for r in self._open_rows(conn, tenant.id))
+                applicable = self._limits_for(conn, tenant.id, request.user, request.groups)
+                usage = self._usage(conn, tenant, holdings, applicable, now)
+                decision = admit(tenant, request, usage, applicable)
+                if not decision.allowed or decision.holding is None:
+                    self._count_refusal(conn, tenant.id, decision.code, now)
+                    return decision, None
+                run_id = uuid.uuid4().hex
+                conn.execute(insert(runs).values(**_run_values(run_id, decision.holding, now)))
+                return decision, run_id
+        except IntegrityError:  # the same server reserved at this instant in another tenant
+            return _already_running(request, "another tenant"), None
+
+    def restore(self, holding: Holding, run_id: str | None, now: datetime) -> str:
+        """Re-hold what a server that survived a hub restart holds (no admission: it runs).
+
+        Returns its run id: ``run_id`` when that run is still open, else a new run from ``now``
+        (the old one was closed while the hub was away, so nothing is counted twice).
+        """
+        with self._tx() as conn:
+            self._lock_tenant(conn, holding.tenant)
+            open_run = conn.execute(
+                select(runs.c.id).where(
+                    runs.c.user == holding.user, runs.c.server == holding.server, runs.c.ended.is_(None)
+                )
+            ).first()
+            if open_run is not None and run_id is not None and open_run.id == run_id:
+                result: str = run_id
+            else:
+                if open_run is not None:
+                    self._close(conn, open_run.id, now, "superseded")
+                result = uuid.uuid4().hex
+                conn.execute(insert(runs).values(**_run_values(result, holding, now)))
+        with self._lock:
+            self._restored.add(result)
+        return result
+
+    def release(self, key: ServerKey, now: datetime, reason: str = "stopped") -> Holding | None:
+        """Close the open run of server ``key`` (what it held is free again); None if it held nothing."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(runs).where(runs.c.user == key[0], runs.c.server == key[1], runs.c.ended.is_(None))
+            ).first()
+            if row is None:
+                return None
+            self._lock_tenant(conn, row.tenant)
+            return _holding(row) if self._close(conn, row.id, now, reason) else None
+
+    def release_run(self, run_id: str, now: datetime, reason: str = "stopped") -> bool:
+        """Close run ``run_id`` if it is open; False if it was closed already (harmless)."""
+        with self._tx() as conn:
+            return self._close(conn, run_id, now, reason)
+
+    def _reconcile(self, now: datetime) -> None:
+        if not self._reconcile_pending:
+            return
+        with self._lock:
+            if not self._reconcile_pending:
+                return
+            self._reconcile_pending = False
+            restored = set(self._restored)
+        with self._tx() as conn:
+            orphans = [
+                r.id for r in conn.execute(select(runs.c.id).where(runs.c.ended.is_(None))) if r.id not in restored
+            ]
+            for run_id in orphans:
+                self._close(conn, run_id, now, "orphaned")
+
+    def _close(self, conn: Connection, run_id: str, now: datetime, reason: str) -> bool:
+        row = conn.execute(select(runs).where(runs.c.id == run_id, runs.c.ended.is_(None))).first()
+        if row is None:
+            return False
+        ended = max(now, row.started)
+        closed = conn.execute(
+            update(runs).where(runs.c.id == run_id, runs.c.ended.is_(None)).values(ended=ended, end_reason=reason)
+        )
+        if closed.rowcount != 1:
+            return False
+        self._add_rollups(conn, row, ended)
+        return True
+
+    def _add_rollups(self, conn: Connection, row: Any, ended: datetime) -> None:
+        subjects = [("tenant", row.tenant), ("user", row.user), *(("group", g) for g in row.groups)]
+        buckets: dict[tuple[str, date], list[int]] = {}
+        for period, start, ms in _split(row.started, ended):
+            cell = buckets.setdefault((period, start), [0, 0])
+            cell[0] += row.gpu_count * ms
+            cell[1] += row.cpu_milli * ms
+        last = {"day": ended.date(), "month": ended.date().replace(day=1)}
+        for (period, start), (gpu_ms, cpu_ms) in buckets.items():
+            ended_here = int(last[period] == start)
+            for kind, subject in subjects:
+                self._upsert_rollup(conn, row.tenant, period, start, kind, subject, gpu_ms, cpu_ms, ended_here)
+
+    def _count_refusal(self, conn: Connection, tenant: str, code: str, now: datetime) -> None:
+        stmt = self._insert(refusals).values(tenant=tenant, code=code, count=1, last=now)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["tenant", "code"], set_={"count": refusals.c.count + 1, "last": now}
+            )
+        )
+
+    def refusal_counts(self) -> dict[tuple[str, str], int]:
+        """How many spawns admission refused since the database was created, by (tenant, reason code)."""
+        with self.engine.connect() as conn:
+            return {(r.tenant, r.code): int(r._mapping["count"]) for r in conn.execute(select(refusals))}
+
+    def _insert(self, table: Any) -> Any:
+        """The dialect's INSERT, which has ``on_conflict_do_update`` on SQLite and PostgreSQL."""
+        if self.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        return dialect_insert(table)
+
+    def _upsert_rollup(
+        self,
+        conn: Connection,
+        tenant: str,
+        period: str,
+        start: date,
+        kind: str,
+        subject: str,
+        gpu: int,
+        cpu: int,
+        n: int,
+    ) -> None:
+        stmt = self._insert(usage_rollups).values(
+            tenant=tenant, period=period, start=start, kind=kind, subject=subject, gpu_ms=gpu, cpu_milli_ms=cpu, runs=n
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["tenant", "period", "start", "kind", "subject"],
+                set_={
+                    "gpu_ms": usage_rollups.c.gpu_ms + gpu,
+                    "cpu_milli_ms": usage_rollups.c.cpu_milli_ms + cpu,
+                    "runs": usage_rollups.c.runs + n,
+                },
+            )
+        )
+
+    # -- what is held now -----------------------------------------------------------------------
+
+    def _open_rows(self, conn: Connection, tenant: str | None) -> list[Any]:
+        query = select(runs).where(runs.c.ended.is_(None))
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
+        return list(conn.execute(query.order_by(runs.c.started, runs.c.id)))
+
+    def holdings(self, tenant: str) -> tuple[Holding, ...]:
+        """What the tenant's servers hold now (starting or running)."""
+        with self.engine.connect() as conn:
+            return tuple(_holding(r) for r in self._open_rows(conn, tenant))
+
+    def open_runs(self, tenant: str | None = None) -> list[Run]:
+        """Reservations (open runs), oldest first; of one tenant or of all."""
+        with self.engine.connect() as conn:
+            return [_run(r) for r in self._open_rows(conn, tenant)]
+
+    def held_by(self, key: ServerKey) -> Holding | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(runs).where(runs.c.user == key[0], runs.c.server == key[1], runs.c.ended.is_(None))
+            ).first()
+        return None if row is None else _holding(row)
+
+    def usage(self, tenant: Tenant, now: datetime, user: str = "", groups: Sequence[str] = ()) -> Usage:
+        """What ``tenant`` uses now and this month (and, for ``user``/``groups``, their GPU-hours)."""
+        with self.engine.connect() as conn:
+            holdings = tuple(_holding(r) for r in self._open_rows(conn, tenant.id))
+            applicable = self._limits_for(conn, tenant.id, user, groups) if user else []
+            return self._usage(conn, tenant, holdings, applicable, now, all_hours=True)
+
+    def _usage(
+        self,
+        conn: Connection,
+        tenant: Tenant,
+        holdings: tuple[Holding, ...],
+        applicable: Sequence[Limit],
+        now: datetime,
+        all_hours: bool = False,
+    ) -> Usage:
+        start, end, name = month_period(now)
+        subjects = [(lim.kind, lim.subject) for lim in applicable if all_hours or lim.gpu_hours is not None]
+        if all_hours or tenant.quota.gpu_hours_per_month is not None:
+            subjects.append(("tenant", tenant.id))
+        hours = self._gpu_hours(conn, tenant.id, subjects, start, now) if subjects else {}
+        return Usage(
+            holdings=holdings,
+            gpu_hours=hours.get(("tenant", tenant.id), Decimal(0)),
+            period_name=name,
+            period_resets=end.date(),
+            gpu_hours_of={k: v for k, v in hours.items() if k[0] != "tenant"},
+        )
+
+    def _gpu_hours(
+        self, conn: Connection, tenant: str, subjects: Sequence[tuple[str, str]], since: datetime, now: datetime
+    ) -> dict[tuple[str, str], Decimal]:
+        """GPU-hours of ``subjects`` from ``since`` (a month's start) to ``now``: the month's roll-ups
+        of ended runs, plus the part of open runs inside the month."""
+        ms: dict[tuple[str, str], int] = defaultdict(int)
+        wanted = set(subjects)
+        rows = conn.execute(
+            select(usage_rollups.c.kind, usage_rollups.c.subject, usage_rollups.c.gpu_ms).where(
+                usage_rollups.c.tenant == tenant,
+                usage_rollups.c.period == "month",
+                usage_rollups.c.start == since.date(),
+                or_(*(and_(usage_rollups.c.kind == k, usage_rollups.c.subject == s) for k, s in wanted)),
+            )
+        )
+        for r in rows:
+            ms[(r.kind, r.subject)] += r.gpu_ms
+        open_runs = conn.execute(
+            select(runs.c.user, runs.c.groups, runs.c.gpu_count, runs.c.started).where(
+                runs.c.tenant == tenant, runs.c.ended.is_(None), runs.c.gpu_count > 0
+            )
+        )
+        for o in open_runs:
+            part = o.gpu_count * _ms(max(o.started, since), now)
+            for key in (("tenant", tenant), ("user", o.user), *(("group", g) for g in o.groups)):
+                if key in wanted:
+                    ms[key] += part
+        return {key: Decimal(ms.get(key, 0)) / MS_PER_HOUR for key in wanted}
+
+    # -- delegated limits -----------------------------------------------------------------------
+
+    def _limits_for(self, conn: Connection, tenant: str, user: str, groups: Sequence[str]) -> list[Limit]:
+        subject = or_(
+            and_(limits.c.kind == "user", limits.c.subject == user),
+            and_(limits.c.kind == "group", limits.c.subject.in_(list(groups))),
+        )
+        rows = conn.execute(select(limits).where(limits.c.tenant == tenant, subject))
+        return _limits_of(tenant, rows)
+
+    def limits(self, tenant: str) -> list[Limit]:
+        """Every limit delegated in ``tenant``: users first, then groups, by name."""
+        with self.engine.connect() as conn:
+            return _limits_of(tenant, conn.execute(select(limits).where(limits.c.tenant == tenant)))
+
+    def limit(self, tenant: str, kind: str, subject: str) -> Limit | None:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(limits).where(limits.c.tenant == tenant, limits.c.kind == kind, limits.c.subject == subject)
+            )
+            found = _limits_of(tenant, rows)
+        return found[0] if found else None
+
+    def set_limit(self, limit: Limit, by: str, now: datetime) -> None:
+        """Replace the limit of ``limit.kind``/``limit.subject`` in its tenant (an empty limit removes it).
+
+        ``limit`` must come from :func:`quotas.limits.parse_limit`, which checks it against the
+        tenant's ceiling. One transaction: readers see the old limit or the new one, never a mix.
+        """
+        with self._tx() as conn:
+            self._lock_tenant(conn, limit.tenant)
+            conn.execute(
+                delete(limits).where(
+                    limits.c.tenant == limit.tenant, limits.c.kind == limit.kind, limits.c.subject == limit.subject
+                )
+            )
+            values = limit_to_values(limit)
+            if values:
+                conn.execute(
+                    insert(limits),
+                    [
+                        {
+                            "tenant": limit.tenant,
+                            "kind": limit.kind,
+                            "subject": limit.subject,
+                            "resource": resource,
+                            "value": value,
+                            "updated": now,
+                            "updated_by": by,
+                        }
+                        for resource, value in values.items()
+                    ],
+                )
+
+    def delete_limit(self, tenant: str, kind: str, subject: str) -> bool:
+        """Remove a delegated limit; False if there was none."""
+        with self._tx() as conn:
+            gone = conn.execute(
+                delete(limits).where(limits.c.tenant == tenant, limits.c.kind == kind, limits.c.subject == subject)
+            )
+            return bool(gone.rowcount)
+
+    # -- reports --------------------------------------------------------------------------------
+
+    def usage_report(
+        self, tenant: str, start: date, end: date, now: datetime, by: str = "user", daily: bool = False
+    ) -> list[UsageRow]:
+        """GPU- and CPU-hours of ``tenant`` from ``start`` to ``end`` (exclusive, UTC days), per
+        ``by`` ("user", "group" or "tenant"), and per day when ``daily``; open runs count up to ``now``.
+
+        Whole months inside the range are read from the monthly roll-ups, the days at its edges
+        from the daily ones, so a year costs about 12 + 60 rows per person.
+        """
+        gpu: dict[tuple[str, date | None], int] = defaultdict(int)
+        cpu: dict[tuple[str, date | None], int] = defaultdict(int)
+        count: dict[tuple[str, date | None], int] = defaultdict(int)
+        with self.engine.connect() as conn:
+            for period, lo, hi in [("day", start, end)] if daily else _cover(start, end):
+                rows = conn.execute(
+                    select(
+                        usage_rollups.c.subject,
+                        usage_rollups.c.start,
+                        usage_rollups.c.gpu_ms,
+                        usage_rollups.c.cpu_milli_ms,
+                        usage_rollups.c.runs,
+                    ).where(
+                        usage_rollups.c.tenant == tenant,
+                        usage_rollups.c.period == period,
+                        usage_rollups.c.kind == by,
+                        usage_rollups.c.start >= lo,
+                        usage_rollups.c.start < hi,
+                    )
+                )
+                for r in rows:
+                    key = (r.subject, r.start if daily else None)
+                    gpu[key] += r.gpu_ms
+                    cpu[key] += r.cpu_milli_ms
+                    count[key] += r.runs
+            begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
+            finish = min(now, datetime(end.year, end.month, end.day, tzinfo=UTC))
+            for r in self._open_rows(conn, tenant):
+                subjects = {"tenant": [tenant], "user": [r.user], "group": list(r.groups)}[by]
+                for period, day, ms in _split(max(r.started, begin), finish):
+                    if period != "day":
+                        continue
+                    for subject in subjects:
+                        key = (subject, day if daily else None)
+                        gpu[key] += r.gpu_count * ms
+                        cpu[key] += r.cpu_milli * ms
+                        count.setdefault(key, 0)
+        return sorted(
+            (
+                UsageRow(
+                    subject=subject,
+                    day=day,
+                    gpu_hours=Decimal(gpu[(subject, day)]) / MS_PER_HOUR,
+                    cpu_hours=Decimal(cpu[(subject, day)]) / MS_PER_HOUR / 1000,
+                    runs=count[(subject, day)],
+                )
+                for subject, day in set(gpu) | set(count)
+            ),
+            key=lambda row: (row.day or date.min, row.subject),
+        )
+
+    def runs_between(self, tenant: str, start: datetime, end: datetime) -> list[Run]:
+        """Runs of ``tenant`` that overlap [start, end), oldest first (for exports and audits)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs)
+                .where(runs.c.tenant == tenant, runs.c.started < end, or_(runs.c.ended.is_(None), runs.c.ended > start))
+                .order_by(runs.c.started, runs.c.id)
+            )
+            return [_run(r) for r in rows]
+
+    def record_run(self, holding: Holding, started: datetime, ended: datetime, reason: str = "stopped") -> str:
+        """Write a finished run in one step (imports of past usage, and benchmarks)."""
+        run_id = uuid.uuid4().hex
+        with self._tx() as conn:
+            conn.execute(insert(runs).values(**_run_values(run_id, holding, started)))
+            self._close(conn, run_id, ended, reason)
+        return run_id
+
+
+def _already_running(request: Request, tenant: str) -> Decision:
+    where = f"Server {request.server!r}" if request.server else "Your default server"
+    return Decision(
+        False, f"{where} already runs (charged to tenant {tenant}). Stop it before starting it again.", "running"
+    )
+
+
+def _run_values(run_id: str, holding: Holding, started: datetime) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "tenant": holding.tenant,
+        "user": holding.user,
+        "server": holding.server,
+        "profile": holding.profile,
+        "groups": list(holding.groups),
+        "gpus": dict(holding.gpus),
+        "gpu_count": sum(holding.gpus.values()),
+        "cpu_milli": int(holding.cpu * 1000),
+        "memory_bytes": int(holding.memory),
+        "started": started,
+        "ended": None,
+        "end_reason": None,
+    }
+
+
+def _holding(row: Any) -> Holding:
+    return Holding(
+        tenant=row.tenant,
+        user=row.user,
+        server=row.server,
+        profile=row.profile,
+        gpus=dict(row.gpus),
+        cpu=Decimal(row.cpu_milli) / 1000,
+        memory=Decimal(row.memory_bytes),
+        groups=tuple(row.groups),
+    )
+
+
+def _run(row: Any) -> Run:
+    return Run(row.id, _holding(row), row.started, row.ended, row.end_reason)
+
+
+def _limits_of(tenant: str, rows: Iterable[Any]) -> list[Limit]:
+    grouped: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        grouped.setdefault((r.kind, r.subject), {})[r.resource] = r.value
+    return [
+        limit_from_values(tenant, kind, subject, values)
+        for (kind, subject), values in sorted(grouped.items(), key=lambda kv: (kv[0][0] != "user", kv[0][1]))
+    ]
+
+
+def _ms(begin: datetime, end: datetime) -> int:
+    return max(0, int((end - begin) / timedelta(milliseconds=1)))
+
+
+def _split(begin: datetime, end: datetime) -> Iterator[tuple[str, date, int]]:
+    """(period, period start, milliseconds) of [begin, end) in each UTC day and each month."""
+    day = begin.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    months: dict[date, int] = defaultdict(int)
+    while day < end:
+        following = day + timedelta(days=1)
+        ms = _ms(max(begin, day), min(end, following))
+        if ms:
+            yield "day", day.date(), ms
+            months[day.date().replace(day=1)] += ms
+        day = following
+    for month, ms in months.items():
+        yield "month", month, ms
+
+
+def _cover(start: date, end: date) -> list[tuple[str, date, date]]:
+    """[start, end) as daily ranges at the edges and one monthly range of whole months."""
+    first_month = start if start.day == 1 else _next_month(start)
+    last_month = end.replace(day=1)
+    if first_month >= last_month:
+        return [("day", start, end)]
+    parts = [("month", first_month, last_month)]
+    if start < first_month:
+        parts.append(("day", start, first_month))
+    if last_month < end:
+        parts.append(("day", last_month, end))
+    return parts
+
+
+def _next_month(d: date) -> date:
+    return date(d.year + 1, 1, 1) if d.month == 12 else date(d.year, d.month + 1, 1)
