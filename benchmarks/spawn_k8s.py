@@ -40,11 +40,9 @@ import json
 import math
 import os
 import platform
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -69,7 +67,7 @@ if str(REPO) not in sys.path:  # run as a script: the test bed lives in tests/be
 from quotas.loader import load_platform  # noqa: E402
 from quotas.quantity import parse_quantity  # noqa: E402
 from spawner.reconciler import TenantReconciler  # noqa: E402
-from tests.bed.cluster import NODES, POD_CIDR, SERVICE_CIDR, ControlPlane  # noqa: E402
+from tests.bed.cluster import NODES, ControlPlane  # noqa: E402
 from tests.bed.hub import Hub  # noqa: E402
 from tests.bed.podrunner import SELECTOR, PodRunner  # noqa: E402
 
@@ -268,46 +266,6 @@ def prepare_cluster(api: client.ApiClient, tenants: Path, workdir: Path, users: 
 
 
 # ------------------------------------------------------------------ processes
-
-
-class BenchControlPlane(ControlPlane):
-    """The bed's control plane with its own pod CIDR.
-
-    The bed's KWOK hands out pod IPs from 127.1.0.0/16 from the first address up, and so does
-    every other bed running on this machine (the k8s tier of a colleague): two clusters' pods
-    would get the same IPs, and the hub of one would talk to the servers of the other.
-    """
-
-    def __init__(self, workdir: Path, pod_cidr: str, **kwargs: Any):
-        super().__init__(workdir, **kwargs)
-        self.pod_cidr = pod_cidr
-
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        if name == "kwok":
-            args = [f"--cidr={self.pod_cidr}" if a.startswith("--cidr=") else a for a in args]
-        return super()._spawn(name, args)
-
-
-def free_pod_cidr() -> str:
-    """A /16 of 127.0.0.0/8 (loopback only) that neither the bed's pods nor its services use,
-    with nothing listening on its first addresses."""
-    taken = {ipaddress.ip_network(POD_CIDR), ipaddress.ip_network(SERVICE_CIDR), ipaddress.ip_network("127.0.0.0/16")}
-    for second in random.Random().sample(range(16, 250), 40):
-        net = ipaddress.ip_network(f"127.{second}.0.0/16")
-        if net in taken:
-            continue
-        if all(_port_free(str(net[i]), 8888) for i in range(1, 4)):
-            return str(net)
-    raise RuntimeError("no free /16 in 127.0.0.0/8 for pod IPs")
-
-
-def _port_free(ip: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return False
-    return True
 
 
 class BenchHub(Hub):
@@ -705,8 +663,8 @@ def run_variant(
     tenants = workdir / "tenants.yaml"
     tenants.write_text(tenants_yaml(users))
     nodes = cpu_nodes_for(len(users))
-    pod_cidr = free_pod_cidr()
-    plane = BenchControlPlane(workdir / "cluster", pod_cidr, nodes=nodes)
+    plane = ControlPlane(workdir / "cluster", nodes=nodes)  # on a free pod CIDR of its own
+    pod_cidr = plane.pod_cidr
     hub: BenchHub | None = None
     runner: PodRunner | None = None
     responder: Responder | None = None

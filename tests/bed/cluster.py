@@ -10,7 +10,7 @@ kubectl, etcd and kwok from the Go module proxy), makes a CA and certificates wi
 - kube-controller-manager (service accounts and their tokens, resource quotas, namespaces, ...),
 - kube-scheduler (the real one: it places pods on the nodes below),
 - kwok, which plays the kubelet of fake nodes: it marks them Ready, keeps their leases,
-  and runs pods bound to them (``Running``, with a pod IP from 127.1.0.0/16).
+  and runs pods bound to them (``Running``, with a pod IP from a free loopback /16, ``ControlPlane.pod_cidr``).
 
 It then creates the fake GPU data center of :data:`NODES` (two H100 nodes with 8 GPUs
 each, one A100 node cut into seven ``mig-1g.10gb`` slices, two CPU nodes) and waits
@@ -31,6 +31,7 @@ import functools
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,7 +55,6 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 H100 = "NVIDIA-H100-80GB-HBM3"
 A100 = "NVIDIA-A100-SXM4-80GB"
-POD_CIDR = "127.1.0.0/16"  # kwok hands out pod IPs from here: loopback only
 # ClusterIPs are allocated on paper only (no kube-proxy), but from loopback too, so that a
 # stray connection to one can never leave the machine.
 SERVICE_CIDR = "127.2.0.0/16"
@@ -161,6 +161,26 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def free_pod_cidr() -> str:
+    """A /16 of 127.0.0.0/8 (loopback only) that is not the services' range and has nothing
+    listening on its first addresses (another bed on this machine would)."""
+    taken = {ipaddress.ip_network(SERVICE_CIDR), ipaddress.ip_network("127.0.0.0/16")}
+    for second in random.Random().sample(range(16, 250), 60):
+        net = ipaddress.ip_network(f"127.{second}.0.0/16")
+        if net not in taken and all(_port_free(str(net[i]), 8888) for i in range(1, 4)):
+            return str(net)
+    raise ControlPlaneError("no free /16 in 127.0.0.0/8 for pod IPs")
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on loopback."""
 
@@ -174,8 +194,14 @@ class ControlPlane:
         nodes: Sequence[dict[str, Any]] | None = None,
         start_timeout: float = 120.0,
         die_with_parent: bool = True,
+        pod_cidr: str | None = None,
     ) -> None:
+        """``pod_cidr``: the loopback /16 KWOK hands pod IPs out of; default: a free one
+        (:func:`free_pod_cidr`), so two beds on one machine never give two pods one address."""
         self.workdir = Path(workdir).resolve()
+        self.pod_cidr = pod_cidr or free_pod_cidr()
+        if not ipaddress.ip_network(self.pod_cidr).subnet_of(ipaddress.ip_network("127.0.0.0/8")):
+            raise ValueError(f"pod CIDR {self.pod_cidr} is not loopback: test traffic must stay on 127.0.0.0/8")
         self.bin_dir = Path(bin_dir) if bin_dir else None
         self.nodes = [copy.deepcopy(n) for n in (NODES if nodes is None else nodes)]
         self.start_timeout = start_timeout
@@ -594,7 +620,7 @@ class ControlPlane:
                 f"--config={kwok_cfg}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
-                f"--cidr={POD_CIDR}",
+                f"--cidr={self.pod_cidr}",
                 "--node-ip=127.0.0.1",
                 "--node-lease-duration-seconds=40",
             ],
@@ -707,7 +733,7 @@ def _self_check(workdir: Path) -> None:
             p = core.read_namespaced_pod("one-gpu", ns)
             marks["pod scheduled + Running"] = time.monotonic() - t
             assert p.spec.node_name in ("h100-0", "h100-1"), p.spec.node_name
-            assert p.status.pod_ip and p.status.pod_ip.startswith("127.1."), p.status.pod_ip
+            assert p.status.pod_ip and ipaddress.ip_address(p.status.pod_ip) in ipaddress.ip_network(plane.pod_cidr)
             assert p.spec.service_account_name == "default"
             print(f"pod one-gpu: node={p.spec.node_name} ip={p.status.pod_ip} phase={p.status.phase}")
             core.patch_namespaced_pod("one-gpu", ns, {"metadata": {"labels": {"app": "one-gpu"}}})

@@ -1,7 +1,7 @@
 """The container runtime this machine does not have, at the lowest layer only.
 
 KWOK marks workspace pods Running and gives them a loopback pod IP
-(``--cidr=127.1.0.0/16``). This runner starts each such pod's real single-user
+(``ControlPlane.pod_cidr``, a free loopback /16). This runner starts each such pod's real single-user
 server (``jupyterhub-singleuser`` with the pod's own environment) as a local process
 listening on that pod IP and port, and stops it when the pod goes away. The hub
 then reaches a real server at the pod IP, exactly as it would in a cluster.
