@@ -11,6 +11,7 @@ import difflib
 import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -18,7 +19,18 @@ from typing import Any
 
 import yaml
 
-from .model import TENANT_KINDS, Dataset, GpuType, Image, PlatformConfig, Profile, Quota, Tenant
+from .model import (
+    TENANT_KINDS,
+    Culling,
+    Dataset,
+    GpuType,
+    Image,
+    PlatformConfig,
+    Profile,
+    Quota,
+    Tenant,
+    TenantCulling,
+)
 from .quantity import QuantityError, parse_quantity
 
 ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -46,6 +58,44 @@ class ConfigError(ValueError):
         lines = [f"{source}: {count} problem{'s' if count != 1 else ''}; nothing was applied:"]
         lines += [f"  - {p}" for p in problems]
         super().__init__("\n".join(lines))
+
+
+DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+class DurationError(ValueError):
+    """A value that is not a duration; ``str()`` says what is accepted."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """A duration of ``tenants.yaml``: whole seconds (``90``) or a string of days, hours, minutes
+    and seconds in that order (``"90s"``, ``"30m"``, ``"1h"``, ``"1h30m"``, ``"2d"``).
+
+    Raises :class:`DurationError` for anything else, negative durations included.
+    """
+    accepted = "a duration such as 90s, 30m, 1h or 1h30m, or whole seconds"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DurationError(f"must be {accepted}, not {_kind(value)}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise DurationError(f'must be whole seconds, or a string such as "90s"; {value!r} is fractional')
+        value = int(value)
+    if isinstance(value, int):
+        if value < 0:
+            raise DurationError(f"cannot be negative ({value!r}); 0 means never")
+        return timedelta(seconds=value)
+    text = "".join(value.split()).lower()
+    if text.startswith("-"):
+        raise DurationError(f"cannot be negative ({value!r}); 0 means never")
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    if "." in text:
+        raise DurationError(f"must be whole units, such as 90m rather than 1.5h; not {_kind(value)}")
+    match = DURATION.match(text)
+    if not text or match is None:
+        raise DurationError(f"must be {accepted} (units d, h, m, s in that order), not {_kind(value)}")
+    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[unit] for unit, n in match.groupdict().items() if n))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -160,6 +210,19 @@ class _Checker:
             self.add(path, f"{what} cannot be negative ({value!r})")
             return None
         return amount
+
+    def duration(self, value: Any, path: str) -> timedelta | None:
+        try:
+            return parse_duration(value)
+        except DurationError as e:
+            self.add(path, str(e))
+            return None
+
+    def boolean(self, value: Any, path: str) -> bool | None:
+        if not isinstance(value, bool):
+            self.add(path, f"must be true or false, not {_kind(value)}")
+            return None
+        return value
 
     def string_list(self, value: Any, path: str, pattern: re.Pattern[str], what: str) -> list[str]:
         if value is None:
@@ -288,9 +351,10 @@ def load_platform(tenants_path: str | Path, catalog_path: str | Path) -> Platfor
 def parse_platform(data: Any, images: Mapping[str, Image], source: str = "tenants.yaml") -> PlatformConfig:
     """Validate already-parsed YAML data; see :func:`load_platform`."""
     check = _Checker()
-    root = check.mapping(data, "", ("gpu_types", "profiles", "tenants"), ("users", "datasets"))
+    root = check.mapping(data, "", ("gpu_types", "profiles", "tenants"), ("users", "datasets", "culling"))
     if root is None:
         raise ConfigError(source, check.problems)
+    culling = _parse_culling(root.get("culling"), check)
     gpu_types = _parse_gpu_types(root.get("gpu_types"), check)
     profiles = _parse_profiles(root.get("profiles"), gpu_types, images, check)
     datasets = _parse_datasets(root.get("datasets"), check)
@@ -305,7 +369,51 @@ def parse_platform(data: Any, images: Mapping[str, Image], source: str = "tenant
         tenants=MappingProxyType({t: _freeze_tenant(v) for t, v in tenants.items() if v is not None}),
         source=source,
         datasets=MappingProxyType(datasets),
+        culling=culling,
     )
+
+
+_CULLING_KEYS = ("gpu_idle_timeout", "cpu_idle_timeout", "interval")
+_TENANT_CULLING_KEYS = ("gpu_idle_timeout", "cpu_idle_timeout", "stop_over_budget", "over_budget_grace")
+
+
+def _parse_culling(value: Any, check: _Checker) -> Culling:
+    """``culling: {gpu_idle_timeout: 1h, cpu_idle_timeout: 8h, interval: 5m}``, each optional."""
+    defaults = Culling()
+    if value is None:
+        return defaults
+    fields = check.mapping(value, "culling", (), _CULLING_KEYS)
+    if fields is None:
+        return defaults
+    out: dict[str, timedelta] = {}
+    for key in _CULLING_KEYS:
+        if fields.get(key) is None:
+            continue
+        parsed = check.duration(fields[key], f"culling.{key}")
+        if parsed is None:
+            continue
+        if key == "interval" and parsed < timedelta(seconds=1):
+            check.add("culling.interval", "must be at least 1s: it is how often the culler looks for servers to stop")
+            continue
+        out[key] = parsed
+    return Culling(**out)
+
+
+def _parse_tenant_culling(value: Any, path: str, check: _Checker) -> TenantCulling | None:
+    """A tenant's ``culling:``; None when it has problems (they are reported)."""
+    if value is None:
+        return TenantCulling()
+    fields = check.mapping(value, path, (), _TENANT_CULLING_KEYS)
+    if fields is None:
+        return None
+    before = len(check.problems)
+    out: dict[str, Any] = {}
+    for key in ("gpu_idle_timeout", "cpu_idle_timeout", "over_budget_grace"):
+        if fields.get(key) is not None:
+            out[key] = check.duration(fields[key], f"{path}.{key}")
+    if fields.get("stop_over_budget") is not None:
+        out["stop_over_budget"] = check.boolean(fields["stop_over_budget"], f"{path}.stop_over_budget")
+    return TenantCulling(**out) if len(check.problems) == before else None
 
 
 MOUNT_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
@@ -371,10 +479,16 @@ def _parse_profiles(
 ) -> dict[str, Profile]:
     out: dict[str, Profile] = {}
     for ident, path, item in check.unique_ids(value, "profiles", "profile"):
-        fields = check.mapping(item, path, ("id", "display_name", "cpu", "memory", "image"), ("gpu", "description"))
+        fields = check.mapping(
+            item, path, ("id", "display_name", "cpu", "memory", "image"), ("gpu", "description", "idle_timeout")
+        )
         if fields is None:
             continue
         display = check.string(fields.get("display_name"), f"{path}.display_name")
+        idle_ok, idle_timeout = True, None
+        if fields.get("idle_timeout") is not None:
+            idle_timeout = check.duration(fields["idle_timeout"], f"{path}.idle_timeout")
+            idle_ok = idle_timeout is not None
         cpu = check.quantity(fields.get("cpu"), f"{path}.cpu", "cpu")
         memory = check.quantity(fields.get("memory"), f"{path}.memory", "memory")
         image = check.string(fields.get("image"), f"{path}.image")
@@ -405,7 +519,7 @@ def _parse_profiles(
         if image and not fields.get("gpu") and images[image].needs_gpu:
             check.add(f"{path}.image", f"image {image!r} needs a GPU, but this profile has none")
             image = None
-        if display and cpu is not None and memory is not None and image and gpu_ok:
+        if display and cpu is not None and memory is not None and image and gpu_ok and idle_ok:
             out[ident] = Profile(
                 id=ident,
                 display_name=display,
@@ -415,6 +529,7 @@ def _parse_profiles(
                 image=image,
                 gpu_type=gpu_type,
                 gpu_count=gpu_count,
+                idle_timeout=idle_timeout,
             )
         else:
             out[ident] = None  # type: ignore[assignment]  # declared but invalid: tenants may still name it
@@ -437,7 +552,7 @@ def _parse_tenants(
             item,
             path,
             ("id", "display_name", "kind", "profiles", "quota"),
-            ("members", "admins", "description", "datasets"),
+            ("members", "admins", "description", "datasets", "culling"),
         )
         if fields is None:
             continue
@@ -469,6 +584,7 @@ def _parse_tenants(
                     f"data set {name!r} is not declared under datasets (declared: {', '.join(datasets) or 'none'})",
                 )
         quota = _parse_quota(fields.get("quota"), f"{path}.quota", gpu_types, check)
+        culling = _parse_tenant_culling(fields.get("culling"), f"{path}.culling", check)
         for i, profile_id in enumerate(allowed):
             profile = profiles.get(profile_id)
             if quota is None or profile is None or not profile.gpu_type:
@@ -480,7 +596,7 @@ def _parse_tenants(
                     f"profile {profile_id!r} needs {profile.gpu_count} {profile.gpu_type} GPU(s) but the quota grants"
                     f" {granted}; raise quota.gpus.{profile.gpu_type} or remove the profile",
                 )
-        if not (display and kind in TENANT_KINDS and quota is not None):
+        if not (display and kind in TENANT_KINDS and quota is not None and culling is not None):
             out[ident] = None  # declared but invalid: the users section may still name it
         else:
             out[ident] = {
@@ -493,6 +609,7 @@ def _parse_tenants(
                 "profiles": tuple(allowed),
                 "quota": quota,
                 "datasets": tuple(mounted),
+                "culling": culling,
             }
     return out
 
@@ -572,6 +689,7 @@ def _freeze_tenant(fields: dict[str, Any]) -> Tenant:
         profiles=fields["profiles"],
         quota=fields["quota"],
         datasets=fields["datasets"],
+        culling=fields["culling"],
     )
 
 

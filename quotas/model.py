@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -69,6 +70,9 @@ class Profile:
     gpu_type: str | None = None
     gpu_count: int = 0
     description: str = ""
+    # how long a server of this profile may sit idle before it is stopped (timedelta(0): never);
+    # None: the platform's GPU or CPU setting. A tenant's own setting wins over it.
+    idle_timeout: timedelta | None = None
 
     @property
     def gpus(self) -> Mapping[str, int]:
@@ -95,6 +99,32 @@ class Quota:
 
 
 @dataclass(frozen=True)
+class TenantCulling:
+    """A tenant's own culling settings (``culling:`` of a tenant in ``tenants.yaml``).
+
+    An idle timeout set here wins over the profile's and the platform's (it is an agreement
+    with this tenant); ``None`` falls back to them; ``timedelta(0)`` means never. With
+    ``stop_over_budget``, running GPU servers of the tenant, or of a user or group of it, whose
+    GPU-hour budget is used up are warned, then stopped ``over_budget_grace`` later.
+    """
+
+    gpu_idle_timeout: timedelta | None = None
+    cpu_idle_timeout: timedelta | None = None
+    stop_over_budget: bool = False
+    over_budget_grace: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Culling:
+    """The platform's culling settings (top-level ``culling:``): idle timeouts by kind of
+    server (``timedelta(0)`` means never) and how often the culler looks."""
+
+    gpu_idle_timeout: timedelta = timedelta(hours=1)
+    cpu_idle_timeout: timedelta = timedelta(hours=8)
+    interval: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
 class Tenant:
     """An organisation with members, admins, allowed profiles and a ceiling."""
 
@@ -107,6 +137,7 @@ class Tenant:
     profiles: tuple[str, ...]
     quota: Quota
     datasets: tuple[str, ...] = ()
+    culling: TenantCulling = TenantCulling()
 
     def has_member(self, user: str, groups: Iterable[str] = ()) -> bool:
         """True if ``user`` (in JupyterHub ``groups``) belongs to this tenant.
@@ -132,6 +163,7 @@ class PlatformConfig:
     tenants: Mapping[str, Tenant]
     source: str = ""
     datasets: Mapping[str, Dataset] = field(default_factory=lambda: MappingProxyType({}))
+    culling: Culling = Culling()
 
     def tenants_of(self, user: str, groups: Iterable[str] = ()) -> list[Tenant]:
         """The tenants ``user`` belongs to, in the order the config declares them."""

@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
@@ -211,6 +211,17 @@ class Store:
             self._lock_tenant(conn, row.tenant)
             return _holding(row) if self._close(conn, row.id, now, reason) else None
 
+    def mark_end_reason(self, key: ServerKey, reason: str | None) -> bool:
+        """Say why server ``key``'s open run is about to end (``"culled-idle"``), before asking the hub
+        to stop it; its close then keeps this reason. ``None`` takes it back (the stop failed)."""
+        with self._tx() as conn:
+            marked = conn.execute(
+                update(runs)
+                .where(runs.c.user == key[0], runs.c.server == key[1], runs.c.ended.is_(None))
+                .values(end_reason=reason)
+            )
+            return bool(marked.rowcount)
+
     def release_run(self, run_id: str, now: datetime, reason: str = "stopped") -> bool:
         """Close run ``run_id`` if it is open; False if it was closed already (harmless)."""
         with self._tx() as conn:
@@ -237,7 +248,9 @@ class Store:
             return False
         ended = max(now, row.started)
         closed = conn.execute(
-            update(runs).where(runs.c.id == run_id, runs.c.ended.is_(None)).values(ended=ended, end_reason=reason)
+            update(runs)
+            .where(runs.c.id == run_id, runs.c.ended.is_(None))
+            .values(ended=ended, end_reason=func.coalesce(runs.c.end_reason, reason))
         )
         if closed.rowcount != 1:
             return False

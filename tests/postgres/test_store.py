@@ -211,3 +211,16 @@ def test_refusals_are_counted_by_tenant_and_reason(store: Store) -> None:
     store.reserve(SNU, ask("carol", H100_X1), NOV_2)  # gpus
     store.reserve(SNU, ask("u1", H100_X1), NOV_2)  # gpus
     assert store.refusal_counts() == {("snu-ai", "running"): 1, ("snu-ai", "gpus"): 2}
+
+
+def test_a_marked_end_reason_survives_the_close_and_can_be_taken_back(store: Store) -> None:
+    store.reserve(SNU, ask("alice"), NOV_2)
+    store.reserve(SNU, ask("bob"), NOV_2)
+    assert store.mark_end_reason(("alice", ""), "culled-idle")
+    assert store.mark_end_reason(("bob", ""), "culled-idle")
+    assert store.mark_end_reason(("bob", ""), None)  # the hub refused to stop it
+    assert not store.mark_end_reason(("carol", ""), "culled-idle")  # no open run: nothing marked
+    store.release(("alice", ""), NOV_2 + timedelta(hours=1))
+    store.release(("bob", ""), NOV_2 + timedelta(hours=1))
+    reasons = {r.holding.user: r.end_reason for r in store.runs_between("snu-ai", NOV_2, NOV_2 + timedelta(days=1))}
+    assert reasons == {"alice": "culled-idle", "bob": "stopped"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,16 @@ from typing import Any
 import pytest
 import yaml
 
-from quotas.loader import ConfigError, Problem, load_catalog, load_platform, parse_platform
-from quotas.model import Image
+from quotas.loader import (
+    ConfigError,
+    DurationError,
+    Problem,
+    load_catalog,
+    load_platform,
+    parse_duration,
+    parse_platform,
+)
+from quotas.model import Culling, Image, TenantCulling
 
 from .conftest import EXAMPLE_CATALOG, EXAMPLE_TENANTS
 
@@ -406,3 +415,122 @@ def test_dataset_mounted_over_the_home_is_refused(example_data: Data, images: Ma
     problem = only_problem(example_data, images)
     assert problem.path == "datasets.coco.mount_path"
     assert "would hide part of the workspace" in problem.message
+
+
+# ---------------------------------------------------------------------------
+# culling: idle timeouts and budget enforcement
+
+
+def test_culling_defaults_when_the_file_says_nothing(example_data: Data, images: Mapping[str, Image]) -> None:
+    for tenant in example_data["tenants"]:
+        tenant.pop("culling", None)
+    example_data.pop("culling", None)
+    config = parse_platform(example_data, images)
+    assert config.culling == Culling(timedelta(hours=1), timedelta(hours=8), timedelta(minutes=5))
+    snu = config.tenants["snu-ai"].culling
+    assert (snu.gpu_idle_timeout, snu.cpu_idle_timeout, snu.stop_over_budget) == (None, None, False)
+    assert snu.over_budget_grace == timedelta(minutes=15)
+    assert config.profiles["h100-x1"].idle_timeout is None
+
+
+def test_culling_settings_are_read_at_every_level(example_data: Data, images: Mapping[str, Image]) -> None:
+    example_data["culling"] = {"gpu_idle_timeout": "30m", "cpu_idle_timeout": 7200, "interval": "90s"}
+    example_data["profiles"][5]["idle_timeout"] = "1h30m"  # h100-x4
+    example_data["profiles"][0]["idle_timeout"] = 0  # cpu-small: never
+    example_data["tenants"][1]["culling"] = {
+        "gpu_idle_timeout": "2h",
+        "stop_over_budget": True,
+        "over_budget_grace": "5m",
+    }
+    config = parse_platform(example_data, images)
+    assert config.culling == Culling(timedelta(minutes=30), timedelta(hours=2), timedelta(seconds=90))
+    assert config.profiles["h100-x4"].idle_timeout == timedelta(minutes=90)
+    assert config.profiles["cpu-small"].idle_timeout == timedelta(0)
+    assert config.tenants["nova-labs"].culling == TenantCulling(
+        gpu_idle_timeout=timedelta(hours=2), stop_over_budget=True, over_budget_grace=timedelta(minutes=5)
+    )
+    assert config.tenants["snu-ai"].culling == TenantCulling()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(90, 90), ("90s", 90), ("30m", 1800), ("1h", 3600), ("1h30m", 5400), (" 1h 30m ", 5400), ("2d", 172800),
+     ("3600", 3600), (0, 0), ("0s", 0), (60.0, 60)],
+)  # fmt: skip
+def test_durations(value: Any, seconds: int) -> None:
+    assert parse_duration(value) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (-1, "cannot be negative (-1); 0 means never"),
+        ("-5m", "cannot be negative ('-5m'); 0 means never"),
+        ("1.5h", "must be whole units, such as 90m rather than 1.5h"),
+        (1.5, "must be whole seconds"),
+        ("soon", "must be a duration such as 90s, 30m, 1h or 1h30m, or whole seconds"),
+        ("30m1h", "units d, h, m, s in that order"),
+        ("500ms", "not the string '500ms'"),
+        ("", "not the string ''"),
+        (True, "not True"),
+        ([60], "not a list"),
+    ],
+)
+def test_bad_durations(value: Any, words: str) -> None:
+    with pytest.raises(DurationError) as info:
+        parse_duration(value)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "text"),
+    [
+        (lambda d: d.update(culling={"gpu_idle": "1h"}), "culling.gpu_idle", "did you mean 'gpu_idle_timeout'?"),
+        (lambda d: d.update(culling={"gpu_idle_timeout": "-1h"}), "culling.gpu_idle_timeout", "cannot be negative"),
+        (lambda d: d.update(culling={"cpu_idle_timeout": "8 hours"}), "culling.cpu_idle_timeout", "'8 hours'"),
+        (lambda d: d.update(culling={"interval": 0}), "culling.interval", "must be at least 1s"),
+        (lambda d: d.update(culling="1h"), "culling", "must be a mapping with keys gpu_idle_timeout"),
+        (
+            lambda d: d["profiles"][3].update(idle_timeout="20 min"),
+            "profiles[h100-x1].idle_timeout",
+            "must be a duration",
+        ),
+        (
+            lambda d: d["tenants"][1].update(culling={"stop_over_budget": "yes"}),
+            "tenants[nova-labs].culling.stop_over_budget",
+            "must be true or false, not the string 'yes'",
+        ),
+        (
+            lambda d: d["tenants"][1].update(culling={"over_budget_grace": -60}),
+            "tenants[nova-labs].culling.over_budget_grace",
+            "cannot be negative (-60)",
+        ),
+        (
+            lambda d: d["tenants"][1].update(culling={"interval": "1m"}),
+            "tenants[nova-labs].culling.interval",
+            "unknown key; known keys: gpu_idle_timeout, cpu_idle_timeout, stop_over_budget, over_budget_grace",
+        ),
+    ],
+)
+def test_bad_culling_settings(
+    example_data: Data, images: Mapping[str, Image], mutate: Callable[[Data], None], path: str, text: str
+) -> None:
+    mutate(example_data)
+    problem = only_problem(example_data, images)
+    assert problem.path == path
+    assert text in problem.message
+
+
+def test_every_culling_problem_is_reported_at_once(tmp_path: Path, example_data: Data) -> None:
+    example_data["culling"] = {"gpu_idle_timeout": "an hour", "interval": -5}
+    example_data["profiles"][0]["idle_timeout"] = "1.5h"
+    example_data["tenants"][0]["culling"] = {"stop_over_budget": 1, "over_budget_grace": "15 mins"}
+    with pytest.raises(ConfigError) as info:
+        load_platform(write_yaml(tmp_path, example_data), EXAMPLE_CATALOG)
+    assert {p.path for p in info.value.problems} == {
+        "culling.gpu_idle_timeout",
+        "culling.interval",
+        "profiles[cpu-small].idle_timeout",
+        "tenants[snu-ai].culling.stop_over_budget",
+        "tenants[snu-ai].culling.over_budget_grace",
+    }

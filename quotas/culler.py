@@ -1,0 +1,560 @@
+"""Idle culling per profile, and GPU-hour budget enforcement.
+
+GPU servers are expensive, so idle ones go sooner than CPU ones; and a tenant that chose
+``stop_over_budget`` has its running GPU servers stopped, after a warning and a grace period,
+once a GPU-hour budget (the tenant's ceiling, or a user's or group's delegated limit) is used up.
+Without it nothing is stopped for budget: admission already refuses new GPU servers.
+
+Decisions are pure functions of plain records (:func:`cull_decisions`,
+:func:`budget_overruns`, :func:`servers_from_hub`); :class:`Culler` only gathers the records
+(the hub's REST API, the quotas store), calls them and acts.
+
+The quotas service runs it::
+
+    culler = Culler(config=platform_config, store=store, hub_api_url=os.environ["JUPYTERHUB_API_URL"],
+                    token=os.environ["JUPYTERHUB_API_TOKEN"])
+    culler.start()  # every ``culling.interval`` of tenants.yaml, on the running IOLoop
+    culler.warnings()  # the over-budget warnings given so far, for the web page
+
+``hub_api_url`` is the hub's API (``http://127.0.0.1:8081/hub/api``); ``token`` needs the
+scopes ``list:users``, ``read:servers`` and ``delete:servers``. Tenant and profile of a server
+are taken from its open run in the quotas store (what the hub admitted), never from the
+server's ``user_options``, which its user controls. The hub's stop path closes the run, with the reason the culler marked on it (``culled-idle``,
+``over-budget``).
+
+How idle a server is comes from the hub's ``last_activity`` of the server, which the proxy and
+the workspace report every few minutes (JupyterHub's ``last_activity_interval``, 5 minutes by
+default), so a server is stopped up to about ``interval`` + 5 minutes after its timeout.
+Warnings live in memory: after a restart of the service a warned server is warned again, and
+gets a full grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.ioloop import PeriodicCallback
+
+from .model import PlatformConfig, Tenant
+from .policy import Limit, Usage
+from .store import Run, Store
+
+ServerKey = tuple[str, str]  # (user, server name; "" for the default server)
+ACTION_KINDS = ("idle", "over_budget_warn", "over_budget_stop")
+END_REASONS = {"idle": "culled-idle", "over_budget_stop": "over-budget"}  # the ledger's end_reason
+PAGINATION = "application/jupyterhub-pagination+json"
+SCOPES = ("list:users", "read:servers", "delete:servers")
+
+
+class HubUnavailable(RuntimeError):
+    """The hub's API did not answer a culling round, or refused it; ``str()`` says what to do."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """One active server of the hub, with what the quotas store says it holds.
+
+    ``tenant``, ``profile``, ``gpus`` and ``groups`` come from the server's open run in the
+    ledger; ``tenant`` is None when the ledger has no open run for it.
+    """
+
+    user: str
+    name: str
+    tenant: str | None
+    profile: str | None
+    last_activity: datetime | None
+    started: datetime | None
+    pending: str | None = None
+    gpus: Mapping[str, int] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> ServerKey:
+        return (self.user, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"server {self.user}/{self.name}" if self.name else f"{self.user}'s default server"
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(self.gpus.values())
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the culler does to one server, with the reason as a person reads it.
+
+    ``kind`` is ``idle`` (stop: idle too long), ``over_budget_warn`` (warn: it will be stopped
+    at ``stop_at``) or ``over_budget_stop`` (stop: the grace after the warning is over).
+    """
+
+    user: str
+    server: str
+    kind: str
+    reason: str
+    tenant: str | None = None
+    stop_at: datetime | None = None
+
+    @property
+    def key(self) -> ServerKey:
+        return (self.user, self.server)
+
+    @property
+    def stops(self) -> bool:
+        return self.kind != "over_budget_warn"
+
+
+@dataclass(frozen=True)
+class Overrun:
+    """A GPU-hour budget that is used up: a tenant's ceiling (``kind`` "tenant") or a limit
+    its admins delegated to a user or a group."""
+
+    tenant: str
+    kind: str  # "tenant" | "user" | "group"
+    subject: str
+    used: Decimal
+    budget: Decimal
+    period_name: str = ""
+    resets: date | None = None
+    admins: str = "a platform admin"  # who to ask, as Tenant.admin_contact() says it
+
+    def covers(self, server: Server) -> bool:
+        """True if ``server``'s GPU-hours count against this budget."""
+        if server.tenant != self.tenant:
+            return False
+        if self.kind == "user":
+            return server.user == self.subject
+        if self.kind == "group":
+            return self.subject in server.groups
+        return True
+
+    def describe(self) -> str:
+        period = f" for {self.period_name}" if self.period_name else " this month"
+        used, budget = _hours(self.used), _hours(self.budget)
+        if self.kind == "tenant":
+            return f"tenant {self.tenant} has used {used} of its {budget} GPU-hours{period}"
+        who = self.subject if self.kind == "user" else f"group {self.subject}"
+        uses = f"{self.subject} has" if self.kind == "user" else "its members have"
+        return f"tenant {self.tenant}'s admins limit {who} to {budget} GPU-hours{period}, and {uses} used {used}"
+
+    def remedy(self) -> str:
+        resets = f" on {self.resets.isoformat()} (UTC)" if self.resets else " at the start of next month"
+        if self.kind == "tenant":
+            return f"GPU servers can start again when the budget resets{resets}; ask a platform admin if the tenant needs more."
+        return f"Ask a tenant admin ({self.admins}) to raise the limit, or wait until it resets{resets}."
+
+
+@dataclass(frozen=True)
+class BudgetWarning:
+    """A warning given to a running GPU server of a budget that is used up."""
+
+    user: str
+    server: str
+    tenant: str
+    reason: str
+    warned: datetime
+    stop_at: datetime
+
+
+def format_duration(value: timedelta) -> str:
+    """``"1h 5m"``, ``"45s"``, ``"2d 3h"``: the two largest units, for people."""
+    seconds = max(0, int(value.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return " ".join(parts[:2]) or "0s"
+
+
+def _hours(value: Decimal) -> str:
+    """GPU-hours to a tenth, as admission writes them; tiny budgets keep their digits ("0.0005")."""
+    if 0 < value < Decimal("0.1"):
+        return f"{value.quantize(Decimal('0.0001')).normalize():f}"
+    return f"{value.quantize(Decimal('0.1')):,}"
+
+
+# ---------------------------------------------------------------------------
+# pure decisions
+
+
+def servers_from_hub(users: Iterable[Mapping[str, Any]], runs: Iterable[Run]) -> list[Server]:
+    """The active servers of the hub's user models (``GET /hub/api/users?state=active``),
+    each joined with its open ledger run: tenant, profile and what it holds come from the run,
+    never from ``user_options``."""
+    by_key = {(r.holding.user, r.holding.server): r for r in runs}
+    out = []
+    for user in users:
+        for name, model in (user.get("servers") or {}).items():
+            if model.get("stopped"):
+                continue
+            run = by_key.get((user["name"], name))
+            holding = run.holding if run is not None else None
+            out.append(
+                Server(
+                    user=user["name"],
+                    name=name,
+                    tenant=holding.tenant if holding else None,
+                    profile=holding.profile if holding else None,
+                    last_activity=_timestamp(model.get("last_activity")),
+                    started=_timestamp(model.get("started")),
+                    pending=model.get("pending"),
+                    gpus=dict(holding.gpus) if holding else {},
+                    groups=tuple(holding.groups) if holding else (),
+                )
+            )
+    return out
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def budget_overruns(tenant: Tenant, usage: Usage, limits: Sequence[Limit] = ()) -> list[Overrun]:
+    """The GPU-hour budgets of ``tenant`` that are used up: its ceiling (``usage.gpu_hours``
+    against ``quota.gpu_hours_per_month``) first, then each of ``limits`` with ``gpu_hours``
+    (against ``usage.gpu_hours_of``). A budget is used up when what was used reaches it, the
+    same rule admission refuses new GPU servers by."""
+
+    def overrun(kind: str, subject: str, used: Decimal, budget: Decimal) -> Overrun:
+        return Overrun(
+            tenant.id, kind, subject, used, budget, usage.period_name, usage.period_resets, tenant.admin_contact()
+        )
+
+    out = []
+    ceiling = tenant.quota.gpu_hours_per_month
+    if ceiling is not None and usage.gpu_hours >= ceiling:
+        out.append(overrun("tenant", tenant.id, usage.gpu_hours, ceiling))
+    for limit in limits:
+        if limit.tenant != tenant.id or limit.gpu_hours is None:
+            continue
+        used = usage.gpu_hours_of.get((limit.kind, limit.subject), Decimal(0))
+        if used >= limit.gpu_hours:
+            out.append(overrun(limit.kind, limit.subject, used, limit.gpu_hours))
+    return out
+
+
+def idle_timeout(server: Server, config: PlatformConfig) -> tuple[timedelta, str]:
+    """How long ``server`` may be idle (``timedelta(0)``: forever) and whose setting that is:
+    its tenant's ``culling``, else its profile's ``idle_timeout``, else the platform's."""
+    platform = config.culling
+    tenant = config.tenants.get(server.tenant) if server.tenant else None
+    if tenant is None:
+        # not in the ledger (or its tenant is gone from the config): the most lenient platform setting
+        zero = timedelta(0)
+        lenient = (
+            zero
+            if zero in (platform.gpu_idle_timeout, platform.cpu_idle_timeout)
+            else max(platform.gpu_idle_timeout, platform.cpu_idle_timeout)
+        )
+        return lenient, "the longer of the platform's GPU and CPU settings"
+    gpu = server.gpu_count > 0
+    kind = "GPU" if gpu else "CPU"
+    own = tenant.culling.gpu_idle_timeout if gpu else tenant.culling.cpu_idle_timeout
+    if own is not None:
+        return own, f"tenant {tenant.id}'s setting for {kind} servers"
+    profile = config.profiles.get(server.profile or "")
+    if profile is not None and profile.idle_timeout is not None:
+        return profile.idle_timeout, f"the setting of profile {profile.id}"
+    fallback = platform.gpu_idle_timeout if gpu else platform.cpu_idle_timeout
+    return fallback, f"the platform's setting for {kind} servers"
+
+
+def over_budget(servers: Iterable[Server], overruns: Mapping[str, Sequence[Overrun]]) -> dict[ServerKey, Overrun]:
+    """The running GPU servers that a used-up budget covers, each with the first such budget."""
+    out: dict[ServerKey, Overrun] = {}
+    for server in servers:
+        if server.gpu_count == 0 or server.tenant is None:
+            continue
+        for overrun in overruns.get(server.tenant, ()):
+            if overrun.covers(server):
+                out[server.key] = overrun
+                break
+    return out
+
+
+def cull_decisions(
+    servers: Sequence[Server],
+    config: PlatformConfig,
+    now: datetime,
+    over_budget_by_tenant: Mapping[str, Sequence[Overrun]],
+    warned: Mapping[ServerKey, datetime] | None = None,
+) -> list[Action]:
+    """What to do now to each of ``servers``: at most one :class:`Action` per server.
+
+    A server that is starting or stopping (``pending``) is left alone. One idle at least its
+    :func:`idle_timeout` is stopped (``idle``). Otherwise, a GPU server of a tenant with
+    ``stop_over_budget`` that a used-up budget of ``over_budget_by_tenant`` (tenant id ->
+    :func:`budget_overruns`) covers is warned first (``over_budget_warn``, once: ``warned``
+    holds when each server was warned) and stopped when ``over_budget_grace`` has passed since
+    (``over_budget_stop``; at once when the grace is 0).
+    """
+    warned = warned or {}
+    budget = over_budget(servers, over_budget_by_tenant)
+    actions = []
+    for server in servers:
+        if server.pending:
+            continue
+        what = _describe(server)
+        timeout, whose = idle_timeout(server, config)
+        # a restarted server is not idle since before its start
+        last = max((t for t in (server.last_activity, server.started) if t is not None), default=None)
+        if last is not None and timeout > timedelta(0) and now - last >= timeout:
+            actions.append(
+                Action(
+                    server.user,
+                    server.name,
+                    "idle",
+                    f"Stopped {server.label} ({what}): idle for {format_duration(now - last)}, and"
+                    f" {_kind_of(server)} are stopped after {format_duration(timeout)} idle ({whose})."
+                    " Start it again from the hub's home page when you need it; the files in your home are kept.",
+                    server.tenant,
+                )
+            )
+            continue
+        overrun = budget.get(server.key)
+        tenant = config.tenants.get(server.tenant or "")
+        if overrun is None or tenant is None or not tenant.culling.stop_over_budget:
+            continue
+        grace = tenant.culling.over_budget_grace
+        since = warned.get(server.key)
+        if since is None and grace > timedelta(0):
+            stop_at = now + grace
+            actions.append(
+                Action(
+                    server.user,
+                    server.name,
+                    "over_budget_warn",
+                    f"GPU-hour budget used up: {server.label} ({what}) will be stopped at {stop_at:%H:%M} UTC,"
+                    f" {format_duration(grace)} from now, because {overrun.describe()}. Save your work now."
+                    f" {overrun.remedy()} CPU-only profiles still start.",
+                    server.tenant,
+                    stop_at,
+                )
+            )
+        elif since is None or now - since >= grace:
+            after = (
+                "there is no grace period"
+                if since is None
+                else f"the {format_duration(grace)} grace period after the warning at {since:%H:%M} UTC is over"
+            )
+            actions.append(
+                Action(
+                    server.user,
+                    server.name,
+                    "over_budget_stop",
+                    f"Stopped {server.label} ({what}): {overrun.describe()}, and {after}. {overrun.remedy()}"
+                    " CPU-only profiles still start.",
+                    server.tenant,
+                )
+            )
+    return actions
+
+
+def _kind_of(server: Server) -> str:
+    if server.tenant is None:
+        return "servers the quotas ledger does not know"
+    return f"{'GPU' if server.gpu_count else 'CPU'} servers of tenant {server.tenant}"
+
+
+def _describe(server: Server) -> str:
+    if server.tenant is None:
+        return "not in the quotas ledger"
+    gpus = ", ".join(f"{n} {t} GPU{'s' if n != 1 else ''}" for t, n in sorted(server.gpus.items()) if n) or "no GPU"
+    return f"tenant {server.tenant}, profile {server.profile}, {gpus}"
+
+
+# ---------------------------------------------------------------------------
+# the culler
+
+
+class Culler:
+    """Finds idle and over-budget servers through the hub's REST API and stops them.
+
+    Construct with the platform config, the quotas store, the hub's API URL and a token
+    (see the module docstring), then :meth:`start` it on the running IOLoop.
+    """
+
+    def __init__(
+        self,
+        config: PlatformConfig,
+        store: Store,
+        hub_api_url: str,
+        token: str,
+        log: logging.Logger | None = None,
+    ):
+        self.config = config
+        self.store = store
+        self.hub_api_url = hub_api_url.rstrip("/")
+        self.token = token
+        self.log = log or logging.getLogger("aidc.culler")
+        self._warned: dict[ServerKey, BudgetWarning] = {}
+        self._callback: PeriodicCallback | None = None
+        self._running = False
+
+    def warnings(self) -> list[BudgetWarning]:
+        """Over-budget warnings of servers that still run and are still over budget, oldest first."""
+        return sorted(self._warned.values(), key=lambda w: (w.warned, w.user, w.server))
+
+    def start(self) -> None:
+        """Run :meth:`run_once` every ``culling.interval`` on the current IOLoop, the first time one
+        interval from now (idempotent). A round that fails is logged and the next one runs."""
+        if self._callback is not None:
+            return
+        interval_ms = self.config.culling.interval.total_seconds() * 1000
+        self._callback = PeriodicCallback(self._tick, interval_ms)
+        self._callback.start()
+        self.log.info(
+            "Culler started: GPU servers idle %s, CPU servers idle %s are stopped (tenants and profiles may"
+            " differ); checking every %s",
+            format_duration(self.config.culling.gpu_idle_timeout),
+            format_duration(self.config.culling.cpu_idle_timeout),
+            format_duration(self.config.culling.interval),
+        )
+
+    def stop(self) -> None:
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+
+    async def _tick(self) -> None:
+        if self._running:
+            return  # the previous round is still going (a slow hub): do not pile up
+        self._running = True
+        try:
+            await self.run_once()
+        except HubUnavailable as e:
+            self.log.error("Culling round skipped: %s", e)
+        except Exception:
+            self.log.exception(
+                "Culling round failed; trying again in %s", format_duration(self.config.culling.interval)
+            )
+        finally:
+            self._running = False
+
+    async def run_once(self, now: datetime | None = None) -> list[Action]:
+        """One round: read the hub's active servers and the store, decide, act.
+
+        Returns the actions carried out: warnings given, and servers the hub accepted to stop
+        (a stop the hub refuses is logged and tried again next round).
+        """
+        now = now or datetime.now(UTC)
+        users = await self._active_users()
+        servers, overruns = await asyncio.to_thread(self._gather, users, now)
+        warned = {key: w.warned for key, w in self._warned.items()}
+        done = []
+        for action in cull_decisions(servers, self.config, now, overruns, warned):
+            if action.stops:
+                if await self._stop(action):
+                    self._warned.pop(action.key, None)
+                    done.append(action)
+                continue
+            self._warned[action.key] = BudgetWarning(
+                action.user, action.server, action.tenant or "", action.reason, now, action.stop_at or now
+            )
+            self.log.warning("Warned %s: %s", _label(action), action.reason)
+            done.append(action)
+        still = over_budget(servers, overruns)
+        for key in list(self._warned):
+            if key not in still:
+                del self._warned[key]  # stopped, or its budget was raised or reset: a new overrun warns again
+        return done
+
+    def _gather(self, users: list[dict[str, Any]], now: datetime) -> tuple[list[Server], dict[str, list[Overrun]]]:
+        """The servers joined with the ledger, and the used-up budgets of tenants that stop over budget."""
+        servers = servers_from_hub(users, self.store.open_runs())
+        overruns: dict[str, list[Overrun]] = {}
+        for tenant in self.config.tenants.values():
+            gpu_servers = [s for s in servers if s.tenant == tenant.id and s.gpu_count and not s.pending]
+            if not tenant.culling.stop_over_budget or not gpu_servers:
+                continue
+            usage = self.store.usage(tenant, now)
+            limits = [lim for lim in self.store.limits(tenant.id) if lim.gpu_hours is not None]
+            spent: dict[tuple[str, str], Decimal] = {}
+            if limits:
+                for user, groups in {(s.user, s.groups) for s in gpu_servers}:
+                    spent.update(self.store.usage(tenant, now, user, groups).gpu_hours_of)
+            found = budget_overruns(tenant, dataclasses.replace(usage, gpu_hours_of=spent), limits)
+            if found:
+                overruns[tenant.id] = found
+        return servers, overruns
+
+    async def _active_users(self) -> list[dict[str, Any]]:
+        """Every user with an active server, page by page."""
+        users: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            try:
+                response = await self._request("GET", f"/users?state=active&offset={offset}", accept=PAGINATION)
+            except HTTPClientError as e:
+                hint = (
+                    f"the culler's token needs the scopes {', '.join(SCOPES)}"
+                    if e.code in (401, 403)
+                    else "is the hub running?"
+                )
+                raise HubUnavailable(
+                    f"listing running servers at {self.hub_api_url}/users failed with {e.code} {e.message}; {hint}"
+                ) from e
+            except OSError as e:
+                raise HubUnavailable(f"cannot reach the hub at {self.hub_api_url}: {e}; is the hub running?") from e
+            page = json.loads(response.body)
+            if isinstance(page, list):  # a hub without pagination answers with the whole list
+                return page
+            users += page["items"]
+            following = page["_pagination"].get("next")
+            offset = following["offset"] if following else None
+        return users
+
+    async def _stop(self, action: Action) -> bool:
+        user = quote(action.user, safe="")
+        path = f"/users/{user}/servers/{quote(action.server, safe='')}" if action.server else f"/users/{user}/server"
+        # the run's close keeps this reason, so the ledger says why the server ended
+        await asyncio.to_thread(self.store.mark_end_reason, action.key, END_REASONS[action.kind])
+        try:
+            response = await self._request("DELETE", path)
+        except HTTPClientError as e:
+            await asyncio.to_thread(self.store.mark_end_reason, action.key, None)
+            if e.code == 404:
+                self.log.info("%s is gone already; nothing to stop", _label(action))
+                return False
+            body = e.response.body.decode(errors="replace")[:300] if e.response else ""
+            self.log.error(
+                "Could not stop %s (%s: %s): the hub answered %s %s",
+                _label(action),
+                action.kind,
+                action.reason,
+                e.code,
+                body,
+            )
+            return False
+        self.log.info(
+            "Stopping %s (%s, hub answered %s): %s", _label(action), action.kind, response.code, action.reason
+        )
+        return True
+
+    async def _request(self, method: str, path: str, accept: str = "application/json") -> Any:
+        request = HTTPRequest(
+            self.hub_api_url + path,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Accept": accept},
+            request_timeout=60,
+        )
+        return await AsyncHTTPClient().fetch(request)
+
+
+def _label(action: Action) -> str:
+    return f"server {action.user}/{action.server}" if action.server else f"{action.user}'s default server"
