@@ -8,22 +8,43 @@
     aidc check-config [FILE]  validate tenants.yaml against the image catalog
     aidc gpus                 show this machine's GPU inventory
     aidc reconcile            create/update every tenant's Kubernetes namespace and quota
+    aidc quota show           the limits tenant admins delegated (through the quotas API)
+    aidc quota set            set or remove a user's or a group's limit (through the quotas API)
+    aidc quota usage          GPU- and CPU-hours per user, group or tenant (through the quotas API)
 
-Exit codes: 0 done, 1 refused (the message says why), 2 wrong usage.
+Exit codes: 0 done, 1 refused or not found (the message says why), 2 wrong usage or bad input,
+3 (``aidc quota``) the hub cannot be reached or there is no API token.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import http.client
+import json
 import os
+import re
+import socket
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from quotas import paths
+from quotas.limits import SUBJECT as LIMIT_SUBJECT
 from quotas.loader import USER_PATTERN, ConfigError, load_platform
+from quotas.quantity import QuantityError, parse_quantity
 from spawner.gpus import InventoryError, detect_inventory
 
-from .auth import AccountError, AccountStore, generate_password
+# hub_config.auth (accounts) loads JupyterHub, a second and more: only the account commands import
+# it, so `aidc quota` and `aidc check-config` start at once.
+if TYPE_CHECKING:
+    from .auth import AccountStore
 
 ADMIN = "admin"
 
@@ -33,10 +54,14 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _store(args: argparse.Namespace) -> AccountStore:
+    from .auth import AccountStore
+
     return AccountStore(_data_dir(args) / "accounts.json")
 
 
 def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
+    from .auth import AccountError, generate_password
+
     if getattr(args, "password_stdin", False):
         password = sys.stdin.readline().rstrip("\n")
         if len(password) < 8:
@@ -46,6 +71,8 @@ def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from .auth import generate_password
+
     data = _data_dir(args)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)
@@ -165,6 +192,594 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- aidc quota: a client of the quotas service's REST API --------------------------------------
+# It never opens the database: the API applies the same rules (who may do what, ceilings) to
+# the CLI, the web page and scripts, so the CLI only parses, merges, calls and formats.
+
+DEFAULT_HUB_URL = "http://127.0.0.1:8000"
+QUOTAS_API = "/services/quotas/api/"
+TOKEN_VARIABLES = ("AIDC_TOKEN", "JUPYTERHUB_API_TOKEN")
+OK, REFUSED, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
+SCALAR_FIELDS = ("servers", "cpu", "memory", "gpu_hours")
+_PLAIN_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+_CPU = re.compile(r"^(?:\d+(?:\.\d+)?|\.\d+)m?$")
+_TOKEN = re.compile(r"^[!-~]+$")  # printable ASCII without spaces: anything else cannot be a header value
+
+
+class QuotaError(Exception):
+    """Why an ``aidc quota`` command stopped: ``code`` is its exit status, ``problems`` every reason."""
+
+    def __init__(self, code: int, message: str, problems: Sequence[str] = ()):
+        super().__init__(message)
+        self.code, self.message, self.problems = code, message, list(problems)
+
+    def lines(self) -> list[str]:
+        """The message, then each problem it does not already spell out, one per line."""
+        return [f"aidc quota: {self.message}", *(f"  - {p}" for p in self.problems if p not in self.message)]
+
+
+def hub_url(value: str | None, env: Mapping[str, str]) -> str:
+    """The hub's base URL from ``--hub-url``, ``$AIDC_HUB_URL`` or the default, without a trailing
+    ``/`` or ``/hub`` (people copy it from the browser's address bar)."""
+    url = (value or env.get("AIDC_HUB_URL") or DEFAULT_HUB_URL).strip().rstrip("/")
+    url = url.removesuffix("/hub").rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise QuotaError(
+            BAD_INPUT,
+            f"The hub URL {url!r} (from {'--hub-url' if value else '$AIDC_HUB_URL'}) is not an http(s) URL;"
+            f" write it like {DEFAULT_HUB_URL} or https://hub.example.org.",
+        )
+    return url
+
+
+def read_token(token_file: str | None, env: Mapping[str, str], hub: str) -> str:
+    """The API token from ``--token-file``, ``$AIDC_TOKEN`` or ``$JUPYTERHUB_API_TOKEN``, in that order.
+
+    There is deliberately no option that takes the token itself: it would show in ``ps``.
+    """
+    how = (
+        f"Create a token at {hub}/hub/token, save it in a file only you can read and pass"
+        " --token-file FILE (or export AIDC_TOKEN)."
+    )
+    if token_file:
+        try:
+            lines = Path(token_file).read_text().splitlines()
+        except OSError as e:
+            raise QuotaError(UNREACHABLE, f"Cannot read the token file {token_file}: {e.strerror}. {how}") from None
+        token = lines[0].strip() if lines else ""
+        where = f"the token file {token_file}"
+    else:
+        name = next((n for n in TOKEN_VARIABLES if env.get(n, "").strip()), None)
+        if name is None:
+            raise QuotaError(
+                UNREACHABLE, f"No API token: neither --token-file nor ${' nor $'.join(TOKEN_VARIABLES)} is set. {how}"
+            )
+        token, where = env[name].strip(), f"${name}"
+    if not token:
+        raise QuotaError(UNREACHABLE, f"No API token: {where} is empty. {how}")
+    if not _TOKEN.match(token):
+        raise QuotaError(
+            UNREACHABLE, f"The API token in {where} has spaces or non-ASCII characters; it is not a hub token. {how}"
+        )
+    return token
+
+
+def api_error(status: int, body: bytes, url: str, hub: str) -> QuotaError:
+    """The error (with its exit code) for an HTTP answer ``status`` of the quotas API.
+
+    400/422 are bad input (2, with every problem the API listed), 403/404 refusals (1, with the
+    API's message), 401 or a redirect to the login page a token the hub refuses (3), 502-504 a quotas
+    service the hub cannot reach (3); anything else is a failure of the API (1).
+    """
+    message, problems = _api_message(body)
+    if status in (400, 422):
+        return QuotaError(BAD_INPUT, message or f"The quotas API refused the request as invalid ({status}).", problems)
+    if status == 401 or 300 <= status < 400:
+        return QuotaError(
+            UNREACHABLE,
+            f"The hub at {hub} does not accept the API token: it may have expired, been revoked or be mistyped."
+            f" Create a new one at {hub}/hub/token and pass it with --token-file FILE (or $AIDC_TOKEN).",
+        )
+    if status in (403, 404):
+        if message:
+            return QuotaError(REFUSED, message, problems)
+        what = "refused" if status == 403 else "has no"
+        return QuotaError(
+            REFUSED, f"The hub at {hub} {what} {url} ({status}); is the quotas service configured on this hub?"
+        )
+    if status in (502, 503, 504):
+        return QuotaError(
+            UNREACHABLE,
+            f"The hub at {hub} answered, but the quotas service behind it did not ({status})."
+            " Try again in a minute; if it persists, ask a platform admin to check the hub's log.",
+        )
+    return QuotaError(REFUSED, message or f"The quotas API failed ({status}) for {url}.", problems)
+
+
+def _api_message(body: bytes) -> tuple[str, list[str]]:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return "", []
+    if not isinstance(doc, dict):
+        return "", []
+    message = doc.get("message")
+    problems = doc.get("problems")
+    return (
+        message if isinstance(message, str) else "",
+        [str(p) for p in problems] if isinstance(problems, list) else [],
+    )
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect means the token was not accepted (the service sends people to log in)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class QuotasAPI:
+    """The quotas service's REST API at ``<hub>/services/quotas/api/``, called with ``token``."""
+
+    def __init__(self, hub: str, token: str, timeout: float = 30):
+        self.hub, self.token, self.timeout = hub, token, timeout
+        self._opener = urllib.request.build_opener(_NoRedirect)
+
+    def url(self, *segments: str, query: Mapping[str, str] | None = None) -> str:
+        path = "/".join(urllib.parse.quote(s, safe="") for s in segments)
+        return self.hub + QUOTAS_API + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    def call(self, method: str, url: str, body: Any = None, accept: str = "application/json") -> tuple[bytes, str]:
+        """Send one request; returns (body, content type) of a 2xx answer, else raises :class:`QuotaError`."""
+        headers = {"Authorization": f"token {self.token}", "Accept": accept}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return response.read(), response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            status, error = e.code, api_error(e.code, e.read(), url, self.hub)
+        except urllib.error.URLError as e:
+            raise self._unreachable(e.reason) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise self._unreachable(e) from None
+        if status == 403 and not self.token_is_valid():
+            # The service answers 403 to anybody it cannot identify; a token the hub itself
+            # refuses is a credentials problem (3), not a refusal of this request (1).
+            raise api_error(401, b"", url, self.hub)
+        raise error
+
+    def token_is_valid(self) -> bool:
+        """Whether the hub accepts the token at all (``GET /hub/api/user``: any valid token may)."""
+        request = urllib.request.Request(f"{self.hub}/hub/api/user", headers={"Authorization": f"token {self.token}"})
+        try:
+            with self._opener.open(request, timeout=self.timeout):
+                return True
+        except urllib.error.HTTPError as e:
+            return e.code not in (401, 403)
+        except (OSError, http.client.HTTPException):
+            return True  # cannot tell: keep the service's own answer
+
+    def json(self, method: str, url: str, body: Any = None) -> tuple[bytes, Any]:
+        """(raw body, decoded JSON) of a 2xx answer; a body that is not JSON means the URL is not the API."""
+        raw, _ = self.call(method, url, body)
+        try:
+            return raw, json.loads(raw)
+        except ValueError:
+            raise QuotaError(
+                UNREACHABLE,
+                f"{url} answered, but not with the quotas API's JSON: is {self.hub} (--hub-url or $AIDC_HUB_URL)"
+                " the hub's address?",
+            ) from None
+
+    def _unreachable(self, reason: object) -> QuotaError:
+        if isinstance(reason, TimeoutError | socket.timeout):
+            why = f"it did not answer within {self.timeout:g} s"
+        elif isinstance(reason, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(reason, socket.gaierror):
+            why = "unknown host name"
+        elif isinstance(reason, OSError) and reason.strerror:
+            why = reason.strerror.lower()
+        else:
+            why = str(reason) or type(reason).__name__
+        return QuotaError(
+            UNREACHABLE,
+            f"Cannot reach the hub at {self.hub}: {why}. Is the hub running there?"
+            " Pass its address with --hub-url URL or $AIDC_HUB_URL.",
+        )
+
+
+# Checks of option values, before any request. Names are an argparse type (a bad one is a usage
+# error); the others raise ValueError, collected by _checked so that every problem is reported.
+
+
+def _subject(value: str) -> str:
+    if not LIMIT_SUBJECT.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid user or group name (letters, digits and . _ @ + -)")
+    return value
+
+
+def _gpu_count(value: str) -> tuple[str, int]:
+    gpu_type, sep, count = (part.strip() for part in value.partition("="))
+    if not sep or not gpu_type:
+        raise ValueError(f"--gpus {value!r} is not TYPE=COUNT, such as H100=2")
+    if not (count.isascii() and count.isdigit()):
+        raise ValueError(f"--gpus {value!r}: the count of {gpu_type} GPUs must be a whole number, 0 or more")
+    return gpu_type, int(count)
+
+
+def _count(value: str) -> int:
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"--servers {value!r} is not a whole number, 0 or more")
+    return int(text)
+
+
+def _cpu(value: str) -> str:
+    text = value.strip()
+    if not _CPU.match(text):
+        raise ValueError(f"--cpu {value!r} is not an amount of CPU: write cores, such as 8, 0.5 or 500m")
+    return text
+
+
+def _memory(value: str) -> str:
+    text = value.strip()
+    try:
+        amount = parse_quantity(text)
+    except QuantityError as e:
+        raise ValueError(f"--memory {e}") from None
+    if amount < 0:
+        raise ValueError(f"--memory {value!r} is negative; write an amount such as 64Gi")
+    return text
+
+
+def _hours(value: str) -> str:
+    text = value.strip()
+    if not _PLAIN_NUMBER.match(text):
+        raise ValueError(f"--gpu-hours {value!r} is not a number of GPU-hours, 0 or more, such as 100 or 12.5")
+    return text
+
+
+def _clear_field(value: str) -> str:
+    field = value.strip().replace("-", "_")
+    if field in ("gpus", *SCALAR_FIELDS) or (field.startswith("gpus.") and len(field) > 5):
+        return field
+    raise ValueError(
+        f"--clear {value!r} is not a field of a limit; use gpus, gpus.TYPE (such as gpus.H100),"
+        f" {', '.join(SCALAR_FIELDS)}"
+    )
+
+
+def _day(value: str, flag: str) -> str:
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise ValueError(f"{flag} {value!r} is not a date; write YYYY-MM-DD, such as 2026-01-31")
+
+
+_T = TypeVar("_T")
+
+
+def _checked(problems: list[str], check: Callable[[str], _T], value: str) -> _T | None:
+    """``check(value)``, or None with its reason added to ``problems`` (so every problem is reported at once)."""
+    try:
+        return check(value)
+    except ValueError as e:
+        problems.append(str(e))
+        return None
+
+
+def limit_changes(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any], list[str]]:
+    """The (gpus, other fields, cleared fields) that ``aidc quota set`` was asked to change.
+
+    Raises :class:`QuotaError` (2) listing every problem: a value that is not a count, a CPU
+    amount, a memory quantity or a number of hours; a field both set and cleared; a GPU type given
+    twice; ``--remove`` with changes; nothing to do. Ceilings and GPU types are the API's to check.
+    """
+    problems: list[str] = []
+    gpus: dict[str, int] = {}
+    for text in args.gpus or ():
+        parsed = _checked(problems, _gpu_count, text)
+        if parsed is None:
+            continue
+        gpu_type, count = parsed
+        if gpus.get(gpu_type, count) != count:
+            problems.append(f"--gpus gives {gpu_type} twice ({gpus[gpu_type]} and {count}); give it once")
+        gpus[gpu_type] = count
+    values: dict[str, Any] = {}
+    for field, check in (("servers", _count), ("cpu", _cpu), ("memory", _memory), ("gpu_hours", _hours)):
+        text = getattr(args, field)
+        if text is not None:
+            value = _checked(problems, check, text)
+            if value is not None:
+                values[field] = value
+    clear = [f for f in dict.fromkeys(_checked(problems, _clear_field, t) for t in args.clear or ()) if f]
+    for field in clear:
+        if field in values or (field == "gpus" and gpus) or (field.startswith("gpus.") and field[5:] in gpus):
+            problems.append(f"{field} is both set and cleared (--clear {field}); choose one")
+    given = bool(args.gpus or args.clear or any(getattr(args, f) is not None for f in SCALAR_FIELDS))
+    if args.remove and given:
+        problems.append(
+            "--remove deletes the whole limit; it cannot be combined with --gpus, --servers, --cpu, --memory,"
+            " --gpu-hours or --clear"
+        )
+    if not args.remove and not given:
+        problems.append(
+            "nothing to change: give --gpus TYPE=N, --servers N, --cpu Q, --memory Q, --gpu-hours N,"
+            " --clear FIELD or --remove"
+        )
+    if problems:
+        raise QuotaError(BAD_INPUT, "Nothing was changed: the options of `aidc quota set` are not valid.", problems)
+    return gpus, values, clear
+
+
+def usage_query(args: argparse.Namespace) -> dict[str, str]:
+    """The query of ``GET api/tenants/T/usage`` for ``aidc quota usage``; :class:`QuotaError` (2) lists
+    every bad option (the API checks the range itself: from before to, at most 366 days)."""
+    problems: list[str] = []
+    query = {"by": args.by}
+    for key, flag, value in (("from", "--from", args.start), ("to", "--to", args.end)):
+        if value is not None:
+            day = _checked(problems, functools.partial(_day, flag=flag), value)
+            if day:
+                query[key] = day
+    if args.user:
+        if args.by != "user":
+            problems.append(f"--user picks rows per user; it cannot be combined with --by {args.by}")
+        query["user"] = args.user
+    if args.daily:
+        query["daily"] = "1"
+    if problems:
+        raise QuotaError(BAD_INPUT, "The options of `aidc quota usage` are not valid.", problems)
+    return query
+
+
+def merge_limit(
+    current: Mapping[str, Any] | None, gpus: Mapping[str, int], values: Mapping[str, Any], clear: Sequence[str]
+) -> dict[str, Any]:
+    """The limit to PUT: ``current`` (the API's JSON of the stored limit, or None) with the fields in
+    ``clear`` removed, then ``gpus`` and ``values`` set. Fields not named keep their stored value."""
+    current = current or {}
+    merged: dict[str, Any] = {"gpus": {str(t): int(n) for t, n in (current.get("gpus") or {}).items()}}
+    for field in SCALAR_FIELDS:
+        merged[field] = current.get(field)
+    for field in clear:
+        if field == "gpus":
+            merged["gpus"] = {}
+        elif field.startswith("gpus."):
+            merged["gpus"].pop(field[5:], None)
+        else:
+            merged[field] = None
+    merged["gpus"].update(gpus)
+    merged.update(values)
+    return merged
+
+
+def find_limit(listed: Any, kind: str, name: str) -> dict[str, Any] | None:
+    """The limit of ``kind`` ("user"/"group") ``name`` in the API's answer to ``GET .../limits``."""
+    for limit in _items(listed, "limits"):
+        if limit.get("kind") == kind and limit.get("name") == name:
+            return limit
+    return None
+
+
+def is_empty_limit(limit: Mapping[str, Any]) -> bool:
+    """True when no field limits anything (storing it removes the limit)."""
+    return not limit.get("gpus") and all(limit.get(f) is None for f in SCALAR_FIELDS)
+
+
+def pick_tenant(given: str | None, visible: Sequence[str]) -> str:
+    """``--tenant`` if given, else the caller's only tenant; several or none is an error for a person."""
+    if given:
+        return given
+    if len(visible) == 1:
+        return visible[0]
+    if not visible:
+        raise QuotaError(
+            REFUSED, "You are in no tenant, so there are no limits or usage to show; ask a platform admin."
+        )
+    raise QuotaError(BAD_INPUT, f"You can see {len(visible)} tenants ({', '.join(visible)}); say which with --tenant.")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table, columns left-aligned and padded to their widest cell."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    return "\n".join(
+        "  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in (headers, *rows)
+    )
+
+
+def format_limits(limits: Sequence[Mapping[str, Any]]) -> str:
+    """Limits (the API's JSON) as a table; ``-`` is "no limit beyond the tenant's ceiling"."""
+    rows = [
+        [
+            str(limit.get("kind", "")),
+            str(limit.get("name", "")),
+            " ".join(f"{t}={n}" for t, n in sorted((limit.get("gpus") or {}).items())) or "-",
+            _cell(limit.get("servers")),
+            _cell(limit.get("cpu")),
+            _cell(limit.get("memory")),
+            _cell(limit.get("gpu_hours")),
+        ]
+        for limit in limits
+    ]
+    return format_table(["KIND", "NAME", "GPUS", "SERVERS", "CPU", "MEMORY", "GPU-HOURS/MONTH"], rows)
+
+
+def format_usage(
+    rows: Sequence[Mapping[str, Any]], by: str, daily: bool, total: Mapping[str, Any] | None = None
+) -> str:
+    """Usage rows (the API's JSON) as a table; ``total`` (the API's) is a last line when rows are per user."""
+    headers = [*(["DAY"] if daily else []), by.upper(), "GPU-HOURS", "CPU-HOURS", "RUNS"]
+    table = [
+        [
+            *([str(r.get("day") or "")] if daily else []),
+            str(r.get("subject", "")),
+            _hours_cell(r.get("gpu_hours")),
+            _hours_cell(r.get("cpu_hours")),
+            str(r.get("runs", 0)),
+        ]
+        for r in rows
+    ]
+    # Group rows overlap (a person in two groups counts in both), so only per-user rows add up.
+    if total and by == "user" and len(rows) > 1:
+        table.append(
+            [
+                *([""] if daily else []),
+                "total",
+                _hours_cell(total.get("gpu_hours")),
+                _hours_cell(total.get("cpu_hours")),
+                str(total.get("runs", 0)),
+            ]
+        )
+    return format_table(headers, table)
+
+
+def format_ceiling(tenant: Mapping[str, Any]) -> str:
+    """One tenant of ``GET api/tenants/T`` as two lines: what the platform grants and what is used now."""
+    ceiling, used = tenant.get("ceiling") or {}, tenant.get("in_use") or {}
+    granted = [f"{t}={n} GPUs" for t, n in sorted((ceiling.get("gpus") or {}).items())] or ["no GPUs"]
+    if ceiling.get("servers") is not None:
+        granted.append(f"{ceiling['servers']} servers")
+    if ceiling.get("servers_per_user") is not None:
+        granted.append(f"{ceiling['servers_per_user']} per person")
+    for key, label in (("cpu", "CPU"), ("memory", "memory"), ("gpu_hours_per_month", "GPU-hours/month")):
+        if ceiling.get(key) is not None:
+            granted.append(f"{label} {ceiling[key]}")
+    in_use = [f"{t}={n} GPUs" for t, n in sorted((used.get("gpus") or {}).items())]
+    in_use += [f"{used.get('servers', 0)} servers", f"CPU {used.get('cpu', 0)}", f"memory {used.get('memory', 0)}"]
+    in_use.append(f"{used.get('gpu_hours', 0)} GPU-hours in {used.get('period') or 'this period'}")
+    name = tenant.get("display_name") or tenant.get("id", "")
+    return f"Tenant {tenant.get('id', '')} ({name})\n  ceiling: {', '.join(granted)}\n  in use:  {', '.join(in_use)}"
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _hours_cell(value: Any) -> str:
+    if value is None:
+        return "0.00"
+    return str(Decimal(str(value)).quantize(Decimal("0.01")))
+
+
+def tenant_ids(doc: Any) -> list[str]:
+    """The tenant ids in the API's answer to ``GET api/tenants`` (``{"tenants": [{"id": ...}, ...]}``)."""
+    return [str(t["id"]) for t in _items(doc, "tenants") if "id" in t]
+
+
+def _items(doc: Any, key: str) -> list[dict[str, Any]]:
+    items = doc.get(key) if isinstance(doc, dict) else None
+    return [item for item in items or () if isinstance(item, dict)]
+
+
+def _quotas_api(args: argparse.Namespace) -> QuotasAPI:
+    hub = hub_url(args.hub_url, os.environ)
+    return QuotasAPI(hub, read_token(args.token_file, os.environ, hub))
+
+
+def _resolve_tenant(api: QuotasAPI, args: argparse.Namespace) -> str:
+    if args.tenant:
+        return str(args.tenant)
+    return pick_tenant(None, tenant_ids(api.json("GET", api.url("tenants"))[1]))
+
+
+def _subject_of(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(URL segment "users"|"groups", kind "user"|"group", name) of ``--user``/``--group``."""
+    if args.user:
+        return "users", "user", args.user
+    return "groups", "group", args.group
+
+
+def _write(raw: bytes) -> None:
+    sys.stdout.buffer.write(raw if raw.endswith(b"\n") else raw + b"\n")
+    sys.stdout.flush()
+
+
+def cmd_quota_show(args: argparse.Namespace) -> int:
+    api = _quotas_api(args)
+    tenant = _resolve_tenant(api, args)
+    if args.user or args.group:
+        segment, _, name = _subject_of(args)
+        raw, doc = api.json("GET", api.url("tenants", tenant, "limits", segment, name))
+        limits = [doc]
+    else:
+        raw, doc = api.json("GET", api.url("tenants", tenant, "limits"))
+        limits = _items(doc, "limits")
+    if args.json:
+        _write(raw)
+        return OK
+    _, summary = api.json("GET", api.url("tenants", tenant))
+    print(format_ceiling(summary))
+    if limits:
+        print(format_limits(limits))
+    else:
+        print(
+            f"No limits are set in tenant {tenant} (that you may see): only the tenant's ceiling applies.",
+            file=sys.stderr,
+        )
+    return OK
+
+
+def cmd_quota_set(args: argparse.Namespace) -> int:
+    gpus, values, clear = limit_changes(args)
+    api = _quotas_api(args)
+    segment, kind, name = _subject_of(args)
+    url = api.url("tenants", args.tenant, "limits", segment, name)
+    if args.remove:
+        api.call("DELETE", url)
+        print(
+            f"Removed the limit of {kind} {name} in tenant {args.tenant}: only the tenant's ceiling applies now.",
+            file=sys.stderr,
+        )
+        return OK
+    # PUT replaces the whole limit: start from the stored one (none yet when it is not listed).
+    _, listed = api.json("GET", api.url("tenants", args.tenant, "limits"))
+    merged = merge_limit(find_limit(listed, kind, name), gpus, values, clear)
+    raw, stored = api.json("PUT", url, merged)
+    if args.json:
+        _write(raw)
+    elif is_empty_limit(stored):
+        print(
+            f"No field is left in the limit of {kind} {name} in tenant {args.tenant}:"
+            " only the tenant's ceiling applies now.",
+            file=sys.stderr,
+        )
+    else:
+        print(format_limits([stored]))
+    return OK
+
+
+def cmd_quota_usage(args: argparse.Namespace) -> int:
+    query = usage_query(args)
+    api = _quotas_api(args)
+    tenant = _resolve_tenant(api, args)
+    if args.csv:
+        url = api.url("tenants", tenant, "usage", query={**query, "format": "csv"})
+        raw, _ = api.call("GET", url, accept="text/csv")
+        _write(raw)
+        return OK
+    raw, doc = api.json("GET", api.url("tenants", tenant, "usage", query=query))
+    if args.json:
+        _write(raw)
+        return OK
+    print(f"Usage of tenant {tenant} from {doc.get('from')} to {doc.get('to')} (exclusive, UTC), by {args.by}:")
+    rows = _items(doc, "rows")
+    if rows:
+        print(format_usage(rows, args.by, args.daily, doc.get("total")))
+    else:
+        print("No usage in this period.", file=sys.stderr)
+    return OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aidc", description="AIDC Hub operator command")
     parser.add_argument("--data-dir", help="state directory (default: $AIDC_DATA_DIR or .aidc)")
@@ -205,7 +820,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-namespace", default="aidc", help="namespace the hub runs in")
     p.add_argument("--hub-service-account", default="hub", help="the hub's service account")
     p.set_defaults(func=cmd_reconcile)
+
+    _add_quota_parser(sub)
     return parser
+
+
+def _add_quota_parser(sub: Any) -> None:
+    # No abbreviations: `--token x` must not silently become `--token-file x`.
+    quota = sub.add_parser(
+        "quota",
+        allow_abbrev=False,
+        help="show and set tenant limits, report usage (through the hub's quotas API)",
+        description=(
+            "Talks to the quotas service of a running hub (never to its database), as the owner of the API token."
+            " Hub: --hub-url, $AIDC_HUB_URL or http://127.0.0.1:8000. Token: --token-file, $AIDC_TOKEN or"
+            " $JUPYTERHUB_API_TOKEN (create one at <hub>/hub/token). Exit codes: 0 done, 1 refused or not found,"
+            " 2 bad usage or input, 3 the hub cannot be reached or no token."
+        ),
+    )
+    actions = quota.add_subparsers(dest="action", required=True)
+    connection = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    connection.add_argument("--hub-url", help="the hub's address (default: $AIDC_HUB_URL or http://127.0.0.1:8000)")
+    connection.add_argument(
+        "--token-file", help="a file holding your hub API token (default: $AIDC_TOKEN, then $JUPYTERHUB_API_TOKEN)"
+    )
+
+    p = actions.add_parser(
+        "show", parents=[connection], allow_abbrev=False, help="show the limits of a tenant, or of one user or group"
+    )
+    p.add_argument("--tenant", help="tenant id (default: your only tenant)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--user", type=_subject, help="only this user's limit")
+    who.add_argument("--group", type=_subject, help="only this group's limit")
+    p.add_argument("--json", action="store_true", help="print the API's JSON as it is")
+    p.set_defaults(func=cmd_quota_show)
+
+    p = actions.add_parser(
+        "set",
+        parents=[connection],
+        allow_abbrev=False,
+        help="change fields of a user's or group's limit (the others are kept), or remove it",
+        description="Reads the current limit, changes only the fields given and stores the result.",
+    )
+    p.add_argument("--tenant", required=True, help="tenant id")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=_subject, help="limit this person's own servers in the tenant")
+    who.add_argument("--group", type=_subject, help="limit what this JupyterHub group's members hold together")
+    p.add_argument("--gpus", nargs="+", action="extend", metavar="TYPE=N", help="GPUs held at once, e.g. H100=2")
+    p.add_argument("--servers", metavar="N", help="servers running at once")
+    p.add_argument("--cpu", metavar="Q", help="CPU cores held at once, e.g. 16 or 500m")
+    p.add_argument("--memory", metavar="Q", help="memory held at once, e.g. 64Gi")
+    p.add_argument("--gpu-hours", metavar="N", help="GPU-hours per calendar month (UTC), e.g. 100")
+    p.add_argument(
+        "--clear",
+        nargs="+",
+        action="extend",
+        metavar="FIELD",
+        help="remove these fields from the limit (gpus, gpus.TYPE, servers, cpu, memory, gpu_hours)",
+    )
+    p.add_argument("--remove", action="store_true", help="delete the whole limit: only the tenant's ceiling applies")
+    p.add_argument("--json", action="store_true", help="print the stored limit as the API's JSON")
+    p.set_defaults(func=cmd_quota_set)
+
+    p = actions.add_parser(
+        "usage", parents=[connection], allow_abbrev=False, help="GPU- and CPU-hours from the usage ledger"
+    )
+    p.add_argument("--tenant", help="tenant id (default: your only tenant)")
+    p.add_argument("--user", type=_subject, help="only this user's rows (with --by user)")
+    p.add_argument("--from", dest="start", metavar="YYYY-MM-DD", help="first day (default: this month's first)")
+    p.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="day after the last (default: next month's first)")
+    p.add_argument(
+        "--by", choices=("user", "group", "tenant"), default="user", help="rows per user (default), group or tenant"
+    )
+    p.add_argument("--daily", action="store_true", help="one row per day and subject")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="print the API's CSV as it is")
+    fmt.add_argument("--json", action="store_true", help="print the API's JSON as it is")
+    p.set_defaults(func=cmd_quota_usage)
 
 
 def _username(value: str) -> str:
@@ -220,11 +911,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (AccountError, ConfigError, InventoryError) as e:
-        print(f"aidc: {e}", file=sys.stderr)
-        return 1
+    except QuotaError as e:
+        print("\n".join(e.lines()), file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if not isinstance(e, _refusals()):
+            raise
+        print(f"aidc: {e}", file=sys.stderr)
+        return 1
+
+
+def _refusals() -> tuple[type[Exception], ...]:
+    """Errors whose message says why a command was refused (exit 1). AccountError only once the
+    account store was loaded: it cannot be raised before."""
+    auth = sys.modules.get("hub_config.auth")
+    return (ConfigError, InventoryError, *((auth.AccountError,) if auth else ()))
 
 
 if __name__ == "__main__":

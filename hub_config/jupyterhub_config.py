@@ -9,6 +9,8 @@
 #   AIDC_BIND_URL     public URL of the proxy                                      [http://127.0.0.1:8000]
 #   AIDC_HUB_PORT     the hub's internal port                                      [8081]
 #   AIDC_PROXY_API_PORT  configurable-http-proxy's API port                        [8001]
+#   AIDC_QUOTAS_PORT  the quotas service's port (API, metrics, page at /services/quotas/)  [8002]
+#   AIDC_DB_URL       the quotas database (reservations, ledger, limits)           [sqlite in AIDC_DATA_DIR]
 #   AIDC_POLL_INTERVAL   seconds between checks that workspaces still run           [30]
 #   AIDC_SPAWNER      aidc-local (processes on this machine) or aidc-kube (pods)   [aidc-local]
 #   AIDC_HUB_CONNECT_URL  how workspace pods reach the hub (aidc-kube)             [the hub's own URL]
@@ -22,6 +24,7 @@ from hub_config.auth import AccountStore
 from quotas import paths
 from quotas.loader import ConfigError, load_platform_cached
 from quotas.rbac import tenant_groups, tenant_roles
+from quotas.service.app import hub_roles, hub_service
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
@@ -30,6 +33,7 @@ data_dir = Path(paths.data_dir()).resolve()
 tenants_file = paths.tenants_file()
 catalog_file = paths.catalog_file()
 accounts_file = data_dir / "accounts.json"
+db_url = paths.db_url(str(data_dir))
 
 try:
     platform = load_platform_cached(tenants_file, catalog_file)
@@ -49,7 +53,18 @@ settings = {
     "JupyterHub.authenticator_class": "aidc-local",
     "JupyterHub.allow_named_servers": True,
     "JupyterHub.load_groups": tenant_groups(platform),
-    "JupyterHub.load_roles": tenant_roles(platform),
+    "JupyterHub.load_roles": tenant_roles(platform) + hub_roles(),
+    "JupyterHub.services": [
+        hub_service(
+            int(env("AIDC_QUOTAS_PORT", "8002")),
+            {
+                "AIDC_DATA_DIR": str(data_dir),
+                "AIDC_TENANTS": str(Path(tenants_file).resolve()),
+                "AIDC_CATALOG": str(Path(catalog_file).resolve()),
+                "AIDC_DB_URL": db_url,
+            },
+        )
+    ],
     "JupyterHub.template_paths": [str(paths.REPO / "hub_config" / "templates")],
     "JupyterHub.template_vars": {"aidc_local_accounts": True},
     "ConfigurableHTTPProxy.command": [
@@ -64,6 +79,7 @@ settings = {
     "TenantSpawnerMixin.tenants_file": tenants_file,
     "TenantSpawnerMixin.catalog_file": catalog_file,
     "TenantSpawnerMixin.data_dir": str(data_dir),
+    "TenantSpawnerMixin.db_url": db_url,
     "TenantSpawnerMixin.fake_gpus": env("AIDC_FAKE_GPUS", ""),
     "TenantKubeSpawner.hub_connect_url": env(
         "AIDC_HUB_CONNECT_URL", f"http://127.0.0.1:{env('AIDC_HUB_PORT', '8081')}"

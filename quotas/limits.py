@@ -70,9 +70,20 @@ def limit_to_json(limit: Limit) -> dict[str, Any]:
         "gpus": dict(limit.gpus),
         "servers": limit.servers,
         "cpu": None if limit.cpu is None else str(limit.cpu),
-        "memory": None if limit.memory is None else format_bytes(limit.memory),
+        "memory": None if limit.memory is None else exact_bytes(limit.memory),
         "gpu_hours": None if limit.gpu_hours is None else str(limit.gpu_hours),
     }
+
+
+def exact_bytes(value: Decimal) -> str:
+    """Memory as an exact quantity that :func:`parse_limit` reads back: ``68719476736`` -> ``"64Gi"``."""
+    if value != value.to_integral_value():
+        return format(value.normalize(), "f")
+    amount = int(value)
+    for suffix, factor in (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if amount and amount % factor == 0:
+            return f"{amount // factor}{suffix}"
+    return str(amount)
 
 
 def limit_to_values(limit: Limit) -> dict[str, str]:

@@ -81,6 +81,7 @@ class Hub:
             "AIDC_BIND_URL": self.url,
             "AIDC_HUB_PORT": str(self.hub_port),
             "AIDC_PROXY_API_PORT": str(self.api_port),
+            "AIDC_QUOTAS_PORT": str(free_port()),
             **(env or {}),
         }
         if tenants is not None:
@@ -176,7 +177,7 @@ class Client:
         self.token = r.json()["token"]
 
     def _xsrf(self) -> str:
-        return [c.value for c in self.session.cookies if c.name == "_xsrf"][-1]
+        return next(str(c.value) for c in reversed(list(self.session.cookies)) if c.name == "_xsrf")
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}

@@ -1,0 +1,128 @@
+"""``api/tenants/{tenant}/limits``: what tenant admins delegate to users and groups.
+
+Tenant admins (of that tenant) and platform admins read and write every limit of the tenant;
+members read their own limit and their groups' limits. A limit is checked by
+:func:`quotas.limits.parse_limit` against the tenant's ceiling before anything is written, and
+the tenant is always the one of the URL: a body that names another is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..limits import LimitError, limit_to_json, parse_limit
+from ..model import Tenant
+from ..policy import Limit
+from .api_tenants import TENANT
+from .base import ApiError, BaseHandler
+
+KIND_SEGMENTS = {"users": "user", "groups": "group"}
+
+
+def kind_of(segment: str) -> str:
+    """``users`` -> ``user``, ``groups`` -> ``group``; 400 for anything else."""
+    kind = KIND_SEGMENTS.get(segment)
+    if kind is None:
+        raise ApiError(
+            400,
+            f"Limits are set for 'users' or 'groups', not {segment!r}:"
+            " use .../limits/users/<name> or .../limits/groups/<name>.",
+        )
+    return kind
+
+
+def identity_problems(body: dict[str, Any], tenant: str, kind: str, name: str) -> list[str]:
+    """Problems with the ``tenant``/``kind``/``name`` a body may repeat (as ``GET`` returns them);
+    removes them from ``body``. The URL says which limit this is; the body may not say otherwise."""
+    problems = []
+    for field, expected in (("tenant", tenant), ("kind", kind), ("name", name)):
+        if field not in body:
+            continue
+        given = body.pop(field)
+        if given != expected:
+            problems.append(
+                f"the body says {field} {given!r} but the URL sets the limit of {kind} {name!r} in tenant"
+                f" {tenant!r}; a limit is written where its URL points (leave {field!r} out of the body)"
+            )
+    return problems
+
+
+def empty_limit_json(tenant: str, kind: str, name: str) -> dict[str, Any]:
+    return limit_to_json(Limit(tenant, kind, name))
+
+
+class LimitsHandler(BaseHandler):
+    async def get(self, tenant: str) -> None:
+        """Every limit of the tenant (admins), or those that apply to the caller (members)."""
+        found = self.tenant_to_read(tenant)
+        caller = self.caller
+        limits = await self.blocking(self.store.limits, found.id)
+        shown = [lim for lim in limits if caller.sees_subject(found.id, lim.kind, lim.subject)]
+        self.write_json({"tenant": found.id, "limits": [limit_to_json(lim) for lim in shown]})
+
+
+class LimitHandler(BaseHandler):
+    def _readable(self, tenant: str, segment: str, name: str) -> tuple[Tenant, str]:
+        found = self.tenant_to_read(tenant)
+        kind = kind_of(segment)
+        caller = self.caller
+        if not caller.sees_subject(found.id, kind, name):
+            raise ApiError(
+                403,
+                f"You ({caller.name}) can see your own limit and your groups' limits in tenant {found.id},"
+                f" not those of {kind} {name!r}. Ask a tenant admin ({found.admin_contact()}).",
+            )
+        return found, kind
+
+    async def get(self, tenant: str, kind: str, name: str) -> None:
+        """One limit; 404 when none is set (only the tenant's ceiling applies)."""
+        found, subject_kind = self._readable(tenant, kind, name)
+        limit = await self.blocking(self.store.limit, found.id, subject_kind, name)
+        if limit is None:
+            raise ApiError(
+                404,
+                f"No limit is set for {subject_kind} {name} in tenant {found.id}: only the tenant's ceiling applies.",
+            )
+        self.write_json(limit_to_json(limit))
+
+    async def put(self, tenant: str, kind: str, name: str) -> None:
+        """Replace the limit with the body (fields gpus, servers, cpu, memory, gpu_hours; missing or
+        null: no limit beyond the ceiling). 200 with the stored limit; nothing is written on error."""
+        found = self.tenant_to_admin(tenant, "set limits")
+        subject_kind = kind_of(kind)
+        body = self.json_body()
+        problems: list[str] = []
+        if isinstance(body, dict):
+            body = dict(body)
+            problems = identity_problems(body, found.id, subject_kind, name)
+        try:
+            limit = parse_limit(found, subject_kind, name, body)
+        except LimitError as e:
+            problems += e.problems
+        if problems:
+            count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+            raise ApiError(
+                422, f"The limit of {subject_kind} {name} in tenant {found.id} was not changed: {count}.", problems
+            )
+        await self.blocking(self.store.set_limit, limit, self.caller.name, self.now())
+        self.log.info(
+            "%s set the limit of %s %s in tenant %s: %s", self.caller.name, subject_kind, name, found.id, body
+        )
+        stored = await self.blocking(self.store.limit, found.id, subject_kind, name)
+        self.write_json(limit_to_json(stored) if stored else empty_limit_json(found.id, subject_kind, name))
+
+    async def delete(self, tenant: str, kind: str, name: str) -> None:
+        """Remove the limit (only the tenant's ceiling applies again); 204, or 404 if there was none."""
+        found = self.tenant_to_admin(tenant, "remove limits")
+        subject_kind = kind_of(kind)
+        if not await self.blocking(self.store.delete_limit, found.id, subject_kind, name):
+            raise ApiError(404, f"No limit is set for {subject_kind} {name} in tenant {found.id}; nothing was removed.")
+        self.log.info("%s removed the limit of %s %s in tenant %s", self.caller.name, subject_kind, name, found.id)
+        self.set_status(204)
+        self.finish()
+
+
+default_handlers = [
+    (rf"api/tenants/{TENANT}/limits", LimitsHandler),
+    (rf"api/tenants/{TENANT}/limits/(?P<kind>[^/]+)/(?P<name>[^/]+)", LimitHandler),
+]

@@ -1,0 +1,164 @@
+"""``api/tenants/{tenant}/usage``: GPU- and CPU-hours from the ledger, as JSON or CSV.
+
+Query: ``from`` and ``to`` (``YYYY-MM-DD``, UTC days; ``to`` is exclusive; default this month),
+``by`` (``user``, ``group`` or ``tenant``), ``daily=1`` (one row per day), ``user=<name>`` (only
+that person's row; ``by=user``), ``format=csv`` or ``Accept: text/csv``. Admins see everybody;
+members see their own hours only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from ..store import UsageRow, month_period
+from .api_tenants import TENANT
+from .base import ApiError, BaseHandler, format_decimal, hours
+
+MAX_DAYS = 366
+BY = ("user", "group", "tenant")
+TRUE, FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    start: date
+    end: date  # exclusive
+    by: str
+    daily: bool
+    user: str
+    csv: bool
+
+
+def parse_query(args: dict[str, str], accept: str, now: datetime) -> UsageQuery:
+    """The report that the query string asks for; 400 with every reason when it is not one."""
+    problems: list[str] = []
+    month_start, month_end, _ = month_period(now)
+    start = _date(args, "from", month_start.date(), problems)
+    end = _date(args, "to", month_end.date(), problems)
+    if start is not None and end is not None:
+        if start >= end:
+            problems.append(f"from ({start}) must be before to ({end}); to is exclusive (the day after the last)")
+        elif (end - start).days > MAX_DAYS:
+            problems.append(
+                f"from {start} to {end} is {(end - start).days} days; a report covers at most {MAX_DAYS} days"
+                " (ask for one year at a time)"
+            )
+    by = args.get("by", "user")
+    if by not in BY:
+        problems.append(f"by must be one of {', '.join(BY)}, not {by!r}")
+    daily_text = args.get("daily", "").lower()
+    if daily_text not in TRUE + FALSE:
+        problems.append(f"daily must be 1 or 0, not {args['daily']!r}")
+    user = args.get("user", "")
+    if user and by != "user":
+        problems.append(f"user={user} picks one person's row of a by=user report, not of by={by}")
+    fmt = args.get("format", "")
+    if fmt not in ("", "json", "csv"):
+        problems.append(f"format must be json or csv, not {fmt!r}")
+    unknown = sorted(set(args) - {"from", "to", "by", "daily", "user", "format"})
+    if unknown:
+        problems.append(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    if problems or start is None or end is None:
+        raise ApiError(400, "This usage report cannot be made: " + "; ".join(problems) + ".", problems)
+    wants_csv = fmt == "csv" or (fmt == "" and "text/csv" in accept)
+    return UsageQuery(start, end, by, daily_text in TRUE, user, wants_csv)
+
+
+def _date(args: dict[str, str], name: str, default: date, problems: list[str]) -> date | None:
+    if name not in args:
+        return default
+    text = args[name]
+    if DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    problems.append(f"{name} must be a date written YYYY-MM-DD (UTC), not {text!r}")
+    return None
+
+
+def row_json(row: UsageRow) -> dict[str, Any]:
+    return {
+        "subject": row.subject,
+        "day": row.day,
+        "gpu_hours": format_decimal(hours(row.gpu_hours)),
+        "cpu_hours": format_decimal(hours(row.cpu_hours)),
+        "runs": row.runs,
+    }
+
+
+def usage_csv(rows: Sequence[UsageRow], by: str, daily: bool) -> str:
+    """A header row, then one row per (day, subject) or subject: hours to 1/10,000."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*(["day"] if daily else []), by, "gpu_hours", "cpu_hours", "runs"])
+    for row in rows:
+        day = [row.day.isoformat() if row.day else ""] if daily else []
+        writer.writerow(
+            [*day, row.subject, format_decimal(hours(row.gpu_hours)), format_decimal(hours(row.cpu_hours)), row.runs]
+        )
+    return out.getvalue()
+
+
+class UsageHandler(BaseHandler):
+    async def get(self, tenant: str) -> None:
+        found = self.tenant_to_read(tenant)
+        caller = self.caller
+        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        query = parse_query(args, self.request.headers.get("Accept", ""), self.now())
+        user = query.user
+        if not caller.can_admin_tenant(found.id):
+            if query.by != "user":
+                raise ApiError(
+                    403,
+                    f"Group and tenant totals of tenant {found.id} are for its admins ({found.admin_contact()});"
+                    f" you ({caller.name}) can see your own hours with by=user.",
+                )
+            if user and user != caller.name:
+                raise ApiError(
+                    403,
+                    f"You ({caller.name}) can see your own usage in tenant {found.id}, not {user}'s."
+                    f" Ask a tenant admin ({found.admin_contact()}).",
+                )
+            user = caller.name
+        rows = await self.blocking(
+            self.store.usage_report, found.id, query.start, query.end, self.now(), query.by, query.daily
+        )
+        if user:
+            rows = [r for r in rows if r.subject == user]
+        if query.csv:
+            self.set_header("Content-Type", "text/csv; charset=UTF-8")
+            self.set_header(
+                "Content-Disposition", f"attachment; filename=usage-{found.id}-{query.start}-{query.end}.csv"
+            )
+            self.set_header("Cache-Control", "no-store")
+            self.finish(usage_csv(rows, query.by, query.daily))
+            return
+        total_gpu = sum((r.gpu_hours for r in rows), start=Decimal(0))
+        total_cpu = sum((r.cpu_hours for r in rows), start=Decimal(0))
+        self.write_json(
+            {
+                "tenant": found.id,
+                "from": query.start,
+                "to": query.end,
+                "by": query.by,
+                "daily": query.daily,
+                "rows": [row_json(r) for r in rows],
+                "total": {
+                    "gpu_hours": format_decimal(hours(total_gpu)),
+                    "cpu_hours": format_decimal(hours(total_cpu)),
+                    "runs": sum(r.runs for r in rows),
+                },
+            }
+        )
+
+
+default_handlers = [(rf"api/tenants/{TENANT}/usage", UsageHandler)]

@@ -1,0 +1,304 @@
+"""What every handler of the quotas service shares: who the caller is, what they may do, and
+errors as JSON that a person can act on.
+
+The caller is identified by the hub, never by anything the client sends: a browser through the
+OAuth cookie this service sets after JupyterHub's login (:class:`HubOAuth`), a script through
+``Authorization: token <JupyterHub API token>``. The hub's user model gives the name, whether
+they are a platform admin (JupyterHub ``admin``) and their JupyterHub groups; ``tenants.yaml``
+says which tenants they are a member or an admin of.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthenticated, UserNotAllowed
+from tornado import web
+from tornado.ioloop import IOLoop
+from tornado.log import app_log
+
+from ..model import PlatformConfig, Tenant
+from ..store import Store
+
+T = TypeVar("T")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The person behind a request, as the hub and ``tenants.yaml`` know them."""
+
+    name: str
+    admin: bool  # a platform admin (JupyterHub admin): may do everything
+    groups: tuple[str, ...]  # their JupyterHub groups
+    tenants_admin: frozenset[str]  # tenants whose ``admins:`` list them
+    tenants_member: frozenset[str]  # tenants they belong to (by name or by group; admins included)
+
+    @classmethod
+    def from_hub(cls, model: Mapping[str, Any], config: PlatformConfig) -> Caller:
+        """The caller of a hub user model (``GET /hub/api/user``). A service token is nobody."""
+        name = str(model.get("name", ""))
+        if model.get("kind", "user") != "user":
+            return cls(name, False, (), frozenset(), frozenset())
+        groups = tuple(sorted(str(g) for g in model.get("groups") or ()))
+        return cls(
+            name=name,
+            admin=bool(model.get("admin", False)),
+            groups=groups,
+            tenants_admin=frozenset(t.id for t in config.tenants_administered_by(name)),
+            tenants_member=frozenset(t.id for t in config.tenants_of(name, groups)),
+        )
+
+    def can_read_tenant(self, tenant: str) -> bool:
+        """May see the tenant's summary (members see totals only; see :meth:`can_admin_tenant`)."""
+        return self.admin or tenant in self.tenants_admin or tenant in self.tenants_member
+
+    def can_admin_tenant(self, tenant: str) -> bool:
+        """May read and set the tenant's limits and see everybody's usage and servers in it."""
+        return self.admin or tenant in self.tenants_admin
+
+    def role_in(self, tenant: str) -> str:
+        """``"admin"`` (tenant admin), ``"platform-admin"``, ``"member"`` or ``""`` (none)."""
+        if tenant in self.tenants_admin:
+            return "admin"
+        if self.admin:
+            return "platform-admin"
+        return "member" if tenant in self.tenants_member else ""
+
+    def sees_subject(self, tenant: str, kind: str, subject: str) -> bool:
+        """May see the limit, usage or servers of user/group ``subject`` in ``tenant``."""
+        if self.can_admin_tenant(tenant):
+            return True
+        if tenant not in self.tenants_member:
+            return False
+        return subject == self.name if kind == "user" else subject in self.groups
+
+
+class ApiError(web.HTTPError):
+    """An error answered as ``{"status", "message", "problems"}``; ``message`` is for people."""
+
+    def __init__(self, status: int, message: str, problems: list[str] | None = None):
+        super().__init__(status, reason=None)
+        self.message = message
+        self.problems = list(problems or [])
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    """A request to the quotas service. ``prepare`` identifies the caller with the hub."""
+
+    # -- identity -----------------------------------------------------------------------------
+
+    @property
+    def hub_auth(self) -> HubOAuth:
+        auth: HubOAuth = self.settings["hub_auth"]
+        return auth
+
+    @hub_auth.setter
+    def hub_auth(self, auth: HubOAuth) -> None:  # HubAuthenticated has a setter; ours is fixed
+        raise AttributeError("the quotas service's HubOAuth comes from the application settings")
+
+    async def prepare(self) -> None:
+        """Ask the hub who this is (cached by HubAuth), without blocking the event loop."""
+        self._xsrf_ready = True
+        model = await self.hub_auth.get_user(self, sync=False)
+        self._not_allowed = False
+        user = None
+        if model:
+            try:
+                user = self.check_hub_user(model)
+            except UserNotAllowed:
+                self._not_allowed = True
+        self._hub_auth_user_cache = user
+        self.current_user = user
+        if user and self.request.method == "GET" and not getattr(self, "_token_authenticated", False):
+            self.xsrf_token  # noqa: B018 - sets the _xsrf cookie that the browser's writes must echo
+
+    def check_xsrf_cookie(self) -> None:
+        """Browsers (cookie) must send the ``_xsrf`` cookie's value as ``X-XSRFToken`` on writes;
+        token-authenticated scripts need not. Tornado asks before :meth:`prepare` knows which of
+        the two this is, so the check runs when HubOAuth reads the cookie, during ``prepare``."""
+        if not getattr(self, "_xsrf_ready", False):
+            return
+        self.hub_auth.check_xsrf_cookie(self)
+
+    @property
+    def caller(self) -> Caller:
+        """The identified caller. Without one: a browser opening a page (GET, Accept: text/html, no
+        Authorization header) is sent through the hub's login and back; anything else gets a 403
+        that says how to authenticate."""
+        cached: Caller | None = getattr(self, "_caller", None)
+        if cached is not None:
+            return cached
+        model = self.current_user
+        if not model:
+            if self._is_browser_navigation():
+                self.redirect(self.get_login_url())
+                raise web.Finish()
+            raise ApiError(403, self._why_anonymous())
+        caller = Caller.from_hub(model, self.config)
+        self._caller = caller
+        return caller
+
+    def _is_browser_navigation(self) -> bool:
+        headers = self.request.headers
+        if self.request.method not in ("GET", "HEAD") or headers.get("Authorization"):
+            return False
+        if getattr(self, "_not_allowed", False):
+            return False  # logged in, but the hub says no: a redirect would loop
+        return headers.get("Sec-Fetch-Mode") == "navigate" or "text/html" in headers.get("Accept", "")
+
+    def _why_anonymous(self) -> str:
+        if getattr(self, "_not_allowed", False):
+            return (
+                "Your token or login does not allow access to the quotas service (it needs the scope"
+                " access:services!service=quotas). Create a token without restricted scopes at /hub/token."
+            )
+        if self.request.headers.get("Authorization"):
+            return (
+                "The hub does not accept the token in the Authorization header (expired, revoked or mistyped)."
+                " Create a new one at /hub/token and send it as 'Authorization: token <token>'."
+            )
+        fetch_mode = self.request.headers.get("Sec-Fetch-Mode", "navigate")
+        if (self.request.method in WRITE_METHODS or fetch_mode != "navigate") and self.hub_auth._get_token_cookie(self):
+            return (
+                "Browser requests that change something, and scripts in a page (fetch), must send the value of"
+                " the _xsrf cookie in the X-XSRFToken header. Reload the page and try again."
+            )
+        return (
+            "You are not logged in. Log in to JupyterHub (/hub/login) and open this page again, or send a"
+            " JupyterHub API token as 'Authorization: token <token>' (create one at /hub/token)."
+        )
+
+    # -- shared state -------------------------------------------------------------------------
+
+    @property
+    def log(self) -> logging.Logger:
+        log: logging.Logger = self.settings.get("log", app_log)
+        return log
+
+    @property
+    def store(self) -> Store:
+        store: Store = self.settings["store"]
+        return store
+
+    @property
+    def config(self) -> PlatformConfig:
+        config: PlatformConfig = self.settings["platform"]
+        return config
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call in a worker thread: a database that waits for a lock (another writer,
+        PostgreSQL far away) must not stall every other request of the service."""
+        return await IOLoop.current().run_in_executor(None, fn, *args)
+
+    # -- tenants ------------------------------------------------------------------------------
+
+    def tenant_to_read(self, tenant_id: str) -> Tenant:
+        """The tenant the caller may read, else 403 (404 for callers who may see every tenant)."""
+        caller = self.caller
+        tenant = self.config.tenants.get(tenant_id)
+        if caller.admin and tenant is None:
+            known = ", ".join(self.config.tenants) or "none"
+            raise ApiError(404, f"There is no tenant {tenant_id!r} (tenants: {known}).")
+        if tenant is None or not caller.can_read_tenant(tenant_id):
+            raise ApiError(
+                403,
+                f"You ({caller.name}) are not a member or an admin of tenant {tenant_id!r}, so you cannot see it."
+                " Ask a platform admin if you should be.",
+            )
+        return tenant
+
+    def tenant_to_admin(self, tenant_id: str, what: str) -> Tenant:
+        """The tenant the caller administers (``what`` they wanted, for the refusal), else 403/404."""
+        tenant = self.tenant_to_read(tenant_id)
+        caller = self.caller
+        if not caller.can_admin_tenant(tenant.id):
+            raise ApiError(
+                403,
+                f"Only admins of tenant {tenant.id} ({tenant.admin_contact()}) and platform admins can {what};"
+                f" you ({caller.name}) are a member. Ask a tenant admin.",
+            )
+        return tenant
+
+    # -- input and output ---------------------------------------------------------------------
+
+    def json_body(self) -> Any:
+        """The request body as JSON, else 400 saying where it broke."""
+        raw = self.request.body
+        if not raw.strip():
+            raise ApiError(400, "The request has no body: send a JSON object.")
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ApiError(400, "The body is not UTF-8 text: send a JSON object.") from None
+        except json.JSONDecodeError as e:
+            raise ApiError(400, f"The body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(data, default=to_json, indent=1, sort_keys=False))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            message, problems = exc.message, exc.problems
+        elif isinstance(exc, web.HTTPError) and exc.log_message:
+            message, problems = _http_error_message(exc), []
+        elif status_code >= 500:
+            message, problems = "The quotas service failed; the error is in its log. Try again later.", []
+        else:
+            message, problems = self._reason, []
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({"status": status_code, "message": message, "problems": problems}))
+
+
+def _http_error_message(exc: web.HTTPError) -> str:
+    text = exc.log_message or ""
+    try:
+        return text % exc.args if exc.args else text
+    except (TypeError, ValueError):
+        return text
+
+
+def to_json(value: Any) -> Any:
+    """JSON for the values the API returns: decimals as exact strings, times in ISO 8601 (UTC)."""
+    if isinstance(value, Decimal):
+        return format_decimal(value)
+    if isinstance(value, datetime):
+        return isoformat(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, frozenset | set | tuple):
+        return sorted(value) if isinstance(value, frozenset | set) else list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def format_decimal(value: Decimal) -> str:
+    """``Decimal("12.500")`` -> ``"12.5"``; never exponent notation."""
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def hours(value: Decimal) -> Decimal:
+    """Hours rounded to 1/10,000 (0.36 s), the precision of reports."""
+    return value.quantize(Decimal("0.0001"))
+
+
+def isoformat(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,103 @@
+"""``metrics``: Prometheus text, read from the quotas database and the platform config at each scrape.
+
+Nothing is counted in this process: several hubs and this service share one database, so the
+database is the only place where the numbers are right. Platform admins only, unless the
+service runs with ``metrics_public`` (see :class:`quotas.service.app.QuotasService`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..model import PlatformConfig
+from ..store import Store
+from .base import ApiError, BaseHandler
+
+
+class QuotasCollector(Collector):
+    """Per tenant: GPUs in use and granted per type, servers, GPU-hours this month and the budget;
+    admission refusals by reason."""
+
+    def __init__(self, store: Store, config: PlatformConfig, clock: Callable[[], datetime]):
+        self.store, self.config, self.clock = store, config, clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        gpus_in_use = GaugeMetricFamily(
+            "aidc_tenant_gpus_in_use",
+            "GPUs the tenant's servers hold now (starting or running)",
+            labels=["tenant", "gpu_type"],
+        )
+        gpus_quota = GaugeMetricFamily(
+            "aidc_tenant_gpus_quota", "GPUs the platform grants the tenant (its ceiling)", labels=["tenant", "gpu_type"]
+        )
+        servers = GaugeMetricFamily("aidc_tenant_servers", "Servers the tenant runs now", labels=["tenant"])
+        servers_quota = GaugeMetricFamily(
+            "aidc_tenant_servers_quota",
+            "Servers the tenant may run at once (when its ceiling sets it)",
+            labels=["tenant"],
+        )
+        hours = GaugeMetricFamily(
+            "aidc_tenant_gpu_hours_month", "GPU-hours the tenant used this calendar month (UTC)", labels=["tenant"]
+        )
+        budget = GaugeMetricFamily(
+            "aidc_tenant_gpu_hours_budget",
+            "GPU-hours per month the tenant's ceiling grants (when set)",
+            labels=["tenant"],
+        )
+        for tenant in self.config.tenants.values():
+            usage = self.store.usage(tenant, now)
+            held: dict[str, int] = {gpu_type: 0 for gpu_type in tenant.quota.gpus}
+            for holding in usage.holdings:
+                for gpu_type, count in holding.gpus.items():
+                    held[gpu_type] = held.get(gpu_type, 0) + count
+            for gpu_type, count in sorted(held.items()):
+                gpus_in_use.add_metric([tenant.id, gpu_type], count)
+            for gpu_type, count in sorted(tenant.quota.gpus.items()):
+                gpus_quota.add_metric([tenant.id, gpu_type], count)
+            servers.add_metric([tenant.id], len(usage.holdings))
+            if tenant.quota.servers is not None:
+                servers_quota.add_metric([tenant.id], tenant.quota.servers)
+            hours.add_metric([tenant.id], float(usage.gpu_hours))
+            if tenant.quota.gpu_hours_per_month is not None:
+                budget.add_metric([tenant.id], float(tenant.quota.gpu_hours_per_month))
+        refusals = CounterMetricFamily(
+            "aidc_admission_refusals",
+            "Spawns that admission refused since the database was created, by tenant and reason",
+            labels=["tenant", "reason"],
+        )
+        for (tenant_id, code), count in sorted(self.store.refusal_counts().items()):
+            refusals.add_metric([tenant_id, code], count)
+        yield from (gpus_in_use, gpus_quota, servers, servers_quota, hours, budget, refusals)
+
+
+def registry_for(store: Store, config: PlatformConfig, clock: Callable[[], datetime]) -> CollectorRegistry:
+    """A registry of this service's metrics only (no process or Python metrics of the default one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QuotasCollector(store, config, clock))
+    return registry
+
+
+class MetricsHandler(BaseHandler):
+    async def get(self) -> None:
+        if not self.settings.get("metrics_public", False):
+            caller = self.caller
+            if not caller.admin:
+                raise ApiError(
+                    403,
+                    f"Metrics are for platform admins; you ({caller.name}) are not one. Scrape with a platform"
+                    " admin's token, or run the service with QuotasService.metrics_public = True.",
+                )
+        registry: CollectorRegistry = self.settings["metrics_registry"]
+        body = await self.blocking(generate_latest, registry)
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(body)
+
+
+default_handlers = [(r"metrics", MetricsHandler)]

@@ -1,0 +1,445 @@
+"""The OpenAPI 3.1 description of the quotas service, written by hand, served at ``api/openapi.json``.
+
+A hub test checks that every route of the service's API is described here and that nothing here
+is missing from the routes (:func:`openapi_path` turns a route into its OpenAPI path).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from .base import BaseHandler
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed request (bad JSON, bad dates, unknown parameter or kind); `problems` lists every reason",
+        403: "Not logged in, or the caller may not do this (also for tenants the caller may not see)",
+        404: "No such tenant (platform admins only) or no such limit",
+        422: "The limit cannot be stored; `problems` lists every reason, nothing was written",
+    }
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+QUANTITY = {"type": ["string", "null"], "description": 'An exact quantity, e.g. "16", "500m", "64Gi"; null: no limit'}
+HOURS = {"type": "string", "description": 'Hours, exact to 1/10,000, e.g. "12.5"'}
+GPUS = {
+    "type": "object",
+    "additionalProperties": {"type": "integer", "minimum": 0},
+    "description": 'GPUs per type, e.g. {"H100": 2}',
+}
+TENANT_PARAM = {
+    "name": "tenant",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Tenant id (tenants.yaml)",
+}
+KIND_PARAM = {
+    "name": "kind",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": ["users", "groups"]},
+    "description": "Whose limit: a user's (caps that person's servers) or a JupyterHub group's (caps its members together)",
+}
+NAME_PARAM = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "User or group name",
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["status", "message", "problems"],
+        "properties": {
+            "status": {"type": "integer"},
+            "message": {"type": "string", "description": "What went wrong and what to do, for people"},
+            "problems": {"type": "array", "items": {"type": "string"}, "description": "Every reason, one per item"},
+        },
+    },
+    "LimitBody": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "A limit inside the tenant's ceiling. Missing or null fields: no limit beyond the ceiling."
+        " tenant/kind/name may be repeated (as GET returns them) but must match the URL.",
+        "properties": {
+            "gpus": GPUS,
+            "servers": {"type": ["integer", "null"], "minimum": 0},
+            "cpu": {"type": ["string", "number", "null"], "description": 'CPUs, e.g. "16" or "500m"'},
+            "memory": {"type": ["string", "null"], "description": 'Memory, e.g. "64Gi"'},
+            "gpu_hours": {"type": ["string", "number", "null"], "description": "GPU-hours per calendar month (UTC)"},
+            "tenant": {"type": "string"},
+            "kind": {"type": "string", "enum": ["user", "group"]},
+            "name": {"type": "string"},
+        },
+    },
+    "Limit": {
+        "type": "object",
+        "required": ["tenant", "kind", "name", "gpus", "servers", "cpu", "memory", "gpu_hours"],
+        "properties": {
+            "tenant": {"type": "string"},
+            "kind": {"type": "string", "enum": ["user", "group"]},
+            "name": {"type": "string"},
+            "gpus": GPUS,
+            "servers": {"type": ["integer", "null"]},
+            "cpu": QUANTITY,
+            "memory": QUANTITY,
+            "gpu_hours": {"type": ["string", "null"]},
+        },
+    },
+    "Limits": {
+        "type": "object",
+        "required": ["tenant", "limits"],
+        "properties": {"tenant": {"type": "string"}, "limits": {"type": "array", "items": _ref("Limit")}},
+    },
+    "Ceiling": {
+        "type": "object",
+        "description": "What the platform grants the tenant (tenants.yaml); null: no limit",
+        "properties": {
+            "gpus": GPUS,
+            "servers": {"type": ["integer", "null"]},
+            "servers_per_user": {"type": ["integer", "null"]},
+            "cpu": QUANTITY,
+            "memory": QUANTITY,
+            "storage": QUANTITY,
+            "gpu_hours_per_month": {"type": ["string", "null"]},
+        },
+    },
+    "InUse": {
+        "type": "object",
+        "description": "What the tenant's servers hold now, and its GPU-hours this month",
+        "properties": {
+            "gpus": GPUS,
+            "servers": {"type": "integer"},
+            "cpu": {"type": "string"},
+            "memory": {"type": "string"},
+            "gpu_hours": HOURS,
+            "period": {"type": "string", "description": 'e.g. "November 2026"'},
+            "period_resets": {"type": "string", "format": "date"},
+        },
+    },
+    "Profile": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "display_name": {"type": "string"},
+            "gpus": GPUS,
+            "cpu": {"type": "string"},
+            "memory": {"type": "string"},
+            "image": {"type": "string"},
+        },
+    },
+    "Tenant": {
+        "type": "object",
+        "required": ["id", "display_name", "kind", "role", "admins", "profiles", "ceiling", "in_use"],
+        "properties": {
+            "id": {"type": "string"},
+            "display_name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["startup", "university", "company"]},
+            "role": {"type": "string", "enum": ["admin", "platform-admin", "member"]},
+            "admins": {"type": "array", "items": {"type": "string"}},
+            "profiles": {"type": "array", "items": _ref("Profile")},
+            "ceiling": _ref("Ceiling"),
+            "in_use": _ref("InUse"),
+        },
+    },
+    "Server": {
+        "type": "object",
+        "description": "A server charged to the tenant now (its reservation)",
+        "properties": {
+            "user": {"type": "string"},
+            "server": {"type": "string", "description": "Server name; empty for the default server"},
+            "profile": {"type": "string"},
+            "gpus": GPUS,
+            "cpu": {"type": "string"},
+            "memory": {"type": "string"},
+            "groups": {"type": "array", "items": {"type": "string"}},
+            "started": {"type": "string", "format": "date-time"},
+            "gpu_hours": HOURS,
+            "run": {"type": "string", "description": "Ledger run id"},
+        },
+    },
+    "Servers": {
+        "type": "object",
+        "properties": {"tenant": {"type": "string"}, "servers": {"type": "array", "items": _ref("Server")}},
+    },
+    "UsageRow": {
+        "type": "object",
+        "properties": {
+            "subject": {"type": "string", "description": "User, group or tenant (see `by`)"},
+            "day": {"type": ["string", "null"], "format": "date", "description": "With daily=1; else null"},
+            "gpu_hours": HOURS,
+            "cpu_hours": HOURS,
+            "runs": {"type": "integer", "description": "Runs that ended in the range (or that day)"},
+        },
+    },
+    "UsageReport": {
+        "type": "object",
+        "properties": {
+            "tenant": {"type": "string"},
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date", "description": "Exclusive"},
+            "by": {"type": "string", "enum": ["user", "group", "tenant"]},
+            "daily": {"type": "boolean"},
+            "rows": {"type": "array", "items": _ref("UsageRow")},
+            "total": {
+                "type": "object",
+                "properties": {"gpu_hours": HOURS, "cpu_hours": HOURS, "runs": {"type": "integer"}},
+            },
+        },
+    },
+    "MyTenant": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "display_name": {"type": "string"},
+            "kind": {"type": "string"},
+            "role": {"type": "string", "enum": ["admin", "platform-admin", "member"]},
+            "admins": {"type": "array", "items": {"type": "string"}},
+            "limits": {
+                "type": "array",
+                "items": _ref("Limit"),
+                "description": "The limits that apply to the caller: their own and their groups'",
+            },
+            "usage": {
+                "type": "object",
+                "description": "The caller's own hours this month (UTC)",
+                "properties": {
+                    "gpu_hours": HOURS,
+                    "cpu_hours": HOURS,
+                    "period": {"type": "string"},
+                    "period_resets": {"type": "string", "format": "date"},
+                },
+            },
+            "servers": {"type": "array", "items": _ref("Server"), "description": "The caller's own servers"},
+            "ceiling": _ref("Ceiling"),
+            "in_use": _ref("InUse"),
+        },
+    },
+    "Me": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "admin": {"type": "boolean", "description": "A platform admin (JupyterHub admin)"},
+            "groups": {"type": "array", "items": {"type": "string"}},
+            "tenants_admin": {"type": "array", "items": {"type": "string"}},
+            "tenants": {
+                "type": "array",
+                "items": _ref("MyTenant"),
+                "description": "The caller's tenants (every tenant for platform admins)",
+            },
+        },
+    },
+}
+
+ANYONE = "Anyone logged in."
+READERS = "Platform admins; admins and members of the tenant."
+
+PATHS: dict[str, Any] = {
+    "/api/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "description": "No authentication.",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1 document")},
+        }
+    },
+    "/api/me": {
+        "get": {
+            "summary": "The caller and, for each of their tenants, their limits, hours this month and servers",
+            "description": ANYONE,
+            "responses": {"200": _json(_ref("Me"), "The caller"), **_errors(403)},
+        }
+    },
+    "/api/tenants": {
+        "get": {
+            "summary": "The tenants the caller may see, with ceiling and use now",
+            "description": "Platform admins: every tenant. Others: their tenants.",
+            "responses": {
+                "200": _json(
+                    {"type": "object", "properties": {"tenants": {"type": "array", "items": _ref("Tenant")}}},
+                    "Tenants",
+                ),
+                **_errors(403),
+            },
+        }
+    },
+    "/api/tenants/{tenant}": {
+        "parameters": [TENANT_PARAM],
+        "get": {
+            "summary": "One tenant: ceiling, profiles, use now (totals)",
+            "description": READERS,
+            "responses": {"200": _json(_ref("Tenant"), "The tenant"), **_errors(403, 404)},
+        },
+    },
+    "/api/tenants/{tenant}/limits": {
+        "parameters": [TENANT_PARAM],
+        "get": {
+            "summary": "Limits delegated in the tenant",
+            "description": "Platform admins and tenant admins: every limit. Members: their own and their groups'.",
+            "responses": {"200": _json(_ref("Limits"), "Limits, users first"), **_errors(403, 404)},
+        },
+    },
+    "/api/tenants/{tenant}/limits/{kind}/{name}": {
+        "parameters": [TENANT_PARAM, KIND_PARAM, NAME_PARAM],
+        "get": {
+            "summary": "One limit",
+            "description": "Platform admins and tenant admins: any. Members: their own and their groups'.",
+            "responses": {"200": _json(_ref("Limit"), "The limit"), **_errors(400, 403, 404)},
+        },
+        "put": {
+            "summary": "Set (replace) a limit",
+            "description": "Platform admins and admins of the tenant. Checked against the tenant's ceiling;"
+            " nothing is written on any error. An empty body object removes every field (the ceiling applies).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LimitBody")}}},
+            "responses": {"200": _json(_ref("Limit"), "The stored limit"), **_errors(400, 403, 404, 422)},
+        },
+        "delete": {
+            "summary": "Remove a limit (the tenant's ceiling applies again)",
+            "description": "Platform admins and admins of the tenant.",
+            "responses": {"204": {"description": "Removed"}, **_errors(400, 403, 404)},
+        },
+    },
+    "/api/tenants/{tenant}/usage": {
+        "parameters": [TENANT_PARAM],
+        "get": {
+            "summary": "GPU- and CPU-hours from the ledger, as JSON or CSV",
+            "description": "Platform admins and tenant admins: everybody, by user, group or tenant. Members: their"
+            " own row of a by=user report.",
+            "parameters": [
+                {
+                    "name": "from",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date"},
+                    "description": "First day (UTC); default: the 1st of this month",
+                },
+                {
+                    "name": "to",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date"},
+                    "description": "Day after the last (exclusive); default: the 1st of next month; at most 366 days after from",
+                },
+                {
+                    "name": "by",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["user", "group", "tenant"], "default": "user"},
+                },
+                {
+                    "name": "daily",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+                    "description": "One row per day and subject",
+                },
+                {
+                    "name": "user",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "Only this person's row (by=user)",
+                },
+                {
+                    "name": "format",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["json", "csv"]},
+                    "description": "Or send Accept: text/csv",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The report. CSV: a header row (day when daily, the `by` subject, gpu_hours,"
+                    " cpu_hours, runs), as an attachment usage-<tenant>-<from>-<to>.csv",
+                    "content": {
+                        "application/json": {"schema": _ref("UsageReport")},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(400, 403, 404),
+            },
+        },
+    },
+    "/api/tenants/{tenant}/servers": {
+        "parameters": [TENANT_PARAM],
+        "get": {
+            "summary": "Servers charged to the tenant now",
+            "description": "Platform admins and tenant admins: every server. Members: their own.",
+            "responses": {"200": _json(_ref("Servers"), "Servers, oldest first"), **_errors(403, 404)},
+        },
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "description": "Platform admins (token or cookie), or anyone when the service runs with"
+            " QuotasService.metrics_public = True. aidc_tenant_gpus_in_use, aidc_tenant_gpus_quota,"
+            " aidc_tenant_servers, aidc_tenant_servers_quota, aidc_tenant_gpu_hours_month,"
+            " aidc_tenant_gpu_hours_budget, aidc_admission_refusals_total.",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(403),
+            },
+        }
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "AIDC Hub quotas",
+        "version": "1",
+        "description": "Tenants, the limits their admins delegate inside the platform's ceilings, usage from the"
+        " ledger and the servers running now. A JupyterHub service: authenticate with a JupyterHub API token"
+        " (`Authorization: token <token>`) or, in a browser, through the hub's login. Errors are"
+        " `{status, message, problems}`.",
+    },
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "token": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "'token <JupyterHub API token>'",
+            },
+            "hub_login": {"type": "apiKey", "in": "cookie", "name": "service-quotas"},
+        },
+    },
+    "security": [{"token": []}, {"hub_login": []}],
+    "paths": PATHS,
+}
+
+
+def document(prefix: str) -> dict[str, Any]:
+    """The document for the service at ``prefix`` (``/services/quotas/``)."""
+    doc = copy.deepcopy(DOCUMENT)
+    doc["servers"] = [{"url": prefix.rstrip("/"), "description": "This quotas service, through the hub's proxy"}]
+    return doc
+
+
+def openapi_path(route: str) -> str:
+    """The OpenAPI path of a route pattern: ``api/tenants/(?P<tenant>[^/]+)`` -> ``/api/tenants/{tenant}``."""
+    return "/" + re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", route).lstrip("/")
+
+
+class OpenAPIHandler(BaseHandler):
+    async def prepare(self) -> None:  # public: describing the API reveals no data
+        pass
+
+    async def get(self) -> None:
+        self.write_json(document(self.settings["service_prefix"]))
+
+
+default_handlers = [(r"api/openapi.json", OpenAPIHandler)]

@@ -1,0 +1,457 @@
+"""The quotas web page: ``GET /services/quotas/?tenant=<id>&month=YYYY-MM``.
+
+Everyone sees their tenants, the limits that apply to them, their own use in the month and
+their running servers, and their tenant's totals now. Tenant admins (of that tenant) and
+platform admins also see who used what: GPU-hours per day stacked per person, a per-person
+table, every running server, and the limits table, which they edit in place (the page's
+script calls the REST API: ``PUT``/``DELETE api/tenants/<t>/limits/<users|groups>/<name>``).
+
+What a caller may see is decided here, on the server, by the same rules as the API
+(:class:`quotas.service.base.Caller`): a member's page holds no other person's row, and a
+tenant admin's page holds no other tenant. The script only edits what is already shown.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from tornado import web
+
+from ..limits import LIMIT_FIELDS, exact_bytes
+from ..model import Tenant
+from ..policy import Limit
+from ..quantity import format_bytes, format_cpu
+from ..store import Run, Store, UsageRow
+from .api_tenants import visible_tenants
+from .base import ApiError, BaseHandler, Caller, format_decimal
+from .charts import Meter, format_number, meters, stacked_bars
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+FIRST_MONTH = date(2000, 1, 1)  # older months are a typo, not a report anyone keeps
+
+_env = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+# -- what the page shows: plain values, built from the store by `gather` ---------------------------
+
+
+@dataclass(frozen=True)
+class TenantTab:
+    id: str
+    display_name: str
+    role: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    user: str
+    server: str
+    profile: str
+    gpus: str
+    cpu: str
+    memory: str
+    started: str
+    running_for: str
+
+
+@dataclass(frozen=True)
+class LimitRow:
+    """One delegated limit; ``values`` are exact inputs for the editor (``gpus.H100`` -> ``"2"``)."""
+
+    kind: str
+    name: str
+    values: Mapping[str, str]
+    summary: str
+
+
+@dataclass(frozen=True)
+class PersonRow:
+    name: str
+    gpu_hours: str
+    cpu_hours: str
+    runs: int
+    gpus_now: str
+    limit: str
+
+
+@dataclass(frozen=True)
+class MyView:
+    role: str
+    limits: list[LimitRow]
+    gpu_hours: str
+    cpu_hours: str
+    runs: int
+    gpu_hours_limit: str
+    gpus_now: str
+    servers: list[ServerRow]
+
+
+@dataclass(frozen=True)
+class AdminView:
+    chart: Markup
+    people: list[PersonRow]
+    servers: list[ServerRow]
+    limits: list[LimitRow]
+    gpu_types: list[str]
+
+
+@dataclass(frozen=True)
+class TenantView:
+    tenant: Tenant
+    month_start: date
+    month_end: date  # exclusive
+    month_name: str
+    is_current_month: bool
+    now_meters: Markup
+    me: MyView
+    admin: AdminView | None = None
+
+
+def month_range(text: str | None, now: datetime) -> tuple[date, date]:
+    """The month ``YYYY-MM`` as [first day, first day of the next); this month when ``text`` is empty.
+
+    Raises :class:`ApiError` 400 for anything else, or a month after this one.
+    """
+    this_month = now.astimezone(UTC).date().replace(day=1)
+    if not text:
+        start = this_month
+    else:
+        match = MONTH.fullmatch(text)
+        if not match or not 1 <= int(match[2]) <= 12:
+            raise ApiError(400, f"month must be written YYYY-MM, such as {this_month:%Y-%m}, not {text!r}.")
+        start = date(int(match[1]), int(match[2]), 1)
+        if start > this_month:
+            raise ApiError(400, f"{start:%B %Y} has not begun: usage exists up to this month ({this_month:%Y-%m}).")
+        if start < FIRST_MONTH:
+            raise ApiError(400, f"month {text} is before {FIRST_MONTH:%Y-%m}, when no usage was recorded.")
+    return start, _next_month(start)
+
+
+def _next_month(d: date) -> date:
+    return date(d.year + 1, 1, 1) if d.month == 12 else date(d.year, d.month + 1, 1)
+
+
+def _previous_month(d: date) -> date:
+    return date(d.year - 1, 12, 1) if d.month == 1 else date(d.year, d.month - 1, 1)
+
+
+def gpus_text(gpus: Mapping[str, int]) -> str:
+    """``{"H100": 2}`` -> ``"2 H100"``; none -> ``"none"``."""
+    shown = [f"{n} {t}" for t, n in sorted(gpus.items()) if n]
+    return ", ".join(shown) or "none"
+
+
+def limit_values(limit: Limit) -> dict[str, str]:
+    """The editor's exact inputs of a limit (empty: no limit on that field)."""
+    values = {f"gpus.{t}": str(n) for t, n in limit.gpus.items()}
+    values["servers"] = "" if limit.servers is None else str(limit.servers)
+    values["cpu"] = "" if limit.cpu is None else format_decimal(limit.cpu)
+    values["memory"] = "" if limit.memory is None else exact_bytes(limit.memory)
+    values["gpu_hours"] = "" if limit.gpu_hours is None else format_decimal(limit.gpu_hours)
+    return values
+
+
+def limit_summary(limit: Limit | None) -> str:
+    """A limit in a few words: ``"1 H100, 2 servers, 100 GPU-hours/month"``; ``"—"`` when none."""
+    if limit is None or limit.is_empty:
+        return "—"
+    parts = [f"{n} {t}" for t, n in sorted(limit.gpus.items())]
+    if limit.servers is not None:
+        parts.append(f"{limit.servers} server{'s' if limit.servers != 1 else ''}")
+    if limit.cpu is not None:
+        parts.append(format_cpu(limit.cpu))
+    if limit.memory is not None:
+        parts.append(format_bytes(limit.memory))
+    if limit.gpu_hours is not None:
+        parts.append(f"{format_decimal(limit.gpu_hours)} GPU-hours/month")
+    return ", ".join(parts)
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = max(0, int(delta.total_seconds() // 60))
+    days, rest = divmod(minutes, 24 * 60)
+    hours_, mins = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours_} h"
+    return f"{hours_} h {mins} min" if hours_ else f"{mins} min"
+
+
+def server_rows(runs: Iterable[Run], now: datetime) -> list[ServerRow]:
+    return [
+        ServerRow(
+            user=r.holding.user,
+            server=r.holding.server or "(default)",
+            profile=r.holding.profile,
+            gpus=gpus_text(r.holding.gpus),
+            cpu=format_cpu(r.holding.cpu),
+            memory=format_bytes(r.holding.memory),
+            started=r.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            running_for=_duration(now - r.started),
+        )
+        for r in runs
+    ]
+
+
+def now_meters(tenant: Tenant, runs: Sequence[Run], gpu_hours: Decimal) -> Markup:
+    """The tenant's ceiling against what its servers hold now, and its GPU-hours this month
+    (totals only: no names)."""
+    quota = tenant.quota
+    held: dict[str, int] = defaultdict(int)
+    for r in runs:
+        for gpu_type, n in r.holding.gpus.items():
+            held[gpu_type] += n
+    rows = [
+        Meter(f"{t} GPUs", held.get(t, 0), ceiling, f"{held.get(t, 0)} of {ceiling} in use")
+        for t, ceiling in quota.gpus.items()
+    ]
+    servers = len(runs)
+    rows.append(
+        Meter(
+            "Servers",
+            servers,
+            quota.servers,
+            f"{servers} of {quota.servers} running" if quota.servers is not None else f"{servers} running",
+        )
+    )
+    cpu = sum((r.holding.cpu for r in runs), Decimal(0))
+    memory = sum((r.holding.memory for r in runs), Decimal(0))
+    rows.append(
+        Meter("CPU", cpu, quota.cpu, f"{format_cpu(cpu)} of {format_cpu(quota.cpu)}" if quota.cpu else format_cpu(cpu))
+    )
+    rows.append(
+        Meter(
+            "Memory",
+            memory,
+            quota.memory,
+            f"{format_bytes(memory)} of {format_bytes(quota.memory)}" if quota.memory else format_bytes(memory),
+        )
+    )
+    budget = quota.gpu_hours_per_month
+    used = format_number(gpu_hours, 1)
+    rows.append(
+        Meter(
+            "GPU-hours",
+            gpu_hours,
+            budget,
+            f"{used} of {format_decimal(budget)} this month" if budget is not None else f"{used} this month",
+        )
+    )
+    return Markup(meters(rows, title=f"Tenant {tenant.id}: ceiling and use now"))
+
+
+def usage_chart(tenant: Tenant, daily: Sequence[UsageRow], start: date, end: date) -> Markup:
+    """GPU-hours per day of the month, stacked per person."""
+    days = [start + timedelta(days=i) for i in range((end - start).days)]
+    index = {d: i for i, d in enumerate(days)}
+    series: dict[str, list[Decimal]] = {}
+    for row in daily:
+        if row.day is None or row.day not in index or row.gpu_hours <= 0:
+            continue
+        series.setdefault(row.subject, [Decimal(0)] * len(days))[index[row.day]] += row.gpu_hours
+    month = f"{start:%B %Y}"
+    svg = stacked_bars(
+        [str(d.day) for d in days],
+        series,
+        unit="GPU-hours",
+        title=f"GPU-hours per day in {month}, tenant {tenant.id}, per person",
+        long_labels=[f"{d:%a %d %b}" for d in days],
+        x_title=f"Day of {month} (UTC)",
+        max_series=10,
+        others_label="{n} others",
+        empty_text=f"No GPU was used in {month}",
+    )
+    return Markup(svg)
+
+
+def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date, now: datetime) -> TenantView:
+    """Everything the page shows of ``tenant`` to ``caller``, read from the store (blocking: run it
+    in a worker thread). Other people's rows are read only for callers who administer the tenant."""
+    is_admin = caller.can_admin_tenant(tenant.id)
+    runs = store.open_runs(tenant.id)
+    usage = store.usage(tenant, now)
+    all_limits = store.limits(tenant.id)
+    month_rows = store.usage_report(tenant.id, start, end, now, by="user")
+
+    mine = [r for r in month_rows if r.subject == caller.name]
+    my_limits = [
+        lim
+        for lim in all_limits
+        if (lim.kind == "user" and lim.subject == caller.name) or (lim.kind == "group" and lim.subject in caller.groups)
+    ]
+    my_runs = [r for r in runs if r.holding.user == caller.name]
+    my_gpus: dict[str, int] = defaultdict(int)
+    for r in my_runs:
+        for gpu_type, n in r.holding.gpus.items():
+            my_gpus[gpu_type] += n
+    hour_limits = [lim.gpu_hours for lim in my_limits if lim.kind == "user" and lim.gpu_hours is not None]
+    me = MyView(
+        role=caller.role_in(tenant.id),
+        limits=[_limit_row(lim) for lim in my_limits],
+        gpu_hours=format_number(sum((r.gpu_hours for r in mine), Decimal(0))),
+        cpu_hours=format_number(sum((r.cpu_hours for r in mine), Decimal(0))),
+        runs=sum(r.runs for r in mine),
+        gpu_hours_limit=format_decimal(hour_limits[0]) if hour_limits else "",
+        gpus_now=gpus_text(my_gpus),
+        servers=server_rows(my_runs, now),
+    )
+    view = TenantView(
+        tenant=tenant,
+        month_start=start,
+        month_end=end,
+        month_name=f"{start:%B %Y}",
+        is_current_month=start == now.astimezone(UTC).date().replace(day=1),
+        now_meters=now_meters(tenant, runs, usage.gpu_hours),
+        me=me,
+    )
+    if not is_admin:
+        return view
+
+    daily = store.usage_report(tenant.id, start, end, now, by="user", daily=True)
+    user_limits = {lim.subject: lim for lim in all_limits if lim.kind == "user"}
+    held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in runs:
+        for gpu_type, n in r.holding.gpus.items():
+            held[r.holding.user][gpu_type] += n
+    people = sorted(
+        (
+            PersonRow(
+                name=row.subject,
+                gpu_hours=format_number(row.gpu_hours),
+                cpu_hours=format_number(row.cpu_hours),
+                runs=row.runs,
+                gpus_now=gpus_text(held.get(row.subject, {})),
+                limit=limit_summary(user_limits.get(row.subject)),
+            )
+            for row in month_rows
+        ),
+        key=lambda p: (-Decimal(p.gpu_hours), p.name),
+    )
+    gpu_types = list(tenant.quota.gpus)
+    for lim in all_limits:
+        gpu_types += [t for t in lim.gpus if t not in gpu_types]
+    admin = AdminView(
+        chart=usage_chart(tenant, daily, start, end),
+        people=people,
+        servers=server_rows(runs, now),
+        limits=[_limit_row(lim) for lim in all_limits],
+        gpu_types=gpu_types,
+    )
+    return replace(view, admin=admin)
+
+
+def _limit_row(limit: Limit) -> LimitRow:
+    return LimitRow(limit.kind, limit.subject, limit_values(limit), limit_summary(limit))
+
+
+# -- the handlers ----------------------------------------------------------------------------------
+
+
+class QuotasPage(BaseHandler):
+    """``GET /services/quotas/``: the page. Browsers without a login go through the hub's OAuth."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        caller = self.caller
+        now = self.now()
+        tabs_of = visible_tenants(caller, self.config)
+        wanted = self.get_query_argument("tenant", "")
+        if wanted:
+            tenant: Tenant | None = self.tenant_to_read(wanted)
+        else:
+            mine = [t for t in tabs_of if t.id in caller.tenants_admin or t.id in caller.tenants_member]
+            tenant = (mine or tabs_of)[0] if mine or tabs_of else None
+        start, end = month_range(self.get_query_argument("month", ""), now)
+        view = None
+        if tenant is not None:
+            view = await self.blocking(gather, self.store, caller, tenant, start, end, now)
+        tabs = [TenantTab(t.id, t.display_name, caller.role_in(t.id), tenant is t) for t in tabs_of]
+        self.render_page(
+            "quotas.html",
+            tabs=tabs,
+            view=view,
+            nav=self._month_links(tenant, start, now),
+            budget_warnings=self._budget_warnings(caller, tenant),
+        )
+
+    def _budget_warnings(self, caller: Caller, tenant: Tenant | None) -> list[str]:
+        """The culler's warnings of servers about to be stopped for a spent budget: the caller's own,
+        and every one of the tenant for its admins."""
+        culler = self.settings.get("culler")
+        if culler is None or tenant is None:
+            return []
+        is_admin = caller.can_admin_tenant(tenant.id)
+        return [
+            f"{'Your' if w.user == caller.name else w.user + chr(39) + 's'}"
+            f" {'server ' + repr(w.server) if w.server else 'default server'} will be stopped at"
+            f" {w.stop_at:%H:%M} UTC: {w.reason}"
+            for w in culler.warnings()
+            if w.tenant == tenant.id and (is_admin or w.user == caller.name)
+        ]
+
+    def _month_links(self, tenant: Tenant | None, start: date, now: datetime) -> dict[str, str]:
+        if tenant is None:
+            return {}
+        this_month = now.astimezone(UTC).date().replace(day=1)
+        links = {"previous": self.page_url(tenant.id, _previous_month(start))} if start > FIRST_MONTH else {}
+        if start < this_month:
+            links["next"] = self.page_url(tenant.id, _next_month(start))
+            links["current"] = self.page_url(tenant.id, None)
+        return links
+
+    def page_url(self, tenant: str, month: date | None) -> str:
+        query = {"tenant": tenant, **({"month": f"{month:%Y-%m}"} if month else {})}
+        return f"{self.prefix}?{urlencode(query)}"
+
+    @property
+    def prefix(self) -> str:
+        """This service's URL prefix (``/services/quotas/``)."""
+        return str(self.hub_auth.base_url).rstrip("/") + "/"
+
+    def render_page(self, template: str, **values: Any) -> None:
+        tenant_view: TenantView | None = values.get("view")
+        tenant_id = tenant_view.tenant.id if tenant_view else ""
+        html = _env.get_template(template).render(
+            hub=self.hub_auth.hub_prefix,
+            prefix=self.prefix,
+            caller=getattr(self, "_caller", None),
+            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
+            static_url=self.static_url,
+            api=f"{self.prefix}api/tenants/{quote(tenant_id, safe='')}/" if tenant_id else "",
+            limit_fields=[f for f in LIMIT_FIELDS if f != "gpus"],
+            **values,
+        )
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(html)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors of the page are pages too, with the same message as the API's."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            message, problems = exc.message, exc.problems
+        elif status_code >= 500:
+            message, problems = "The quotas service failed; the error is in its log. Try again later.", []
+        else:
+            message, problems = self._reason, []
+        self.render_page("error.html", status=status_code, reason=self._reason, message=message, problems=problems)
+
+
+default_handlers = [("", QuotasPage)]

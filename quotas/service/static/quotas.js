@@ -1,0 +1,303 @@
+// The limits editor of the quotas page: edit, add and remove delegated limits in place through
+// the REST API (PUT/DELETE api/tenants/<t>/limits/<users|groups>/<name>). The server decides who
+// may do what; this script only edits the rows the page already shows, and shows the API's answer
+// (its `problems` for a refused limit) next to the row.
+"use strict";
+
+(() => {
+  const table = document.getElementById("limits-editor");
+  if (!table) return;
+  const api = table.dataset.api;
+  const tbody = table.tBodies[0];
+  const live = document.getElementById("limits-status");
+  const NONE = "—";
+  const LABELS = { servers: "servers", cpu: "CPU", memory: "memory", gpu_hours: "GPU-hours / month" };
+
+  function xsrfToken() {
+    // the service sets `_xsrf` for its own path; the page also carries the same token
+    const match = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
+    return match ? decodeURIComponent(match[1]) : table.dataset.xsrf;
+  }
+
+  function label(field) {
+    return field.startsWith("gpus.") ? `${field.slice(5)} GPUs` : LABELS[field] || field;
+  }
+
+  function limitUrl(kind, name) {
+    return `${api}${kind === "group" ? "groups" : "users"}/${encodeURIComponent(name)}`;
+  }
+
+  // The JSON body of a limit from the editor's text fields (empty: no limit on that field).
+  // Whole numbers go as numbers; anything else as typed, so the API names what is wrong with it.
+  function bodyOf(values) {
+    const body = {};
+    const gpus = {};
+    for (const [field, raw] of Object.entries(values)) {
+      const text = raw.trim();
+      if (text === "") continue;
+      const counted = /^-?[0-9]+$/.test(text) ? Number(text) : text;
+      if (field.startsWith("gpus.")) gpus[field.slice(5)] = counted;
+      else if (field === "servers") body.servers = counted;
+      else body[field] = text;
+    }
+    if (Object.keys(gpus).length) body.gpus = gpus;
+    return body;
+  }
+
+  // The editor's values of a stored limit (the API's JSON).
+  function valuesOf(limit, fields) {
+    const values = {};
+    for (const field of fields) {
+      const raw = field.startsWith("gpus.") ? (limit.gpus || {})[field.slice(5)] : limit[field];
+      values[field] = raw === null || raw === undefined ? "" : String(raw);
+    }
+    return values;
+  }
+
+  async function call(method, url, body) {
+    const headers = { "X-XSRFToken": xsrfToken(), Accept: "application/json" };
+    const init = { method, headers, credentials: "same-origin" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (err) {
+      throw { message: `The quotas service did not answer (${err.message}). Check your connection and try again.`, problems: [] };
+    }
+    if (response.status === 204) return null;
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = null;
+    }
+    if (!response.ok) {
+      throw {
+        message: (data && data.message) || `The quotas service answered ${response.status} ${response.statusText}.`,
+        problems: (data && data.problems) || [],
+      };
+    }
+    return data;
+  }
+
+  function fieldCells(row) {
+    return Array.from(row.querySelectorAll("td[data-field]"));
+  }
+
+  function announce(text) {
+    if (live) live.textContent = text;
+  }
+
+  // The row under `row` that lists what the API refused (created on demand).
+  function problemsRow(row) {
+    let next = row.nextElementSibling;
+    if (!next || !next.classList.contains("limit-problems")) {
+      next = document.createElement("tr");
+      next.className = "limit-problems";
+      const cell = document.createElement("td");
+      cell.colSpan = row.children.length;
+      next.appendChild(cell);
+      row.after(next);
+    }
+    return next;
+  }
+
+  function showProblems(row, error) {
+    const box = document.createElement("div");
+    box.className = "alert alert-danger mb-0 py-2";
+    box.setAttribute("role", "alert");
+    const message = document.createElement("div");
+    message.textContent = error.message;
+    box.appendChild(message);
+    if (error.problems && error.problems.length) {
+      const list = document.createElement("ul");
+      list.className = "mb-0 problems";
+      for (const problem of error.problems) {
+        const item = document.createElement("li");
+        item.textContent = problem;
+        list.appendChild(item);
+      }
+      box.appendChild(list);
+    }
+    problemsRow(row).firstElementChild.replaceChildren(box);
+  }
+
+  function clearProblems(row) {
+    const next = row.nextElementSibling;
+    if (next && next.classList.contains("limit-problems")) next.remove();
+  }
+
+  function button(text, cls, onClick) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `btn btn-sm ${cls} me-1`;
+    b.textContent = text;
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function describe(row) {
+    return `${row.dataset.kind} ${row.dataset.name}`;
+  }
+
+  function showValues(row, values, saved) {
+    for (const cell of fieldCells(row)) {
+      const value = values[cell.dataset.field] || "";
+      cell.dataset.value = value;
+      cell.textContent = value || NONE;
+    }
+    row.classList.remove("editing");
+    const actions = row.querySelector("td.actions");
+    actions.replaceChildren(
+      button("Edit", "btn-outline-primary edit", () => startEditing(row)),
+      button("Remove", "btn-outline-danger remove", (event) => remove(row, event.currentTarget)),
+    );
+    if (saved) {
+      const badge = document.createElement("span");
+      badge.className = "badge text-bg-success saved";
+      badge.textContent = "Saved";
+      actions.appendChild(badge);
+    }
+  }
+
+  function startEditing(row) {
+    row.classList.add("editing");
+    for (const cell of fieldCells(row)) {
+      const input = document.createElement("input");
+      input.className = "form-control form-control-sm";
+      input.name = cell.dataset.field;
+      input.value = cell.dataset.value || "";
+      input.placeholder = "no limit";
+      input.setAttribute("aria-label", `${label(cell.dataset.field)} of ${describe(row)}`);
+      input.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") save(row);
+        if (event.key === "Escape") cancel(row);
+      });
+      cell.replaceChildren(input);
+    }
+    row.querySelector("td.actions").replaceChildren(
+      button("Save", "btn-primary save", () => save(row)),
+      button("Cancel", "btn-outline-secondary cancel", () => cancel(row)),
+    );
+    const first = row.querySelector("input");
+    if (first) first.focus();
+  }
+
+  function cancel(row) {
+    clearProblems(row);
+    const values = {};
+    for (const cell of fieldCells(row)) values[cell.dataset.field] = cell.dataset.value || "";
+    showValues(row, values, false);
+  }
+
+  function typedValues(container) {
+    const values = {};
+    for (const input of container.querySelectorAll("input[name]")) {
+      if (input.name !== "name") values[input.name] = input.value;
+    }
+    return values;
+  }
+
+  async function save(row) {
+    const values = typedValues(row);
+    const buttons = row.querySelectorAll("button");
+    buttons.forEach((b) => (b.disabled = true));
+    try {
+      const stored = await call("PUT", limitUrl(row.dataset.kind, row.dataset.name), bodyOf(values));
+      clearProblems(row);
+      showValues(row, valuesOf(stored, Object.keys(values)), true);
+      announce(`Saved the limit of ${describe(row)}.`);
+    } catch (error) {
+      showProblems(row, error);
+      announce(`The limit of ${describe(row)} was not saved.`);
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+    }
+  }
+
+  async function remove(row, clicked) {
+    if (!clicked.classList.contains("armed")) {
+      // a second click confirms; a dialog would block the page
+      clicked.classList.add("armed", "btn-danger");
+      clicked.classList.remove("btn-outline-danger");
+      clicked.textContent = "Confirm remove";
+      setTimeout(() => {
+        if (!clicked.isConnected) return;
+        clicked.classList.remove("armed", "btn-danger");
+        clicked.classList.add("btn-outline-danger");
+        clicked.textContent = "Remove";
+      }, 5000);
+      return;
+    }
+    clicked.disabled = true;
+    try {
+      await call("DELETE", limitUrl(row.dataset.kind, row.dataset.name));
+      clearProblems(row);
+      row.remove();
+      announce(`Removed the limit of ${describe(row)}: only the tenant's ceiling applies.`);
+      updateEmpty();
+    } catch (error) {
+      clicked.disabled = false;
+      showProblems(row, error);
+    }
+  }
+
+  function updateEmpty() {
+    const empty = tbody.querySelector("tr.no-limits");
+    if (empty) empty.classList.toggle("d-none", tbody.querySelector("tr.limit-row") !== null);
+  }
+
+  function findRow(kind, name) {
+    return Array.from(tbody.querySelectorAll("tr.limit-row")).find(
+      (r) => r.dataset.kind === kind && r.dataset.name === name,
+    );
+  }
+
+  async function add() {
+    const form = document.getElementById("limit-add");
+    const kind = form.querySelector("select[name=kind]").value;
+    const name = form.querySelector("input[name=name]").value.trim();
+    if (!name) {
+      showProblems(form, { message: `Write the name of the ${kind} this limit is for.`, problems: [] });
+      return;
+    }
+    const values = typedValues(form);
+    const addButton = form.querySelector("button.add");
+    addButton.disabled = true;
+    try {
+      const stored = await call("PUT", limitUrl(kind, name), bodyOf(values));
+      clearProblems(form);
+      let row = findRow(kind, name);
+      if (!row) {
+        row = document.getElementById("limit-row-template").content.firstElementChild.cloneNode(true);
+        row.dataset.kind = kind;
+        row.dataset.name = name;
+        row.querySelector(".limit-kind").textContent = kind;
+        row.querySelector(".limit-name").textContent = name;
+        tbody.insertBefore(row, tbody.querySelector("tr.no-limits"));
+      }
+      clearProblems(row);
+      showValues(row, valuesOf(stored, Object.keys(values)), true);
+      for (const input of form.querySelectorAll("input")) input.value = "";
+      updateEmpty();
+      announce(`Saved the limit of ${kind} ${name}.`);
+    } catch (error) {
+      showProblems(form, error);
+    } finally {
+      addButton.disabled = false;
+    }
+  }
+
+  for (const row of tbody.querySelectorAll("tr.limit-row")) {
+    const values = {};
+    for (const cell of fieldCells(row)) values[cell.dataset.field] = cell.dataset.value || "";
+    showValues(row, values, false);
+  }
+  document.querySelector("#limit-add button.add").addEventListener("click", add);
+  document.querySelector("#limit-add").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target.tagName === "INPUT") add();
+  });
+})();
