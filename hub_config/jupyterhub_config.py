@@ -12,6 +12,7 @@
 #   AIDC_QUOTAS_PORT  the quotas service's port (API, metrics, page at /services/quotas/)  [8002]
 #   AIDC_DB_URL       the quotas database (reservations, ledger, limits)           [sqlite in AIDC_DATA_DIR]
 #   AIDC_POLL_INTERVAL   seconds between checks that workspaces still run           [30]
+#   AIDC_CONSECUTIVE_FAILURE_LIMIT  spawn failures in a row before the hub exits     [5]
 #   AIDC_SPAWNER      aidc-local (processes on this machine) or aidc-kube (pods)   [aidc-local]
 #   AIDC_HUB_CONNECT_URL  how workspace pods reach the hub (aidc-kube)             [the hub's own URL]
 #   AIDC_NAMESPACE_TEMPLATE  tenant namespaces (aidc-kube)                         [aidc-{tenant}]
@@ -76,6 +77,8 @@ settings = {
     "Spawner.start_timeout": 120,
     "Spawner.http_timeout": 90,
     "Spawner.poll_interval": int(env("AIDC_POLL_INTERVAL", "30")),
+    # as z2jh: restart a hub whose spawns keep failing; refusals (quota, no capacity) do not count
+    "Spawner.consecutive_failure_limit": int(env("AIDC_CONSECUTIVE_FAILURE_LIMIT", "5")),
     "TenantSpawnerMixin.tenants_file": tenants_file,
     "TenantSpawnerMixin.catalog_file": catalog_file,
     "TenantSpawnerMixin.data_dir": str(data_dir),

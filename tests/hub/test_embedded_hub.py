@@ -27,7 +27,8 @@ PRINT_ENV = (
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    with running_hub(tmp_path_factory.mktemp("hub"), env={"AIDC_POLL_INTERVAL": "2"}) as h:
+    env = {"AIDC_POLL_INTERVAL": "2", "AIDC_CONSECUTIVE_FAILURE_LIMIT": "2"}
+    with running_hub(tmp_path_factory.mktemp("hub"), env=env) as h:
         yield h
 
 
@@ -147,6 +148,20 @@ def test_tenant_admin_sees_and_stops_only_their_tenant(hub: Hub, clients: dict[s
     while bob.api("GET", "/users/bob").json()["servers"] and time.monotonic() < deadline:
         time.sleep(0.5)
     assert bob.api("GET", "/users/bob").json()["servers"] == {}
+
+
+def test_refusals_do_not_count_as_failures_that_stop_the_hub(hub: Hub, clients: dict[str, Client]) -> None:
+    """The hub exits after 2 failed spawns in a row here; refusals are answers, not failures."""
+    alice, carol = clients["alice"], clients["carol"]
+    assert alice.spawn(tenant="lab", profile="h100-x2").status_code in (201, 202)
+    assert alice.spawn("b", tenant="lab", profile="h100-x2").status_code in (201, 202)
+    for attempt in range(4):
+        refused = carol.spawn(tenant="lab", profile="h100-x1")
+        assert refused.status_code == 403, refused.text
+    assert carol.spawn(tenant="lab", profile="rogue").status_code == 400  # no such profile
+    time.sleep(1)
+    assert hub.proc is not None and hub.proc.poll() is None, "the hub exited on refusals"
+    assert requests.get(f"{hub.url}/hub/api", timeout=10).status_code == 200
 
 
 def test_crashed_workspace_gives_its_gpus_back(clients: dict[str, Client]) -> None:
