@@ -26,18 +26,19 @@ up: setup
 
 ## make test: set everything up and run every tier (unit, hub, browser, k8s)
 test: setup
-	bash tests/bed/debian-packages.sh chromium openssl postgresql-15
+	bash tests/bed/debian-packages.sh chromium openssl postgresql-15 openssh-server rsync
 	bash tests/bed/controlplane/build.sh
-	$(VENV)/bin/ruff check quotas spawner hub_config tests benchmarks
+	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider
 
 lint: setup
-	$(VENV)/bin/ruff check quotas spawner hub_config tests benchmarks
+	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks
 	$(VENV)/bin/mypy
 
 bench: setup
-	$(PY) benchmarks/admission.py --write benchmarks/README.md
+	$(PY) -P benchmarks/admission.py --write benchmarks/README.md
+	$(PY) -P benchmarks/quotas.py --write benchmarks/README.md
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts

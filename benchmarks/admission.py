@@ -34,11 +34,20 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
-from quotas.model import Profile, Quota, Tenant
-from quotas.policy import Decision, Holding, Request, Usage, admit
+HERE = Path(__file__).resolve().parent
+# `python benchmarks/admission.py` puts benchmarks/ first on sys.path, where benchmarks/quotas.py
+# would shadow the `quotas` package; the repository root holds it and `benchmarks._readme`.
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+from benchmarks._readme import markers, write_section  # noqa: E402
+from quotas.model import Profile, Quota, Tenant  # noqa: E402
+from quotas.policy import Decision, Holding, Request, Usage, admit  # noqa: E402
 
 TARGET_P99_NS = 1_000_000
-BEGIN, END = "<!-- admission:begin -->", "<!-- admission:end -->"
+SECTION = "admission"
+BEGIN, END = markers(SECTION)
 GiB = Decimal(2**30)
 NOW = datetime(2026, 11, 17, 12, 0, tzinfo=UTC)
 
@@ -381,19 +390,6 @@ def run(seed: int, tenants: int, users: int, count: int, log: Callable[[str], No
     return "\n".join(lines)
 
 
-def write_section(readme: Path, section: str) -> None:
-    """Replace what is between the admission markers of ``readme`` (append the markers if missing)."""
-    text = readme.read_text() if readme.exists() else ""
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    readme.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=2026)
@@ -411,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
         print(f"recorded in {args.write}", file=sys.stderr)
     return 0
 

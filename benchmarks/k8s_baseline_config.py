@@ -23,6 +23,8 @@ variant = os.environ.get("AIDC_BENCH_SPAWNER", "aidc")
 
 settings = {
     "JupyterHub.concurrent_spawn_limit": users,
+    # the benchmark counts failed spawns itself; a hub that exits after five would end the run
+    "Spawner.consecutive_failure_limit": 0,
     "JupyterHub.api_page_default_limit": max(users, 50),
     "JupyterHub.api_page_max_limit": max(users, 200),
     # the benchmark tears the whole cluster down; N pod deletions at hub exit are not measured

@@ -64,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the test bed lives in tests/bed, not in an installed package
     sys.path.insert(0, str(REPO))
 
+from benchmarks._readme import write_section  # noqa: E402
 from quotas.loader import load_platform  # noqa: E402
 from quotas.quantity import parse_quantity  # noqa: E402
 from spawner.reconciler import TenantReconciler  # noqa: E402
@@ -71,7 +72,7 @@ from tests.bed.cluster import NODES, ControlPlane  # noqa: E402
 from tests.bed.hub import Hub  # noqa: E402
 from tests.bed.podrunner import SELECTOR, PodRunner  # noqa: E402
 
-BEGIN, END = "<!-- spawn_k8s:begin -->", "<!-- spawn_k8s:end -->"
+SECTION = "spawn_k8s"
 CONFIG = REPO / "benchmarks" / "k8s_baseline_config.py"
 CATALOG = REPO / "images" / "catalog.yaml"
 TARGET_RATIO = 0.95
@@ -893,19 +894,6 @@ def report(runs: Sequence[Variant], *, real_servers: bool, started_on: str, runt
     return "\n".join(lines)
 
 
-def write_section(readme: Path, section: str) -> None:
-    """Replace what is between the spawn_k8s markers of ``readme`` (append the markers if missing)."""
-    text = readme.read_text() if readme.exists() else ""
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    readme.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200, help="people spawning at once (default 200)")
@@ -973,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
         log(f"recorded in {args.write}")
     return 0 if all(v.ok for v in runs) else 1
 

@@ -11,6 +11,7 @@
     aidc quota show           the limits tenant admins delegated (through the quotas API)
     aidc quota set            set or remove a user's or a group's limit (through the quotas API)
     aidc quota usage          GPU- and CPU-hours per user, group or tenant (through the quotas API)
+    aidc ssh-config           print a ~/.ssh/config block to reach one's workspaces through the SSH gateway
 
 Exit codes: 0 done, 1 refused or not found (the message says why), 2 wrong usage or bad input,
 3 (``aidc quota``) the hub cannot be reached or there is no API token.
@@ -780,6 +781,64 @@ def cmd_quota_usage(args: argparse.Namespace) -> int:
     return OK
 
 
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]+\Z")
+DEFAULT_SSH_PORT = 2222
+
+
+def ssh_config_block(user: str, host: str, port: int, servers: Sequence[str] = (), alias: str = "aidc") -> str:
+    """The ``~/.ssh/config`` block for ``user``'s workspaces behind the gateway at ``host``:``port``:
+    ``Host <alias>`` for the default server (SSH user ``user``) and ``Host <alias>-<server>`` for
+    each named server (SSH user ``user.server``)."""
+    lines = [
+        f"# AIDC Hub: {user}'s workspaces through the SSH gateway at {host} port {port}.",
+        "# Register your public key first (the quotas page, SSH keys). A stopped server starts when you connect.",
+    ]
+    for name, ssh_user in [(alias, user), *((f"{alias}-{s}", f"{user}.{s}") for s in servers)]:
+        lines += [f"Host {name}", f"    HostName {host}", f"    Port {port}", f"    User {ssh_user}"]
+    return "\n".join(lines) + "\n"
+
+
+def _ssh_host(value: str | None, env: Mapping[str, str]) -> str:
+    """The gateway's host: ``--host``, ``$AIDC_SSH_HOST``, else the host of the hub's URL."""
+    given = (value or env.get("AIDC_SSH_HOST") or "").strip()
+    if not given:
+        try:
+            given = urllib.parse.urlsplit(hub_url(None, env)).hostname or ""
+        except QuotaError as e:
+            raise ValueError(e.message) from None
+    if not _HOST.match(given):
+        raise ValueError(f"{given!r} is not a host name or address; pass the gateway's with --host.")
+    return given
+
+
+def _ssh_port(value: str | None, env: Mapping[str, str]) -> int:
+    text = (value or env.get("AIDC_SSH_PORT") or str(DEFAULT_SSH_PORT)).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"The SSH port {text!r} is not a port number (1-65535); e.g. --port 2222.")
+    return int(text)
+
+
+def cmd_ssh_config(args: argparse.Namespace) -> int:
+    try:
+        user = args.user or os.environ.get("JUPYTERHUB_USER") or ""
+        if not user:
+            raise ValueError("Whose workspaces? Pass --user NAME (your hub login name).")
+        if not USER_PATTERN.match(user):
+            raise ValueError(f"{user!r} (from $JUPYTERHUB_USER) is not a hub username; pass --user NAME.")
+        bad = [s for s in args.server or () if not _SERVER_NAME.match(s)]
+        if bad:
+            raise ValueError(
+                f"Not a server name: {', '.join(map(repr, bad))}; named servers use letters, digits and . _ -."
+            )
+        host, port = _ssh_host(args.host, os.environ), _ssh_port(args.port, os.environ)
+    except ValueError as e:
+        print(f"aidc ssh-config: {e}", file=sys.stderr)
+        return BAD_INPUT
+    sys.stdout.write(ssh_config_block(user, host, port, list(dict.fromkeys(args.server or ())), args.alias))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aidc", description="AIDC Hub operator command")
     parser.add_argument("--data-dir", help="state directory (default: $AIDC_DATA_DIR or .aidc)")
@@ -822,6 +881,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reconcile)
 
     _add_quota_parser(sub)
+
+    p = sub.add_parser(
+        "ssh-config",
+        allow_abbrev=False,
+        help="print a ~/.ssh/config block to reach your workspaces through the SSH gateway",
+        description="Prints Host blocks for the gateway: '<alias>' is your default server, '<alias>-<server>' each"
+        " named server. Append them to ~/.ssh/config, then: ssh aidc.",
+    )
+    p.add_argument("--user", type=_username, help="your hub login name (default: $JUPYTERHUB_USER)")
+    p.add_argument("--host", help="the gateway's host (default: $AIDC_SSH_HOST, else the host of $AIDC_HUB_URL)")
+    p.add_argument("--port", help=f"the gateway's port (default: $AIDC_SSH_PORT or {DEFAULT_SSH_PORT})")
+    p.add_argument(
+        "--server", action="append", metavar="NAME", help="a named server to add a block for (repeat for more)"
+    )
+    p.add_argument("--alias", default="aidc", type=_alias, help="the Host name of the default server (default: aidc)")
+    p.set_defaults(func=cmd_ssh_config)
     return parser
 
 
@@ -904,6 +979,12 @@ def _username(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a valid username: use lower-case letters, digits and . _ @ + - (starting with a letter or digit)"
         )
+    return value
+
+
+def _alias(value: str) -> str:
+    if not _SERVER_NAME.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Host alias: use letters, digits and . _ -")
     return value
 
 

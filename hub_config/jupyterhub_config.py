@@ -10,6 +10,11 @@
 #   AIDC_HUB_PORT     the hub's internal port                                      [8081]
 #   AIDC_PROXY_API_PORT  configurable-http-proxy's API port                        [8001]
 #   AIDC_QUOTAS_PORT  the quotas service's port (API, metrics, page at /services/quotas/)  [8002]
+#   AIDC_SSH_PORT, AIDC_SSH_BIND  the SSH gateway's port and address (docs/ssh.md)  [2222, 127.0.0.1]
+#   AIDC_SSH_ALLOW_TOKEN_PASSWORD  1: accept a hub API token as SSH password       [off]
+#   AIDC_SSH_WORKSPACE_USER  Unix account of workspaces' sshd ({username} expanded) [the hub's own]
+#   AIDC_SSH_CONFIG   a traitlets config file for the gateway (SSHGateway.* settings) [none]
+#   AIDC_SSHGATEWAY_API_TOKEN  a fixed API token for the sshgateway service         [made by the hub]
 #   AIDC_DB_URL       the quotas database (reservations, ledger, limits)           [sqlite in AIDC_DATA_DIR]
 #   AIDC_POLL_INTERVAL   seconds between checks that workspaces still run           [30]
 #   AIDC_CONSECUTIVE_FAILURE_LIMIT  spawn failures in a row before the hub exits     [5]
@@ -26,6 +31,8 @@ from quotas import paths
 from quotas.loader import ConfigError, load_platform_cached
 from quotas.rbac import tenant_groups, tenant_roles
 from quotas.service.app import hub_roles, hub_service
+from sshgateway.server import hub_roles as ssh_hub_roles
+from sshgateway.server import hub_service as ssh_hub_service
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
@@ -54,7 +61,7 @@ settings = {
     "JupyterHub.authenticator_class": "aidc-local",
     "JupyterHub.allow_named_servers": True,
     "JupyterHub.load_groups": tenant_groups(platform),
-    "JupyterHub.load_roles": tenant_roles(platform) + hub_roles(),
+    "JupyterHub.load_roles": tenant_roles(platform) + hub_roles() + ssh_hub_roles(),
     "JupyterHub.services": [
         hub_service(
             int(env("AIDC_QUOTAS_PORT", "8002")),
@@ -64,7 +71,20 @@ settings = {
                 "AIDC_CATALOG": str(Path(catalog_file).resolve()),
                 "AIDC_DB_URL": db_url,
             },
-        )
+        ),
+        ssh_hub_service(
+            {
+                "AIDC_DATA_DIR": str(data_dir),
+                "AIDC_SSH_PORT": env("AIDC_SSH_PORT", "2222"),
+                "AIDC_SSH_BIND": env("AIDC_SSH_BIND", "127.0.0.1"),
+                "AIDC_SSH_PROXY_URL": env("AIDC_BIND_URL", "http://127.0.0.1:8000"),
+                "AIDC_SSH_ALLOW_TOKEN_PASSWORD": env("AIDC_SSH_ALLOW_TOKEN_PASSWORD", ""),
+                "AIDC_SSH_WORKSPACE_USER": env("AIDC_SSH_WORKSPACE_USER", ""),
+                "AIDC_SSH_CONFIG": env("AIDC_SSH_CONFIG", ""),
+                **({"AIDC_SSH_SECRET": env("AIDC_SSH_SECRET", "")} if env("AIDC_SSH_SECRET") else {}),
+            },
+            api_token=env("AIDC_SSHGATEWAY_API_TOKEN"),
+        ),
     ],
     "JupyterHub.template_paths": [str(paths.REPO / "hub_config" / "templates")],
     "JupyterHub.template_vars": {"aidc_local_accounts": True},

@@ -14,6 +14,8 @@ and a unit test checks that the migrations give exactly these tables.
   :class:`quotas.policy.Decision`), counted in the refusing transaction, for the metrics.
 - ``tenant_locks``: one row per tenant, locked (``SELECT ... FOR UPDATE``) by every
   admission on PostgreSQL, so two hubs or threads never both take the tenant's last GPU.
+- ``ssh_keys``: people's SSH public keys, by which the SSH gateway knows who connects. A
+  fingerprint is unique: one key belongs to one person.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     TypeDecorator,
     text,
 )
@@ -87,7 +90,15 @@ Index(
     sqlite_where=text("ended IS NULL"),
     postgresql_where=text("ended IS NULL"),
 )
-Index("ix_runs_tenant_open", runs.c.tenant, runs.c.ended)
+# every admission reads the tenant's open runs: a partial index keeps that read small in a big ledger
+Index(
+    "ix_runs_tenant_open",
+    runs.c.tenant,
+    runs.c.started,
+    runs.c.id,
+    sqlite_where=text("ended IS NULL"),
+    postgresql_where=text("ended IS NULL"),
+)
 Index("ix_runs_tenant_started", runs.c.tenant, runs.c.started)
 
 usage_rollups = Table(
@@ -133,3 +144,16 @@ tenant_locks = Table(
     metadata,
     Column("tenant", String(64), primary_key=True),
 )
+
+ssh_keys = Table(
+    "ssh_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", String(255), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("public_key", Text, nullable=False),  # "<type> <base64>", without options or comment
+    Column("fingerprint", String(64), nullable=False, unique=True),  # "SHA256:<base64>", as ssh-keygen -l
+    Column("created", UTCDateTime, nullable=False),
+    Column("last_used", UTCDateTime, nullable=True),
+)
+Index("ix_ssh_keys_user", ssh_keys.c.user)

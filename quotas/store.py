@@ -30,12 +30,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import NullPool
 
 from .limits import limit_from_values, limit_to_values
 from .model import Tenant
 from .policy import Decision, Holding, Limit, Request, Usage, admit
-from .schema import limits, refusals, runs, tenant_locks, usage_rollups
+from .schema import limits, refusals, runs, ssh_keys, tenant_locks, usage_rollups
+from .sshkeys import KeyRejected, clean_title, parse_public_key
 
 ServerKey = tuple[str, str]  # (user, server name)
 MS_PER_HOUR = Decimal(3_600_000)
@@ -69,7 +69,14 @@ def make_engine(url: str) -> Engine:
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, poolclass=NullPool)
+    # pooled: opening a connection (and its PRAGMAs) costs more than a reservation's queries
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 60, "check_same_thread": False},
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=120,
+    )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -99,6 +106,29 @@ class Run:
 
 
 @dataclass(frozen=True)
+class SshKey:
+    """A person's SSH public key, as registered (``public_key`` is ``<type> <base64>``)."""
+
+    id: int
+    user: str
+    title: str
+    public_key: str
+    fingerprint: str
+    created: datetime
+    last_used: datetime | None
+
+
+@dataclass(frozen=True)
+class _OpenRun:
+    id: str
+    holding: Holding
+    started: datetime
+
+
+SEEN_RUNS = 50_000
+
+
+@dataclass(frozen=True)
 class UsageRow:
     """GPU-hours and CPU-hours of one group of a usage report (``day`` and ``subject`` as asked)."""
 
@@ -119,6 +149,7 @@ class Store:
         if migrate:
             upgrade(self.engine)
         self._restored: set[str] = set()
+        self._seen: dict[str, _OpenRun] = {}  # open runs already parsed, by id
         self._reconcile_pending = False
         self._lock = threading.Lock()
 
@@ -133,10 +164,9 @@ class Store:
     def _lock_tenant(self, conn: Connection, tenant: str) -> None:
         if not self.is_postgres:
             return  # BEGIN IMMEDIATE already serializes every writer
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        conn.execute(pg_insert(tenant_locks).values(tenant=tenant).on_conflict_do_nothing())
-        conn.execute(select(tenant_locks.c.tenant).where(tenant_locks.c.tenant == tenant).with_for_update())
+        # one round trip: an upsert that updates the tenant's row holds its lock until commit
+        stmt = self._insert(tenant_locks).values(tenant=tenant)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["tenant"], set_={"tenant": stmt.excluded.tenant}))
 
     # -- reservations ---------------------------------------------------------------------------
 
@@ -163,9 +193,9 @@ class Store:
                 if running is not None:
                     self._count_refusal(conn, tenant.id, "running", now)
                     return _already_running(request, running.tenant), None
-                holdings = tuple(_holding(r) for r in self._open_rows(conn, tenant.id))
+                open_runs = self._open_runs(conn, tenant.id)
                 applicable = self._limits_for(conn, tenant.id, request.user, request.groups)
-                usage = self._usage(conn, tenant, holdings, applicable, now)
+                usage = self._usage(conn, tenant, open_runs, applicable, now)
                 decision = admit(tenant, request, usage, applicable)
                 if not decision.allowed or decision.holding is None:
                     self._count_refusal(conn, tenant.id, decision.code, now)
@@ -208,7 +238,7 @@ class Store:
             ).first()
             if row is None:
                 return None
-            self._lock_tenant(conn, row.tenant)
+            # no tenant lock: freeing can only make room, and _close counts a run once by itself
             return _holding(row) if self._close(conn, row.id, now, reason) else None
 
     def mark_end_reason(self, key: ServerKey, reason: str | None) -> bool:
@@ -243,32 +273,64 @@ class Store:
                 self._close(conn, run_id, now, "orphaned")
 
     def _close(self, conn: Connection, run_id: str, now: datetime, reason: str) -> bool:
-        row = conn.execute(select(runs).where(runs.c.id == run_id, runs.c.ended.is_(None))).first()
-        if row is None:
-            return False
-        ended = max(now, row.started)
-        closed = conn.execute(
+        """End run ``run_id`` at ``now`` (never before its start) and add it to the roll-ups, only
+        if it is open: the UPDATE's WHERE makes closing and counting happen at most once."""
+        row = conn.execute(
             update(runs)
-            .where(runs.c.id == run_id, runs.c.ended.is_(None))
-            .values(ended=ended, end_reason=func.coalesce(runs.c.end_reason, reason))
-        )
-        if closed.rowcount != 1:
-            return False
-        self._add_rollups(conn, row, ended)
+            .where(runs.c.id == run_id, runs.c.ended.is_(None), runs.c.started <= now)
+            .values(ended=now, end_reason=func.coalesce(runs.c.end_reason, reason))
+            .returning(*runs.c)
+        ).first()
+        if row is None:  # closed already, unknown, or started "after" now (clocks of two hosts)
+            row = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.ended.is_(None))
+                .values(ended=runs.c.started, end_reason=func.coalesce(runs.c.end_reason, reason))
+                .returning(*runs.c)
+            ).first()
+            if row is None:
+                return False
+        self._add_rollups(conn, row, row.ended)
         return True
 
     def _add_rollups(self, conn: Connection, row: Any, ended: datetime) -> None:
         subjects = [("tenant", row.tenant), ("user", row.user), *(("group", g) for g in row.groups)]
-        buckets: dict[tuple[str, date], list[int]] = {}
+        # the end's day and month always get a bucket: that is where the run is counted, even when
+        # it ends at 00:00 or lasted under a millisecond
+        buckets: dict[tuple[str, date], list[int]] = {
+            ("day", ended.date()): [0, 0],
+            ("month", ended.date().replace(day=1)): [0, 0],
+        }
         for period, start, ms in _split(row.started, ended):
             cell = buckets.setdefault((period, start), [0, 0])
             cell[0] += row.gpu_count * ms
             cell[1] += row.cpu_milli * ms
         last = {"day": ended.date(), "month": ended.date().replace(day=1)}
-        for (period, start), (gpu_ms, cpu_ms) in buckets.items():
-            ended_here = int(last[period] == start)
-            for kind, subject in subjects:
-                self._upsert_rollup(conn, row.tenant, period, start, kind, subject, gpu_ms, cpu_ms, ended_here)
+        values = [
+            {
+                "tenant": row.tenant,
+                "period": period,
+                "start": start,
+                "kind": kind,
+                "subject": subject,
+                "gpu_ms": gpu_ms,
+                "cpu_milli_ms": cpu_ms,
+                "runs": int(last[period] == start),
+            }
+            for (period, start), (gpu_ms, cpu_ms) in buckets.items()
+            for kind, subject in subjects
+        ]
+        stmt = self._insert(usage_rollups).values(values)  # one statement for every bucket
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["tenant", "period", "start", "kind", "subject"],
+                set_={
+                    "gpu_ms": usage_rollups.c.gpu_ms + stmt.excluded.gpu_ms,
+                    "cpu_milli_ms": usage_rollups.c.cpu_milli_ms + stmt.excluded.cpu_milli_ms,
+                    "runs": usage_rollups.c.runs + stmt.excluded.runs,
+                },
+            )
+        )
 
     def _count_refusal(self, conn: Connection, tenant: str, code: str, now: datetime) -> None:
         stmt = self._insert(refusals).values(tenant=tenant, code=code, count=1, last=now)
@@ -291,32 +353,6 @@ class Store:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
         return dialect_insert(table)
 
-    def _upsert_rollup(
-        self,
-        conn: Connection,
-        tenant: str,
-        period: str,
-        start: date,
-        kind: str,
-        subject: str,
-        gpu: int,
-        cpu: int,
-        n: int,
-    ) -> None:
-        stmt = self._insert(usage_rollups).values(
-            tenant=tenant, period=period, start=start, kind=kind, subject=subject, gpu_ms=gpu, cpu_milli_ms=cpu, runs=n
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["tenant", "period", "start", "kind", "subject"],
-                set_={
-                    "gpu_ms": usage_rollups.c.gpu_ms + gpu,
-                    "cpu_milli_ms": usage_rollups.c.cpu_milli_ms + cpu,
-                    "runs": usage_rollups.c.runs + n,
-                },
-            )
-        )
-
     # -- what is held now -----------------------------------------------------------------------
 
     def _open_rows(self, conn: Connection, tenant: str | None) -> list[Any]:
@@ -324,6 +360,30 @@ class Store:
         if tenant is not None:
             query = query.where(runs.c.tenant == tenant)
         return list(conn.execute(query.order_by(runs.c.started, runs.c.id)))
+
+    def _open_runs(self, conn: Connection, tenant: str) -> list[_OpenRun]:
+        """The tenant's open runs, oldest first, cheaply: one index-only query for their ids, and
+        only runs this process has not seen are read and parsed (a run never changes what it holds)."""
+        ids = [
+            r.id
+            for r in conn.execute(
+                select(runs.c.id)
+                .where(runs.c.tenant == tenant, runs.c.ended.is_(None))
+                .order_by(runs.c.started, runs.c.id)
+            )
+        ]
+        with self._lock:
+            known = {i: self._seen[i] for i in ids if i in self._seen}
+        missing = [i for i in ids if i not in known]
+        for chunk in range(0, len(missing), 500):
+            rows = conn.execute(select(runs).where(runs.c.id.in_(missing[chunk : chunk + 500])))
+            for r in rows:
+                known[r.id] = _OpenRun(r.id, _holding(r), r.started)
+        with self._lock:
+            self._seen.update((i, known[i]) for i in missing if i in known)
+            if len(self._seen) > 4 * SEEN_RUNS:  # forget ended runs now and then
+                self._seen = dict(list(self._seen.items())[-SEEN_RUNS:])
+        return [known[i] for i in ids if i in known]
 
     def holdings(self, tenant: str) -> tuple[Holding, ...]:
         """What the tenant's servers hold now (starting or running)."""
@@ -345,26 +405,27 @@ class Store:
     def usage(self, tenant: Tenant, now: datetime, user: str = "", groups: Sequence[str] = ()) -> Usage:
         """What ``tenant`` uses now and this month (and, for ``user``/``groups``, their GPU-hours)."""
         with self.engine.connect() as conn:
-            holdings = tuple(_holding(r) for r in self._open_rows(conn, tenant.id))
+            open_runs = self._open_runs(conn, tenant.id)
             applicable = self._limits_for(conn, tenant.id, user, groups) if user else []
-            return self._usage(conn, tenant, holdings, applicable, now, all_hours=True)
+            return self._usage(conn, tenant, open_runs, applicable, now, all_hours=True)
 
     def _usage(
         self,
         conn: Connection,
         tenant: Tenant,
-        holdings: tuple[Holding, ...],
+        open_runs: Sequence[_OpenRun],
         applicable: Sequence[Limit],
         now: datetime,
         all_hours: bool = False,
     ) -> Usage:
+        """Usage from the tenant's open runs (read by the caller, in the same transaction)."""
         start, end, name = month_period(now)
         subjects = [(lim.kind, lim.subject) for lim in applicable if all_hours or lim.gpu_hours is not None]
         if all_hours or tenant.quota.gpu_hours_per_month is not None:
             subjects.append(("tenant", tenant.id))
-        hours = self._gpu_hours(conn, tenant.id, subjects, start, now) if subjects else {}
+        hours = self._gpu_hours(conn, tenant.id, open_runs, subjects, start, now) if subjects else {}
         return Usage(
-            holdings=holdings,
+            holdings=tuple(r.holding for r in open_runs),
             gpu_hours=hours.get(("tenant", tenant.id), Decimal(0)),
             period_name=name,
             period_resets=end.date(),
@@ -372,7 +433,13 @@ class Store:
         )
 
     def _gpu_hours(
-        self, conn: Connection, tenant: str, subjects: Sequence[tuple[str, str]], since: datetime, now: datetime
+        self,
+        conn: Connection,
+        tenant: str,
+        open_runs: Sequence[_OpenRun],
+        subjects: Sequence[tuple[str, str]],
+        since: datetime,
+        now: datetime,
     ) -> dict[tuple[str, str], Decimal]:
         """GPU-hours of ``subjects`` from ``since`` (a month's start) to ``now``: the month's roll-ups
         of ended runs, plus the part of open runs inside the month."""
@@ -388,14 +455,13 @@ class Store:
         )
         for r in rows:
             ms[(r.kind, r.subject)] += r.gpu_ms
-        open_runs = conn.execute(
-            select(runs.c.user, runs.c.groups, runs.c.gpu_count, runs.c.started).where(
-                runs.c.tenant == tenant, runs.c.ended.is_(None), runs.c.gpu_count > 0
-            )
-        )
         for o in open_runs:
-            part = o.gpu_count * _ms(max(o.started, since), now)
-            for key in (("tenant", tenant), ("user", o.user), *(("group", g) for g in o.groups)):
+            gpu_count = sum(o.holding.gpus.values())
+            if not gpu_count:
+                continue
+            part = gpu_count * _ms(max(o.started, since), now)
+            holder = o.holding
+            for key in (("tenant", tenant), ("user", holder.user), *(("group", g) for g in holder.groups)):
                 if key in wanted:
                     ms[key] += part
         return {key: Decimal(ms.get(key, 0)) / MS_PER_HOUR for key in wanted}
@@ -541,6 +607,83 @@ class Store:
             conn.execute(insert(runs).values(**_run_values(run_id, holding, started)))
             self._close(conn, run_id, ended, reason)
         return run_id
+
+    # -- people's SSH keys ----------------------------------------------------------------------
+
+    def add_ssh_key(self, user: str, text: str, title: str | None, now: datetime) -> SshKey:
+        """Register ``user``'s public key ``text`` (one OpenSSH line); the SSH gateway then knows them by it.
+
+        Raises ``ValueError`` (:class:`quotas.sshkeys.KeyRejected`) with a reason for people when the
+        text is not one acceptable public key (see :func:`quotas.sshkeys.parse_public_key`), or when
+        the key is registered already, by this person or anyone else; nothing is written then.
+        """
+        key = parse_public_key(text)
+        shown = clean_title(title, key)
+        taken = KeyRejected(
+            f"This key ({key.fingerprint}) is registered already by another account; a key identifies one"
+            " person. Make a new key pair for this account (ssh-keygen -t ed25519)."
+        )
+        with self._tx() as conn:
+            owner = conn.execute(select(ssh_keys.c.user).where(ssh_keys.c.fingerprint == key.fingerprint)).first()
+            if owner is not None:
+                if owner.user == user:
+                    raise KeyRejected(f"You registered this key ({key.fingerprint}) already; nothing changed.")
+                raise taken
+        try:
+            with self._tx() as conn:
+                row = conn.execute(
+                    insert(ssh_keys)
+                    .values(
+                        user=user,
+                        title=shown,
+                        public_key=key.text,
+                        fingerprint=key.fingerprint,
+                        created=now,
+                        last_used=None,
+                    )
+                    .returning(*ssh_keys.c)
+                ).one()
+        except IntegrityError:  # the same key registered at this instant by another request
+            raise taken from None
+        return _ssh_key(row)
+
+    def ssh_keys(self, user: str) -> list[SshKey]:
+        """``user``'s keys, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ssh_keys).where(ssh_keys.c.user == user).order_by(ssh_keys.c.id))
+            return [_ssh_key(r) for r in rows]
+
+    def delete_ssh_key(self, user: str, key_id: int) -> bool:
+        """Remove ``user``'s key ``key_id`` (the gateway refuses it from the next connection);
+        False when ``user`` has no such key (another person's key is never removed)."""
+        with self._tx() as conn:
+            gone = conn.execute(delete(ssh_keys).where(ssh_keys.c.id == key_id, ssh_keys.c.user == user))
+            return bool(gone.rowcount)
+
+    def ssh_key_owner(self, fingerprint: str, now: datetime | None = None) -> str | None:
+        """Who registered the key with this fingerprint (``SHA256:...``), else None; with ``now``,
+        also record it as the key's last use."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(ssh_keys.c.id, ssh_keys.c.user).where(ssh_keys.c.fingerprint == fingerprint)
+            ).first()
+            if row is None:
+                return None
+            if now is not None:
+                conn.execute(update(ssh_keys).where(ssh_keys.c.id == row.id).values(last_used=now))
+            return str(row.user)
+
+
+def _ssh_key(row: Any) -> SshKey:
+    return SshKey(
+        id=int(row.id),
+        user=row.user,
+        title=row.title,
+        public_key=row.public_key,
+        fingerprint=row.fingerprint,
+        created=row.created,
+        last_used=row.last_used,
+    )
 
 
 def _already_running(request: Request, tenant: str) -> Decision:

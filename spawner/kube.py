@@ -201,6 +201,12 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         finally:
             self.release_reservation()
 
+    def get_env(self) -> dict[str, str]:
+        """KubeSpawner's environment plus this server's SSH key (:meth:`ssh_env`)."""
+        env: dict[str, str] = super().get_env()
+        env.update(self.ssh_env())
+        return env
+
     def clear_state(self) -> None:
         """Forget the stopped server, and give back its quota (also when it stopped on its own)."""
         super().clear_state()

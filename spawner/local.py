@@ -140,6 +140,12 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         self.restore_held(saved)
         self.gpu_indices = indices
 
+    def get_env(self) -> dict[str, str]:
+        """LocalProcessSpawner's environment plus this server's SSH key (:meth:`ssh_env`)."""
+        env: dict[str, str] = super().get_env()
+        env.update(self.ssh_env())
+        return env
+
     def get_args(self) -> list[str]:
         args = super().get_args()
         if self.run_as_hub_user and os.geteuid() == 0:

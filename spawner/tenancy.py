@@ -8,7 +8,6 @@ functions of :mod:`spawner.profiles` and :mod:`quotas.policy`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,6 +19,7 @@ from traitlets.config import LoggingConfigurable
 
 from quotas import paths
 from quotas.policy import Holding, Request
+from sshgateway.keys import load_secret, server_public_key
 
 from .platform import Platform
 from .profiles import Choice, OptionsRefused, choices_for, options_from_form, render_form, resolve_options
@@ -124,13 +124,23 @@ class TenantSpawnerMixin(LoggingConfigurable):
         choice = self.choice or self.resolve_choice()
         self.choice = None  # resolved again at the next start, from that start's options
         request = Request(user=user, server=self.name or "", profile=choice.profile, groups=groups)  # type: ignore[attr-defined]
-        # one database transaction; in a thread, so the hub's event loop goes on meanwhile
-        decision, run = await asyncio.to_thread(platform.store.reserve, choice.tenant, request, datetime.now(UTC))
+        # one short database transaction, on the event loop like JupyterHub's own database calls:
+        # handing it to a thread costs more (GIL and lock hand-offs) than the few ms it takes
+        decision, run = platform.store.reserve(choice.tenant, request, datetime.now(UTC))
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
             raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403)
         self.held, self.run_id = decision.holding, run
         return decision.holding
+
+    def ssh_env(self) -> dict[str, str]:
+        """The workspace's SSH environment: ``AIDC_SSH_AUTHORIZED_KEY``, the ``authorized_keys`` line of
+        this server's own key, which the SSH gateway derives from the platform secret
+        (:func:`sshgateway.keys.server_key`). The workspace's sshd (:mod:`sshgateway.workspace`)
+        accepts that key alone; the secret itself never leaves the hub."""
+        secret = load_secret(self.data_dir)
+        line = server_public_key(secret, self.user.name, self.name or "")  # type: ignore[attr-defined]
+        return {"AIDC_SSH_AUTHORIZED_KEY": line}
 
     def resolve_choice(self) -> Choice:
         """The (tenant, profile) that ``user_options`` may have, or ``SpawnException`` 400/403."""

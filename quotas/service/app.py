@@ -32,7 +32,7 @@ from ..culler import Culler, format_duration
 from ..loader import ConfigError, load_platform_cached
 from ..model import PlatformConfig
 from ..store import Store
-from . import api_limits, api_me, api_servers, api_tenants, api_usage, metrics, openapi, page
+from . import api_limits, api_me, api_servers, api_ssh_keys, api_tenants, api_usage, metrics, openapi, page
 from .base import ApiError, BaseHandler
 
 SERVICE_NAME = "quotas"
@@ -50,7 +50,7 @@ SERVICE_SCOPES = (
     "delete:servers",  # the culler stops idle servers (never starts one: no start:servers)
 )
 
-API_MODULES = (api_me, api_tenants, api_limits, api_usage, api_servers, openapi, metrics)
+API_MODULES = (api_me, api_tenants, api_limits, api_usage, api_servers, api_ssh_keys, openapi, metrics)
 
 
 def hub_service(port: int, environment: dict[str, str]) -> dict[str, Any]:

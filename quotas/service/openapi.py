@@ -245,6 +245,46 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+SCHEMAS["SshKey"] = {
+    "type": "object",
+    "required": ["id", "title", "type", "public_key", "fingerprint", "created", "last_used"],
+    "properties": {
+        "id": {"type": "integer"},
+        "title": {"type": "string", "description": "The title given, else the key's comment"},
+        "type": {
+            "type": "string",
+            "enum": ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"],
+        },
+        "public_key": {"type": "string", "description": "'<type> <base64>' (comment dropped)"},
+        "fingerprint": {"type": "string", "description": "'SHA256:<base64>', as ssh-keygen -lf prints it"},
+        "created": {"type": "string", "format": "date-time"},
+        "last_used": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "When the SSH gateway last looked the key up (a client offered it)",
+        },
+    },
+}
+SCHEMAS["SshKeys"] = {
+    "type": "object",
+    "required": ["ssh_keys"],
+    "properties": {"ssh_keys": {"type": "array", "items": _ref("SshKey")}},
+}
+SCHEMAS["SshKeyBody"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["public_key"],
+    "properties": {
+        "public_key": {
+            "type": "string",
+            "description": "One OpenSSH public key line without options: ssh-ed25519, ecdsa-sha2-nistp256/384/521,"
+            " or ssh-rsa of at least 3072 bits",
+        },
+        "title": {"type": "string", "maxLength": 200, "description": "e.g. laptop; default: the key's comment"},
+    },
+}
+SCHEMAS["SshKeyOwner"] = {"type": "object", "required": ["user"], "properties": {"user": {"type": "string"}}}
+
 ANYONE = "Anyone logged in."
 READERS = "Platform admins; admins and members of the tenant."
 
@@ -375,6 +415,65 @@ PATHS: dict[str, Any] = {
             "summary": "Servers charged to the tenant now",
             "description": "Platform admins and tenant admins: every server. Members: their own.",
             "responses": {"200": _json(_ref("Servers"), "Servers, oldest first"), **_errors(403, 404)},
+        },
+    },
+    "/api/ssh-keys": {
+        "get": {
+            "summary": "The caller's SSH public keys (by which the SSH gateway knows them)",
+            "description": "Anyone logged in (people's tokens; a service has no keys): their own keys only.",
+            "responses": {"200": _json(_ref("SshKeys"), "Keys, oldest first"), **_errors(403)},
+        },
+        "post": {
+            "summary": "Add an SSH public key to the caller's keys",
+            "description": "Anyone logged in. A key registered already (by anyone) is refused: a key identifies one"
+            " person. Nothing is written on any error.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SshKeyBody")}}},
+            "responses": {
+                "201": _json(_ref("SshKey"), "The key as stored"),
+                "400": _json(_ref("Error"), "The body is not a JSON object"),
+                **_errors(403),
+                "422": _json(
+                    _ref("Error"),
+                    "Not a key the gateway accepts (garbage, a private key, options, DSA, RSA under 3072 bits,"
+                    " registered already) or unknown fields; `problems` lists every reason",
+                ),
+            },
+        },
+    },
+    "/api/ssh-keys/{key_id}": {
+        "parameters": [
+            {"name": "key_id", "in": "path", "required": True, "schema": {"type": "integer"}, "description": "Key id"}
+        ],
+        "delete": {
+            "summary": "Remove one of the caller's SSH keys (refused by the gateway from the next connection)",
+            "description": "Anyone logged in, for their own keys.",
+            "responses": {
+                "204": {"description": "Removed"},
+                **_errors(403),
+                "404": _json(_ref("Error"), "The caller has no key with this id (other people's keys included)"),
+            },
+        },
+    },
+    "/api/ssh-keys/lookup": {
+        "get": {
+            "summary": "Who owns the SSH key with this fingerprint",
+            "description": "Only the SSH gateway (the JupyterHub service sshgateway); everyone else gets 403."
+            " Records the key's last use.",
+            "parameters": [
+                {
+                    "name": "fingerprint",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "'SHA256:<base64>'",
+                }
+            ],
+            "responses": {
+                "200": _json(_ref("SshKeyOwner"), "The owner"),
+                "400": _json(_ref("Error"), "No fingerprint, or not a SHA256 fingerprint"),
+                **_errors(403),
+                "404": _json(_ref("Error"), "No one registered this key"),
+            },
         },
     },
     "/metrics": {

@@ -1,7 +1,8 @@
 """The quotas web page: ``GET /services/quotas/?tenant=<id>&month=YYYY-MM``.
 
 Everyone sees their tenants, the limits that apply to them, their own use in the month and
-their running servers, and their tenant's totals now. Tenant admins (of that tenant) and
+their running servers, and their tenant's totals now; and their own SSH keys, which they add and
+remove there (``POST``/``DELETE api/ssh-keys``). Tenant admins (of that tenant) and
 platform admins also see who used what: GPU-hours per day stacked per person, a per-person
 table, every running server, and the limits table, which they edit in place (the page's
 script calls the REST API: ``PUT``/``DELETE api/tenants/<t>/limits/<users|groups>/<name>``).
@@ -31,7 +32,7 @@ from ..limits import LIMIT_FIELDS, exact_bytes
 from ..model import Tenant
 from ..policy import Limit
 from ..quantity import format_bytes, format_cpu
-from ..store import Run, Store, UsageRow
+from ..store import Run, SshKey, Store, UsageRow
 from .api_tenants import visible_tenants
 from .base import ApiError, BaseHandler, Caller, format_decimal
 from .charts import Meter, format_number, meters, stacked_bars
@@ -111,6 +112,32 @@ class AdminView:
     servers: list[ServerRow]
     limits: list[LimitRow]
     gpu_types: list[str]
+
+
+@dataclass(frozen=True)
+class SshKeyRow:
+    """One of the caller's SSH keys, as the "SSH keys" section lists it."""
+
+    id: int
+    title: str
+    type: str
+    fingerprint: str
+    created: str
+    last_used: str
+
+
+def ssh_key_rows(keys: Iterable[SshKey]) -> list[SshKeyRow]:
+    return [
+        SshKeyRow(
+            id=k.id,
+            title=k.title,
+            type=k.public_key.split(" ", 1)[0],
+            fingerprint=k.fingerprint,
+            created=k.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            last_used=k.last_used.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if k.last_used else "never",
+        )
+        for k in keys
+    ]
 
 
 @dataclass(frozen=True)
@@ -383,12 +410,15 @@ class QuotasPage(BaseHandler):
         if tenant is not None:
             view = await self.blocking(gather, self.store, caller, tenant, start, end, now)
         tabs = [TenantTab(t.id, t.display_name, caller.role_in(t.id), tenant is t) for t in tabs_of]
+        is_person = (self.current_user or {}).get("kind", "user") == "user"
+        keys = await self.blocking(self.store.ssh_keys, caller.name) if is_person else None
         self.render_page(
             "quotas.html",
             tabs=tabs,
             view=view,
             nav=self._month_links(tenant, start, now),
             budget_warnings=self._budget_warnings(caller, tenant),
+            ssh_keys=None if keys is None else ssh_key_rows(keys),
         )
 
     def _budget_warnings(self, caller: Caller, tenant: Tenant | None) -> list[str]:
@@ -436,6 +466,7 @@ class QuotasPage(BaseHandler):
             static_url=self.static_url,
             api=f"{self.prefix}api/tenants/{quote(tenant_id, safe='')}/" if tenant_id else "",
             limit_fields=[f for f in LIMIT_FIELDS if f != "gpus"],
+            ssh_keys_api=f"{self.prefix}api/ssh-keys",
             **values,
         )
         self.set_header("Cache-Control", "no-store")

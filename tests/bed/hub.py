@@ -82,6 +82,7 @@ class Hub:
             "AIDC_HUB_PORT": str(self.hub_port),
             "AIDC_PROXY_API_PORT": str(self.api_port),
             "AIDC_QUOTAS_PORT": str(free_port()),
+            "AIDC_SSH_PORT": str(free_port()),
             **(env or {}),
         }
         if tenants is not None:

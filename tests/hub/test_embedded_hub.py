@@ -155,7 +155,7 @@ def test_refusals_do_not_count_as_failures_that_stop_the_hub(hub: Hub, clients: 
     alice, carol = clients["alice"], clients["carol"]
     assert alice.spawn(tenant="lab", profile="h100-x2").status_code in (201, 202)
     assert alice.spawn("b", tenant="lab", profile="h100-x2").status_code in (201, 202)
-    for attempt in range(4):
+    for _ in range(4):
         refused = carol.spawn(tenant="lab", profile="h100-x1")
         assert refused.status_code == 403, refused.text
     assert carol.spawn(tenant="lab", profile="rogue").status_code == 400  # no such profile

@@ -224,3 +224,25 @@ def test_a_marked_end_reason_survives_the_close_and_can_be_taken_back(store: Sto
     store.release(("bob", ""), NOV_2 + timedelta(hours=1))
     reasons = {r.holding.user: r.end_reason for r in store.runs_between("snu-ai", NOV_2, NOV_2 + timedelta(days=1))}
     assert reasons == {"alice": "culled-idle", "bob": "stopped"}
+
+
+@pytest.mark.parametrize(
+    "started, ended",
+    [
+        (datetime(2026, 11, 2, 22, 0, tzinfo=UTC), datetime(2026, 11, 3, 0, 0, tzinfo=UTC)),  # ends at midnight
+        (datetime(2026, 11, 30, 23, 0, tzinfo=UTC), datetime(2026, 12, 1, 0, 0, tzinfo=UTC)),  # at a new month
+        (NOV_2, NOV_2),  # lasted no time at all
+    ],
+)
+def test_every_ended_run_is_counted_once_even_at_midnight(store: Store, started: datetime, ended: datetime) -> None:
+    store.record_run(hold("alice", H100_X1), started, ended)
+    with store.engine.connect() as conn:
+        for period in ("day", "month"):
+            counted = conn.execute(
+                select(func.sum(usage_rollups.c.runs)).where(
+                    usage_rollups.c.kind == "tenant", usage_rollups.c.period == period
+                )
+            ).scalar()
+            assert counted == 1, period
+    report = store.usage_report("snu-ai", date(2026, 11, 1), date(2027, 1, 1), ended)
+    assert [(r.subject, r.runs) for r in report] == [("alice", 1)]

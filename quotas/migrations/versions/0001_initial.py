@@ -43,7 +43,13 @@ def upgrade() -> None:
         sqlite_where=sa.text("ended IS NULL"),
         postgresql_where=sa.text("ended IS NULL"),
     )
-    op.create_index("ix_runs_tenant_open", "runs", ["tenant", "ended"])
+    op.create_index(
+        "ix_runs_tenant_open",
+        "runs",
+        ["tenant", "started", "id"],
+        sqlite_where=sa.text("ended IS NULL"),
+        postgresql_where=sa.text("ended IS NULL"),
+    )
     op.create_index("ix_runs_tenant_started", "runs", ["tenant", "started"])
     op.create_table(
         "usage_rollups",

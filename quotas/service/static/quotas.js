@@ -301,3 +301,161 @@
     if (event.key === "Enter" && event.target.tagName === "INPUT") add();
   });
 })();
+
+// The "SSH keys" section: the caller's own keys, added by pasting and removed in place through
+// the REST API (POST api/ssh-keys, DELETE api/ssh-keys/<id>); refusals show the API's reasons.
+(() => {
+  const table = document.getElementById("ssh-keys-table");
+  const form = document.getElementById("ssh-key-add");
+  if (!table || !form) return;
+  const api = table.dataset.api;
+  const tbody = table.tBodies[0];
+  const status = document.getElementById("ssh-keys-status");
+
+  function xsrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
+    return match ? decodeURIComponent(match[1]) : table.dataset.xsrf;
+  }
+
+  async function call(method, url, body) {
+    const headers = { "X-XSRFToken": xsrfToken(), Accept: "application/json" };
+    const init = { method, headers, credentials: "same-origin" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (err) {
+      throw { message: `The quotas service did not answer (${err.message}). Check your connection and try again.`, problems: [] };
+    }
+    if (response.status === 204) return null;
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = null;
+    }
+    if (!response.ok) {
+      throw {
+        message: (data && data.message) || `The quotas service answered ${response.status} ${response.statusText}.`,
+        problems: (data && data.problems) || [],
+      };
+    }
+    return data;
+  }
+
+  function show(kind, message, problems) {
+    const box = document.createElement("div");
+    box.className = `alert alert-${kind} py-2 mb-0`;
+    box.setAttribute("role", kind === "danger" ? "alert" : "status");
+    const text = document.createElement("div");
+    text.textContent = message;
+    box.appendChild(text);
+    const extra = (problems || []).filter((p) => !message.includes(p));
+    if (extra.length) {
+      const list = document.createElement("ul");
+      list.className = "mb-0 problems";
+      for (const problem of extra) {
+        const item = document.createElement("li");
+        item.textContent = problem;
+        list.appendChild(item);
+      }
+      box.appendChild(list);
+    }
+    status.replaceChildren(box);
+  }
+
+  function formatTime(iso) {
+    return iso ? `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC` : "never";
+  }
+
+  function updateEmpty() {
+    tbody.querySelector("tr.no-ssh-keys").classList.toggle("d-none", tbody.querySelector("tr.ssh-key") !== null);
+  }
+
+  function cell(text, code) {
+    const td = document.createElement("td");
+    if (code) {
+      const c = document.createElement("code");
+      c.textContent = text;
+      td.appendChild(c);
+    } else {
+      td.textContent = text;
+    }
+    return td;
+  }
+
+  function rowOf(key) {
+    const row = document.createElement("tr");
+    row.className = "ssh-key";
+    row.dataset.id = String(key.id);
+    const title = cell(key.title);
+    title.className = "ssh-key-title";
+    const actions = document.createElement("td");
+    actions.className = "actions text-nowrap";
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "btn btn-sm btn-outline-danger remove";
+    remove.textContent = "Remove";
+    actions.appendChild(remove);
+    row.append(title, cell(key.type), cell(key.fingerprint, true), cell(formatTime(key.created)), cell(formatTime(key.last_used)), actions);
+    return row;
+  }
+
+  async function remove(row, clicked) {
+    if (!clicked.classList.contains("armed")) {
+      clicked.classList.add("armed", "btn-danger");
+      clicked.classList.remove("btn-outline-danger");
+      clicked.textContent = "Confirm remove";
+      setTimeout(() => {
+        if (!clicked.isConnected) return;
+        clicked.classList.remove("armed", "btn-danger");
+        clicked.classList.add("btn-outline-danger");
+        clicked.textContent = "Remove";
+      }, 5000);
+      return;
+    }
+    clicked.disabled = true;
+    const title = row.querySelector(".ssh-key-title").textContent;
+    try {
+      await call("DELETE", `${api}/${encodeURIComponent(row.dataset.id)}`);
+      row.remove();
+      updateEmpty();
+      show("success", `Removed the key "${title}": the gateway refuses it from your next connection.`);
+    } catch (error) {
+      clicked.disabled = false;
+      show("danger", error.message, error.problems);
+    }
+  }
+
+  tbody.addEventListener("click", (event) => {
+    const clicked = event.target.closest("button.remove");
+    if (clicked) remove(clicked.closest("tr"), clicked);
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = form.elements.public_key.value.trim();
+    const title = form.elements.title.value.trim();
+    if (!text) {
+      show("danger", "Paste your public key first: the one line of e.g. ~/.ssh/id_ed25519.pub.");
+      return;
+    }
+    const addButton = form.querySelector("button.add");
+    addButton.disabled = true;
+    try {
+      const body = title ? { public_key: text, title } : { public_key: text };
+      const key = await call("POST", api, body);
+      tbody.insertBefore(rowOf(key), tbody.querySelector("tr.no-ssh-keys"));
+      updateEmpty();
+      form.reset();
+      show("success", `Added the key "${key.title}" (${key.fingerprint}).`);
+    } catch (error) {
+      show("danger", error.message, error.problems);
+    } finally {
+      addButton.disabled = false;
+    }
+  });
+})();

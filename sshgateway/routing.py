@@ -1,0 +1,123 @@
+"""Where an SSH login goes: pure decisions from the login name, the key's owner and the hub's
+server model. The gateway gathers the data (hub API, /proc) and acts; see :mod:`sshgateway.server`.
+
+Login names: ``alice`` is alice's default server, ``alice.gpu`` her named server ``gpu``. When a
+hub user is literally named ``alice.gpu``, the name means that user (whose key it must be), so
+alice then reaches her server ``gpu`` through the web only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """One workspace: ``user``'s server ``server`` ("" is the default server)."""
+
+    user: str
+    server: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}/{self.server}" if self.server else self.user
+
+    @property
+    def describe(self) -> str:
+        return f"{self.user}'s server '{self.server}'" if self.server else f"{self.user}'s default server"
+
+
+def target_for_login(login: str, owner: str, login_is_another_user: bool) -> Target | None:
+    """The workspace that ``login`` names for a key or token of ``owner``, or None (refuse).
+
+    ``login_is_another_user``: the hub has a user named exactly ``login`` (and it is not ``owner``).
+    """
+    if login == owner:
+        return Target(owner, "")
+    if login_is_another_user:
+        return None
+    prefix = owner + "."
+    if login.startswith(prefix) and len(login) > len(prefix):
+        return Target(owner, login[len(prefix) :])
+    return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with a workspace: ``connect``, ``wait`` (it is starting), ``start`` (with
+    ``options``) or ``refuse`` (``message`` says why and what to do)."""
+
+    action: str
+    options: dict[str, Any] | None = None
+    message: str = ""
+
+
+def plan_for(target: Target, server: dict[str, Any] | None, hub_url: str) -> Plan:
+    """Decide from the hub's server model (``None``: the hub has no such server)."""
+    spawn_url = f"{hub_url.rstrip('/')}/hub/spawn/{target.user}" + (f"/{target.server}" if target.server else "")
+    if server is None:
+        if target.server:
+            return Plan(
+                "refuse",
+                message=(
+                    f"{target.user} has no server named '{target.server}'. Create it once from the web"
+                    f" ({hub_url.rstrip('/')}/hub/home, choosing a profile), then `ssh {target.user}.{target.server}@...`"
+                    " starts it when it is stopped. Log in as your plain name for your default server."
+                ),
+            )
+        return Plan("refuse", message=_never_started(target, spawn_url))
+    if server.get("ready"):
+        return Plan("connect")
+    pending = server.get("pending")
+    if pending == "spawn":
+        return Plan("wait")
+    if pending:
+        return Plan(
+            "refuse",
+            message=f"{target.describe} is being stopped ({pending}). Try again in a moment.",
+        )
+    options = server.get("user_options") or {}
+    if not options:
+        return Plan("refuse", message=_never_started(target, spawn_url))
+    return Plan("start", options=dict(options))
+
+
+def _never_started(target: Target, spawn_url: str) -> str:
+    return (
+        f"{target.describe} has never been started, so the gateway does not know which profile it should"
+        f" have. Start it once from the web ({spawn_url}); after that, ssh starts it again with the same"
+        " profile whenever it is stopped."
+    )
+
+
+def forward_refusal(
+    host: str,
+    port: int,
+    target: Target,
+    listeners: list[tuple[int, str | None]] | None,
+) -> str | None:
+    """Why a local forward (``ssh -L``) to ``host:port`` of ``target`` is refused, or None to allow it.
+
+    ``listeners``: in the embedded mode, the processes listening on that loopback port as
+    ``(pid, workspace label or None)`` (see :mod:`sshgateway.procnet`); None when each workspace
+    has its own loopback (Kubernetes), where any loopback port is the workspace's own.
+    """
+    if host not in LOOPBACK_HOSTS:
+        return (
+            f"Forwarding to {host}:{port} is not allowed: only ports inside your workspace are (use localhost:{port})."
+        )
+    if not 0 < port < 65536:
+        return f"Port {port} does not exist."
+    if listeners is None:
+        return None
+    if not listeners:
+        return f"Nothing listens on port {port} in {target.describe}. Start the program first, then connect."
+    owners = {owner for _, owner in listeners}
+    if target.label in owners:
+        return None
+    if owners - {None}:
+        return f"Port {port} belongs to another workspace: only ports of {target.describe} can be forwarded."
+    return f"Port {port} on this machine is not part of {target.describe}: only the workspace's own ports can be forwarded."

@@ -1,0 +1,635 @@
+"""``python -m sshgateway``: the SSH gateway, a JupyterHub service named ``sshgateway``.
+
+People connect with a stock OpenSSH client (``ssh -p 2222 alice@hub``, ``alice.gpu@hub`` for the
+named server ``gpu``). The gateway
+
+1. authenticates them by a public key registered on the quotas service (``api/ssh-keys/lookup``),
+   or, when ``allow_token_password`` is on, by a JupyterHub API token given as password; the key's
+   or token's owner must be the user the login name names. Nothing positive is cached beyond one
+   connection, so a revoked key or token is refused at the next connection. Failures are slowed
+   down per source and per user (:mod:`sshgateway.ratelimit`);
+2. finds the workspace through the hub's REST API, starts it if it is stopped (with the options it
+   last started with, printing the hub's progress on the session's stderr; a refusal, such as the
+   tenant's quota, is printed and the session exits with status 1);
+3. opens a websocket to the workspace's sshd through the hub's proxy
+   (``/user/<name>/<server>/sshd/``, with the gateway's token) and an SSH client connection over it,
+   authenticated with the per-server key of :mod:`sshgateway.keys`;
+4. bridges every session (shell with PTY, exec, sftp/scp/rsync) and local forwards to ports of that
+   workspace (:mod:`sshgateway.bridge`); agent, X11 and remote forwarding are refused;
+5. writes one audit record per session (:mod:`sshgateway.audit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import getpass
+import itertools
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import asyncssh
+from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets.config import Application
+
+from quotas import paths
+
+from . import keys
+from .audit import AuditLog, SessionRecord
+from .bridge import ForwardBridge, Refusal, SessionBridge
+from .hubapi import HubClient, HubRefused
+from .procnet import port_listeners
+from .ratelimit import AuthThrottle
+from .routing import Target, forward_refusal, plan_for, target_for_login
+from .tunnel import TunnelError, WebSocketTunnel
+
+SERVICE_NAME = "sshgateway"
+
+# AES-GCM first and ChaCha20-Poly1305 not offered: OpenSSH clients prefer ChaCha20, which the gateway
+# (asyncssh on OpenSSL) decrypts at about half the speed of AES-GCM (AES-NI); scp through the
+# gateway is twice as fast this way. Every OpenSSH since 6.2 speaks AES-GCM.
+CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
+
+# What the gateway's token may do at the hub, and why (least privilege):
+SERVICE_SCOPES = (
+    "read:users:name",  # does a user named like the login exist ("alice.gpu")
+    "read:servers",  # server models: ready, pending, url, user_options; spawn progress
+    "servers",  # start a stopped server with its last options (the scope also allows stopping: never used)
+    "admin:server_state",  # the workspace's pid: which loopback ports are its own (embedded mode)
+    "access:servers",  # the websocket to the workspace's sshd through the proxy
+    "access:services!service=quotas",  # who registered a key: api/ssh-keys/lookup
+)
+
+
+def hub_service(environment: dict[str, str], api_token: str | None = None) -> dict[str, Any]:
+    """The ``c.JupyterHub.services`` entry that runs the gateway (no URL: it speaks SSH, not HTTP).
+
+    ``api_token``: a fixed token for the service (a gateway run outside the hub, e.g. its own pod);
+    by default the hub makes one and hands it to the process it starts.
+    """
+    service: dict[str, Any] = {
+        "name": SERVICE_NAME,
+        "display": False,
+        "command": [sys.executable, "-m", "sshgateway"],
+        "cwd": str(paths.REPO),
+        "environment": dict(environment),
+    }
+    if api_token:
+        service["api_token"] = api_token
+    return service
+
+
+def hub_roles() -> list[dict[str, Any]]:
+    """``load_roles`` entry with the gateway's scopes."""
+    return [
+        {
+            "name": "aidc-ssh-gateway",
+            "description": "The SSH gateway: reads servers, starts stopped ones, reaches workspaces' sshd",
+            "scopes": list(SERVICE_SCOPES),
+            "services": [SERVICE_NAME],
+        }
+    ]
+
+
+class SSHGateway(Application):
+    """The SSH gateway (a JupyterHub service: the hub starts it from its config)."""
+
+    name = "aidc-sshgateway"
+    description = "The AIDC Hub SSH gateway: ssh into workspaces with keys registered on the hub."
+    aliases = {
+        "config": "SSHGateway.config_file",
+        "port": "SSHGateway.port",
+        "ip": "SSHGateway.ip",
+        "log-level": "Application.log_level",
+    }
+
+    config_file = Unicode(
+        help="""A traitlets config file for the gateway, e.g. ``/etc/aidc/sshgateway_config.py`` with
+        ``c.SSHGateway.allow_token_password = True``. Defaults to ``$AIDC_SSH_CONFIG`` (none if unset).
+        """,
+    ).tag(config=True)
+
+    ip = Unicode(
+        help="""Address the SSH server listens on: ``127.0.0.1`` (default, embedded mode behind a port
+        forward) or ``0.0.0.0`` for every interface. Defaults to ``$AIDC_SSH_BIND`` or ``127.0.0.1``.
+        """,
+    ).tag(config=True)
+
+    port = Integer(
+        help="""TCP port of the SSH server, e.g. 2222. Defaults to ``$AIDC_SSH_PORT`` or 2222.""",
+    ).tag(config=True)
+
+    data_dir = Unicode(
+        help="""The platform's state directory: the gateway's host key ``ssh_host_ed25519_key`` (created
+        once, kept across restarts), the per-server key secret ``ssh_secret`` and the audit file.
+        Defaults to ``$AIDC_DATA_DIR`` or ``.aidc`` in the repository.
+        """,
+    ).tag(config=True)
+
+    audit_file = Unicode(
+        help="""JSON-lines file that gets one record per SSH session (user, tenant, source, session id,
+        server, start, end, command, bytes each way). Defaults to ``<data_dir>/ssh-audit.jsonl``.
+        """,
+    ).tag(config=True)
+
+    hub_api_url = Unicode(
+        help="""The hub's REST API, e.g. ``http://127.0.0.1:8081/hub/api``. Defaults to
+        ``$JUPYTERHUB_API_URL``, which the hub sets for its services.
+        """,
+    ).tag(config=True)
+
+    api_token = Unicode(
+        help="""The gateway's JupyterHub API token. Defaults to ``$JUPYTERHUB_API_TOKEN`` (set by the hub).""",
+    ).tag(config=True)
+
+    proxy_url = Unicode(
+        help="""Where the gateway reaches the hub's proxy, for the websocket to each workspace's sshd and
+        for the quotas service: ``http://127.0.0.1:8000`` in the embedded mode, ``http://proxy-public``
+        on Kubernetes. Defaults to ``$AIDC_SSH_PROXY_URL`` or ``http://127.0.0.1:8000``.
+        """,
+    ).tag(config=True)
+
+    public_url = Unicode(
+        help="""The hub's URL as people know it, used in messages ("start it once from
+        https://hub.example.org/hub/spawn/alice"). Defaults to ``$AIDC_PUBLIC_URL`` or ``proxy_url``.
+        """,
+    ).tag(config=True)
+
+    quotas_url = Unicode(
+        help="""The quotas service, which knows whose key is whose. Defaults to
+        ``<proxy_url>/services/quotas/``.
+        """,
+    ).tag(config=True)
+
+    workspace_user = Unicode(
+        help="""Unix account the workspace's sshd runs as, which the gateway logs in as: ``{username}``
+        is replaced by the hub user's name. Empty (the default, ``$AIDC_SSH_WORKSPACE_USER``) means the
+        gateway's own account, right for the embedded mode where workspaces run as the hub's account;
+        ``{username}`` when each workspace runs as the Unix user of the same name; ``jovyan`` for the
+        usual images on Kubernetes.
+        """,
+    ).tag(config=True)
+
+    allow_token_password = Bool(
+        help="""Accept a JupyterHub API token of the user as SSH password, for scripts without keys.
+        Off by default (``$AIDC_SSH_ALLOW_TOKEN_PASSWORD=1`` turns it on): keys are the way in, and
+        no other password is ever accepted.
+        """,
+    ).tag(config=True)
+
+    auth_failure_delay = Float(
+        1.0,
+        help="""Seconds the gateway waits before answering the attempt after a failed login from the same
+        source or for the same user; doubled at each further failure (1, 2, 4, ...).""",
+    ).tag(config=True)
+
+    auth_max_delay = Float(30.0, help="""Longest wait between attempts, in seconds.""").tag(config=True)
+
+    auth_max_failures = Integer(
+        10,
+        help="""Failed logins from one source address after which that address is refused outright,
+        until ``auth_failure_window`` seconds pass without a failure.""",
+    ).tag(config=True)
+
+    auth_failure_window = Float(
+        600.0,
+        help="""Seconds after the last failure when the gateway forgets a source's or user's failures.""",
+    ).tag(config=True)
+
+    login_timeout = Float(
+        120.0,
+        help="""Seconds a client has to authenticate before the gateway hangs up.""",
+    ).tag(config=True)
+
+    bind_timeout = Float(
+        15.0,
+        help="""Seconds to wait for the port at start when another process holds it (the gateway of a hub
+        that was killed, until it notices), before giving up with a message.""",
+    ).tag(config=True)
+
+    start_timeout = Float(
+        300.0,
+        help="""Seconds the gateway waits for a stopped server to start before telling the person it failed.""",
+    ).tag(config=True)
+
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return logging.INFO
+
+    @default("config_file")
+    def _default_config_file(self) -> str:
+        return os.environ.get("AIDC_SSH_CONFIG", "")
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return os.environ.get("AIDC_SSH_BIND", "127.0.0.1")
+
+    @default("port")
+    def _default_port(self) -> int:
+        return int(os.environ.get("AIDC_SSH_PORT", "2222"))
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return paths.data_dir()
+
+    @default("audit_file")
+    def _default_audit_file(self) -> str:
+        return str(Path(self.data_dir) / "ssh-audit.jsonl")
+
+    @default("hub_api_url")
+    def _default_hub_api_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+
+    @default("api_token")
+    def _default_api_token(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    @default("proxy_url")
+    def _default_proxy_url(self) -> str:
+        return os.environ.get("AIDC_SSH_PROXY_URL", "http://127.0.0.1:8000")
+
+    @default("public_url")
+    def _default_public_url(self) -> str:
+        return os.environ.get("AIDC_PUBLIC_URL", self.proxy_url)
+
+    @default("quotas_url")
+    def _default_quotas_url(self) -> str:
+        return self.proxy_url.rstrip("/") + "/services/quotas/"
+
+    @default("workspace_user")
+    def _default_workspace_user(self) -> str:
+        return os.environ.get("AIDC_SSH_WORKSPACE_USER", "")
+
+    @default("allow_token_password")
+    def _default_allow_token_password(self) -> bool:
+        return os.environ.get("AIDC_SSH_ALLOW_TOKEN_PASSWORD", "").lower() in ("1", "true", "yes")
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+        if not self.api_token:
+            raise SystemExit(
+                "The SSH gateway has no hub API token: run it as the hub's `sshgateway` service"
+                " (hub_config/jupyterhub_config.py), which sets JUPYTERHUB_API_TOKEN."
+            )
+        self.secret = keys.load_secret(self.data_dir)
+        self.host_key = keys.load_host_key(self.data_dir)
+        self.audit = AuditLog(self.audit_file)
+        self.throttle = AuthThrottle(
+            self.auth_failure_delay, self.auth_max_delay, self.auth_max_failures, self.auth_failure_window
+        )
+        self.hub = HubClient(self.hub_api_url, self.quotas_url, self.api_token)
+        self._ids = itertools.count(1)
+
+    def unix_user(self, hub_user: str) -> str:
+        return self.workspace_user.format(username=hub_user) if self.workspace_user else getpass.getuser()
+
+    def new_connection_id(self) -> str:
+        return f"{secrets.token_hex(4)}-{next(self._ids)}"
+
+    async def _listen(self) -> asyncssh.SSHAcceptor:
+        """Listen, waiting up to ``bind_timeout`` seconds for the port: the gateway of a hub that was
+        killed may hold it until it notices (:meth:`_stop_when_orphaned`)."""
+        deadline = asyncio.get_running_loop().time() + self.bind_timeout
+        while True:
+            try:
+                return await asyncssh.create_server(
+                    lambda: GatewayConnection(self),
+                    self.ip,
+                    self.port,
+                    server_host_keys=[self.host_key],
+                    line_editor=False,
+                    agent_forwarding=False,
+                    x11_forwarding=False,
+                    allow_pty=True,
+                    login_timeout=self.login_timeout,
+                    keepalive_interval=60,
+                    reuse_address=True,
+                    encryption_algs=list(CIPHERS),
+                )
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or asyncio.get_running_loop().time() > deadline:
+                    self.exit_with(
+                        f"The SSH gateway cannot listen on {self.ip}:{self.port}: {e.strerror}. Another program"
+                        " uses the port: stop it, or set AIDC_SSH_PORT to a free port."
+                    )
+                await asyncio.sleep(0.5)
+
+    def exit_with(self, message: str) -> NoReturn:
+        self.log.critical(message)
+        raise SystemExit(1)
+
+    async def _stop_when_orphaned(self, stop: asyncio.Event) -> None:
+        """Stop when the hub that started the gateway is gone (killed: it could not stop us), so the
+        hub's next start can run its own gateway, with its new token, on the same port."""
+        parent = os.getppid()
+        while not stop.is_set():
+            await asyncio.sleep(1)
+            if os.getppid() != parent:
+                self.log.warning("The hub that started the SSH gateway (pid %d) is gone; stopping", parent)
+                stop.set()
+
+    async def serve(self) -> None:
+        server = await self._listen()
+        self.log.info(
+            "SSH gateway listening on %s:%s, host key %s, token passwords %s",
+            self.ip,
+            self.port,
+            self.host_key.get_fingerprint("sha256"),
+            "on" if self.allow_token_password else "off",
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        watch = asyncio.create_task(self._stop_when_orphaned(stop))
+        await stop.wait()
+        watch.cancel()
+        self.log.info("SSH gateway stopping")
+        server.close()
+        await server.wait_closed()
+
+    def start(self) -> None:
+        asyncio.run(self.serve())
+
+
+class GatewayConnection(asyncssh.SSHServer):
+    """One person's SSH connection: who they are, which workspace, the connection to it."""
+
+    def __init__(self, gateway: SSHGateway):
+        self.gw = gateway
+        self.log = gateway.log
+        self.id = gateway.new_connection_id()
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.source = "?"
+        self.login = ""
+        self.target: Target | None = None
+        self.authenticated = False
+        self.failed = False
+        self.owners: dict[str, str | None] = {}  # fingerprint -> owner, this connection only
+        self.tenant = ""
+        self.pid: int | None = None
+        self._upstream: asyncio.Future[asyncssh.SSHClientConnection] | None = None
+        self._channels = itertools.count(1)
+
+    # -- connection and authentication --------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.source = str(peer[0]) if peer else "?"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.authenticated and self.failed:
+            self.gw.throttle.failure(self.source, self.login)
+        if self._upstream is not None:
+            if self._upstream.done() and not self._upstream.cancelled() and self._upstream.exception() is None:
+                self._upstream.result().close()
+            elif not self._upstream.done():
+                self._upstream.cancel()
+
+    async def begin_auth(self, username: str) -> bool:
+        self.login = username
+        refusal = self.gw.throttle.refusal(self.source)
+        if refusal:
+            self.log.warning("refused %s from %s: %s", username, self.source, refusal)
+            raise asyncssh.DisconnectError(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, refusal)
+        # the wait after failures is in validate_password: keys cannot be guessed, tokens could
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return self.gw.allow_token_password
+
+    async def _accept(self, login: str, owner: str) -> bool:
+        try:
+            other = login != owner and (await self.gw.hub.user(login)) is not None
+        except HubRefused as e:
+            self.log.error("cannot check whether user %s exists (%s): %s", login, e.status, e.message)
+            return False
+        target = target_for_login(login, owner, other)
+        if target is None:
+            self.log.info("refused %s from %s: the key or token belongs to %s", login, self.source, owner)
+            return False
+        self.target = target
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        fingerprint = key.get_fingerprint("sha256")
+        if fingerprint not in self.owners:
+            try:
+                self.owners[fingerprint] = await self.gw.hub.key_owner(fingerprint)
+            except HubRefused as e:
+                self.log.error("key lookup failed (%s): %s", e.status, e.message)
+                self.owners[fingerprint] = None
+        owner = self.owners[fingerprint]
+        if owner is None or not await self._accept(username, owner):
+            self.failed = True
+            return False
+        return True
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        if not self.gw.allow_token_password:
+            return False
+        delay = self.gw.throttle.delay(self.source, username)
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            owner = await self.gw.hub.token_owner(password)
+        except HubRefused as e:
+            self.log.error("token check failed (%s): %s", e.status, e.message)
+            owner = None
+        if owner is None or not await self._accept(username, owner):
+            self.log.info("wrong token for %s from %s", username, self.source)
+            self.gw.throttle.failure(self.source, username)
+            return False
+        return True
+
+    def auth_completed(self) -> None:
+        assert self.target is not None
+        self.authenticated = True
+        self.gw.throttle.success(self.source, self.login)
+        self.log.info(
+            "%s logged in from %s for %s (connection %s)", self.login, self.source, self.target.label, self.id
+        )
+
+    # -- the workspace -------------------------------------------------------------------------
+
+    def _record(self, kind: str = "", command: str = "") -> SessionRecord:
+        assert self.target is not None
+        return SessionRecord(
+            session=f"{self.id}-{next(self._channels)}",
+            user=self.target.user,
+            server=self.target.server,
+            tenant=self.tenant,
+            source=self.source,
+            kind=kind,
+            command=command,
+        )
+
+    def upstream(self, progress: Any = None) -> asyncio.Future[asyncssh.SSHClientConnection]:
+        """The SSH connection to the workspace's sshd, opened once per person's connection (the
+        first session that needs it sees the start progress)."""
+        if self._upstream is None:
+            self._upstream = asyncio.ensure_future(self._connect_workspace(progress or (lambda line: None)))
+        return self._upstream
+
+    async def _connect_workspace(self, progress: Any) -> asyncssh.SSHClientConnection:
+        target, hub = self.target, self.gw.hub
+        assert target is not None
+        server = await hub.server(target)
+        plan = plan_for(target, server, self.gw.public_url)
+        if plan.action == "refuse":
+            raise Refusal(plan.message)
+        if plan.action == "start":
+            profile = (plan.options or {}).get("profile", "")
+            progress(f"Starting {target.describe}" + (f" (profile {profile})" if profile else "") + "...")
+            try:
+                await hub.start(target, plan.options or {})
+            except HubRefused as e:
+                # someone else started it meanwhile: follow that start instead
+                if e.status != 400 or not ("pending" in e.message or "already" in e.message):
+                    raise Refusal(f"The hub did not start {target.describe}: {e.message}") from None
+        if plan.action in ("start", "wait"):
+            if plan.action == "wait":
+                progress(f"{target.describe} is starting; waiting...")
+            await self._follow_progress(target, progress)
+            server = await hub.server(target)
+            if not server or not server.get("ready"):
+                raise Refusal(
+                    f"{target.describe} did not become ready. See {self.gw.public_url.rstrip('/')}/hub/home for why."
+                )
+        assert server is not None
+        state = server.get("state") or {}
+        self.tenant = str(
+            (state.get("aidc") or {}).get("tenant") or (server.get("user_options") or {}).get("tenant") or ""
+        )
+        self.pid = state.get("pid") if isinstance(state.get("pid"), int) else None
+        url = self.gw.proxy_url.rstrip("/").replace("http", "ws", 1) + server["url"] + "sshd/"
+        tunnel = WebSocketTunnel(url, {"Authorization": f"token {self.gw.api_token}"})
+        key = keys.server_key(self.gw.secret, target.user, target.server)
+        last: Exception | None = None
+        for _ in range(10):  # the proxy may need a moment to route a server that just started
+            try:
+                return await asyncssh.connect(
+                    "workspace",
+                    22,
+                    tunnel=tunnel,
+                    username=self.gw.unix_user(target.user),
+                    client_keys=[key],
+                    known_hosts=None,  # reached through the hub's authenticated proxy route of this server
+                    agent_path=None,
+                    config=None,
+                    preferred_auth="publickey",
+                    encryption_algs=list(CIPHERS),
+                    login_timeout=60,
+                )
+            except TunnelError as e:
+                last = e
+                if not e.retry:
+                    break
+                await asyncio.sleep(1)
+        raise Refusal(f"Cannot reach the SSH daemon of {target.describe}: {last}")
+
+    async def _follow_progress(self, target: Target, progress: Any) -> None:
+        async def follow() -> None:
+            async for event in self.gw.hub.progress(target):
+                message = event.get("message")
+                if message:
+                    progress(f"[{event.get('progress', '')}%] {message}" if "progress" in event else message)
+                if event.get("failed"):
+                    raise Refusal(f"{target.describe} failed to start: {message}")
+
+        try:
+            await asyncio.wait_for(follow(), self.gw.start_timeout)
+        except TimeoutError:
+            raise Refusal(f"{target.describe} did not start within {int(self.gw.start_timeout)} seconds.") from None
+
+    async def _open_session(
+        self,
+        factory: Any,
+        command: str | None,
+        subsystem: str | None,
+        pty: tuple[str, tuple[int, int, int, int], dict[int, int]] | None,
+        env: dict[str, str],
+        progress: Any,
+        record: SessionRecord,
+    ) -> tuple[Any, Any]:
+        try:
+            conn = await asyncio.shield(self.upstream(progress))
+        except (Refusal, asyncio.CancelledError):
+            raise
+        except HubRefused as e:
+            raise Refusal(f"The hub refused: {e.message}") from None
+        record.tenant = self.tenant  # known once the server model was read
+        kwargs: dict[str, Any] = {"env": env, "encoding": None}
+        if pty is not None:
+            kwargs.update(term_type=pty[0], term_size=pty[1], term_modes=pty[2], request_pty="force")
+        else:
+            kwargs["request_pty"] = False
+        if subsystem is not None:
+            kwargs["subsystem"] = subsystem
+        return await conn.create_session(factory, command, **kwargs)  # type: ignore[no-any-return]
+
+    def session_requested(self) -> Any:
+        assert self.conn is not None
+        record = self._record()
+        chan = self.conn.create_server_channel(encoding=None)
+        return chan, SessionBridge(self._open_session, self.gw.audit, record)
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
+        return self._forward(dest_host, dest_port)
+
+    async def _forward(self, host: str, port: int) -> ForwardBridge:
+        assert self.target is not None
+        try:
+            conn = await asyncio.shield(self.upstream())
+        except Refusal as e:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, e.message) from None
+        except HubRefused as e:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, e.message) from None
+        except Exception as e:
+            self.log.exception("cannot reach %s for a forward", self.target.label)
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_CONNECT_FAILED, f"The gateway could not reach the workspace: {e}"
+            ) from None
+        listeners = None
+        if self.pid is not None:
+            listeners = await asyncio.to_thread(port_listeners, port, {self.pid: self.target.label})
+        reason = forward_refusal(host, port, self.target, listeners)
+        if reason:
+            self.log.warning("refused forward of %s to %s:%s: %s", self.target.label, host, port, reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+        bridge = ForwardBridge(self.gw.audit, self._record("forward", f"{host}:{port}"))
+        try:
+            await conn.create_connection(lambda: bridge.upstream, host, port)
+        except asyncssh.ChannelOpenError as e:
+            raise asyncssh.ChannelOpenError(e.code, f"{host}:{port} in the workspace: {e.reason}") from None
+        return bridge
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        self.log.info("refused remote forward of %s to %s:%s", self.login, listen_host, listen_port)
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    # the audit records and the bridge's errors; asyncssh's own per-connection lines only when they matter
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s sshgateway] %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    app = SSHGateway.instance()
+    app.initialize(argv)
+    app.start()

@@ -1,0 +1,562 @@
+"""The SSH gateway end to end: Debian's OpenSSH client (ssh, scp, sftp, rsync) -> the gateway (the
+hub's ``sshgateway`` service) -> websocket through the proxy -> sshd inside a real workspace.
+
+One hub for the module (token passwords on, a quick throttle from a gateway config file); alice
+and bob register keys through the quotas API, as people do on the page. Failed-login tests bind
+the client to their own loopback addresses (127.0.0.2, ...) so that their failures do not slow
+the other tests, which come from 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.bed.hub import PASSWORDS, Client, Hub, free_port, running_hub
+
+DELAY = 0.5  # SSHGateway.auth_failure_delay in this hub
+MAX_FAILURES = 4  # SSHGateway.auth_max_failures in this hub
+
+
+@dataclass
+class Person:
+    client: Client
+    key: Path
+    key_id: int
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    work = tmp_path_factory.mktemp("ssh-hub")
+    config = work / "sshgateway_config.py"
+    config.write_text(
+        f"c.SSHGateway.auth_failure_delay = {DELAY}\n"
+        f"c.SSHGateway.auth_max_failures = {MAX_FAILURES}\n"
+        "c.SSHGateway.auth_failure_window = 600\n"
+    )
+    env = {"AIDC_SSH_ALLOW_TOKEN_PASSWORD": "1", "AIDC_SSH_CONFIG": str(config), "AIDC_POLL_INTERVAL": "5"}
+    t0 = time.monotonic()
+    with running_hub(work, env=env) as h:
+        print(f"\nhub with the SSH gateway started in {time.monotonic() - t0:.1f}s")
+        yield h
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
+    return path
+
+
+def register(client: Client, key: Path, title: str = "laptop") -> int:
+    r = requests.post(
+        f"{client.hub.url}/services/quotas/api/ssh-keys",
+        headers={"Authorization": f"token {client.token}"},
+        json={"public_key": key.with_suffix(".pub").read_text(), "title": title},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def people(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
+    keys = tmp_path_factory.mktemp("keys")
+    out = {}
+    for name in ("alice", "bob"):
+        client = hub.login(name, PASSWORDS[name])
+        key = keygen(keys / f"{name}_ed25519")
+        out[name] = Person(client, key, register(client, key))
+    return out
+
+
+@pytest.fixture(scope="module")
+def running(hub: Hub, people: dict[str, Person]) -> dict[str, Any]:
+    """alice's default server on one H100 and bob's on CPU, both ready."""
+    alice, bob = people["alice"].client, people["bob"].client
+    assert alice.spawn(tenant="lab", profile="h100-x1").status_code in (201, 202)
+    assert bob.spawn(tenant="lab", profile="cpu").status_code in (201, 202)
+    return {"alice": alice.wait_ready(), "bob": bob.wait_ready()}
+
+
+class SSH:
+    """Runs OpenSSH clients against the gateway of ``hub``."""
+
+    def __init__(self, hub: Hub, tmp: Path):
+        self.hub, self.port = hub, int(hub.env["AIDC_SSH_PORT"])
+        self.known_hosts = tmp / "known_hosts"
+        self.tmp = tmp
+
+    def options(self, key: Path | None, source: str = "127.0.0.1", batch: bool = True, log: str = "ERROR") -> list[str]:
+        opts = [
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            f"BatchMode={'yes' if batch else 'no'}",
+            "-o",
+            f"LogLevel={log}",  # INFO shows why a forward was refused ("channel 0: open failed: ...")
+            "-o",
+            "ConnectTimeout=30",
+            "-o",
+            f"BindAddress={source}",
+        ]
+        if key is not None:
+            opts += ["-i", str(key)]
+        else:
+            opts += ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"]
+        return opts
+
+    def ssh(
+        self, login: str, command: str | None, key: Path | None, *extra: str, timeout: float = 120, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
+        args = ["ssh", *self.options(key, **kw), "-p", str(self.port), *extra, f"{login}@127.0.0.1"]
+        if command is not None:
+            args.append(command)
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def with_password(
+        self, login: str, command: str, password: str, source: str = "127.0.0.1"
+    ) -> subprocess.CompletedProcess[str]:
+        askpass = self.tmp / f"askpass-{abs(hash(password))}"
+        askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
+        askpass.chmod(0o700)
+        env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+        args = [
+            "ssh",
+            *self.options(None, source=source, batch=False),
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-p",
+            str(self.port),
+            f"{login}@127.0.0.1",
+            command,
+        ]
+        return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def ssh(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> SSH:
+    return SSH(hub, tmp_path_factory.mktemp("ssh-client"))
+
+
+def server_state(hub: Hub, user: str, server: str = "") -> dict[str, Any]:
+    admin = hub.login("admin", PASSWORDS["admin"])
+    return admin.api("GET", f"/users/{user}").json()["servers"][server]["state"]  # type: ignore[no-any-return]
+
+
+def audit_records(hub: Hub) -> list[dict[str, Any]]:
+    path = hub.data_dir / "ssh-audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def audit_record(hub: Hub, kind: str, command: str, timeout: float = 10) -> dict[str, Any]:
+    """The last audit record of that kind and command; written when the gateway sees the channel
+    close, which may be a moment after the client exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [r for r in audit_records(hub) if r["kind"] == kind and r["command"] == command]
+        if found:
+            return found[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no audit record of {kind} {command!r} in {audit_records(hub)}")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_exec_gets_the_workspace_environment_output_and_exit_status(
+    hub: Hub, ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    gpus = ",".join(server_state(hub, "alice")["aidc"]["gpus"])
+    assert gpus, "alice's server should hold one H100"
+    command = "echo gpus=$CUDA_VISIBLE_DEVICES; echo to-stderr >&2; exit 3"
+    t0 = time.monotonic()
+    r = ssh.ssh("alice", command, people["alice"].key)
+    elapsed = time.monotonic() - t0
+    print(f"\nfirst exec through the gateway: {elapsed:.2f}s")
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.strip() == f"gpus={gpus}"
+    assert "to-stderr" in r.stderr
+    # the audit record of that session: who, where from, what, how much
+    record = audit_record(hub, "exec", command)
+    assert record["user"] == "alice" and record["server"] == "" and record["tenant"] == "lab"
+    assert record["source"] == "127.0.0.1" and record["kind"] == "exec" and record["exit_status"] == 3
+    assert record["bytes_out"] == len(f"gpus={gpus}\nto-stderr\n")
+    assert record["start"] <= record["end"] and record["session"]
+    # a second connection is quicker (the workspace's sshd already runs)
+    t0 = time.monotonic()
+    r = ssh.ssh("alice", "cat", people["alice"].key, timeout=60)
+    print(f"second exec: {time.monotonic() - t0:.2f}s")
+    assert r.returncode == 0
+
+
+def test_stdin_goes_through_and_eof_ends_it(ssh: SSH, people: dict[str, Person], running: dict[str, Any]) -> None:
+    data = os.urandom(300_000).hex()
+    args = ["ssh", *ssh.options(people["alice"].key), "-p", str(ssh.port), "alice@127.0.0.1", "sha256sum"]
+    r = subprocess.run(args, input=data, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == hashlib.sha256(data.encode()).hexdigest()
+
+
+def _read_until(fd: int, pattern: str, timeout: float = 30) -> str:
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if re.search(pattern, out.decode(errors="replace")):
+                return out.decode(errors="replace")
+    raise AssertionError(f"{pattern!r} not seen in {out!r}")
+
+
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def test_interactive_pty_with_terminal_type_size_and_resize(
+    ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    master, slave = pty.openpty()
+    _set_size(slave, 33, 101)
+    command = "echo TERM=$TERM; tty >/dev/null && echo has-tty; stty size; read line; stty size; exit 7"
+    args = ["ssh", *ssh.options(people["alice"].key), "-tt", "-p", str(ssh.port), "alice@127.0.0.1", command]
+    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "TERM": "xterm-256color"})
+    os.close(slave)
+    try:
+        first = _read_until(master, r"33 101")
+        assert "TERM=xterm-256color" in first and "has-tty" in first
+        _set_size(master, 40, 120)
+        proc.send_signal(signal.SIGWINCH)
+        time.sleep(0.5)
+        os.write(master, b"go\r")
+        _read_until(master, r"40 120")
+        assert proc.wait(30) == 7
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def test_interactive_login_shell(hub: Hub, ssh: SSH, people: dict[str, Person], running: dict[str, Any]) -> None:
+    master, slave = pty.openpty()
+    _set_size(slave, 24, 80)
+    args = ["ssh", *ssh.options(people["alice"].key), "-tt", "-p", str(ssh.port), "alice@127.0.0.1"]
+    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "TERM": "xterm"})
+    os.close(slave)
+    try:
+        time.sleep(1)
+        os.write(master, b"echo answer=$((6*7)) in=$PWD\r")
+        out = _read_until(master, r"answer=42 in=\S+")
+        assert f"in={hub.data_dir}/homes/alice" in out  # the workspace's home, as in a JupyterLab terminal
+        os.write(master, b"exit 5\r")
+        assert proc.wait(30) == 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert audit_record(hub, "shell", "")["user"] == "alice"
+
+
+def test_scp_both_ways_sftp_and_legacy_protocol(
+    ssh: SSH, people: dict[str, Person], running: dict[str, Any], tmp_path: Path
+) -> None:
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    base = ["scp", *ssh.options(people["alice"].key), "-P", str(ssh.port)]
+    for flag, name in (([], "via-sftp.bin"), (["-O"], "via-scp.bin")):
+        r = subprocess.run(
+            [*base, *flag, str(src), f"alice@127.0.0.1:{name}"], capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        back = tmp_path / f"back-{name}"
+        r = subprocess.run(
+            [*base, *flag, f"alice@127.0.0.1:{name}", str(back)], capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        assert sha256(back) == sha256(src)
+    r = ssh.ssh("alice", "sha256sum via-scp.bin via-sftp.bin", people["alice"].key)
+    assert r.stdout.split()[::2] == [sha256(src), sha256(src)]
+
+
+def test_sftp_batch(ssh: SSH, people: dict[str, Person], running: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello over sftp\n")
+    batch = tmp_path / "batch"
+    batch.write_text(
+        f"-rm sftp-dir/notes.txt\n-rmdir sftp-dir\nmkdir sftp-dir\ncd sftp-dir\nput {tmp_path / 'notes.txt'}\n"
+        f"ls -l\nget notes.txt {tmp_path / 'fetched.txt'}\n"
+    )
+    r = subprocess.run(
+        ["sftp", *ssh.options(people["alice"].key), "-P", str(ssh.port), "-b", str(batch), "alice@127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "notes.txt" in r.stdout
+    assert (tmp_path / "fetched.txt").read_text() == "hello over sftp\n"
+
+
+def test_rsync_up_and_back(ssh: SSH, people: dict[str, Person], running: dict[str, Any], tmp_path: Path) -> None:
+    src = tmp_path / "project"
+    (src / "data").mkdir(parents=True)
+    for i in range(20):
+        (src / "data" / f"part{i}.bin").write_bytes(os.urandom(10_000 + i))
+    (src / "train.py").write_text("print('train')\n")
+    rsh = " ".join(["ssh", *ssh.options(people["alice"].key), "-p", str(ssh.port)])
+    r = subprocess.run(
+        ["rsync", "-a", "--delete", "-e", rsh, f"{src}/", "alice@127.0.0.1:project/"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    back = tmp_path / "back"
+    r = subprocess.run(
+        ["rsync", "-a", "-e", rsh, "alice@127.0.0.1:project/", f"{back}/"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (back / "data").iterdir()) == sorted(p.name for p in (src / "data").iterdir())
+    assert all(sha256(p) == sha256(back / "data" / p.name) for p in (src / "data").iterdir())
+
+
+def _serve_http(ssh: SSH, person: Person, login: str, port: int, text: str) -> subprocess.Popen[bytes]:
+    """A tiny HTTP server inside the workspace, started over ssh (stopped by the test through its pid file)."""
+    command = (
+        f"d=$(mktemp -d) && cd $d && echo {text} > index.html && echo $$ > ~/http-{port}.pid"
+        f" && exec timeout 300 python3 -m http.server {port} --bind 127.0.0.1"
+    )
+    args = ["ssh", *ssh.options(person.key), "-p", str(ssh.port), f"{login}@127.0.0.1", command]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+
+def _get_through(local: int, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return requests.get(f"http://127.0.0.1:{local}/", timeout=5).text
+        except requests.RequestException as e:
+            last = e
+            time.sleep(0.3)
+    raise AssertionError(f"nothing through the forward: {last}")
+
+
+def test_local_forward_reaches_a_port_of_the_same_workspace_only(
+    ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    alice, bob = people["alice"], people["bob"]
+    alice_port, bob_port = free_port(), free_port()
+    servers = [
+        _serve_http(ssh, alice, "alice", alice_port, "hello-from-alice"),
+        _serve_http(ssh, bob, "bob", bob_port, "bobs-secret"),
+    ]
+    local = free_port()
+    forward = subprocess.Popen(
+        ["ssh", *ssh.options(alice.key), "-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{local}:localhost:{alice_port}",
+         "-p", str(ssh.port), "alice@127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert "hello-from-alice" in _get_through(local)
+        # wait until bob's server listens (bob reaches it himself), then alice may not
+        bob_check = ssh.ssh(
+            "bob",
+            f"for i in $(seq 50); do curl -s localhost:{bob_port} && exit 0; python3 -c 'import time; time.sleep(0.2)'; done; exit 1",
+            bob.key,
+        )
+        assert "bobs-secret" in bob_check.stdout, bob_check.stderr
+        refused = ssh.ssh("alice", None, alice.key, "-W", f"localhost:{bob_port}", log="INFO")
+        assert refused.returncode != 0
+        assert f"Port {bob_port} belongs to another workspace" in refused.stderr
+        outside = ssh.ssh("alice", None, alice.key, "-W", "10.1.2.3:22", log="INFO")
+        assert outside.returncode != 0 and "only ports inside your workspace" in outside.stderr
+        hub_port = int(ssh.hub.env["AIDC_HUB_PORT"])
+        hub_itself = ssh.ssh("alice", None, alice.key, "-W", f"127.0.0.1:{hub_port}", log="INFO")
+        assert hub_itself.returncode != 0 and "not part of alice's default server" in hub_itself.stderr
+    finally:
+        forward.terminate()
+        forward.wait(10)
+        for person, login, port, server in (
+            (alice, "alice", alice_port, servers[0]),
+            (bob, "bob", bob_port, servers[1]),
+        ):
+            ssh.ssh(login, f"kill $(cat ~/http-{port}.pid)", person.key)
+            server.wait(30)
+    assert audit_record(ssh.hub, "forward", f"localhost:{alice_port}")["bytes_out"] > 0
+
+
+def test_agent_x11_and_remote_forwarding_are_refused(
+    ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    r = ssh.ssh(
+        "alice", None, people["alice"].key, "-N", "-o", "ExitOnForwardFailure=yes", "-R", f"{free_port()}:localhost:22"
+    )
+    assert r.returncode != 0 and "remote port forwarding failed" in r.stderr
+    r = ssh.ssh("alice", "echo agent=${SSH_AUTH_SOCK:-none}", people["alice"].key, "-A", "-X")
+    assert r.returncode == 0 and r.stdout.strip() == "agent=none"
+
+
+def test_refusals_by_key_name_and_server(
+    hub: Hub, ssh: SSH, people: dict[str, Person], running: dict[str, Any], tmp_path: Path
+) -> None:
+    alice = people["alice"]
+    stranger = keygen(tmp_path / "stranger_ed25519")
+    r = ssh.ssh("alice", "true", stranger, source="127.0.0.3")
+    assert r.returncode == 255 and "Permission denied (publickey" in r.stderr
+    r = ssh.ssh("bob", "true", alice.key, source="127.0.0.3")  # bob's name, alice's key
+    assert r.returncode == 255 and "Permission denied" in r.stderr
+    r = ssh.ssh("alice.other", "true", alice.key)  # a server alice does not have
+    assert r.returncode == 1
+    assert "alice has no server named 'other'" in r.stderr and "/hub/home" in r.stderr
+
+
+def test_a_revoked_key_is_refused_at_the_next_connection(
+    ssh: SSH, people: dict[str, Person], running: dict[str, Any], tmp_path: Path
+) -> None:
+    alice = people["alice"].client
+    second = keygen(tmp_path / "desktop_ed25519")
+    key_id = register(alice, second, "desktop")
+    assert ssh.ssh("alice", "echo in", second).stdout.strip() == "in"
+    r = requests.delete(
+        f"{alice.hub.url}/services/quotas/api/ssh-keys/{key_id}",
+        headers={"Authorization": f"token {alice.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 204
+    r = ssh.ssh("alice", "echo in", second, source="127.0.0.4")
+    assert r.returncode == 255 and "Permission denied" in r.stderr
+
+
+def test_token_as_password(ssh: SSH, people: dict[str, Person], running: dict[str, Any]) -> None:
+    alice, bob = people["alice"].client, people["bob"].client
+    ok = ssh.with_password("alice", "echo token-ok", alice.token)
+    assert ok.returncode == 0 and ok.stdout.strip() == "token-ok", ok.stderr
+    wrong = ssh.with_password("alice", "echo in", "0" * 32, source="127.0.0.5")
+    assert wrong.returncode == 255 and "Permission denied" in wrong.stderr
+    others = ssh.with_password("alice", "echo in", bob.token, source="127.0.0.5")  # bob's valid token, alice's name
+    assert others.returncode == 255 and "Permission denied" in others.stderr
+
+
+def test_brute_force_is_slowed_then_refused(ssh: SSH, people: dict[str, Person], running: dict[str, Any]) -> None:
+    carol_token = people["alice"].client.hub.login("carol", PASSWORDS["carol"]).token
+    t0 = time.monotonic()
+    for i in range(MAX_FAILURES):
+        r = ssh.with_password("carol", "true", f"wrong-{i}", source="127.0.0.2")
+        assert r.returncode == 255 and "Permission denied" in r.stderr
+    elapsed = time.monotonic() - t0
+    expected = sum(DELAY * 2**k for k in range(MAX_FAILURES - 1))  # 0 + 0.5 + 1 + 2
+    print(f"\n{MAX_FAILURES} wrong passwords took {elapsed:.2f}s (at least {expected:.2f}s of delays)")
+    assert elapsed >= expected
+    # now even the right token is refused from that address, with the reason
+    r = ssh.with_password("carol", "true", carol_token, source="127.0.0.2")
+    assert r.returncode == 255 and "Too many failed logins from 127.0.0.2" in r.stderr
+    # other addresses are not refused (carol is only delayed there)
+    # from elsewhere carol gets in (after her own delay); she never started a server, which she is told
+    r = ssh.with_password("carol", "echo fine", carol_token, source="127.0.0.6")
+    assert "Too many failed logins" not in r.stderr
+    assert r.returncode == 1 and "carol's default server has never been started" in r.stderr
+    assert "/hub/spawn/carol" in r.stderr
+
+
+def test_a_stopped_named_server_is_started_by_ssh(
+    hub: Hub, ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    alice = people["alice"].client
+    assert alice.spawn("work", tenant="lab", profile="cpu").status_code in (201, 202)
+    alice.wait_ready("work")
+    alice.stop_server("work")
+    t0 = time.monotonic()
+    r = ssh.ssh(
+        "alice.work", "echo server=$JUPYTERHUB_SERVER_NAME profile=$AIDC_PROFILE", people["alice"].key, timeout=180
+    )
+    print(f"\nssh started a stopped server and ran a command in {time.monotonic() - t0:.1f}s")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "server=work profile=cpu"
+    assert "Starting alice's server 'work' (profile cpu)" in r.stderr
+    model = alice.api("GET", "/users/alice").json()["servers"]["work"]
+    assert model["ready"]
+    alice.stop_server("work")
+
+
+def test_a_start_refused_by_the_quota_prints_the_reason(
+    hub: Hub, ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    alice = people["alice"].client
+    kim = hub.login("kim", PASSWORDS["kim"])  # lab's tenant admin
+    assert alice.spawn("big", tenant="lab", profile="h100-x2").status_code in (201, 202)
+    alice.wait_ready("big")
+    alice.stop_server("big")
+    limit = f"{hub.url}/services/quotas/api/tenants/lab/limits/users/alice"
+    r = requests.put(limit, headers={"Authorization": f"token {kim.token}"}, json={"gpus": {"H100": 1}}, timeout=30)
+    assert r.status_code == 200, r.text
+    try:
+        r = ssh.ssh("alice.big", "echo started", people["alice"].key, timeout=120)
+        print(f"\nwhat the person sees:\n{r.stderr}")
+        assert r.returncode == 1 and "started" not in r.stdout
+        assert "Starting alice's server 'big' (profile h100-x2)" in r.stderr
+        assert "The hub did not start alice's server 'big'" in r.stderr and "H100" in r.stderr
+        assert not alice.api("GET", "/users/alice").json()["servers"].get("big", {}).get("ready")
+    finally:
+        requests.delete(limit, headers={"Authorization": f"token {kim.token}"}, timeout=30)
+
+
+def test_host_key_is_kept_across_a_restart(hub: Hub, ssh: SSH, people: dict[str, Person]) -> None:
+    def scan() -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["ssh-keyscan", "-t", "ed25519", "-p", str(ssh.port), "127.0.0.1"], capture_output=True, text=True
+            ).stdout
+            if out.strip():
+                return out.split(None, 1)[1]
+            time.sleep(0.5)
+        raise AssertionError("the gateway does not answer")
+
+    before = scan()
+    hub.stop()
+    _wait_port_closed(ssh.port)
+    hub.start()
+    assert scan() == before
+    assert oct((hub.data_dir / "ssh_host_ed25519_key").stat().st_mode & 0o777) == "0o600"
+
+
+def _wait_port_closed(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"port {port} still open after the hub stopped")

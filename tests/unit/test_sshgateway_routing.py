@@ -1,0 +1,255 @@
+"""The gateway's pure decisions: login names, what to do with a server, which forwards to allow,
+the failed-login throttle, per-server keys, and who listens on a port (from a fake /proc)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from sshgateway import keys
+from sshgateway.audit import AuditLog, SessionRecord
+from sshgateway.procnet import port_listeners
+from sshgateway.ratelimit import AuthThrottle
+from sshgateway.routing import Target, forward_refusal, plan_for, target_for_login
+
+HUB = "https://hub.example.org"
+
+
+@pytest.mark.parametrize(
+    "login, owner, other_user_exists, expected",
+    [
+        ("alice", "alice", False, Target("alice", "")),
+        ("alice.gpu", "alice", False, Target("alice", "gpu")),
+        ("alice.gpu.big", "alice", False, Target("alice", "gpu.big")),
+        ("john.smith", "john.smith", False, Target("john.smith", "")),
+        ("john.smith.gpu", "john.smith", False, Target("john.smith", "gpu")),
+        ("alice.gpu", "alice", True, None),  # a user named alice.gpu exists: the name is theirs
+        ("bob", "alice", True, None),
+        ("bob.gpu", "alice", False, None),
+        ("alice.", "alice", False, None),
+        ("alicegpu", "alice", False, None),
+    ],
+)
+def test_target_for_login(login: str, owner: str, other_user_exists: bool, expected: Target | None) -> None:
+    assert target_for_login(login, owner, other_user_exists) == expected
+
+
+def test_plan_connects_to_a_ready_server_and_waits_for_a_starting_one() -> None:
+    t = Target("alice", "")
+    assert plan_for(t, {"ready": True, "pending": None}, HUB).action == "connect"
+    assert plan_for(t, {"ready": False, "pending": "spawn"}, HUB).action == "wait"
+
+
+def test_plan_starts_a_stopped_server_with_its_last_options() -> None:
+    server = {"ready": False, "pending": None, "stopped": True, "user_options": {"tenant": "lab", "profile": "cpu"}}
+    plan = plan_for(Target("alice", "gpu"), server, HUB)
+    assert (plan.action, plan.options) == ("start", {"tenant": "lab", "profile": "cpu"})
+
+
+def test_plan_refuses_a_never_started_server_and_says_where_to_start_it() -> None:
+    plan = plan_for(Target("alice", ""), {"ready": False, "pending": None, "user_options": {}}, HUB)
+    assert plan.action == "refuse"
+    assert "never been started" in plan.message and f"{HUB}/hub/spawn/alice" in plan.message
+
+
+def test_plan_refuses_a_named_server_that_does_not_exist() -> None:
+    plan = plan_for(Target("alice", "other"), None, HUB)
+    assert plan.action == "refuse"
+    assert "alice has no server named 'other'" in plan.message and f"{HUB}/hub/home" in plan.message
+
+
+def test_plan_refuses_while_the_server_stops() -> None:
+    plan = plan_for(Target("alice", ""), {"ready": False, "pending": "stop"}, HUB)
+    assert plan.action == "refuse" and "being stopped" in plan.message
+
+
+T = Target("alice", "")
+
+
+@pytest.mark.parametrize(
+    "host, port, listeners, allowed, phrase",
+    [
+        ("localhost", 8888, None, True, ""),  # own loopback (Kubernetes)
+        ("127.0.0.1", 8888, [(10, "alice")], True, ""),
+        ("::1", 8888, [(10, "bob"), (11, "alice")], True, ""),
+        ("10.0.0.5", 22, None, False, "only ports inside your workspace"),
+        ("example.org", 80, [(10, "alice")], False, "only ports inside your workspace"),
+        ("localhost", 8888, [(10, "bob")], False, "belongs to another workspace"),
+        ("localhost", 8888, [(10, "alice/gpu")], False, "belongs to another workspace"),
+        ("localhost", 8081, [(10, None)], False, "not part of alice's default server"),
+        ("localhost", 9999, [], False, "Nothing listens on port 9999"),
+        ("localhost", 0, None, False, "does not exist"),
+    ],
+)
+def test_forward_refusal(
+    host: str, port: int, listeners: list[tuple[int, str | None]] | None, allowed: bool, phrase: str
+) -> None:
+    reason = forward_refusal(host, port, T, listeners)
+    assert (reason is None) == allowed
+    if phrase:
+        assert reason is not None and phrase in reason
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_throttle_doubles_the_delay_per_failure_up_to_the_maximum() -> None:
+    clock = Clock()
+    th = AuthThrottle(base_delay=1, max_delay=5, max_failures=100, window=600, clock=clock)
+    delays = []
+    for _ in range(5):
+        delays.append(th.delay("1.2.3.4", "alice"))
+        th.failure("1.2.3.4", "alice")
+    assert delays == [0, 1, 2, 4, 5]
+
+
+def test_throttle_counts_per_user_across_sources_but_refuses_only_sources() -> None:
+    clock = Clock()
+    th = AuthThrottle(base_delay=1, max_delay=30, max_failures=3, window=600, clock=clock)
+    for i in range(3):
+        th.failure(f"10.0.0.{i}", "alice")
+    assert th.delay("10.0.0.99", "alice") == 4  # alice was failed 3 times, from anywhere
+    assert th.delay("10.0.0.99", "bob") == 0
+    assert th.refusal("10.0.0.99") is None and th.refusal("10.0.0.0") is None
+    for _ in range(3):
+        th.failure("10.9.9.9", "bob")
+    refusal = th.refusal("10.9.9.9")
+    assert refusal is not None and "Too many failed logins from 10.9.9.9" in refusal and "600 seconds" in refusal
+
+
+def test_throttle_forgets_after_the_window_and_resets_a_source_on_success() -> None:
+    clock = Clock()
+    th = AuthThrottle(base_delay=1, max_delay=30, max_failures=2, window=60, clock=clock)
+    th.failure("s", "alice")
+    th.failure("s", "alice")
+    assert th.refusal("s") is not None
+    clock.t += 61
+    assert th.refusal("s") is None and th.delay("s", "alice") == 0
+    th.failure("s", "alice")
+    th.failure("t", "bob")
+    th.success("s", "alice")
+    assert th.delay("s", "carol") == 0 and th.delay("u", "alice") == 0
+    assert th.delay("t", "carol") == 1 and th.delay("u", "bob") == 1  # others' counts stay
+
+
+def test_server_keys_are_deterministic_distinct_and_match_their_public_lines() -> None:
+    secret = b"s" * 32
+    k1 = keys.server_key(secret, "alice", "")
+    again = keys.server_key(secret, "alice", "")
+    assert again.export_public_key() == k1.export_public_key()
+    assert k1.convert_to_public().verify(b"data", again.sign(b"data", b"ssh-ed25519"))
+    others = [
+        keys.server_key(secret, "alice", "gpu"),
+        keys.server_key(secret, "bob", ""),
+        keys.server_key(b"t" * 32, "alice", ""),
+    ]
+    assert len({k.get_fingerprint() for k in [k1, *others]}) == 4
+    line = keys.server_public_key(secret, "alice", "gpu")
+    assert line.startswith("ssh-ed25519 ") and line.endswith(" aidc-gateway:alice/gpu")
+    public = asyncssh.import_public_key(line)
+    assert public.get_fingerprint() == keys.server_key(secret, "alice", "gpu").get_fingerprint()
+    # a name with a NUL-free separator cannot collide: ("a", "b/c") differs from ("a/b", "c")
+    assert keys.server_key(secret, "a", "bc").get_fingerprint() != keys.server_key(secret, "ab", "c").get_fingerprint()
+
+
+def test_secret_and_host_key_are_created_once_private_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(keys.SECRET_ENV, raising=False)
+    secret = keys.load_secret(str(tmp_path))
+    assert len(secret) == 64 and keys.load_secret(str(tmp_path)) == secret
+    assert stat.S_IMODE(os.stat(tmp_path / "ssh_secret").st_mode) == 0o600
+    host = keys.load_host_key(str(tmp_path))
+    assert keys.load_host_key(str(tmp_path)).get_fingerprint() == host.get_fingerprint()
+    assert stat.S_IMODE(os.stat(tmp_path / "ssh_host_ed25519_key").st_mode) == 0o600
+    monkeypatch.setenv(keys.SECRET_ENV, "from-the-environment")
+    assert keys.load_secret(str(tmp_path)) == b"from-the-environment"
+
+
+def test_empty_secret_is_refused_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(keys.SECRET_ENV, raising=False)
+    (tmp_path / "ssh_secret").write_text("")
+    with pytest.raises(ValueError, match="is empty: delete it"):
+        keys.load_secret(str(tmp_path))
+
+
+def _fake_proc(root: Path, procs: dict[int, tuple[int, list[str], dict[str, str]]], listening: dict[str, int]) -> Path:
+    """procs: pid -> (parent pid, socket inodes, environment); listening: inode -> port on 127.0.0.1."""
+    (root / "net").mkdir(parents=True)
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    rows = [
+        f"   {i}: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1"
+        for i, (inode, port) in enumerate(listening.items())
+    ]
+    # an established (not listening) socket on a listening port must not count
+    rows.append("   9: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 999 1")
+    (root / "net" / "tcp").write_text(header + "\n".join(rows) + "\n")
+    (root / "net" / "tcp6").write_text(header)
+    for pid, (ppid, inodes, env) in procs.items():
+        d = root / str(pid)
+        (d / "fd").mkdir(parents=True)
+        (d / "stat").write_text(f"{pid} (python3 (x) y) S {ppid} {pid} {pid} 0 -1\n")
+        (d / "environ").write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
+        for n, inode in enumerate(inodes):
+            os.symlink(f"socket:[{inode}]", d / "fd" / str(n + 3))
+        os.symlink("/dev/null", d / "fd" / "0")
+    return root
+
+
+def test_port_listeners_by_process_tree_and_environment(tmp_path: Path) -> None:
+    proc = _fake_proc(
+        tmp_path / "proc",
+        {
+            100: (1, [], {"JUPYTERHUB_USER": "alice"}),  # alice's workspace
+            101: (100, [], {}),  # its sshd (environment reset)
+            102: (101, ["5001"], {}),  # a server started over ssh: in alice's tree
+            200: (1, ["5002"], {"JUPYTERHUB_USER": "bob"}),  # bob's workspace
+            300: (1, ["5003"], {"JUPYTERHUB_USER": "alice"}),  # detached from alice's tree (nohup)
+            301: (1, ["5004"], {"JUPYTERHUB_USER": "alice", "JUPYTERHUB_SERVER_NAME": "gpu"}),
+            400: (1, ["5005"], {"PATH": "/usr/bin"}),  # the hub, postgres, ...
+        },
+        {"5001": 8000, "5002": 8001, "5003": 8002, "5004": 8003, "5005": 8004},
+    )
+    ws = {100: "alice"}
+    assert port_listeners(8000, ws, proc) == [(102, "alice")]
+    assert port_listeners(8001, ws, proc) == [(200, "bob")]
+    assert port_listeners(8002, ws, proc) == [(300, "alice")]
+    assert port_listeners(8003, ws, proc) == [(301, "alice/gpu")]
+    assert port_listeners(8004, ws, proc) == [(400, None)]
+    assert port_listeners(8005, ws, proc) == []
+
+
+def test_audit_appends_one_private_json_line_per_session(tmp_path: Path) -> None:
+    log = AuditLog(str(tmp_path / "ssh-audit.jsonl"))
+    log.write(SessionRecord("c1-1", "alice", "", "lab", "127.0.0.1", "exec", "echo hi", bytes_in=3, bytes_out=4))
+    log.write(SessionRecord("c1-2", "alice", "gpu", "lab", "127.0.0.1", "shell"))
+    lines = [json.loads(line) for line in (tmp_path / "ssh-audit.jsonl").read_text().splitlines()]
+    assert [r["session"] for r in lines] == ["c1-1", "c1-2"]
+    assert lines[0]["command"] == "echo hi" and lines[0]["bytes_in"] == 3 and lines[0]["bytes_out"] == 4
+    assert lines[0]["start"] <= lines[0]["end"]
+    assert stat.S_IMODE(os.stat(tmp_path / "ssh-audit.jsonl").st_mode) == 0o600
+
+
+def test_hub_service_and_role() -> None:
+    from sshgateway.server import SERVICE_NAME, hub_roles, hub_service
+
+    service = hub_service({"AIDC_SSH_PORT": "2299"})
+    assert service["name"] == SERVICE_NAME == "sshgateway"
+    assert service["command"][-2:] == ["-m", "sshgateway"] and service["environment"] == {"AIDC_SSH_PORT": "2299"}
+    assert "api_token" not in service and "url" not in service  # it speaks SSH, the proxy has no route to it
+    assert hub_service({}, api_token="t" * 32)["api_token"] == "t" * 32
+    (role,) = hub_roles()
+    assert role["services"] == ["sshgateway"]
+    # it starts and reaches servers, and administers nothing (users, tokens, named-server deletion)
+    assert {"servers", "access:servers", "access:services!service=quotas"} <= set(role["scopes"])
+    assert not {"admin:users", "delete:servers", "admin:servers", "tokens"} & set(role["scopes"])
