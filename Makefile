@@ -26,7 +26,7 @@ up: setup
 
 ## make test: set everything up and run every tier (unit, hub, browser, k8s)
 test: setup
-	bash tests/bed/debian-packages.sh chromium openssl postgresql-15 openssh-server rsync
+	bash tests/bed/debian-packages.sh chromium openssl postgresql-15 openssh-client openssh-server rsync
 	bash tests/bed/controlplane/build.sh
 	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks
 	$(VENV)/bin/mypy
