@@ -39,6 +39,7 @@ lint: setup
 bench: setup
 	$(PY) -P benchmarks/admission.py --write benchmarks/README.md
 	$(PY) -P benchmarks/quotas.py --write benchmarks/README.md
+	$(PY) -P benchmarks/ssh.py --write benchmarks/README.md
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts
