@@ -1,4 +1,5 @@
-"""Recorded results in ``benchmarks/README.md``: each script owns the text between its own markers.
+"""Recorded results in ``benchmarks/README.md``: each script owns the text between its own markers,
+and says the same way what machine it ran on.
 
 A script named ``name`` writes between ``<!-- name:begin -->`` and ``<!-- name:end -->``, and
 nothing else of the file changes, so several scripts (and people) can record into one README.
@@ -6,7 +7,24 @@ nothing else of the file changes, so several scripts (and people) can record int
 
 from __future__ import annotations
 
+import os
+import platform
+import re
 from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for the "Recorded on" line of every benchmark."""
+    try:
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        found = None
+    return found.group(1).strip() if found else platform.processor() or platform.machine()
+
+
+def cpus() -> str:
+    """``"<model>, <n> CPUs (nproc)"``."""
+    return f"{cpu_model()}, {os.cpu_count()} CPUs (nproc)"
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -23,7 +23,6 @@ import math
 import os
 import platform
 import random
-import re
 import sys
 import time
 from collections import Counter
@@ -41,7 +40,7 @@ sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._readme import markers, write_section  # noqa: E402
+from benchmarks._readme import cpus, markers, write_section  # noqa: E402
 from quotas.model import Profile, Quota, Tenant  # noqa: E402
 from quotas.policy import Decision, Holding, Request, Usage, admit  # noqa: E402
 
@@ -325,15 +324,8 @@ def _rows(label: str, timed: list[tuple[int, Decision]]) -> list[tuple[str, dict
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if found:
-            cpu = found.group(1).strip()
-    except OSError:
-        pass
     load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {os.cpu_count()} CPUs (nproc){load}, Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()} {platform.release()}"
+    return f"{cpus()}{load}, Python {platform.python_version()} ({platform.python_implementation()}), {platform.system()} {platform.release()}"
 
 
 def run(seed: int, tenants: int, users: int, count: int, log: Callable[[str], None] = print) -> str:

@@ -63,7 +63,7 @@ import psycopg  # noqa: E402
 import sqlalchemy  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
-from benchmarks._readme import write_section  # noqa: E402
+from benchmarks._readme import cpus, write_section  # noqa: E402
 from quotas.limits import parse_limit  # noqa: E402
 from quotas.model import Profile, Quota, Tenant  # noqa: E402
 from quotas.policy import Holding, Limit, Request  # noqa: E402
@@ -121,14 +121,7 @@ def summarize(samples_ns: Sequence[int]) -> dict[str, float]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if found:
-            cpu = found.group(1).strip()
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs (nproc), {platform.system()} {platform.release()}"
+    return f"{cpus()}, {platform.system()} {platform.release()}"
 
 
 def load() -> float:

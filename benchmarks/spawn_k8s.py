@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the test bed lives in tests/bed, not in an installed package
     sys.path.insert(0, str(REPO))
 
-from benchmarks._readme import write_section  # noqa: E402
+from benchmarks._readme import cpus, write_section  # noqa: E402
 from quotas.loader import load_platform  # noqa: E402
 from quotas.quantity import parse_quantity  # noqa: E402
 from spawner.reconciler import TenantReconciler  # noqa: E402
@@ -773,14 +773,7 @@ def run_variant(
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if found:
-            cpu = found.group(1).strip()
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs (nproc), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return f"{cpus()}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
 def _s(value: float | None) -> str:

@@ -29,7 +29,6 @@ import hashlib
 import os
 import platform
 import pty
-import re
 import select
 import shutil
 import statistics
@@ -48,7 +47,7 @@ sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks._readme import write_section  # noqa: E402
+from benchmarks._readme import cpus, write_section  # noqa: E402
 
 SECTION = "ssh"
 CIPHER = "aes128-gcm@openssh.com"
@@ -171,14 +170,7 @@ def log(message: str) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if found:
-            cpu = found.group(1).strip()
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs (nproc), {platform.system()} {platform.release()}"
+    return f"{cpus()}, {platform.system()} {platform.release()}"
 
 
 def sha256(path: Path) -> str:

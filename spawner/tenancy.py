@@ -8,6 +8,7 @@ functions of :mod:`spawner.profiles` and :mod:`quotas.policy`.
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -138,7 +139,7 @@ class TenantSpawnerMixin(LoggingConfigurable):
         this server's own key, which the SSH gateway derives from the platform secret
         (:func:`sshgateway.keys.server_key`). The workspace's sshd (:mod:`sshgateway.workspace`)
         accepts that key alone; the secret itself never leaves the hub."""
-        secret = load_secret(self.data_dir)
+        secret = _ssh_secret(self.data_dir)
         line = server_public_key(secret, self.user.name, self.name or "")  # type: ignore[attr-defined]
         return {"AIDC_SSH_AUTHORIZED_KEY": line}
 
@@ -183,6 +184,12 @@ class TenantSpawnerMixin(LoggingConfigurable):
         )
         self.held, self.run_id = holding, self.platform.store.restore(holding, saved.get("run"), datetime.now(UTC))
         return holding
+
+
+@functools.lru_cache(maxsize=8)
+def _ssh_secret(data_dir: str) -> bytes:
+    # read once per hub process, not at every spawn: the secret never changes while servers run
+    return load_secret(data_dir)
 
 
 def refusal(message: str, reason: str, status: int) -> SpawnException:
