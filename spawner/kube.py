@@ -202,8 +202,10 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             self.release_reservation()
 
     def get_env(self) -> dict[str, str]:
-        """KubeSpawner's environment plus this server's SSH key (:meth:`ssh_env`)."""
+        """KubeSpawner's environment plus the tenant's (:meth:`tenant_env`) and this server's SSH key
+        (:meth:`ssh_env`)."""
         env: dict[str, str] = super().get_env()
+        env.update(self.tenant_env())
         env.update(self.ssh_env())
         return env
 

@@ -80,9 +80,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             **base_env,
             "CUDA_VISIBLE_DEVICES": visible,
             "NVIDIA_VISIBLE_DEVICES": visible or "void",
-            "AIDC_TENANT": holding.tenant,
-            "AIDC_PROFILE": holding.profile,
-            "AIDC_IMAGE": profile.image,
+            **self.tenant_env(),
         }
         self.cpu_limit = float(profile.cpu)
         self.mem_limit = int(profile.memory)

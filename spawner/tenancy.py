@@ -134,6 +134,14 @@ class TenantSpawnerMixin(LoggingConfigurable):
         self.held, self.run_id = decision.holding, run
         return decision.holding
 
+    def tenant_env(self) -> dict[str, str]:
+        """What the workspace is told about itself, in both backends: ``AIDC_TENANT`` (who pays),
+        ``AIDC_PROFILE`` and ``AIDC_IMAGE`` (the catalog entry), from the admitted holding."""
+        if self.held is None:
+            return {}
+        profile = self.platform.config.profiles[self.held.profile]
+        return {"AIDC_TENANT": self.held.tenant, "AIDC_PROFILE": self.held.profile, "AIDC_IMAGE": profile.image}
+
     def ssh_env(self) -> dict[str, str]:
         """The workspace's SSH environment: ``AIDC_SSH_AUTHORIZED_KEY``, the ``authorized_keys`` line of
         this server's own key, which the SSH gateway derives from the platform secret

@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from tests.bed.hub import PASSWORDS, Client, Hub, free_port, running_hub
+from tests.bed.ssh import SSH, keygen, register
 
 DELAY = 0.5  # SSHGateway.auth_failure_delay in this hub
 MAX_FAILURES = 4  # SSHGateway.auth_max_failures in this hub
@@ -59,22 +60,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield h
 
 
-def keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
-    return path
-
-
-def register(client: Client, key: Path, title: str = "laptop") -> int:
-    r = requests.post(
-        f"{client.hub.url}/services/quotas/api/ssh-keys",
-        headers={"Authorization": f"token {client.token}"},
-        json={"public_key": key.with_suffix(".pub").read_text(), "title": title},
-        timeout=30,
-    )
-    assert r.status_code == 201, r.text
-    return int(r.json()["id"])
-
-
 @pytest.fixture(scope="module")
 def people(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
     keys = tmp_path_factory.mktemp("keys")
@@ -93,69 +78,6 @@ def running(hub: Hub, people: dict[str, Person]) -> dict[str, Any]:
     assert alice.spawn(tenant="lab", profile="h100-x1").status_code in (201, 202)
     assert bob.spawn(tenant="lab", profile="cpu").status_code in (201, 202)
     return {"alice": alice.wait_ready(), "bob": bob.wait_ready()}
-
-
-class SSH:
-    """Runs OpenSSH clients against the gateway of ``hub``."""
-
-    def __init__(self, hub: Hub, tmp: Path):
-        self.hub, self.port = hub, int(hub.env["AIDC_SSH_PORT"])
-        self.known_hosts = tmp / "known_hosts"
-        self.tmp = tmp
-
-    def options(self, key: Path | None, source: str = "127.0.0.1", batch: bool = True, log: str = "ERROR") -> list[str]:
-        opts = [
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=accept-new",
-            "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            f"BatchMode={'yes' if batch else 'no'}",
-            "-o",
-            f"LogLevel={log}",  # INFO shows why a forward was refused ("channel 0: open failed: ...")
-            "-o",
-            "ConnectTimeout=30",
-            "-o",
-            f"BindAddress={source}",
-        ]
-        if key is not None:
-            opts += ["-i", str(key)]
-        else:
-            opts += ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"]
-        return opts
-
-    def ssh(
-        self, login: str, command: str | None, key: Path | None, *extra: str, timeout: float = 120, **kw: Any
-    ) -> subprocess.CompletedProcess[str]:
-        args = ["ssh", *self.options(key, **kw), "-p", str(self.port), *extra, f"{login}@127.0.0.1"]
-        if command is not None:
-            args.append(command)
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-    def with_password(
-        self, login: str, command: str, password: str, source: str = "127.0.0.1"
-    ) -> subprocess.CompletedProcess[str]:
-        askpass = self.tmp / f"askpass-{abs(hash(password))}"
-        askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
-        askpass.chmod(0o700)
-        env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
-        args = [
-            "ssh",
-            *self.options(None, source=source, batch=False),
-            "-o",
-            "NumberOfPasswordPrompts=1",
-            "-p",
-            str(self.port),
-            f"{login}@127.0.0.1",
-            command,
-        ]
-        return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
