@@ -99,6 +99,48 @@ def latency(path: str, seconds: Sequence[float]) -> Latency:
 
 
 @dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds the processes of one path spent on its copies, and the copies' wall time."""
+
+    path: str
+    seconds: dict[str, float]  # process role -> CPU seconds (user + system, children reaped included)
+    wall: float  # seconds of the copies, summed
+    gib: float  # GiB copied, summed
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    @property
+    def per_gib(self) -> float:
+        return self.total / self.gib
+
+    @property
+    def cores(self) -> float:
+        """CPUs kept busy on average while copying."""
+        return self.total / self.wall
+
+
+def cpu_bound_ceiling(cpu: dict[str, CpuUse], cores: int) -> float:
+    """The best gateway/direct throughput ratio this machine allows when the gateway path is CPU-bound:
+    the gateway path can use at most ``cores`` CPUs, so at best ``cores / gateway CPU per GiB`` GiB/s,
+    against what direct measured."""
+    return _best_ratio(cpu, cores, cpu["gateway"].per_gib)
+
+
+def ceiling_without_gateway(cpu: dict[str, CpuUse], cores: int) -> float:
+    """The same ceiling for a gateway that cost no CPU at all: what the rest of the path (client,
+    proxy, hub, jupyter-server-proxy in the workspace server, sshd) leaves possible."""
+    rest = cpu["gateway"].total - cpu["gateway"].seconds.get("gateway", 0.0)
+    return _best_ratio(cpu, cores, rest / cpu["gateway"].gib)
+
+
+def _best_ratio(cpu: dict[str, CpuUse], cores: int, gateway_cpu_per_gib: float) -> float:
+    direct_rate = cpu["direct"].gib / cpu["direct"].wall
+    return (cores / gateway_cpu_per_gib) / direct_rate
+
+
+@dataclass(frozen=True)
 class Verdict:
     ratio: float
     added_p50_ms: float
@@ -124,6 +166,8 @@ def render(
     load_before: float,
     load_after: float,
     elapsed: float,
+    cpu: dict[str, CpuUse] | None = None,
+    cores: int = 0,
 ) -> str:
     """The text of the README section ``ssh``."""
     v = verdict(copies, echoes)
@@ -139,6 +183,30 @@ def render(
     for path in PATHS:
         t = copies[path]
         lines.append(f"| {path} | {', '.join(f'{x:.1f}' for x in t.mb_per_s)} | {t.median:.1f} |")
+    if cpu:
+        roles = [r for r in CPU_ROLES if any(r in c.seconds for c in cpu.values())]
+        lines += [
+            "",
+            "CPU seconds per GiB copied, by process (user + system, each copy's processes included):",
+            "",
+            "| path | " + " | ".join(roles) + " | total | CPUs busy while copying |",
+            "|---|" + "---:|" * (len(roles) + 2),
+        ]
+        for path in PATHS:
+            c = cpu[path]
+            cells = [f"{c.seconds[r] / c.gib:.2f}" if r in c.seconds else "–" for r in roles]
+            lines.append(f"| {path} | " + " | ".join(cells) + f" | {c.per_gib:.2f} | {c.cores:.2f} of {cores} |")
+        lines += [
+            "",
+            f"Per byte, the gateway path costs {cpu['gateway'].per_gib / cpu['direct'].per_gib:.1f}x the CPU of"
+            f" direct (the gateway itself {cpu['gateway'].seconds.get('gateway', 0.0) / cpu['gateway'].gib / cpu['direct'].per_gib:.1f}x"
+            " direct's whole path).",
+            f"With the gateway path using every CPU of this machine, it could copy at most"
+            f" {cpu_bound_ceiling(cpu, cores):.0%} of direct's measured speed (its CPU per GiB against"
+            f" {cores} CPUs); that is the ceiling for the ratio here, whatever the scheduling. A gateway"
+            f" that cost nothing would still leave at most {ceiling_without_gateway(cpu, cores):.0%}: the rest"
+            " of the path (proxy, jupyter-server-proxy, a second sshd) costs that much.",
+        ]
     lines += [
         "",
         f"Keystroke echo in an interactive PTY session (`ssh -tt`, `cat`), {keystrokes} characters per round,"
@@ -270,6 +338,47 @@ def read_until(fd: int, wanted: bytes, timeout: float) -> None:
     raise RuntimeError(f"{wanted!r} did not come back within {timeout}s (got {seen[-200:]!r})")
 
 
+# the processes each path runs, as the CPU table names them
+CPU_ROLES = ("client", "gateway", "proxy", "hub", "workspace server", "sshd")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of the children it has reaped (sshd's per-connection
+    processes, scp's ssh), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> dict[int, str]:
+    """Direct children of ``pid``: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return found
+
+
+def child_with(pid: int, word: str) -> int:
+    found = [p for p, cmd in children(pid).items() if word in cmd]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one child of {pid} running {word!r}, found {children(pid)}")
+    return found[0]
+
+
+def client_cpu() -> float:
+    """CPU of this script's reaped children (scp and its ssh)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def start_direct_sshd(workspace_sshd: Path, directory: Path, public_key: Path, port: int) -> subprocess.Popen[bytes]:
     """A second sshd configured as the workspace's, with its host key, environment and session, for our key."""
     from sshgateway.workspace import SFTP_SERVERS, SSHD, SshdSettings, session_script, sshd_config
@@ -358,13 +467,33 @@ def measure(args: argparse.Namespace) -> str:
                 wait_port(ports["direct"])
                 if client.run("direct", "echo $HOME").strip() != str(home):
                     raise RuntimeError("the direct sshd's sessions do not get the workspace's home")
+                assert hub.proc is not None
+                server_pid = child_with(hub.proc.pid, "singleuser")
+                pids = {
+                    "gateway": {
+                        "gateway": child_with(hub.proc.pid, "sshgateway"),
+                        "proxy": child_with(hub.proc.pid, "configurable-http-proxy"),
+                        "hub": hub.proc.pid,
+                        "workspace server": server_pid,
+                        "sshd": child_with(server_pid, "sshd"),
+                    },
+                    "direct": {"sshd": direct.pid},
+                }
+                cpu_used = {p: dict.fromkeys(["client", *pids[p]], 0.0) for p in PATHS}
                 seconds: dict[str, list[float]] = {p: [] for p in PATHS}
                 echo_times: dict[str, list[float]] = {p: [] for p in PATHS}
                 for rep in range(args.repeats):
                     order = PATHS if rep % 2 == 0 else PATHS[::-1]
                     for path in order:
                         name = f"bench-{path}-{rep}.bin"
+                        before = {role: cpu_seconds(pid) for role, pid in pids[path].items()}
+                        before["client"] = client_cpu()
                         s = client.scp(path, source, name)
+                        time.sleep(0.5)  # sshd reaps the connection's processes (their CPU is counted then)
+                        after = {role: cpu_seconds(pid) for role, pid in pids[path].items()}
+                        after["client"] = client_cpu()
+                        for role in after:
+                            cpu_used[path][role] += after[role] - before[role]
                         got = sha256(home / name)
                         (home / name).unlink()
                         if got != want:
@@ -392,6 +521,8 @@ def measure(args: argparse.Namespace) -> str:
         load_before=load_before,
         load_after=os.getloadavg()[0],
         elapsed=time.monotonic() - t_start,
+        cpu={p: CpuUse(p, cpu_used[p], sum(seconds[p]), len(seconds[p]) * size / 2**30) for p in PATHS},
+        cores=os.cpu_count() or 1,
     )
 
 

@@ -117,3 +117,82 @@ def test_recording_replaces_only_the_ssh_section(tmp_path: Path) -> None:
     text = readme.read_text()
     assert "old" not in text and "keep" in text and text.endswith("<!-- ssh:end -->\ntail\n")
     assert "| direct | 107.4, 97.6, 89.5 | 97.6 |" in text
+
+
+def cpu_use() -> dict[str, bench.CpuUse]:
+    """1.5 GiB each way; direct took 4.5 s of copying, the gateway path 12 s."""
+    gateway = {"client": 3.0, "gateway": 9.0, "proxy": 3.0, "hub": 0.15, "workspace server": 3.6, "sshd": 4.5}
+    return {
+        "gateway": bench.CpuUse("gateway", gateway, wall=12.0, gib=1.5),
+        "direct": bench.CpuUse("direct", {"client": 3.0, "sshd": 4.5}, wall=4.5, gib=1.5),
+    }
+
+
+def test_cpu_use_per_gib_and_cpus_busy() -> None:
+    cpu = cpu_use()
+    assert cpu["gateway"].total == pytest.approx(23.25)
+    assert cpu["gateway"].per_gib == pytest.approx(15.5)
+    assert cpu["gateway"].cores == pytest.approx(23.25 / 12.0)
+    assert cpu["direct"].per_gib == pytest.approx(5.0) and cpu["direct"].cores == pytest.approx(7.5 / 4.5)
+
+
+def test_cpu_bound_ceilings_of_the_ratio() -> None:
+    cpu = cpu_use()
+    direct_gib_per_s = 1.5 / 4.5
+    # 2 CPUs over 15.5 CPU-s per GiB through the gateway, against direct's measured rate
+    assert bench.cpu_bound_ceiling(cpu, 2) == pytest.approx((2 / 15.5) / direct_gib_per_s)
+    # without the gateway's 9 s: 14.25 CPU-s for 1.5 GiB
+    assert bench.ceiling_without_gateway(cpu, 2) == pytest.approx((2 / (14.25 / 1.5)) / direct_gib_per_s)
+    # more CPUs raise the ceiling in proportion
+    assert bench.cpu_bound_ceiling(cpu, 4) == pytest.approx(2 * bench.cpu_bound_ceiling(cpu, 2))
+
+
+def test_section_shows_cpu_per_gib_by_process_and_the_ceiling() -> None:
+    text = bench.render(
+        recorded="Recorded 2026-01-02 on a test CPU",
+        size_mib=512,
+        repeats=3,
+        keystrokes=150,
+        copies=copies([10.0, 11.0, 12.0], [5.0, 5.5, 6.0]),
+        echoes=echoes(1.75, 0.25),
+        openssh="OpenSSH_9.2p1",
+        load_before=0.5,
+        load_after=1.25,
+        elapsed=95.4,
+        cpu=cpu_use(),
+        cores=2,
+    )
+    assert (
+        "| path | client | gateway | proxy | hub | workspace server | sshd | total | CPUs busy while copying |" in text
+    )
+    assert "| gateway | 2.00 | 6.00 | 2.00 | 0.10 | 2.40 | 3.00 | 15.50 | 1.94 of 2 |" in text
+    assert "| direct | 2.00 | – | – | – | – | 3.00 | 5.00 | 1.67 of 2 |" in text
+    assert (
+        "Per byte, the gateway path costs 3.1x the CPU of direct (the gateway itself 1.2x direct's whole path)." in text
+    )
+    assert "it could copy at most 39% of direct's measured speed" in text
+    assert "A gateway that cost nothing would still leave at most 63%" in text
+
+
+def test_proc_accounting_sees_a_child_and_its_cpu(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(30)",
+        ]
+    )
+    try:
+        deadline = __import__("time").monotonic() + 10
+        while bench.cpu_seconds(busy.pid) < 0.25:
+            assert __import__("time").monotonic() < deadline, "the child never used CPU"
+        assert bench.child_with(os.getpid(), "process_time") == busy.pid
+        with pytest.raises(RuntimeError, match="expected one child"):
+            bench.child_with(os.getpid(), "no-such-command-anywhere")
+    finally:
+        busy.kill()
+        busy.wait()
