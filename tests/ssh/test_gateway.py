@@ -339,6 +339,64 @@ def test_local_forward_reaches_a_port_of_the_same_workspace_only(
     assert audit_record(ssh.hub, "forward", f"localhost:{alice_port}")["bytes_out"] > 0
 
 
+VSCODE_SCRIPT = """
+uname -rsv
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cd "$(mktemp -d)" && echo vscode-server-answers > index.html
+nohup timeout 120 python3 -m http.server "$port" --bind 127.0.0.1 > /dev/null 2>&1 &
+echo $! > ~/vscode-server.pid
+echo "c0ffee: start listeningOn==$port== c0ffee: end"
+"""
+
+
+def test_vs_code_remote_ssh_flow_with_a_socks_forward(
+    ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    """What VS Code Remote-SSH does in its default local-server mode (the editor itself cannot be
+    downloaded here): ``ssh -T -D <port> host bash`` with its install-and-start script on stdin,
+    which starts the server on a free loopback port and prints the port between markers; the
+    editor then talks to that port through the dynamic (SOCKS) forward, while the session stays open."""
+    alice = people["alice"]
+    socks = free_port()
+    session = subprocess.Popen(
+        ["ssh", *ssh.options(alice.key), "-T", "-D", f"127.0.0.1:{socks}", "-p", str(ssh.port), "alice@127.0.0.1",
+         "bash"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert session.stdin is not None and session.stdout is not None
+    try:
+        session.stdin.write(VSCODE_SCRIPT)
+        session.stdin.flush()
+        uname = session.stdout.readline()
+        assert uname.startswith("Linux "), uname
+        marker = session.stdout.readline()
+        found = re.search(r"listeningOn==(\d+)==", marker)
+        assert found, marker
+        port = int(found.group(1))
+        deadline, answer = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and "vscode-server-answers" not in answer:
+            r = subprocess.run(
+                ["curl", "-s", "--max-time", "5", "--socks5-hostname", f"127.0.0.1:{socks}", f"http://127.0.0.1:{port}/"],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            answer = r.stdout
+            if "vscode-server-answers" not in answer:
+                time.sleep(0.3)
+        assert "vscode-server-answers" in answer
+        # the same SOCKS forward cannot be aimed outside the workspace
+        outside = subprocess.run(
+            ["curl", "-s", "--max-time", "5", "--socks5-hostname", f"127.0.0.1:{socks}", "http://10.1.2.3:22/"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert outside.returncode != 0
+    finally:
+        ssh.ssh("alice", "kill $(cat ~/vscode-server.pid)", alice.key)
+        session.stdin.close()
+        session.terminate()
+        session.wait(30)
+    assert audit_record(ssh.hub, "forward", f"127.0.0.1:{port}")["bytes_out"] > 0
+
+
 def test_agent_x11_and_remote_forwarding_are_refused(
     ssh: SSH, people: dict[str, Person], running: dict[str, Any]
 ) -> None:
