@@ -213,6 +213,7 @@ class QuotaError(Exception):
     def __init__(self, code: int, message: str, problems: Sequence[str] = ()):
         super().__init__(message)
         self.code, self.message, self.problems = code, message, list(problems)
+        self.status = 0  # the HTTP status of the API's answer, when there was one
 
     def lines(self) -> list[str]:
         """The message, then each problem it does not already spell out, one per line."""
@@ -331,9 +332,29 @@ class QuotasAPI:
         path = "/".join(urllib.parse.quote(s, safe="") for s in segments)
         return self.hub + QUOTAS_API + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
 
-    def call(self, method: str, url: str, body: Any = None, accept: str = "application/json") -> tuple[bytes, str]:
-        """Send one request; returns (body, content type) of a 2xx answer, else raises :class:`QuotaError`."""
-        headers = {"Authorization": f"token {self.token}", "Accept": accept}
+    def call(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        accept: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[bytes, str]:
+        """Send one request; returns (body, content type) of a 2xx answer, else raises :class:`QuotaError`
+        (with the HTTP ``status``)."""
+        raw, content_type, _ = self.exchange(method, url, body, accept, headers)
+        return raw, content_type
+
+    def exchange(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        accept: str = "application/json",
+        extra: Mapping[str, str] | None = None,
+    ) -> tuple[bytes, str, Mapping[str, str]]:
+        """:meth:`call`, also returning the answer's headers."""
+        headers = {"Authorization": f"token {self.token}", "Accept": accept, **(extra or {})}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -341,9 +362,10 @@ class QuotasAPI:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                return response.read(), response.headers.get("Content-Type", "")
+                return response.read(), response.headers.get("Content-Type", ""), response.headers
         except urllib.error.HTTPError as e:
             status, error = e.code, api_error(e.code, e.read(), url, self.hub)
+            error.status = status
         except urllib.error.URLError as e:
             raise self._unreachable(e.reason) from None
         except (OSError, http.client.HTTPException) as e:
@@ -365,11 +387,16 @@ class QuotasAPI:
         except (OSError, http.client.HTTPException):
             return True  # cannot tell: keep the service's own answer
 
-    def json(self, method: str, url: str, body: Any = None) -> tuple[bytes, Any]:
+    def json(
+        self, method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[bytes, Any]:
         """(raw body, decoded JSON) of a 2xx answer; a body that is not JSON means the URL is not the API."""
-        raw, _ = self.call(method, url, body)
+        raw, _ = self.call(method, url, body, headers=headers)
+        return raw, self.decode(raw, url)
+
+    def decode(self, raw: bytes, url: str) -> Any:
         try:
-            return raw, json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             raise QuotaError(
                 UNREACHABLE,
@@ -563,12 +590,24 @@ def merge_limit(
     return merged
 
 
-def find_limit(listed: Any, kind: str, name: str) -> dict[str, Any] | None:
-    """The limit of ``kind`` ("user"/"group") ``name`` in the API's answer to ``GET .../limits``."""
-    for limit in _items(listed, "limits"):
-        if limit.get("kind") == kind and limit.get("name") == name:
-            return limit
-    return None
+SET_ATTEMPTS = 3
+
+
+def _read_limit(api: QuotasAPI, url: str) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The stored limit at ``url`` (None when none is set) and the precondition that writes over it alone."""
+    try:
+        raw, _, headers = api.exchange("GET", url)
+    except QuotaError as e:
+        if e.status == 404:
+            return None, {"If-None-Match": "*"}
+        raise
+    limit = api.decode(raw, url)
+    etag = headers.get("ETag")
+    if not isinstance(limit, dict) or not etag:
+        raise QuotaError(
+            REFUSED, f"{url} answered without the limit's ETag: is the quotas service older than this aidc?"
+        )
+    return limit, {"If-Match": etag}
 
 
 def is_empty_limit(limit: Mapping[str, Any]) -> bool:
@@ -742,10 +781,23 @@ def cmd_quota_set(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return OK
-    # PUT replaces the whole limit: start from the stored one (none yet when it is not listed).
-    _, listed = api.json("GET", api.url("tenants", args.tenant, "limits"))
-    merged = merge_limit(find_limit(listed, kind, name), gpus, values, clear)
-    raw, stored = api.json("PUT", url, merged)
+    # PUT replaces the whole limit: start from the stored one, and write only over what was read
+    # (If-Match); if another admin changed it in between, merge these options into theirs and try again
+    for attempt in range(1, SET_ATTEMPTS + 1):
+        current, precondition = _read_limit(api, url)
+        merged = merge_limit(current, gpus, values, clear)
+        try:
+            raw, stored = api.json("PUT", url, merged, headers=precondition)
+            break
+        except QuotaError as e:
+            if e.status != 412:
+                raise
+            if attempt == SET_ATTEMPTS:
+                raise QuotaError(
+                    REFUSED,
+                    f"The limit of {kind} {name} in tenant {args.tenant} kept changing while this command ran"
+                    f" ({SET_ATTEMPTS} tries): nothing was changed. Check who else edits it, then run the command again.",
+                ) from None
     if args.json:
         _write(raw)
     elif is_empty_limit(stored):

@@ -7,6 +7,8 @@ refused with the same reasons everywhere, before anything is written.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -73,6 +75,27 @@ def limit_to_json(limit: Limit) -> dict[str, Any]:
         "memory": None if limit.memory is None else exact_bytes(limit.memory),
         "gpu_hours": None if limit.gpu_hours is None else str(limit.gpu_hours),
     }
+
+
+NO_LIMIT_ETAG = '"none"'
+
+
+def limit_etag(limit: Limit | None) -> str:
+    """The HTTP entity tag (quoted) of a stored limit: it changes whenever any field does;
+    ``"none"`` when no limit is set. Writers send it back (``If-Match``) so that two admins editing
+    the same limit at once cannot overwrite each other unknowingly."""
+    if limit is None:
+        return NO_LIMIT_ETAG
+    body = json.dumps(limit_to_json(limit), sort_keys=True)
+    return '"' + hashlib.sha256(body.encode()).hexdigest()[:24] + '"'
+
+
+class LimitChanged(Exception):
+    """The limit is not what the writer last read (its ``If-Match``); ``current`` is what is stored."""
+
+    def __init__(self, current: Limit | None):
+        super().__init__("the limit changed since it was read")
+        self.current = current
 
 
 def exact_bytes(value: Decimal) -> str:

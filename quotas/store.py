@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .limits import limit_from_values, limit_to_values
+from .limits import LimitChanged, limit_etag, limit_from_values, limit_to_values
 from .model import Tenant
 from .policy import Decision, Holding, Limit, Request, Usage, admit
 from .schema import limits, refusals, runs, ssh_keys, tenant_locks, usage_rollups
@@ -489,14 +489,26 @@ class Store:
             found = _limits_of(tenant, rows)
         return found[0] if found else None
 
-    def set_limit(self, limit: Limit, by: str, now: datetime) -> None:
+    def set_limit(self, limit: Limit, by: str, now: datetime, expect: str | None = None) -> None:
         """Replace the limit of ``limit.kind``/``limit.subject`` in its tenant (an empty limit removes it).
 
         ``limit`` must come from :func:`quotas.limits.parse_limit`, which checks it against the
         tenant's ceiling. One transaction: readers see the old limit or the new one, never a mix.
+        ``expect``: the :func:`quotas.limits.limit_etag` the writer read (``"none"``: no limit was
+        set); if the stored limit is another, nothing is written and :class:`LimitChanged` says what is.
         """
         with self._tx() as conn:
             self._lock_tenant(conn, limit.tenant)
+            if expect is not None:
+                rows = conn.execute(
+                    select(limits).where(
+                        limits.c.tenant == limit.tenant, limits.c.kind == limit.kind, limits.c.subject == limit.subject
+                    )
+                )
+                found = _limits_of(limit.tenant, rows)
+                current = found[0] if found else None
+                if limit_etag(current) != expect:
+                    raise LimitChanged(current)
             conn.execute(
                 delete(limits).where(
                     limits.c.tenant == limit.tenant, limits.c.kind == limit.kind, limits.c.subject == limit.subject

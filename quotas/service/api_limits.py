@@ -4,13 +4,17 @@ Tenant admins (of that tenant) and platform admins read and write every limit of
 members read their own limit and their groups' limits. A limit is checked by
 :func:`quotas.limits.parse_limit` against the tenant's ceiling before anything is written, and
 the tenant is always the one of the URL: a body that names another is refused.
+
+Writes may be conditional, as HTTP has it: ``GET`` and ``PUT`` answer with the limit's ``ETag``;
+a ``PUT`` with ``If-Match: <etag>`` (or ``If-None-Match: *`` for "no limit is set yet") is refused
+with 412 and nothing written when someone changed the limit in between (``aidc quota set`` does this).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..limits import LimitError, limit_to_json, parse_limit
+from ..limits import NO_LIMIT_ETAG, LimitChanged, LimitError, limit_etag, limit_to_json, parse_limit
 from ..model import Tenant
 from ..policy import Limit
 from .api_tenants import TENANT
@@ -83,6 +87,7 @@ class LimitHandler(BaseHandler):
                 404,
                 f"No limit is set for {subject_kind} {name} in tenant {found.id}: only the tenant's ceiling applies.",
             )
+        self.set_header("ETag", limit_etag(limit))
         self.write_json(limit_to_json(limit))
 
     async def put(self, tenant: str, kind: str, name: str) -> None:
@@ -104,12 +109,41 @@ class LimitHandler(BaseHandler):
             raise ApiError(
                 422, f"The limit of {subject_kind} {name} in tenant {found.id} was not changed: {count}.", problems
             )
-        await self.blocking(self.store.set_limit, limit, self.caller.name, self.now())
+        expect = self._precondition()
+        try:
+            await self.blocking(self.store.set_limit, limit, self.caller.name, self.now(), expect)
+        except LimitChanged as e:
+            now = "no limit is set" if e.current is None else f"it is now {_summary(e.current)}"
+            raise ApiError(
+                412,
+                f"The limit of {subject_kind} {name} in tenant {found.id} was not changed: someone changed it"
+                f" since you read it ({now}). Read it again, then make your change.",
+            ) from None
         self.log.info(
             "%s set the limit of %s %s in tenant %s: %s", self.caller.name, subject_kind, name, found.id, body
         )
         stored = await self.blocking(self.store.limit, found.id, subject_kind, name)
+        self.set_header("ETag", limit_etag(stored))
         self.write_json(limit_to_json(stored) if stored else empty_limit_json(found.id, subject_kind, name))
+
+    def _precondition(self) -> str | None:
+        """The entity tag the writer expects (``If-Match``), ``"none"`` for ``If-None-Match: *``, or
+        None for an unconditional write; anything else is a 400."""
+        match, none_match = self.request.headers.get("If-Match"), self.request.headers.get("If-None-Match")
+        if match is not None and none_match is not None:
+            raise ApiError(400, "Send If-Match or If-None-Match, not both.")
+        if none_match is not None:
+            if none_match.strip() != "*":
+                raise ApiError(
+                    400, f"If-None-Match may only be * (create the limit only if none is set), not {none_match!r}."
+                )
+            return NO_LIMIT_ETAG
+        if match is None:
+            return None
+        tag = match.strip()
+        if tag.startswith("W/") or "," in tag or not (len(tag) >= 2 and tag[0] == tag[-1] == '"'):
+            raise ApiError(400, f'If-Match must be one ETag as this API sent it (e.g. "3f0c..."), not {match!r}.')
+        return tag
 
     async def delete(self, tenant: str, kind: str, name: str) -> None:
         """Remove the limit (only the tenant's ceiling applies again); 204, or 404 if there was none."""
@@ -126,3 +160,13 @@ default_handlers = [
     (rf"api/tenants/{TENANT}/limits", LimitsHandler),
     (rf"api/tenants/{TENANT}/limits/(?P<kind>[^/]+)/(?P<name>[^/]+)", LimitHandler),
 ]
+
+
+def _summary(limit: Limit) -> str:
+    """A limit in one line, for messages: ``gpus H100=2, servers 3``."""
+    body = limit_to_json(limit)
+    parts = [f"gpus {', '.join(f'{t}={n}' for t, n in sorted(body['gpus'].items()))}"] if body["gpus"] else []
+    parts += [
+        f"{field} {body[field]}" for field in ("servers", "cpu", "memory", "gpu_hours") if body[field] is not None
+    ]
+    return ", ".join(parts) or "empty"

@@ -26,11 +26,17 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed request (bad JSON, bad dates, unknown parameter or kind); `problems` lists every reason",
         403: "Not logged in, or the caller may not do this (also for tenants the caller may not see)",
         404: "No such tenant (platform admins only) or no such limit",
+        412: "If-Match / If-None-Match did not hold: someone changed the limit since the caller read it;"
+        " nothing was written",
         422: "The limit cannot be stored; `problems` lists every reason, nothing was written",
     }
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
+ETAG_HEADER = {
+    "description": "The limit's entity tag; send it back in If-Match to write only over what you read",
+    "schema": {"type": "string"},
+}
 QUANTITY = {"type": ["string", "null"], "description": 'An exact quantity, e.g. "16", "500m", "64Gi"; null: no limit'}
 HOURS = {"type": "string", "description": 'Hours, exact to 1/10,000, e.g. "12.5"'}
 GPUS = {
@@ -338,14 +344,38 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "One limit",
             "description": "Platform admins and tenant admins: any. Members: their own and their groups'.",
-            "responses": {"200": _json(_ref("Limit"), "The limit"), **_errors(400, 403, 404)},
+            "responses": {
+                "200": {**_json(_ref("Limit"), "The limit"), "headers": {"ETag": ETAG_HEADER}},
+                **_errors(400, 403, 404),
+            },
         },
         "put": {
             "summary": "Set (replace) a limit",
             "description": "Platform admins and admins of the tenant. Checked against the tenant's ceiling;"
-            " nothing is written on any error. An empty body object removes every field (the ceiling applies).",
+            " nothing is written on any error. An empty body object removes every field (the ceiling applies)."
+            " Conditional: `If-Match: <ETag of the GET>`, or `If-None-Match: *` when no limit was set; 412 if"
+            " the limit changed in between.",
+            "parameters": [
+                {
+                    "name": "If-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "The ETag the caller read; the write happens only if the limit is still that",
+                },
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"const": "*"},
+                    "description": "Write only if no limit is set yet",
+                },
+            ],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LimitBody")}}},
-            "responses": {"200": _json(_ref("Limit"), "The stored limit"), **_errors(400, 403, 404, 422)},
+            "responses": {
+                "200": {**_json(_ref("Limit"), "The stored limit"), "headers": {"ETag": ETAG_HEADER}},
+                **_errors(400, 403, 404, 412, 422),
+            },
         },
         "delete": {
             "summary": "Remove a limit (the tenant's ceiling applies again)",

@@ -71,10 +71,11 @@ def aidc(hub: Hub, tokens: dict[str, str]) -> Any:
     return run
 
 
-def api(hub: Hub, token: str, method: str, path: str, **kwargs: Any) -> requests.Response:
-    return requests.request(
-        method, f"{hub.url}{QUOTAS_API}/{path}", headers={"Authorization": f"token {token}"}, timeout=30, **kwargs
-    )
+def api(
+    hub: Hub, token: str, method: str, path: str, headers_extra: dict[str, str] | None = None, **kwargs: Any
+) -> requests.Response:
+    headers = {"Authorization": f"token {token}", **(headers_extra or {})}
+    return requests.request(method, f"{hub.url}{QUOTAS_API}/{path}", headers=headers, timeout=30, **kwargs)
 
 
 @pytest.fixture
@@ -343,3 +344,117 @@ def test_usage_as_table_csv_and_json(hub: Hub, aidc: Any) -> None:
     assert mine.code == 0, mine
     assert sum(Decimal(r["gpu_hours"]) for r in csv.DictReader(io.StringIO(mine.out))) == Decimal(6)
     assert {r["user"] for r in csv.DictReader(io.StringIO(mine.out))} == {"alice"}
+
+
+def _alice_limit(hub: Hub, tokens: dict[str, str]) -> dict[str, Any]:
+    r = api(hub, tokens["admin"], "GET", "tenants/lab/limits/users/alice")
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_conditional_writes_refuse_a_stale_etag_and_change_nothing(
+    hub: Hub, limits: Any, tokens: dict[str, str]
+) -> None:
+    r = api(hub, tokens["kim"], "GET", "tenants/lab/limits/users/alice")
+    etag = r.headers["ETag"]
+    assert r.status_code == 200 and etag.startswith('"') and etag != '"none"'
+    # the platform admin changes it meanwhile
+    r = api(hub, tokens["admin"], "PUT", "tenants/lab/limits/users/alice", json={"gpus": {"H100": 1}, "servers": 2})
+    assert r.status_code == 200 and r.headers["ETag"] != etag
+    newer = r.headers["ETag"]
+    stale = api(
+        hub, tokens["kim"], "PUT", "tenants/lab/limits/users/alice", json={"cpu": "4"}, headers_extra={"If-Match": etag}
+    )
+    assert stale.status_code == 412, stale.text
+    assert stale.json()["message"] == (
+        "The limit of user alice in tenant lab was not changed: someone changed it since you read it"
+        " (it is now gpus H100=1, servers 2). Read it again, then make your change."
+    )
+    assert _alice_limit(hub, tokens)["servers"] == 2 and _alice_limit(hub, tokens)["cpu"] is None
+    # create-only on an existing limit, and malformed preconditions
+    exists = api(
+        hub, tokens["kim"], "PUT", "tenants/lab/limits/users/alice", json={}, headers_extra={"If-None-Match": "*"}
+    )
+    assert exists.status_code == 412
+    for headers in ({"If-Match": "3f0c"}, {"If-Match": f"{newer}, {etag}"}, {"If-None-Match": newer}):
+        bad = api(hub, tokens["kim"], "PUT", "tenants/lab/limits/users/alice", json={}, headers_extra=headers)
+        assert bad.status_code == 400, (headers, bad.text)
+    assert _alice_limit(hub, tokens)["gpus"] == {"H100": 1}
+    # the right tag writes, and answers with the next one
+    ok = api(
+        hub,
+        tokens["kim"],
+        "PUT",
+        "tenants/lab/limits/users/alice",
+        json={"cpu": "4"},
+        headers_extra={"If-Match": newer},
+    )
+    assert ok.status_code == 200 and ok.json()["cpu"] == "4" and ok.headers["ETag"] not in (etag, newer)
+    created = api(
+        hub,
+        tokens["kim"],
+        "PUT",
+        "tenants/lab/limits/users/bob",
+        json={"servers": 1},
+        headers_extra={"If-None-Match": "*"},
+    )
+    assert created.status_code == 200, created.text
+
+
+class _Interleaved:
+    """``QuotasAPI.exchange`` of the CLI with another admin's write between the CLI's read of the
+    limit and its write, ``times`` times: the race ``If-Match`` closes, made to happen for sure."""
+
+    def __init__(self, hub: Hub, tokens: dict[str, str], writes: list[dict[str, Any]]):
+        from hub_config.cli import QuotasAPI
+
+        self.original, self.writes, self.hub, self.tokens = QuotasAPI.exchange, list(writes), hub, tokens
+        self.reads = 0
+
+    def __call__(self, api_self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        answer = self.original(api_self, method, url, *args, **kwargs)
+        if method == "GET" and url.endswith("/limits/users/alice"):
+            self.reads += 1
+            if self.writes:
+                body = self.writes.pop(0)
+                r = api(self.hub, self.tokens["admin"], "PUT", "tenants/lab/limits/users/alice", json=body)
+                assert r.status_code == 200, r.text
+        return answer
+
+    def method(self) -> Any:
+        return lambda api_self, *args, **kwargs: self(api_self, *args, **kwargs)
+
+
+def _run_cli(hub: Hub, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
+    from hub_config.cli import main
+
+    monkeypatch.setenv("AIDC_HUB_URL", hub.url)
+    monkeypatch.setenv("AIDC_TOKEN", tokens["kim"])
+    return main(["quota", *argv])
+
+
+def test_set_merges_into_a_limit_changed_meanwhile_instead_of_overwriting_it(
+    hub: Hub, limits: Any, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub_config.cli import QuotasAPI
+
+    race = _Interleaved(hub, tokens, [{"gpus": {"H100": 1}, "servers": 1, "gpu_hours": "40"}])
+    monkeypatch.setattr(QuotasAPI, "exchange", race.method())
+    assert _run_cli(hub, tokens, monkeypatch, *SET_ALICE, "--cpu", "8") == 0, capsys.readouterr().err
+    assert race.reads == 2  # read, refused (412), read again, written
+    stored = _alice_limit(hub, tokens)
+    assert (stored["gpu_hours"], stored["cpu"], stored["servers"]) == ("40", "8", 1), stored
+
+
+def test_set_gives_up_when_the_limit_keeps_changing_and_writes_nothing(
+    hub: Hub, limits: Any, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub_config.cli import QuotasAPI
+
+    writes = [{"gpus": {"H100": 1}, "servers": 1, "gpu_hours": str(n)} for n in (10, 20, 30)]
+    monkeypatch.setattr(QuotasAPI, "exchange", _Interleaved(hub, tokens, writes).method())
+    assert _run_cli(hub, tokens, monkeypatch, *SET_ALICE, "--cpu", "8") == 1
+    err = capsys.readouterr().err
+    assert "kept changing while this command ran (3 tries): nothing was changed" in err
+    stored = _alice_limit(hub, tokens)
+    assert (stored["gpu_hours"], stored["cpu"]) == ("30", None), stored

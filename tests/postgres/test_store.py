@@ -246,3 +246,24 @@ def test_every_ended_run_is_counted_once_even_at_midnight(store: Store, started:
             assert counted == 1, period
     report = store.usage_report("snu-ai", date(2026, 11, 1), date(2027, 1, 1), ended)
     assert [(r.subject, r.runs) for r in report] == [("alice", 1)]
+
+
+def test_a_conditional_limit_write_over_a_changed_limit_writes_nothing(store: Store) -> None:
+    from quotas.limits import NO_LIMIT_ETAG, LimitChanged, limit_etag
+
+    first = parse_limit(SNU, "user", "alice", {"gpus": {"H100": 1}})
+    store.set_limit(first, "kim", NOV_2, expect=NO_LIMIT_ETAG)  # created only if none was set
+    read = limit_etag(store.limit(SNU.id, "user", "alice"))
+    with pytest.raises(LimitChanged) as refused:
+        store.set_limit(parse_limit(SNU, "user", "alice", {"servers": 1}), "erin", NOV_2, expect=NO_LIMIT_ETAG)
+    assert refused.value.current == first
+    store.set_limit(parse_limit(SNU, "user", "alice", {"gpus": {"H100": 2}}), "admin", NOV_2)  # someone else
+    with pytest.raises(LimitChanged) as refused:
+        store.set_limit(parse_limit(SNU, "user", "alice", {"cpu": "8"}), "kim", NOV_2, expect=read)
+    assert refused.value.current is not None and refused.value.current.gpus == {"H100": 2}
+    assert store.limit(SNU.id, "user", "alice") == refused.value.current  # nothing written
+    now = limit_etag(store.limit(SNU.id, "user", "alice"))
+    assert now != read
+    store.set_limit(parse_limit(SNU, "user", "alice", {"cpu": "8"}), "kim", NOV_2, expect=now)
+    stored = store.limit(SNU.id, "user", "alice")
+    assert stored is not None and stored.cpu == Decimal(8) and stored.gpus == {}

@@ -21,7 +21,6 @@ from hub_config.cli import (
     QuotasAPI,
     api_error,
     build_parser,
-    find_limit,
     format_ceiling,
     format_limits,
     format_usage,
@@ -205,12 +204,7 @@ def test_merge_keeps_the_fields_not_named(
     assert "tenant" not in merged and "name" not in merged  # the URL says whose limit it is
 
 
-def test_find_limit_and_empty_limits() -> None:
-    listed = {"tenant": "lab", "limits": [STORED, {**STORED, "kind": "group", "name": "alice"}]}
-    assert find_limit(listed, "user", "alice") == STORED
-    assert find_limit(listed, "group", "alice") == {**STORED, "kind": "group", "name": "alice"}
-    assert find_limit(listed, "user", "bob") is None
-    assert find_limit({"limits": []}, "user", "alice") is None
+def test_empty_limits() -> None:
     assert is_empty_limit({"gpus": {}, "servers": None, "cpu": None, "memory": None, "gpu_hours": None})
     assert not is_empty_limit({"gpus": {"H100": 0}, "servers": None})
     assert not is_empty_limit({"gpus": {}, "servers": 0})
