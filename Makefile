@@ -28,6 +28,8 @@ up: setup
 test: setup
 	bash tests/bed/debian-packages.sh chromium openssl postgresql-15 openssh-client openssh-server rsync
 	bash tests/bed/controlplane/build.sh
+	bash tests/bed/dex/build.sh
+	bash tests/bed/helm/build.sh
 	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider

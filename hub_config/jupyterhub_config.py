@@ -22,6 +22,14 @@
 #   AIDC_HUB_CONNECT_URL  how workspace pods reach the hub (aidc-kube)             [the hub's own URL]
 #   AIDC_NAMESPACE_TEMPLATE  tenant namespaces (aidc-kube)                         [aidc-{tenant}]
 #   AIDC_HOME_STORAGE_CLASS, AIDC_HOME_CAPACITY  home volumes (aidc-kube)          [cluster default, 10Gi]
+#   AIDC_AUTH         local (accounts of `aidc user`) or oidc (docs/oidc.md)       [local]
+#   AIDC_OIDC_ISSUER, AIDC_OIDC_CLIENT_ID, AIDC_OIDC_CLIENT_SECRET  the provider and the hub's client (oidc)
+#   AIDC_OIDC_CALLBACK_URL   where the provider sends people back   [AIDC_BIND_URL/hub/oauth_callback]
+#   AIDC_OIDC_USERNAME_CLAIM, AIDC_OIDC_GROUPS_CLAIM  claims of the ID token    [preferred_username, groups]
+#   AIDC_OIDC_SCOPES  scopes asked for                                 [openid profile email groups]
+#   AIDC_OIDC_ADMIN_GROUPS, AIDC_OIDC_ADMIN_USERS  platform admins (comma-separated)  [none]
+#   AIDC_OIDC_CONTACT  whom people in no tenant should ask                        [a platform admin]
+#   AIDC_OIDC_LOGIN_SERVICE  the login button's "Sign in with ..."        [your organisation's account]
 import os
 import sys
 from pathlib import Path
@@ -115,6 +123,41 @@ settings = {
     "LocalAccountAuthenticator.accounts_file": str(accounts_file),
     "Authenticator.admin_users": AccountStore(accounts_file).admins(),
 }
+
+auth = env("AIDC_AUTH", "local")
+if auth not in ("local", "oidc"):
+    sys.exit(f"AIDC_AUTH={auth!r} is not a login method: use local (accounts of `aidc user`) or oidc (docs/oidc.md).")
+if auth == "oidc":
+    missing = [v for v in ("AIDC_OIDC_ISSUER", "AIDC_OIDC_CLIENT_ID", "AIDC_OIDC_CLIENT_SECRET") if not env(v)]
+    if missing:
+        sys.exit(f"AIDC_AUTH=oidc needs {', '.join(missing)} (see docs/oidc.md); the hub was not started.")
+    settings.update(
+        {
+            "JupyterHub.authenticator_class": "aidc-oidc",
+            # the authenticator sets tenant groups and tenant-admin roles at each login (manage_groups,
+            # manage_roles), so the config assigns none
+            "JupyterHub.load_groups": {},
+            "JupyterHub.load_roles": hub_roles() + ssh_hub_roles(),
+            "JupyterHub.template_vars": {"aidc_local_accounts": False},
+            "OIDCAuthenticator.issuer": env("AIDC_OIDC_ISSUER"),
+            "OIDCAuthenticator.client_id": env("AIDC_OIDC_CLIENT_ID"),
+            "OIDCAuthenticator.client_secret": env("AIDC_OIDC_CLIENT_SECRET"),
+            "OIDCAuthenticator.oauth_callback_url": env(
+                "AIDC_OIDC_CALLBACK_URL", env("AIDC_BIND_URL", "http://127.0.0.1:8000") + "/hub/oauth_callback"
+            ),
+            "OIDCAuthenticator.username_claim": env("AIDC_OIDC_USERNAME_CLAIM", "preferred_username"),
+            "OIDCAuthenticator.groups_claim": env("AIDC_OIDC_GROUPS_CLAIM", "groups"),
+            "OIDCAuthenticator.scope": env("AIDC_OIDC_SCOPES", "openid profile email groups").split(),
+            "OIDCAuthenticator.platform_admin_groups": {
+                g.strip() for g in env("AIDC_OIDC_ADMIN_GROUPS", "").split(",") if g.strip()
+            },
+            "OIDCAuthenticator.contact": env("AIDC_OIDC_CONTACT", "a platform admin"),
+            "OIDCAuthenticator.login_service": env("AIDC_OIDC_LOGIN_SERVICE", "your organisation's account"),
+            "OIDCAuthenticator.tenants_file": tenants_file,
+            "OIDCAuthenticator.catalog_file": catalog_file,
+            "Authenticator.admin_users": {u.strip() for u in env("AIDC_OIDC_ADMIN_USERS", "").split(",") if u.strip()},
+        }
+    )
 
 for key, value in settings.items():
     section, trait = key.split(".")

@@ -36,6 +36,8 @@ from .quantity import QuantityError, parse_quantity
 ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 GPU_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 USER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._@+-]*$")
+# a group as an identity provider names it: "snu-ai", "/snu-ai/admins", an Azure AD object id, an LDAP DN
+IDP_GROUP_PATTERN = re.compile(r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,254}[^\s\x00-\x1f\x7f])?$")
 MAX_ID_LENGTH = 40  # tenant ids become namespace names ("aidc-<id>"), which have 63
 
 
@@ -301,14 +303,23 @@ def load_catalog(path: str | Path) -> Mapping[str, Image]:
     return images
 
 
+BUILD_DIR_PATTERN = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/-]+$")
+_BUILD_KEYS = ("build", "from")
+
+
 def _parse_catalog(data: Any, check: _Checker) -> Mapping[str, Image]:
-    root = check.mapping(data, "", ("images",), ())
+    root = check.mapping(data, "", ("images",), ("platform",))
     images: dict[str, Image] = {}
     if root is None:
         return images
-    for ident, path, item in check.unique_ids(root.get("images"), "images", "image"):
+    parents: dict[str, tuple[str, str]] = {}  # id -> (path of its `from`, the id it is built from)
+    listed = check.unique_ids(root.get("images"), "images", "image")
+    for ident, path, item in listed:
         fields = check.mapping(
-            item, path, ("id", "display_name", "image"), ("description", "needs_gpu", "cuda", "toolchain", "dockerfile")
+            item,
+            path,
+            ("id", "display_name", "image"),
+            ("description", "needs_gpu", "cuda", "toolchain", "dockerfile") + _BUILD_KEYS,
         )
         if fields is None:
             continue
@@ -317,10 +328,8 @@ def _parse_catalog(data: Any, check: _Checker) -> Mapping[str, Image]:
         needs_gpu = fields.get("needs_gpu", False)
         if not isinstance(needs_gpu, bool):
             check.add(f"{path}.needs_gpu", f"must be true or false, not {_kind(needs_gpu)}")
-        toolchain = fields.get("toolchain", {}) or {}
-        if not isinstance(toolchain, dict) or not all(isinstance(v, (str, int, float)) for v in toolchain.values()):
-            check.add(f"{path}.toolchain", "must map tool names to version strings")
-            toolchain = {}
+        toolchain = _parse_toolchain(fields.get("toolchain"), f"{path}.toolchain", check)
+        _parse_build(fields, ident, path, parents, check)
         if display and ref:
             images[ident] = Image(
                 id=ident,
@@ -329,9 +338,62 @@ def _parse_catalog(data: Any, check: _Checker) -> Mapping[str, Image]:
                 description=str(fields.get("description", "")),
                 needs_gpu=bool(needs_gpu),
                 cuda=str(fields.get("cuda", "")),
-                toolchain=MappingProxyType({str(k): str(v) for k, v in toolchain.items()}),
+                toolchain=toolchain,
             )
+    workspace_ids = {ident for ident, _, _ in listed}
+    # Images the platform itself runs (the hub): validated like workspace images, never a profile's.
+    for ident, path, item in check.unique_ids(root.get("platform"), "platform", "platform image"):
+        if ident in workspace_ids:
+            check.add(f"{path}.id", f"{ident!r} is already a workspace image id under images; ids are shared")
+            continue
+        fields = check.mapping(
+            item, path, ("id", "display_name", "image", "build"), ("description", "toolchain", "from")
+        )
+        if fields is None:
+            continue
+        check.string(fields.get("display_name"), f"{path}.display_name")
+        check.string(fields.get("image"), f"{path}.image")
+        _parse_toolchain(fields.get("toolchain"), f"{path}.toolchain", check)
+        _parse_build(fields, ident, path, parents, check)
+    for ident, (path, parent) in parents.items():
+        if parent not in workspace_ids:
+            hint = f"the images are {', '.join(sorted(workspace_ids)) or 'none'}"
+            check.add(path, f"{ident!r} is built from {parent!r}, which is not an image of this catalog; {hint}")
+            continue
+        chain = [ident, parent]
+        while chain[-1] in parents and parents[chain[-1]][1] in workspace_ids:
+            chain.append(parents[chain[-1]][1])
+            if chain[-1] in chain[:-1]:
+                check.add(path, f"images are built from each other in a circle: {' -> '.join(chain)}")
+                break
     return MappingProxyType(images)
+
+
+def _parse_toolchain(value: Any, path: str, check: _Checker) -> Mapping[str, str]:
+    toolchain = value or {}
+    if not isinstance(toolchain, dict) or not all(isinstance(v, (str, int, float)) for v in toolchain.values()):
+        check.add(path, "must map tool names to version strings")
+        toolchain = {}
+    return MappingProxyType({str(k): str(v) for k, v in toolchain.items()})
+
+
+def _parse_build(
+    fields: dict[str, Any], ident: str, path: str, parents: dict[str, tuple[str, str]], check: _Checker
+) -> None:
+    """``build`` (the Dockerfile's folder, relative to the repository) and ``from`` (the id it is built on)."""
+    if fields.get("build") is not None:
+        check.string(
+            fields["build"],
+            f"{path}.build",
+            BUILD_DIR_PATTERN,
+            "folder relative to the repository (such as images/base)",
+        )
+    if fields.get("from") is not None:
+        parent = check.string(fields["from"], f"{path}.from", ID_PATTERN, "image id")
+        if parent == ident:
+            check.add(f"{path}.from", f"{ident!r} cannot be built from itself")
+        elif parent is not None:
+            parents[ident] = (f"{path}.from", parent)
 
 
 # ---------------------------------------------------------------------------
@@ -552,7 +614,7 @@ def _parse_tenants(
             item,
             path,
             ("id", "display_name", "kind", "profiles", "quota"),
-            ("members", "admins", "description", "datasets", "culling"),
+            ("members", "admins", "description", "datasets", "culling", "oidc"),
         )
         if fields is None:
             continue
@@ -585,6 +647,7 @@ def _parse_tenants(
                 )
         quota = _parse_quota(fields.get("quota"), f"{path}.quota", gpu_types, check)
         culling = _parse_tenant_culling(fields.get("culling"), f"{path}.culling", check)
+        oidc = _parse_tenant_oidc(fields.get("oidc"), f"{path}.oidc", check)
         for i, profile_id in enumerate(allowed):
             profile = profiles.get(profile_id)
             if quota is None or profile is None or not profile.gpu_type:
@@ -596,7 +659,7 @@ def _parse_tenants(
                     f"profile {profile_id!r} needs {profile.gpu_count} {profile.gpu_type} GPU(s) but the quota grants"
                     f" {granted}; raise quota.gpus.{profile.gpu_type} or remove the profile",
                 )
-        if not (display and kind in TENANT_KINDS and quota is not None and culling is not None):
+        if not (display and kind in TENANT_KINDS and quota is not None and culling is not None and oidc is not None):
             out[ident] = None  # declared but invalid: the users section may still name it
         else:
             out[ident] = {
@@ -610,8 +673,44 @@ def _parse_tenants(
                 "quota": quota,
                 "datasets": tuple(mounted),
                 "culling": culling,
+                "oidc": oidc,
             }
     return out
+
+
+_IDP_GROUP_WHAT = "group name (as the identity provider sends it)"
+
+
+def _parse_tenant_oidc(
+    value: Any, path: str, check: _Checker
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None] | None:
+    """A tenant's ``oidc: {groups: [...], admin_groups: [...]}``: the identity provider's groups
+    whose members are members, and tenant admins, of the tenant. A key left out keeps its
+    convention (None here): group ``<id>``, and group ``<id>-admins``. None when it has problems."""
+    if value is None:
+        return (None, None)
+    fields = check.mapping(value, path, (), ("groups", "admin_groups"))
+    if fields is None:
+        return None
+    before = len(check.problems)
+    out: list[tuple[str, ...] | None] = []
+    for key in ("groups", "admin_groups"):
+        if key not in fields:
+            out.append(None)
+            continue
+        if fields[key] is None:
+            check.add(f"{path}.{key}", "is empty; write [] for no group, or leave the key out for the convention")
+            out.append(None)
+            continue
+        out.append(tuple(check.string_list(fields[key], f"{path}.{key}", IDP_GROUP_PATTERN, _IDP_GROUP_WHAT)))
+    members, admins = out
+    for i, group in enumerate(admins or ()):
+        if group in (members or ()):
+            check.add(
+                f"{path}.admin_groups[{i}]",
+                f"group {group!r} is in groups too; list it once (tenant admins are members anyway)",
+            )
+    return (members, admins) if len(check.problems) == before else None
 
 
 def _parse_quota(value: Any, path: str, gpu_types: Mapping[str, GpuType], check: _Checker) -> Quota | None:
@@ -690,6 +789,8 @@ def _freeze_tenant(fields: dict[str, Any]) -> Tenant:
         quota=fields["quota"],
         datasets=fields["datasets"],
         culling=fields["culling"],
+        oidc_groups=fields["oidc"][0],
+        oidc_admin_groups=fields["oidc"][1],
     )
 
 

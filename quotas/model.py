@@ -138,15 +138,21 @@ class Tenant:
     quota: Quota
     datasets: tuple[str, ...] = ()
     culling: TenantCulling = TenantCulling()
+    # identity-provider groups whose members are members / tenant admins (``oidc:`` in tenants.yaml);
+    # None: the convention, group ``<id>`` and group ``<id>-admins`` (see hub_config/oidc.py)
+    oidc_groups: tuple[str, ...] | None = None
+    oidc_admin_groups: tuple[str, ...] | None = None
 
     def has_member(self, user: str, groups: Iterable[str] = ()) -> bool:
         """True if ``user`` (in JupyterHub ``groups``) belongs to this tenant.
 
-        Tenant admins are members too: they may use the tenant's profiles.
+        Tenant admins are members too: they may use the tenant's profiles. So is everyone in
+        the tenant's own JupyterHub group (named like the tenant), which the authenticator
+        keeps in line with this config and, with OIDC, with the identity provider's groups.
         """
         if user in self.member_users or user in self.admins:
             return True
-        return any(g in self.member_groups for g in groups)
+        return any(g == self.id or g in self.member_groups for g in groups)
 
     def admin_contact(self) -> str:
         """Who to ask for more, as a person reads it: ``"kim"`` or ``"kim, lee"``."""

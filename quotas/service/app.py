@@ -33,7 +33,7 @@ from ..loader import ConfigError, load_platform_cached
 from ..model import PlatformConfig
 from ..store import Store
 from . import api_limits, api_me, api_servers, api_ssh_keys, api_tenants, api_usage, metrics, openapi, page
-from .base import ApiError, BaseHandler
+from .base import ApiError, BaseHandler, HubRoles
 
 SERVICE_NAME = "quotas"
 HERE = Path(__file__).resolve().parent
@@ -46,6 +46,7 @@ SERVICE_SCOPES = (
     "read:users:activity",  # the culler reads last activity
     "list:groups",
     "read:groups",  # who is in a group that has a limit
+    "read:roles:users",  # tenant admins by role (OIDC logins get tenant-admin-<id> from the provider)
     "read:servers",  # the culler reads server models (started, pending, last activity)
     "delete:servers",  # the culler stops idle servers (never starts one: no start:servers)
 )
@@ -297,6 +298,7 @@ class QuotasService(Application):
             cookie_secret=self.cookie_secret(),
             xsrf_cookies=True,
             hub_auth=self.hub_auth,
+            hub_roles=HubRoles(self.hub_auth.api_url, self.hub_auth.api_token, ttl=self.identity_cache_seconds),
             store=self.store,
             platform=self.platform,
             service_prefix=prefix,

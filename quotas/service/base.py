@@ -5,14 +5,16 @@ The caller is identified by the hub, never by anything the client sends: a brows
 OAuth cookie this service sets after JupyterHub's login (:class:`HubOAuth`), a script through
 ``Authorization: token <JupyterHub API token>``. The hub's user model gives the name, whether
 they are a platform admin (JupyterHub ``admin``) and their JupyterHub groups; ``tenants.yaml``
-says which tenants they are a member or an admin of.
+says which tenants they are a member or an admin of, and so do their JupyterHub roles
+``tenant-admin-<tenant>`` (which OIDC logins get from the provider's groups: see
+hub_config/oidc.py), asked of the hub with the service's own token (:class:`HubRoles`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -24,6 +26,7 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 
 from ..model import PlatformConfig, Tenant
+from ..rbac import tenant_role_name
 from ..store import Store
 
 T = TypeVar("T")
@@ -41,18 +44,22 @@ class Caller:
     tenants_member: frozenset[str]  # tenants they belong to (by name or by group; admins included)
 
     @classmethod
-    def from_hub(cls, model: Mapping[str, Any], config: PlatformConfig) -> Caller:
-        """The caller of a hub user model (``GET /hub/api/user``). A service token is nobody."""
+    def from_hub(cls, model: Mapping[str, Any], config: PlatformConfig, roles: Iterable[str] = ()) -> Caller:
+        """The caller of a hub user model (``GET /hub/api/user``) with their JupyterHub ``roles``.
+        A service token is nobody."""
         name = str(model.get("name", ""))
         if model.get("kind", "user") != "user":
             return cls(name, False, (), frozenset(), frozenset())
         groups = tuple(sorted(str(g) for g in model.get("groups") or ()))
+        held = set(roles)
+        admin_of = {t.id for t in config.tenants_administered_by(name)}
+        admin_of |= {t for t in config.tenants if tenant_role_name(t) in held}
         return cls(
             name=name,
             admin=bool(model.get("admin", False)),
             groups=groups,
-            tenants_admin=frozenset(t.id for t in config.tenants_administered_by(name)),
-            tenants_member=frozenset(t.id for t in config.tenants_of(name, groups)),
+            tenants_admin=frozenset(admin_of),
+            tenants_member=frozenset({t.id for t in config.tenants_of(name, groups)} | admin_of),
         )
 
     def can_read_tenant(self, tenant: str) -> bool:
@@ -89,6 +96,39 @@ class ApiError(web.HTTPError):
         self.problems = list(problems or [])
 
 
+class HubRoles:
+    """The JupyterHub roles of a user (``GET /hub/api/users/<name>``, scope ``read:roles:users``),
+    asked with the service's token and kept ``ttl`` seconds, so a role taken away at a login counts
+    within that time. If the hub cannot say, nobody gets a role from it (names in tenants.yaml still
+    count): the caller gets fewer rights, never more."""
+
+    def __init__(self, api_url: str, token: str, ttl: float = 10.0):
+        self.api_url, self.token, self.ttl = api_url.rstrip("/"), token, ttl
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def of(self, name: str) -> frozenset[str]:
+        from urllib.parse import quote
+
+        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+        now = IOLoop.current().time()
+        cached = self._cache.get(name)
+        if cached and now - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            response = await AsyncHTTPClient().fetch(
+                f"{self.api_url}/users/{quote(name, safe='')}",
+                headers={"Authorization": f"token {self.token}"},
+                request_timeout=10,
+            )
+            roles = frozenset(str(r) for r in json.loads(response.body).get("roles") or ())
+        except (HTTPClientError, OSError, ValueError) as e:
+            app_log.warning("cannot read the roles of %s from the hub (%s): only tenants.yaml's admins count", name, e)
+            return frozenset()
+        self._cache[name] = (now, roles)
+        return roles
+
+
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
     """A request to the quotas service. ``prepare`` identifies the caller with the hub."""
 
@@ -116,6 +156,9 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 self._not_allowed = True
         self._hub_auth_user_cache = user
         self.current_user = user
+        self._roles: frozenset[str] = frozenset()
+        if user and user.get("kind", "user") == "user" and not user.get("admin"):
+            self._roles = await self.settings["hub_roles"].of(str(user.get("name", "")))
         if user and self.request.method == "GET" and not getattr(self, "_token_authenticated", False):
             self.xsrf_token  # noqa: B018 - sets the _xsrf cookie that the browser's writes must echo
 
@@ -141,7 +184,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 self.redirect(self.get_login_url())
                 raise web.Finish()
             raise ApiError(403, self._why_anonymous())
-        caller = Caller.from_hub(model, self.config)
+        caller = Caller.from_hub(model, self.config, getattr(self, "_roles", ()))
         self._caller = caller
         return caller
 
