@@ -1,0 +1,242 @@
+"""The chart without a cluster: its schema, `helm lint --strict`, `helm template`, typos, and the
+hub config it renders, loaded the way the hub pod loads it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+import yaml
+from traitlets.config.loader import PyFileConfigLoader
+
+from quotas.loader import load_platform
+from tests.chart.conftest import CHART, PRODUCTION, REPO, Helm, find
+
+GENERATOR = REPO / "helm" / "tools" / "generate_json_schema.py"
+VALUES = {"default": None, "production": PRODUCTION}
+
+
+def _values(name: str) -> tuple[Path, ...]:
+    path = VALUES[name]
+    return (path,) if path else ()
+
+
+def test_values_schema_json_is_generated_from_the_yaml() -> None:
+    proc = subprocess.run([sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_schema_generator_refuses_undocumented_or_open_objects(tmp_path: Path) -> None:
+    schema = yaml.safe_load((CHART / "values.schema.yaml").read_text())
+    del schema["properties"]["hub"]["properties"]["pollInterval"]["description"]
+    del schema["properties"]["ingress"]["additionalProperties"]
+    bad = tmp_path / "schema.yaml"
+    bad.write_text(yaml.safe_dump(schema))
+    out = tmp_path / "schema.json"
+    proc = subprocess.run(
+        [sys.executable, str(GENERATOR), "--schema", str(bad), "--output", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert ".hub.pollInterval: no description" in proc.stderr
+    assert ".ingress: an object without additionalProperties: false" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_helm_lint_strict(helm: Helm, name: str) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for v in _values(name):
+        args += ["--values", str(v)]
+    proc = helm.run(*args)
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_template_renders_every_component(helm: Helm, name: str) -> None:
+    objects = helm.objects(*_values(name))
+    for kind, obj in [
+        ("Deployment", "hub"),
+        ("Deployment", "proxy"),
+        ("Deployment", "sshgateway"),
+        ("Service", "hub"),
+        ("Service", "proxy-api"),
+        ("Service", "proxy-public"),
+        ("Service", "sshgateway"),
+        ("ServiceAccount", "hub"),
+        ("ServiceAccount", "sshgateway"),
+        ("ServiceAccount", "aidc-reconciler"),
+        ("ClusterRole", "aidc-reconciler-aidc"),
+        ("Job", "aidc-reconcile"),
+        ("CronJob", "aidc-reconcile"),
+        ("Secret", "hub"),
+        ("Secret", "sshgateway"),
+        ("ConfigMap", "hub"),
+    ]:
+        find(objects, kind, obj)
+    # port 22 reaches the gateway's port
+    ssh = find(objects, "Service", "sshgateway")["spec"]
+    assert ssh["type"] == "LoadBalancer" and ssh["ports"] == [
+        {"name": "ssh", "port": 22, "targetPort": "ssh", "protocol": "TCP"}
+    ]
+    # the proxy is the same configurable-http-proxy release as the embedded mode
+    chp = find(objects, "Deployment", "proxy")["spec"]["template"]["spec"]["containers"][0]["image"]
+    version = json.loads((REPO / "package.json").read_text())["dependencies"]["configurable-http-proxy"]
+    assert chp == f"quay.io/jupyterhub/configurable-http-proxy:{version}"
+    # nothing facing people holds a Kubernetes token
+    for component in ("proxy", "sshgateway"):
+        pod = find(objects, "Deployment", component)["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_rendered_platform_config_is_valid(helm: Helm, name: str, tmp_path: Path) -> None:
+    data = find(helm.objects(*_values(name)), "ConfigMap", "hub")["data"]
+    (tmp_path / "tenants.yaml").write_text(data["tenants.yaml"])
+    catalog = REPO / "images" / "catalog.yaml"
+    if "catalog.yaml" in data:
+        catalog = tmp_path / "catalog.yaml"
+        catalog.write_text(data["catalog.yaml"])
+    platform = load_platform(str(tmp_path / "tenants.yaml"), str(catalog))
+    assert platform.tenants
+
+
+def test_host_key_is_an_ed25519_key_the_gateway_reads(helm: Helm) -> None:
+    secret = find(helm.objects(), "Secret", "sshgateway")["data"]
+    key = asyncssh.import_private_key(base64.b64decode(secret["ssh_host_ed25519_key"]))
+    assert key.get_algorithm() == "ssh-ed25519"
+    assert len(base64.b64decode(secret["ssh-secret"])) == 64
+
+
+TYPOS = [
+    ({"hub": {"imagee": {"name": "x"}}}, "at '/hub': additional properties 'imagee' not allowed"),
+    ({"sshGateway": {"servce": {"port": 22}}}, "at '/sshGateway': additional properties 'servce' not allowed"),
+    ({"databse": {"type": "postgresql"}}, "additional properties 'databse' not allowed"),
+    ({"database": {"type": "postgres"}}, "at '/database/type'"),
+    (
+        {"auth": {"type": "oidc", "oidc": {"clientID": "x"}}},
+        "at '/auth/oidc': additional properties 'clientID' not allowed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), TYPOS, ids=[m.split("'")[1] for _, m in TYPOS])
+def test_a_typo_in_values_fails_with_the_key(helm: Helm, tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    f = tmp_path / "typo.yaml"
+    f.write_text(yaml.safe_dump(values))
+    proc = helm.run("template", "aidc", str(CHART), "--values", str(f), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+def test_a_typo_inside_a_tenant_fails_with_its_path(helm: Helm, tmp_path: Path) -> None:
+    platform = yaml.safe_load((CHART / "values.yaml").read_text())["platform"]
+    platform["tenants"][0]["quota"]["memroy"] = "1Ti"
+    platform["tenants"][0]["quota"]["storage"] = "8Gb"
+    f = tmp_path / "typo.yaml"
+    f.write_text(yaml.safe_dump({"platform": platform}))
+    proc = helm.run("template", "aidc", str(CHART), "--values", str(f), check=False)
+    assert proc.returncode != 0
+    assert "at '/platform/tenants/0/quota': additional properties 'memroy' not allowed" in proc.stderr
+    assert "at '/platform/tenants/0/quota/storage': '8Gb' does not match pattern" in proc.stderr
+
+
+def test_postgresql_without_a_password_secret_fails_with_what_to_set(helm: Helm, tmp_path: Path) -> None:
+    f = tmp_path / "pg.yaml"
+    f.write_text(yaml.safe_dump({"database": {"type": "postgresql", "postgresql": {"host": "db"}}}))
+    proc = helm.run("template", "aidc", str(CHART), "--values", str(f), check=False)
+    assert proc.returncode != 0
+    assert "database.postgresql.password.existingSecret: name the Secret" in proc.stderr
+
+
+# -- the hub config the chart renders, loaded as the hub pod loads it -----------------------------
+
+
+def _hub_config(helm: Helm, values: tuple[Path, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Write the hub ConfigMap's files to tmp_path, set the hub container's environment (secrets
+    with test values, the pod IP 10.1.2.3), and load jupyterhub_config.py with traitlets."""
+    objects = helm.objects(*values)
+    data = find(objects, "ConfigMap", "hub")["data"]
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    container = find(objects, "Deployment", "hub")["spec"]["template"]["spec"]["containers"][0]
+    secrets = {
+        "JPY_COOKIE_SECRET": "ab" * 32,
+        "CONFIGPROXY_AUTH_TOKEN": "proxy-token",
+        "AIDC_SSHGATEWAY_API_TOKEN": "gateway-token",
+        "AIDC_SSH_SECRET": "ssh-secret",
+        "AIDC_DB_PASSWORD": "p@ss:/w rd",
+        "AIDC_OIDC_CLIENT_SECRET": "oidc-secret",
+        "AIDC_POD_IP": "10.1.2.3",
+    }
+    # the config file itself writes AIDC_DB_URL into os.environ: setenv first, so that the test's
+    # end restores the variable (delenv of an absent one records nothing, and it would leak into
+    # every hub the later tests start)
+    for var in ("AIDC_DB_URL", "AIDC_CATALOG", "AIDC_SSH_EXTERNAL"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    for item in container["env"]:
+        value = item.get("value", secrets.get(item["name"]))
+        assert value is not None, f"no test value for {item}"
+        value = value.replace("/etc/aidc", str(tmp_path)).replace("/srv/aidc", str(tmp_path / "data"))
+        monkeypatch.setenv(item["name"], value)
+    assert container["command"][:3] == ["jupyterhub", "-f", "/etc/aidc/jupyterhub_config.py"]
+    return PyFileConfigLoader("jupyterhub_config.py", str(tmp_path)).load_config()
+
+
+def test_default_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = _hub_config(helm, (), tmp_path, monkeypatch)
+    assert c.JupyterHub.spawner_class == "aidc-kube"
+    assert c.JupyterHub.hub_bind_url == "http://:8081"
+    assert c.JupyterHub.hub_connect_url == "http://hub.aidc.svc:8081"
+    assert c.ConfigurableHTTPProxy.should_start is False
+    assert c.ConfigurableHTTPProxy.api_url == "http://proxy-api.aidc.svc:8001"
+    assert c.JupyterHub.authenticator_class == "aidc-local"
+    assert c.JupyterHub.db_url == f"sqlite:///{tmp_path / 'data' / 'jupyterhub.sqlite'}"
+    assert c.TenantSpawnerMixin.db_url == f"sqlite:///{tmp_path / 'data' / 'quotas.sqlite'}"
+    assert c.TenantKubeSpawner.hub_connect_url == "http://hub.aidc.svc:8081"
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    # the quotas service: a hub-managed process the proxy reaches on the pod's address
+    assert services["quotas"]["url"] == "http://10.1.2.3:8002"
+    assert services["quotas"]["command"][1:] == ["-m", "quotas.service"]
+    # the SSH gateway: its own Deployment, known to the hub by its token only
+    assert services["sshgateway"] == {"name": "sshgateway", "display": False, "api_token": "gateway-token"}
+
+
+def test_production_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = _hub_config(helm, (PRODUCTION,), tmp_path, monkeypatch)
+    server = "aidc:p%40ss%3A%2Fw%20rd@aidc-db.databases.svc:5432"
+    assert c.JupyterHub.db_url == f"postgresql+psycopg://{server}/jupyterhub?sslmode=require"
+    assert c.TenantSpawnerMixin.db_url == f"postgresql+psycopg://{server}/aidc?sslmode=require"
+    quotas = next(s for s in c.JupyterHub.services if s["name"] == "quotas")
+    assert quotas["environment"]["AIDC_DB_URL"] == f"postgresql+psycopg://{server}/aidc?sslmode=require"
+    assert quotas["environment"]["AIDC_CATALOG"] == str(tmp_path / "catalog.yaml")
+    assert c.JupyterHub.public_url == "https://hub.example.org"
+    # auth.oidc is the platform config's OIDC login (hub_config/oidc.py), wired from AIDC_OIDC_*
+    assert c.JupyterHub.authenticator_class == "aidc-oidc"
+    oidc = c.OIDCAuthenticator
+    assert oidc.issuer == "https://login.example.org/realms/aidc"
+    assert oidc.client_id == "aidc-hub" and oidc.client_secret == "oidc-secret"
+    assert oidc.oauth_callback_url == "https://hub.example.org/hub/oauth_callback"
+    assert oidc.username_claim == "preferred_username" and oidc.groups_claim == "groups"
+    assert oidc.scope == ["openid", "profile", "email", "groups"]
+    assert oidc.platform_admin_groups == {"platform-admins"}
+    assert oidc.contact == "platform-team@example.org"
+
+
+def test_hub_refuses_to_start_without_its_database_password(
+    helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIDC_DB_PASSWORD", "")
+    objects = helm.objects(PRODUCTION)
+    data = find(objects, "ConfigMap", "hub")["data"]
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setenv("AIDC_CHART_VALUES", str(tmp_path / "hub.json"))
+    with pytest.raises(SystemExit, match="database.type is postgresql but AIDC_DB_PASSWORD is empty"):
+        PyFileConfigLoader("jupyterhub_config.py", str(tmp_path)).load_config()
