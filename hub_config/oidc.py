@@ -40,7 +40,9 @@ from quotas.rbac import tenant_admin_scopes, tenant_role_name
 
 # asymmetric algorithms only: "none" and shared-secret (HS*) tokens are never accepted
 SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-USER_INFO_KEY = "oidc"  # JupyterHub's user_info: {"oidc": {"issuer", "sub", "groups"}}
+# JupyterHub's user_info: {"oidc": {"issuer", "sub", "groups"}}, groups being only those the
+# platform maps (user_info is part of the user model every OAuth client of the hub may read)
+USER_INFO_KEY = "oidc"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,6 +58,15 @@ def member_groups_of(tenant: Tenant) -> tuple[str, ...]:
 def admin_groups_of(tenant: Tenant) -> tuple[str, ...]:
     """The provider's groups whose members are tenant admins: ``oidc.admin_groups``, or ``<id>-admins``."""
     return tenant.oidc_admin_groups if tenant.oidc_admin_groups is not None else (f"{tenant.id}-admins",)
+
+
+def mapped_groups(config: PlatformConfig, platform_admin_groups: Iterable[str] = ()) -> frozenset[str]:
+    """Every provider group the platform gives a meaning to: tenants' member and admin groups and
+    the platform admins' groups. Other groups of a person are none of the hub's business."""
+    out = set(platform_admin_groups)
+    for tenant in config.tenants.values():
+        out.update(member_groups_of(tenant), admin_groups_of(tenant))
+    return frozenset(out)
 
 
 @dataclass(frozen=True)
@@ -502,8 +513,9 @@ class OIDCAuthenticator(GenericOAuthenticator):
         auth_model["admin"] = access.platform_admin
         auth_model["roles"] = self.role_models(access)
         auth_model["auth_state"]["aidc"] = {"groups": sorted(groups), "hub_groups": list(access.hub_groups)}
+        known = mapped_groups(self.platform(), self.platform_admin_groups)
         auth_model["user_info"] = {
-            USER_INFO_KEY: {"issuer": claims["iss"], "sub": claims["sub"], "groups": sorted(groups)}
+            USER_INFO_KEY: {"issuer": claims["iss"], "sub": claims["sub"], "groups": sorted(set(groups) & known)}
         }
         return auth_model
 

@@ -107,6 +107,8 @@ def test_members_and_tenant_admins_get_their_tenant_groups_and_roles(hub: Hub, o
     assert alice and kim and dave
     # chess-club is no tenant's group: it does not become a JupyterHub group
     assert (alice["groups"], kim["groups"], dave["groups"]) == (["lab"], ["lab"], ["startup"])
+    # and the hub keeps none of it where OAuth clients read the user model (user_info)
+    assert alice["user_info"]["oidc"]["groups"] == ["lab"], alice["user_info"]
     assert sorted(alice["roles"]) == ["user"]
     assert sorted(kim["roles"]) == ["tenant-admin-lab", "user"]
     assert not alice["admin"] and not kim["admin"]

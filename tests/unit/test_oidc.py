@@ -217,3 +217,10 @@ def test_signatures(key: rsa.RSAPrivateKey) -> None:
         verify(hs, jwks_of(key))
     with pytest.raises(TokenRefused, match="no readable ID token"):
         verify("not-a-jwt", jwks_of(key))
+
+
+def test_mapped_groups_are_tenant_member_admin_and_platform_admin_groups() -> None:
+    from hub_config.oidc import mapped_groups
+
+    known = mapped_groups(platform(snu_oidc={"groups": ["snu-students"]}), ["aidc-operators"])
+    assert known == {"aidc-operators", "snu-students", "snu-ai-admins", "nova", "nova-admins"}
