@@ -100,7 +100,20 @@ class Hub:
             log.write(f"\n===== hub start {self.starts} =====\n".encode())
             log.flush()
             self.proc = self._popen(log)
-        self._wait_up(timeout)
+        try:
+            self._wait_up(timeout)
+        except BaseException:
+            self._kill_everything()  # a hub that failed to start may have started its proxy already
+            raise
+
+    def _kill_everything(self) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        self._stop_proxy()
 
     def _popen(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -143,6 +156,9 @@ class Hub:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        self._stop_proxy()
+
+    def _stop_proxy(self) -> None:
         pid_file = self.data_dir / "proxy.pid"
         if pid_file.exists():
             try:

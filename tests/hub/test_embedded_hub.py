@@ -260,3 +260,20 @@ def test_invalid_tenant_config_stops_the_hub_with_every_problem(tmp_path: Path) 
     assert "profiles[cpu].memory: '2Gb' has unit 'Gb'" in message
     assert "tenants[startup].kind: 'goverment' is not a tenant kind" in message
     assert not (hub.data_dir / "jupyterhub.sqlite").exists()
+
+
+def test_a_hub_that_fails_after_starting_its_proxy_leaves_no_proxy_behind(tmp_path: Path) -> None:
+    """The test bed's own hygiene: a hub whose quotas database cannot be reached exits after it
+    started configurable-http-proxy; the bed must not leave that proxy running."""
+    hub = Hub(tmp_path, accounts=PASSWORDS, env={"AIDC_DB_URL": "postgresql+psycopg://nobody@127.0.0.1:9/none"})
+    with pytest.raises(RuntimeError, match="the hub exited"):
+        hub.start()
+    pid = int((hub.data_dir / "proxy.pid").read_text().strip())  # it had started the proxy
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the proxy (pid {pid}) of the hub that failed to start is still running")
