@@ -28,7 +28,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from tornado import web
 
-from ..limits import LIMIT_FIELDS, exact_bytes
+from ..limits import LIMIT_FIELDS, exact_bytes, limit_etag
 from ..model import Tenant
 from ..policy import Limit
 from ..quantity import format_bytes, format_cpu
@@ -81,6 +81,7 @@ class LimitRow:
     name: str
     values: Mapping[str, str]
     summary: str
+    etag: str  # what the editor sends back in If-Match, so a save never overwrites an unseen change
 
 
 @dataclass(frozen=True)
@@ -385,7 +386,7 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
 
 
 def _limit_row(limit: Limit) -> LimitRow:
-    return LimitRow(limit.kind, limit.subject, limit_values(limit), limit_summary(limit))
+    return LimitRow(limit.kind, limit.subject, limit_values(limit), limit_summary(limit), limit_etag(limit))
 
 
 # -- the handlers ----------------------------------------------------------------------------------

@@ -209,3 +209,41 @@ def test_member_sees_only_their_own_numbers(
     expect(page.locator("#error-message")).to_contain_text("not a member or an admin of tenant 'no-such-tenant'")
     page.goto(f"{hub.url}/services/quotas/?month=13-2026")
     expect(page.locator("#error-message")).to_contain_text("month must be written YYYY-MM")
+
+
+def test_a_save_over_a_limit_someone_changed_meanwhile_is_refused_then_done_knowingly(
+    page: Page, hub: Hub, clients: dict[str, Client], store: Store, shot: Shot
+) -> None:
+    """kim opens the page; the platform admin changes alice's limit through the API; kim's save of
+    what she saw is refused with what the limit is now, and nothing is overwritten; her second
+    save, made after reading that, is stored."""
+    import requests
+
+    admin = Client(hub, "admin", PASSWORDS["admin"])
+    url = f"{hub.url}/services/quotas/api/tenants/lab/limits/users/alice"
+    auth = {"Authorization": f"token {admin.token}"}
+    assert requests.put(url, headers=auth, json={"gpus": {"H100": 2}}, timeout=30).status_code == 200
+    try:
+        log_in(page, hub, "kim")
+        open_quotas_from_nav(page)
+        row = limit_row(page, "user", "alice")
+        row.get_by_role("button", name="Edit").click()
+        row.locator("input[name='gpus.H100']").fill("3")
+
+        changed = requests.put(url, headers=auth, json={"gpus": {"H100": 1}, "servers": 1}, timeout=30)
+        assert changed.status_code == 200
+        row.get_by_role("button", name="Save").click()
+        problems = page.locator("#limits-editor tr.limit-problems [role=alert]")
+        expect(problems).to_contain_text("someone changed it since you read it (it is now gpus H100=1, servers 1)")
+        expect(problems).to_contain_text("Save again to replace it with what you typed")
+        shot("14-quotas-limit-changed-meanwhile")
+        stored = store.limit("lab", "user", "alice")
+        assert stored is not None and dict(stored.gpus) == {"H100": 1} and stored.servers == 1
+
+        row.get_by_role("button", name="Save").click()  # again, knowing what it is now
+        expect(row.locator(".saved")).to_have_text("Saved")
+        expect(problems).to_have_count(0)
+        stored = store.limit("lab", "user", "alice")
+        assert stored is not None and dict(stored.gpus) == {"H100": 3} and stored.servers is None
+    finally:
+        store.delete_limit("lab", "user", "alice")

@@ -54,8 +54,9 @@
     return values;
   }
 
-  async function call(method, url, body) {
-    const headers = { "X-XSRFToken": xsrfToken(), Accept: "application/json" };
+  // Answers { data, etag }; a refusal throws { message, problems, status }.
+  async function call(method, url, body, extra) {
+    const headers = { "X-XSRFToken": xsrfToken(), Accept: "application/json", ...(extra || {}) };
     const init = { method, headers, credentials: "same-origin" };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -67,7 +68,7 @@
     } catch (err) {
       throw { message: `The quotas service did not answer (${err.message}). Check your connection and try again.`, problems: [] };
     }
-    if (response.status === 204) return null;
+    if (response.status === 204) return { data: null, etag: null };
     let data = null;
     try {
       data = await response.json();
@@ -78,9 +79,27 @@
       throw {
         message: (data && data.message) || `The quotas service answered ${response.status} ${response.statusText}.`,
         problems: (data && data.problems) || [],
+        status: response.status,
       };
     }
-    return data;
+    return { data, etag: response.headers.get("ETag") };
+  }
+
+  // The precondition of a write over what this row shows: If-Match with the ETag the page was
+  // given (or the last save answered); a new limit is written only if none exists yet.
+  function precondition(row) {
+    return row && row.dataset.etag ? { "If-Match": row.dataset.etag } : { "If-None-Match": "*" };
+  }
+
+  // After a 412 (another admin changed the limit), take the stored limit's ETag, so that saving
+  // again, after reading what it is now (the message says), writes over it knowingly.
+  async function refreshEtag(row) {
+    try {
+      const { etag } = await call("GET", limitUrl(row.dataset.kind, row.dataset.name));
+      row.dataset.etag = etag || "";
+    } catch (error) {
+      if (error.status === 404) row.dataset.etag = "";
+    }
   }
 
   function fieldCells(row) {
@@ -206,11 +225,17 @@
     const buttons = row.querySelectorAll("button");
     buttons.forEach((b) => (b.disabled = true));
     try {
-      const stored = await call("PUT", limitUrl(row.dataset.kind, row.dataset.name), bodyOf(values));
+      const url = limitUrl(row.dataset.kind, row.dataset.name);
+      const { data: stored, etag } = await call("PUT", url, bodyOf(values), precondition(row));
+      row.dataset.etag = etag || "";
       clearProblems(row);
       showValues(row, valuesOf(stored, Object.keys(values)), true);
       announce(`Saved the limit of ${describe(row)}.`);
     } catch (error) {
+      if (error.status === 412) {
+        await refreshEtag(row);
+        error.problems = ["Save again to replace it with what you typed, or reload the page to see it."];
+      }
       showProblems(row, error);
       announce(`The limit of ${describe(row)} was not saved.`);
     } finally {
@@ -268,9 +293,9 @@
     const addButton = form.querySelector("button.add");
     addButton.disabled = true;
     try {
-      const stored = await call("PUT", limitUrl(kind, name), bodyOf(values));
-      clearProblems(form);
       let row = findRow(kind, name);
+      const { data: stored, etag } = await call("PUT", limitUrl(kind, name), bodyOf(values), precondition(row));
+      clearProblems(form);
       if (!row) {
         row = document.getElementById("limit-row-template").content.firstElementChild.cloneNode(true);
         row.dataset.kind = kind;
@@ -279,6 +304,7 @@
         row.querySelector(".limit-name").textContent = name;
         tbody.insertBefore(row, tbody.querySelector("tr.no-limits"));
       }
+      row.dataset.etag = etag || "";
       clearProblems(row);
       showValues(row, valuesOf(stored, Object.keys(values)), true);
       for (const input of form.querySelectorAll("input")) input.value = "";
