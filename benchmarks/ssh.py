@@ -29,6 +29,7 @@ import hashlib
 import os
 import platform
 import pty
+import resource
 import select
 import shutil
 import statistics
@@ -373,8 +374,6 @@ def child_with(pid: int, word: str) -> int:
 
 def client_cpu() -> float:
     """CPU of this script's reaped children (scp and its ssh)."""
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 

@@ -136,7 +136,7 @@ class AccountStore:
 _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
-class TenantGroupsMixin(Authenticator):
+class TenantGroupsMixin(Authenticator, paths.PlatformFiles):
     """Keep every user's tenant groups equal to what ``tenants.yaml`` says.
 
     Runs when the hub starts (``add_user`` is called for every known user), when a
@@ -144,19 +144,6 @@ class TenantGroupsMixin(Authenticator):
     loses the group (and with it the tenant admin's view of them) without waiting
     for a login.
     """
-
-    tenants_file = Unicode(help="Path of tenants.yaml; defaults to $AIDC_TENANTS or the example.").tag(config=True)
-    catalog_file = Unicode(help="Path of images/catalog.yaml; defaults to $AIDC_CATALOG or the repository's.").tag(
-        config=True
-    )
-
-    @default("tenants_file")
-    def _default_tenants_file(self) -> str:
-        return paths.tenants_file()
-
-    @default("catalog_file")
-    def _default_catalog_file(self) -> str:
-        return paths.catalog_file()
 
     def sync_tenant_groups(self, user: Any) -> None:
         config = load_platform_cached(self.tenants_file, self.catalog_file)

@@ -300,7 +300,7 @@ class OIDCCallbackHandler(OAuthCallbackHandler):
             self.finish(page)
 
 
-class OIDCAuthenticator(GenericOAuthenticator):
+class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
     """Log in with an OpenID Connect provider; its groups make tenants and tenant-admin roles.
 
     ``authenticate`` returns ``{"name", "admin", "groups", "roles", "user_info", "auth_state"}``
@@ -338,22 +338,9 @@ class OIDCAuthenticator(GenericOAuthenticator):
         ``"the AIDC support desk (support@aidc.example.org)"``.""",
     ).tag(config=True)
 
-    tenants_file = Unicode(help="Path of tenants.yaml; defaults to $AIDC_TENANTS or the example.").tag(config=True)
-    catalog_file = Unicode(help="Path of images/catalog.yaml; defaults to $AIDC_CATALOG or the repository's.").tag(
-        config=True
-    )
-
     id_token_leeway = Integer(
         30, help="Seconds of clock difference allowed when checking an ID token's expiry and issue time, e.g. 60."
     ).tag(config=True)
-
-    @default("tenants_file")
-    def _default_tenants_file(self) -> str:
-        return paths.tenants_file()
-
-    @default("catalog_file")
-    def _default_catalog_file(self) -> str:
-        return paths.catalog_file()
 
     @default("scope")
     def _default_scope(self) -> list[str]:

@@ -16,7 +16,6 @@ from typing import Any
 
 from jupyterhub.spawner import SpawnException
 from traitlets import Unicode, default
-from traitlets.config import LoggingConfigurable
 
 from quotas import paths
 from quotas.policy import Holding, Request
@@ -26,34 +25,8 @@ from .platform import Platform
 from .profiles import Choice, OptionsRefused, choices_for, options_from_form, render_form, resolve_options
 
 
-class TenantSpawnerMixin(LoggingConfigurable):
+class TenantSpawnerMixin(paths.PlatformState):
     """Tenant profiles, option re-resolution and admission for a JupyterHub Spawner."""
-
-    tenants_file = Unicode(
-        help="""Path of the platform's tenants.yaml (tenants, profiles, GPU types, ceilings).
-
-        For example ``/etc/aidc/tenants.yaml``. Defaults to ``$AIDC_TENANTS`` or the
-        example ``hub_config/tenants.yaml``.
-        """,
-    ).tag(config=True)
-
-    catalog_file = Unicode(
-        help="""Path of the image catalog that profiles name (``images/catalog.yaml``).""",
-    ).tag(config=True)
-
-    data_dir = Unicode(
-        help="""Directory for the hub's own state: usage ledger, homes in the embedded mode.
-
-        Defaults to ``$AIDC_DATA_DIR`` or ``.aidc`` in the repository.
-        """,
-    ).tag(config=True)
-
-    db_url = Unicode(
-        help="""SQLAlchemy URL of the quotas database (reservations, usage ledger, delegated limits),
-        shared with the quotas service. For example ``postgresql+psycopg://aidc@db/aidc``.
-        Defaults to ``$AIDC_DB_URL`` or ``sqlite:///<data_dir>/quotas.sqlite``.
-        """,
-    ).tag(config=True)
 
     fake_gpus = Unicode(
         help="""GPU inventory to simulate where ``nvidia-smi`` does not exist, as
@@ -61,22 +34,6 @@ class TenantSpawnerMixin(LoggingConfigurable):
         Ignored on machines with ``nvidia-smi``.
         """,
     ).tag(config=True)
-
-    @default("tenants_file")
-    def _default_tenants_file(self) -> str:
-        return paths.tenants_file()
-
-    @default("catalog_file")
-    def _default_catalog_file(self) -> str:
-        return paths.catalog_file()
-
-    @default("data_dir")
-    def _default_data_dir(self) -> str:
-        return paths.data_dir()
-
-    @default("db_url")
-    def _default_db_url(self) -> str:
-        return paths.db_url(self.data_dir)
 
     @default("fake_gpus")
     def _default_fake_gpus(self) -> str:

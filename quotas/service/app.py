@@ -107,7 +107,7 @@ class NotFoundHandler(BaseHandler):
         )
 
 
-class QuotasService(Application):
+class QuotasService(Application, paths.PlatformState):
     """The quotas service: REST API, metrics and the usage and limits page."""
 
     name = "aidc-quotas"
@@ -123,31 +123,6 @@ class QuotasService(Application):
         "metrics-public": ({"QuotasService": {"metrics_public": True}}, "Serve metrics without authentication."),
         "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log debug messages."),
     }
-
-    tenants_file = Unicode(
-        help="""The platform's tenants.yaml (tenants, their ceilings, profiles, GPU types).
-
-        For example ``/etc/aidc/tenants.yaml``. Defaults to ``$AIDC_TENANTS`` or the example
-        ``hub_config/tenants.yaml``. Read once, at start.
-        """,
-    ).tag(config=True)
-
-    catalog_file = Unicode(help="""The image catalog that profiles name. Defaults to ``$AIDC_CATALOG``.""").tag(
-        config=True
-    )
-
-    data_dir = Unicode(
-        help="""The platform's state directory: the SQLite database (by default) and this service's
-        cookie secret. Defaults to ``$AIDC_DATA_DIR`` or ``.aidc`` in the repository.
-        """,
-    ).tag(config=True)
-
-    db_url = Unicode(
-        help="""SQLAlchemy URL of the quotas database, the one the hub's spawners use. For example
-        ``postgresql+psycopg://aidc@db/aidc``. Defaults to ``$AIDC_DB_URL`` or
-        ``sqlite:///<data_dir>/quotas.sqlite``.
-        """,
-    ).tag(config=True)
 
     service_url = Unicode(
         help="""Where the service listens, as a URL: ``http://127.0.0.1:8002`` listens on port 8002 of
@@ -206,22 +181,6 @@ class QuotasService(Application):
     @default("log_level")
     def _default_log_level(self) -> int:
         return logging.INFO
-
-    @default("tenants_file")
-    def _default_tenants_file(self) -> str:
-        return paths.tenants_file()
-
-    @default("catalog_file")
-    def _default_catalog_file(self) -> str:
-        return paths.catalog_file()
-
-    @default("data_dir")
-    def _default_data_dir(self) -> str:
-        return paths.data_dir()
-
-    @default("db_url")
-    def _default_db_url(self) -> str:
-        return paths.db_url(self.data_dir)
 
     @default("service_url")
     def _default_service_url(self) -> str:

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthenticated, UserNotAllowed
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import IOLoop
 from tornado.log import app_log
 
@@ -107,10 +109,6 @@ class HubRoles:
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
 
     async def of(self, name: str) -> frozenset[str]:
-        from urllib.parse import quote
-
-        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-
         now = IOLoop.current().time()
         cached = self._cache.get(name)
         if cached and now - cached[0] < self.ttl:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -82,7 +83,7 @@ def workspace(tmp_path: Path) -> Iterator[tuple[pwd.struct_passwd, Path, Path, i
         deadline = time.monotonic() + 15
         while True:
             try:
-                with __import__("socket").create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:

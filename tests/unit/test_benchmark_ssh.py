@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -175,10 +179,6 @@ def test_section_shows_cpu_per_gib_by_process_and_the_ceiling() -> None:
 
 
 def test_proc_accounting_sees_a_child_and_its_cpu(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     busy = subprocess.Popen(
         [
             sys.executable,
@@ -187,9 +187,9 @@ def test_proc_accounting_sees_a_child_and_its_cpu(tmp_path: Path) -> None:
         ]
     )
     try:
-        deadline = __import__("time").monotonic() + 10
+        deadline = time.monotonic() + 10
         while bench.cpu_seconds(busy.pid) < 0.25:
-            assert __import__("time").monotonic() < deadline, "the child never used CPU"
+            assert time.monotonic() < deadline, "the child never used CPU"
         assert bench.child_with(os.getpid(), "process_time") == busy.pid
         with pytest.raises(RuntimeError, match="expected one child"):
             bench.child_with(os.getpid(), "no-such-command-anywhere")

@@ -1,9 +1,45 @@
-// The limits editor of the quotas page: edit, add and remove delegated limits in place through
-// the REST API (PUT/DELETE api/tenants/<t>/limits/<users|groups>/<name>). The server decides who
-// may do what; this script only edits the rows the page already shows, and shows the API's answer
-// (its `problems` for a refused limit) next to the row.
+// The quotas page's scripts: the limits editor and the SSH keys section. The server decides who may
+// do what; these only edit the rows the page already shows, through the REST API, and show the
+// API's answer (its `problems` for a refusal) next to the row.
 "use strict";
 
+// One request to the quotas service's REST API, as the logged-in person (the `_xsrf` cookie the
+// service sets for its own path, else the page's copy of the token, as X-XSRFToken).
+// Answers { data, etag }; a refusal throws { message, problems, status } with the API's words.
+async function apiCall(pageXsrf, method, url, body, extra) {
+  const match = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
+  const xsrf = match ? decodeURIComponent(match[1]) : pageXsrf;
+  const headers = { "X-XSRFToken": xsrf, Accept: "application/json", ...(extra || {}) };
+  const init = { method, headers, credentials: "same-origin" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch (err) {
+    throw { message: `The quotas service did not answer (${err.message}). Check your connection and try again.`, problems: [] };
+  }
+  if (response.status === 204) return { data: null, etag: null };
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (err) {
+    data = null;
+  }
+  if (!response.ok) {
+    throw {
+      message: (data && data.message) || `The quotas service answered ${response.status} ${response.statusText}.`,
+      problems: (data && data.problems) || [],
+      status: response.status,
+    };
+  }
+  return { data, etag: response.headers.get("ETag") };
+}
+
+// The limits editor: edit, add and remove delegated limits in place
+// (PUT/DELETE api/tenants/<t>/limits/<users|groups>/<name>).
 (() => {
   const table = document.getElementById("limits-editor");
   if (!table) return;
@@ -13,11 +49,7 @@
   const NONE = "—";
   const LABELS = { servers: "servers", cpu: "CPU", memory: "memory", gpu_hours: "GPU-hours / month" };
 
-  function xsrfToken() {
-    // the service sets `_xsrf` for its own path; the page also carries the same token
-    const match = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
-    return match ? decodeURIComponent(match[1]) : table.dataset.xsrf;
-  }
+  const call = (method, url, body, extra) => apiCall(table.dataset.xsrf, method, url, body, extra);
 
   function label(field) {
     return field.startsWith("gpus.") ? `${field.slice(5)} GPUs` : LABELS[field] || field;
@@ -52,37 +84,6 @@
       values[field] = raw === null || raw === undefined ? "" : String(raw);
     }
     return values;
-  }
-
-  // Answers { data, etag }; a refusal throws { message, problems, status }.
-  async function call(method, url, body, extra) {
-    const headers = { "X-XSRFToken": xsrfToken(), Accept: "application/json", ...(extra || {}) };
-    const init = { method, headers, credentials: "same-origin" };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    let response;
-    try {
-      response = await fetch(url, init);
-    } catch (err) {
-      throw { message: `The quotas service did not answer (${err.message}). Check your connection and try again.`, problems: [] };
-    }
-    if (response.status === 204) return { data: null, etag: null };
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (err) {
-      data = null;
-    }
-    if (!response.ok) {
-      throw {
-        message: (data && data.message) || `The quotas service answered ${response.status} ${response.statusText}.`,
-        problems: (data && data.problems) || [],
-        status: response.status,
-      };
-    }
-    return { data, etag: response.headers.get("ETag") };
   }
 
   // The precondition of a write over what this row shows: If-Match with the ETag the page was
@@ -338,39 +339,8 @@
   const tbody = table.tBodies[0];
   const status = document.getElementById("ssh-keys-status");
 
-  function xsrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
-    return match ? decodeURIComponent(match[1]) : table.dataset.xsrf;
-  }
+  const call = (method, url, body) => apiCall(table.dataset.xsrf, method, url, body);
 
-  async function call(method, url, body) {
-    const headers = { "X-XSRFToken": xsrfToken(), Accept: "application/json" };
-    const init = { method, headers, credentials: "same-origin" };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    let response;
-    try {
-      response = await fetch(url, init);
-    } catch (err) {
-      throw { message: `The quotas service did not answer (${err.message}). Check your connection and try again.`, problems: [] };
-    }
-    if (response.status === 204) return null;
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (err) {
-      data = null;
-    }
-    if (!response.ok) {
-      throw {
-        message: (data && data.message) || `The quotas service answered ${response.status} ${response.statusText}.`,
-        problems: (data && data.problems) || [],
-      };
-    }
-    return data;
-  }
 
   function show(kind, message, problems) {
     const box = document.createElement("div");
@@ -473,7 +443,7 @@
     addButton.disabled = true;
     try {
       const body = title ? { public_key: text, title } : { public_key: text };
-      const key = await call("POST", api, body);
+      const { data: key } = await call("POST", api, body);
       tbody.insertBefore(rowOf(key), tbody.querySelector("tr.no-ssh-keys"));
       updateEmpty();
       form.reset();
