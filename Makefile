@@ -5,12 +5,14 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 export AIDC_FAKE_GPUS ?= H100:6,A100:2
 
-.PHONY: up test setup lint bench clean
+.PHONY: up test setup lint lock bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# Exactly the locked versions, with hashes (requirements/dev.txt; `make lock` writes it), then this
+# package itself without dependencies or build isolation (setuptools and wheel come from the lock).
+$(VENV)/.installed: requirements/dev.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -30,13 +32,18 @@ test: setup
 	bash tests/bed/controlplane/build.sh
 	bash tests/bed/dex/build.sh
 	bash tests/bed/helm/build.sh
-	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks
+	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks requirements/lock
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider
 
 lint: setup
-	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks
+	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks requirements/lock
 	$(VENV)/bin/mypy
+
+## make lock: rewrite the lock files from setup.cfg and images/*/requirements.in (requirements/lock)
+## ARGS=--upgrade for the newest versions the ranges allow, ARGS="--upgrade-package NAME" for one
+lock: setup
+	$(PY) requirements/lock $(ARGS)
 
 bench: setup
 	$(PY) -P benchmarks/admission.py --write benchmarks/README.md

@@ -1,8 +1,9 @@
 """images/: the catalog, the Dockerfiles and the profiles agree; hadolint passes; images/build's plan.
 
-The catalog (images/catalog.yaml) is the one source of truth: every toolchain version it states
-is the ``ARG <TOOL>_VERSION`` default of the image's Dockerfile (or of the one it is built FROM),
-and every version a Dockerfile pins is stated in the catalog. No container engine is needed here.
+The catalog (images/catalog.yaml) states the versions people care about: a Python package's is its
+pin in the image's lock (tests/unit/test_locks.py checks the locks themselves), anything else the
+``ARG <TOOL>_VERSION`` default of the image's Dockerfile (or of the one it is built FROM); every
+version a Dockerfile pins is stated in the catalog. No container engine is needed here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import pytest
 import yaml
 
 from quotas.loader import ConfigError, load_catalog
+
+from .locks import LOCK, image_lock
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
@@ -116,6 +119,10 @@ def ancestry(ident: str) -> list[str]:
     return chain
 
 
+# Catalog tool names that are not the name of the Python package.
+PACKAGE_OF_TOOL = {"pytorch": "torch"}
+
+
 def pin_name(tool: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", tool.upper()) + "_VERSION"
 
@@ -150,10 +157,17 @@ def test_every_catalog_image_has_a_dockerfile_and_every_dockerfile_is_in_the_cat
 
 
 @pytest.mark.parametrize("ident", list(ENTRIES))
-def test_catalog_toolchain_versions_are_the_dockerfile_pins(ident: str) -> None:
+def test_catalog_toolchain_versions_are_the_lock_or_dockerfile_pins(ident: str) -> None:
     chain = ancestry(ident)
     pins_by_image = {i: dockerfile(i).version_pins() for i in chain}
+    locked = LOCK.pins(image_lock(ident))
     for tool, wanted in ENTRIES[ident].get("toolchain", {}).items():
+        package = PACKAGE_OF_TOOL.get(tool, tool)
+        if package in locked:
+            assert locked[package] == str(wanted), (
+                f"{ident}: catalog says {tool} {wanted}, {image_lock(ident).relative_to(REPO)} {locked[package]}"
+            )
+            continue
         name = pin_name(tool)
         pinned = next(((i, pins_by_image[i][name]) for i in chain if name in pins_by_image[i]), None)
         assert pinned is not None, f"{ident}: toolchain {tool} {wanted} is pinned by no {name} in {chain}"
@@ -204,7 +218,9 @@ def test_from_tags_and_labels_follow_the_catalog(ident: str) -> None:
 
 def test_base_has_what_the_issue_asks_for() -> None:
     base = dockerfile("base")
-    assert base.args["JUPYTERHUB_VERSION"] == version("jupyterhub"), "jupyterhub-singleuser must be the hub's version"
+    assert LOCK.pins(image_lock("base"))["jupyterhub"] == version("jupyterhub"), (
+        "jupyterhub-singleuser must be the hub's version"
+    )
     run = " ".join(base.all("RUN"))
     for package in ("openssh-server", "rsync", "git", "tmux", "htop", "nvtop"):
         assert re.search(rf"\s{re.escape(package)}\s", run), f"base does not apt-get install {package}"
@@ -220,21 +236,11 @@ def test_base_has_what_the_issue_asks_for() -> None:
 def test_hub_image_installs_this_package_at_the_tested_versions() -> None:
     parser = configparser.ConfigParser()
     parser.read(REPO / "setup.cfg")
-    required = [line.strip() for line in parser["options"]["install_requires"].splitlines() if line.strip()]
-    pins = {}
-    for line in (IMAGES / "hub" / "constraints.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, pinned = line.partition("==")
-            pins[name.strip().lower()] = pinned.strip()
-    for requirement in required:
-        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)  # type: ignore[union-attr]
-        assert name.lower() in pins, f"images/hub/constraints.txt does not pin {name} (setup.cfg install_requires)"
-        assert pins[name.lower()] == version(name), (
-            f"images/hub/constraints.txt pins {name}=={pins[name.lower()]} but the tests run {version(name)}"
-        )
-    assert (
-        pins["jupyterhub"] == dockerfile("hub").args["JUPYTERHUB_VERSION"] == ENTRIES["hub"]["toolchain"]["jupyterhub"]
-    )
+    run = " ".join(dockerfile("hub").all("RUN"))
+    assert "COPY requirements/hub.txt /tmp/aidc/requirements.txt" in [f"COPY {c}" for c in dockerfile("hub").all("COPY")]
+    assert "pip install --no-cache-dir --require-hashes --no-deps -r /tmp/aidc/requirements.txt" in run
+    assert "--no-deps --no-build-isolation /tmp/aidc/src" in run, "the package itself must add nothing to the lock"
+    assert LOCK.pins(image_lock("hub"))["jupyterhub"] == ENTRIES["hub"]["toolchain"]["jupyterhub"]
     copied = " ".join(dockerfile("hub").all("COPY"))
     for package in parser["options"]["packages"].split(","):
         top = package.strip().split(".")[0]
