@@ -272,15 +272,7 @@ def prepare_cluster(api: client.ApiClient, tenants: Path, workdir: Path, users: 
 class BenchHub(Hub):
     """The bed's hub, started with k8s_baseline_config.py (which loads the production config first)."""
 
-    def _popen(self, log: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG)],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    config_file = CONFIG
 
     def proxy_pid(self) -> int | None:
         try:
@@ -684,15 +676,15 @@ def run_variant(
             responder = Responder(plane.kubeconfig, pod_cidr, workdir / "responder.log")
             pids.append(responder.proc.pid)
         phase("tenant and volumes")
-        env = {
-            "AIDC_SPAWNER": "aidc-kube",
-            "AIDC_BENCH_SPAWNER": variant,
-            "AIDC_BENCH_USERS": str(len(users)),
-            "KUBECONFIG": str(plane.kubeconfig),
-            "AIDC_HOME_STORAGE_CLASS": HOME_CLASS,
-            "AIDC_HOME_CAPACITY": HOME_CAPACITY,
+        env = {"AIDC_BENCH_SPAWNER": variant, "AIDC_BENCH_USERS": str(len(users)), "KUBECONFIG": str(plane.kubeconfig)}
+        traits = {
+            "JupyterHub.spawner_class": "aidc-kube",
+            "TenantKubeSpawner.home_storage_class": HOME_CLASS,
+            "TenantKubeSpawner.home_capacity": HOME_CAPACITY,
         }
-        hub = BenchHub(workdir / "hub", accounts={"admin": ADMIN_PASSWORD}, fake_gpus="", tenants=tenants, env=env)
+        hub = BenchHub(
+            workdir / "hub", accounts={"admin": ADMIN_PASSWORD}, fake_gpus="", tenants=tenants, env=env, traits=traits
+        )
         hub.start(timeout=120)
         assert hub.proc is not None
         pids.append(hub.proc.pid)

@@ -449,7 +449,7 @@ def measure(args: argparse.Namespace) -> str:
             for _ in range(args.size_mib):
                 f.write(os.urandom(1024 * 1024))
         want = sha256(source)
-        with running_hub(work / "hub", env={"AIDC_POLL_INTERVAL": "5"}) as hub:
+        with running_hub(work / "hub", traits={"Spawner.poll_interval": 5}) as hub:
             alice = hub.login("alice", PASSWORDS["alice"])
             register(hub.url, alice.token, key.with_suffix(".pub"))
             r = alice.spawn(tenant="lab", profile="cpu")

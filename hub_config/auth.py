@@ -31,8 +31,8 @@ from tornado import web
 from traitlets import Integer, Unicode, default
 
 from quotas import paths
-from quotas.loader import load_platform_cached
-from quotas.rbac import wanted_tenant_groups
+from quotas.rbac import tenant_role_name, wanted_tenant_groups
+from quotas.snapshot import shared_holder
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -137,16 +137,18 @@ _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
 class TenantGroupsMixin(Authenticator, paths.PlatformFiles):
-    """Keep every user's tenant groups equal to what ``tenants.yaml`` says.
+    """Keep every user's tenant groups and ``tenant-admin-<id>`` roles equal to what
+    ``tenants.yaml`` says (the snapshot in force, :func:`quotas.snapshot.shared_holder`).
 
     Runs when the hub starts (``add_user`` is called for every known user), when a
-    user is created, and on each auth refresh, so someone removed from a tenant
+    user is created, on each auth refresh, and for everyone at a reload of the
+    platform config (:mod:`hub_config.reload`), so someone removed from a tenant
     loses the group (and with it the tenant admin's view of them) without waiting
     for a login.
     """
 
     def sync_tenant_groups(self, user: Any) -> None:
-        config = load_platform_cached(self.tenants_file, self.catalog_file)
+        config = shared_holder(self.tenants_file, self.catalog_file).config
         # JupyterHub passes the User wrapper, or the orm.User while loading groups at startup
         orm_user = getattr(user, "orm_user", user)
         db = object_session(orm_user)
@@ -166,6 +168,22 @@ class TenantGroupsMixin(Authenticator, paths.PlatformFiles):
             orm_user.groups.append(group)
             self.log.info("Added %s to tenant group %s", user.name, name)
             changed = True
+        # tenant-admin roles, exactly: the hub's load_roles assigns them at start only
+        held = {r.name: r for r in orm_user.roles if r.name.startswith(tenant_role_name(""))}
+        admin_of = {tenant_role_name(t.id) for t in config.tenants.values() if t.has_admin(user.name)}
+        for name, role in held.items():
+            if name not in admin_of:
+                orm_user.roles.remove(role)
+                self.log.info(
+                    "Removed role %s from %s (no longer a tenant admin in %s)", name, user.name, config.source
+                )
+                changed = True
+        for name in admin_of - set(held):
+            role = orm.Role.find(db, name)
+            if role is not None:
+                orm_user.roles.append(role)
+                self.log.info("Granted role %s to %s", name, user.name)
+                changed = True
         if changed:
             db.commit()
 

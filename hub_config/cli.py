@@ -8,13 +8,14 @@
     aidc check-config [FILE]  validate tenants.yaml against the image catalog
     aidc gpus                 show this machine's GPU inventory
     aidc reconcile            create/update every tenant's Kubernetes namespace and quota
+    aidc reload               apply an edited tenants.yaml (and image catalog) to the running hub
     aidc quota show           the limits tenant admins delegated (through the quotas API)
     aidc quota set            set or remove a user's or a group's limit (through the quotas API)
     aidc quota usage          GPU- and CPU-hours per user, group or tenant (through the quotas API)
     aidc ssh-config           print a ~/.ssh/config block to reach one's workspaces through the SSH gateway
 
 Exit codes: 0 done, 1 refused or not found (the message says why), 2 wrong usage or bad input,
-3 (``aidc quota``) the hub cannot be reached or there is no API token.
+3 (``aidc quota``, ``aidc reload``) the hub cannot be reached, or there is no API token.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,9 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from quotas import paths
+from quotas.limits import SCALAR_FIELDS
 from quotas.limits import SUBJECT as LIMIT_SUBJECT
 from quotas.loader import USER_PATTERN, ConfigError, load_platform
-from quotas.quantity import QuantityError, parse_quantity
+from quotas.quantity import QuantityError, format_number, parse_quantity
+from quotas.snapshot import HUB_STATE, QUOTAS_STATE, ReloadOutcome, digest_of, platform_dir, read_state
 from spawner.gpus import InventoryError, detect_inventory
 
 # hub_config.auth (accounts) loads JupyterHub, a second and more: only the account commands import
@@ -167,6 +172,106 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Send the running hub SIGHUP and print what its reload did (exit 1: refused; 3: no hub).
+
+    The hub of this data directory is the process its state file names (``platform/hub.json``,
+    written by that hub at start and after each reload), if that process runs JupyterHub. The
+    outcome printed is that of a reload which read the files as they are now (their digest), so
+    another reload at the same time cannot be mistaken for this one.
+    """
+    folder = platform_dir(_data_dir(args))
+    state_file = folder / HUB_STATE
+    try:
+        before = read_state(state_file)
+    except ValueError as e:
+        print(f"aidc reload: {e}.")
+        return UNREACHABLE
+    if before is None:
+        print(f"aidc reload: no hub has started with the data directory {folder.parent} (no {state_file}).")
+        return UNREACHABLE
+    pid, tenants = int(before["pid"]), before["snapshot"]["tenants_file"]
+    if not _runs_jupyterhub(pid):
+        print(f"aidc reload: the hub of {folder.parent} (pid {pid}) is not running; it reads {tenants} when it starts.")
+        return UNREACHABLE
+    now = _files_digest(before["snapshot"]["tenants_file"], before["snapshot"]["catalog_file"])
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except PermissionError:
+        print(f"aidc reload: not allowed to signal the hub (pid {pid}); run aidc reload as the hub's own user.")
+        return UNREACHABLE
+
+    def answered() -> dict[str, Any] | None:
+        state = read_state(state_file)
+        if state is None or state["pid"] != pid or state["reloads"] <= before["reloads"] or not state["last"]:
+            return None
+        return state if not now or state["last"]["read"] in (now, "") else None
+
+    after = _wait_for(answered, args.timeout)
+    if after is None:
+        print(
+            f"aidc reload: the hub (pid {pid}) has not reported a reload of {tenants} as it is now"
+            f" within {args.timeout:g} s (a file changed again meanwhile, or the hub is busy); see its log."
+        )
+        return UNREACHABLE
+    outcome = ReloadOutcome.from_json(after["last"])
+    print("\n".join(outcome.lines()))
+    if not outcome.applied:
+        return REFUSED
+    if after.get("quotas_pid") is None:
+        print("The quotas service is not running now; it loads this config when the hub starts it.")
+        return OK
+
+    def service_applied() -> dict[str, Any] | None:
+        state = read_state(folder / QUOTAS_STATE)
+        return state if state is not None and state["snapshot"]["digest"] == outcome.digest else None
+
+    service = _wait_for(service_applied, args.timeout)
+    if service is None:
+        print(
+            f"The quotas service (pid {after['quotas_pid']}) has not loaded it within {args.timeout:g} s: until it"
+            " does, its API, page and culler use the config before. See the hub's log; restarting the hub applies"
+            " it everywhere."
+        )
+        return REFUSED
+    print(f"The quotas service (pid {service['pid']}) uses it too.")
+    return OK
+
+
+def _runs_jupyterhub(pid: int) -> bool:
+    """True if process ``pid`` exists and (where ``/proc`` tells) runs JupyterHub: a stale state
+    file must not make us signal whatever process has that pid now."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user
+    try:
+        return b"jupyterhub" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc (macOS): trust the state file
+    except OSError:
+        return True
+
+
+def _files_digest(tenants_file: str, catalog_file: str) -> str:
+    """The digest of both files as they are now ("" when this user cannot read them)."""
+    try:
+        return digest_of(Path(tenants_file).read_bytes(), Path(catalog_file).read_bytes())
+    except OSError:
+        return ""
+
+
+def _wait_for(check: Callable[[], _T | None], timeout: float) -> _T | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from kubernetes import client
     from kubernetes import config as kube_config
@@ -201,7 +306,6 @@ DEFAULT_HUB_URL = "http://127.0.0.1:8000"
 QUOTAS_API = "/services/quotas/api/"
 TOKEN_VARIABLES = ("AIDC_TOKEN", "JUPYTERHUB_API_TOKEN")
 OK, REFUSED, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
-SCALAR_FIELDS = ("servers", "cpu", "memory", "gpu_hours")
 _PLAIN_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 _CPU = re.compile(r"^(?:\d+(?:\.\d+)?|\.\d+)m?$")
 _TOKEN = re.compile(r"^[!-~]+$")  # printable ASCII without spaces: anything else cannot be a header value
@@ -706,9 +810,8 @@ def _cell(value: Any) -> str:
 
 
 def _hours_cell(value: Any) -> str:
-    if value is None:
-        return "0.00"
-    return str(Decimal(str(value)).quantize(Decimal("0.01")))
+    """Hours (the API's exact string) in a table, to 1/100 as the quotas page shows them."""
+    return format_number(Decimal(str(value or 0)), 2)
 
 
 def tenant_ids(doc: Any) -> list[str]:
@@ -931,6 +1034,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-namespace", default="aidc", help="namespace the hub runs in")
     p.add_argument("--hub-service-account", default="hub", help="the hub's service account")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser(
+        "reload",
+        help="apply the edited tenants.yaml and image catalog to the running hub (checked first; refused if invalid)",
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the hub's answer (default 30)")
+    p.set_defaults(func=cmd_reload)
 
     _add_quota_parser(sub)
 

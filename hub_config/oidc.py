@@ -34,9 +34,9 @@ from tornado.httpclient import HTTPClientError
 from traitlets import Integer, Set, Unicode, default, validate
 
 from quotas import paths
-from quotas.loader import load_platform_cached
 from quotas.model import PlatformConfig, Tenant
-from quotas.rbac import tenant_admin_scopes, tenant_role_name
+from quotas.rbac import tenant_admin_role, tenant_role_name
+from quotas.snapshot import shared_holder
 
 # asymmetric algorithms only: "none" and shared-secret (HS*) tokens are never accepted
 SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -98,10 +98,9 @@ def tenant_access(
 ) -> TenantAccess:
     """Map a person's provider ``groups`` to their tenants, tenant-admin roles and JupyterHub groups.
 
-    A person is a member of a tenant when ``tenants.yaml`` lists them by name (``members.users``,
-    ``users:``, ``admins``), or they are in one of its member groups (:func:`member_groups_of`) or
-    its ``members.groups``; a tenant admin when listed under ``admins`` or in one of its admin
-    groups (:func:`admin_groups_of`). Tenant admins are members.
+    Membership is :meth:`Tenant.has_member` with the tenant's own provider groups
+    (:func:`member_groups_of`); admins, :meth:`Tenant.has_admin` with its admin groups
+    (:func:`admin_groups_of`).
     """
     mine = set(groups)
     tenants: list[str] = []
@@ -109,9 +108,8 @@ def tenant_access(
     listed_groups: set[str] = set()
     for t in config.tenants.values():
         listed_groups |= t.member_groups
-        admin = user in t.admins or bool(mine & set(admin_groups_of(t)))
-        member = admin or user in t.member_users or bool(mine & (set(member_groups_of(t)) | t.member_groups))
-        if member:
+        admin = t.has_admin(user, mine, admin_groups_of(t))
+        if t.has_member(user, mine, own_groups=member_groups_of(t), admin=admin):
             tenants.append(t.id)
         if admin:
             admin_of.append(t.id)
@@ -140,14 +138,7 @@ def admitting_groups(config: PlatformConfig) -> list[tuple[str, str, str]]:
 def managed_tenant_roles(config: PlatformConfig) -> list[dict[str, Any]]:
     """``load_managed_roles``: a ``tenant-admin-<id>`` role per tenant, without assignments (the
     authenticator assigns them at each login)."""
-    return [
-        {
-            "name": tenant_role_name(t.id),
-            "description": f"Tenant admin of {t.display_name} ({t.id}): see and stop its members' servers",
-            "scopes": tenant_admin_scopes(t),
-        }
-        for t in config.tenants.values()
-    ]
+    return [tenant_admin_role(t) for t in config.tenants.values()]
 
 
 def lost_servers(servers: Mapping[str, str], access: TenantAccess) -> dict[str, str]:
@@ -389,7 +380,7 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         if self._discovery is not None:
             return self._discovery
         if not self.issuer:
-            raise web.HTTPError(500, "%s", "OIDCAuthenticator.issuer is not set (AIDC_OIDC_ISSUER); nobody can log in.")
+            raise web.HTTPError(500, "%s", "OIDCAuthenticator.issuer is not set; nobody can log in.")
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
             doc = await self.httpfetch(url, "Reading the OpenID Connect discovery document", method="GET")
@@ -402,7 +393,7 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
                 500,
                 "%s",
                 f"{url} names the issuer {doc.get('issuer') if isinstance(doc, dict) else None!r}, not {self.issuer!r}:"
-                " set AIDC_OIDC_ISSUER to the provider's issuer exactly.",
+                " set OIDCAuthenticator.issuer to the provider's issuer exactly.",
             )
         missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not doc.get(k)]
         if missing:
@@ -463,7 +454,7 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         if not id_token:
             raise _refused(
                 "Login refused: the identity provider sent no ID token. The hub must ask for the 'openid' scope"
-                f" (AIDC_OIDC_SCOPES); tell {self.contact}."
+                f" (OIDCAuthenticator.scope); tell {self.contact}."
             )
         return await self.verified_claims(id_token)
 
@@ -474,7 +465,7 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         if not isinstance(name, str) or not name.strip():
             raise _refused(
                 f"Login refused: the identity provider sent no {claim!r} claim to name you at this hub."
-                f" Tell {self.contact} (the hub's AIDC_OIDC_USERNAME_CLAIM may need another claim)."
+                f" Tell {self.contact} (the hub's OIDCAuthenticator.username_claim may need another claim)."
             )
         if claim == "email" and user_info.get("email_verified") is not True:
             raise _refused(
@@ -575,6 +566,16 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         return managed_tenant_roles(self.platform())
 
     def check_allow_config(self) -> None:
+        """At the hub's start: refuse to start (``SystemExit`` saying what to set) without the provider
+        and the hub's client, rather than run a hub where nobody can log in; else log who may."""
+        missing = [
+            f"OIDCAuthenticator.{name}" for name in ("issuer", "client_id", "client_secret") if not getattr(self, name)
+        ]
+        if missing:
+            raise SystemExit(
+                f"OIDC login needs {', '.join(missing)} (the secret from $AIDC_OIDC_CLIENT_SECRET;"
+                " see docs/oidc.md); the hub was not started."
+            )
         config = self.platform()
         self.log.info(
             "OIDC login from %s: people in a tenant (%d tenants; groups claim %r) and platform admins may log in",
@@ -586,7 +587,8 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
     # -- helpers --------------------------------------------------------------------------------
 
     def platform(self) -> PlatformConfig:
-        return load_platform_cached(self.tenants_file, self.catalog_file)
+        """The platform config in force: the hub's one snapshot (:func:`quotas.snapshot.shared_holder`)."""
+        return shared_holder(self.tenants_file, self.catalog_file).config
 
     def access_for(self, user: str, groups: Iterable[str]) -> TenantAccess:
         return tenant_access(

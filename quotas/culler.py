@@ -46,7 +46,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.ioloop import PeriodicCallback
 
 from .model import PlatformConfig, Tenant
-from .policy import Limit, Usage
+from .policy import Limit, Usage, limit_applies
+from .quantity import format_duration, format_hours, period_words, reset_words
 from .store import Run, Store
 
 ServerKey = tuple[str, str]  # (user, server name; "" for the default server)
@@ -84,7 +85,7 @@ class Server:
 
     @property
     def label(self) -> str:
-        return f"server {self.user}/{self.name}" if self.name else f"{self.user}'s default server"
+        return _label(self.user, self.name)
 
     @property
     def gpu_count(self) -> int:
@@ -133,15 +134,11 @@ class Overrun:
         """True if ``server``'s GPU-hours count against this budget."""
         if server.tenant != self.tenant:
             return False
-        if self.kind == "user":
-            return server.user == self.subject
-        if self.kind == "group":
-            return self.subject in server.groups
-        return True
+        return self.kind == "tenant" or limit_applies(self.kind, self.subject, server.user, server.groups)
 
     def describe(self) -> str:
-        period = f" for {self.period_name}" if self.period_name else " this month"
-        used, budget = _hours(self.used), _hours(self.budget)
+        period = period_words(self.period_name)
+        used, budget = format_hours(self.used), format_hours(self.budget)
         if self.kind == "tenant":
             return f"tenant {self.tenant} has used {used} of its {budget} GPU-hours{period}"
         who = self.subject if self.kind == "user" else f"group {self.subject}"
@@ -149,7 +146,7 @@ class Overrun:
         return f"tenant {self.tenant}'s admins limit {who} to {budget} GPU-hours{period}, and {uses} used {used}"
 
     def remedy(self) -> str:
-        resets = f" on {self.resets.isoformat()} (UTC)" if self.resets else " at the start of next month"
+        resets = reset_words(self.resets)
         if self.kind == "tenant":
             return f"GPU servers can start again when the budget resets{resets}; ask a platform admin if the tenant needs more."
         return f"Ask a tenant admin ({self.admins}) to raise the limit, or wait until it resets{resets}."
@@ -165,24 +162,6 @@ class BudgetWarning:
     reason: str
     warned: datetime
     stop_at: datetime
-
-
-def format_duration(value: timedelta) -> str:
-    """``"1h 5m"``, ``"45s"``, ``"2d 3h"``: the two largest units, for people."""
-    seconds = max(0, int(value.total_seconds()))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return " ".join(parts[:2]) or "0s"
-
-
-def _hours(value: Decimal) -> str:
-    """GPU-hours to a tenth, as admission writes them; tiny budgets keep their digits ("0.0005")."""
-    if 0 < value < Decimal("0.1"):
-        return f"{value.quantize(Decimal('0.0001')).normalize():f}"
-    return f"{value.quantize(Decimal('0.1')):,}"
 
 
 # ---------------------------------------------------------------------------
@@ -431,6 +410,15 @@ class Culler:
             self._callback.stop()
             self._callback = None
 
+    def reconfigure(self, config: PlatformConfig) -> None:
+        """Use ``config`` from the next round on (a reload of the platform config); a new
+        ``culling.interval`` restarts the rounds at that interval."""
+        interval_changed = config.culling.interval != self.config.culling.interval
+        self.config = config
+        if interval_changed and self._callback is not None:
+            self.stop()
+            self.start()
+
     async def _tick(self) -> None:
         if self._running:
             return  # the previous round is still going (a slow hub): do not pile up
@@ -454,10 +442,11 @@ class Culler:
         """
         now = now or datetime.now(UTC)
         users = await self._active_users()
-        servers, overruns = await asyncio.to_thread(self._gather, users, now)
+        config = self.config  # one config for the whole round (a reload may swap it meanwhile)
+        servers, overruns = await asyncio.to_thread(self._gather, config, users, now)
         warned = {key: w.warned for key, w in self._warned.items()}
         done = []
-        for action in cull_decisions(servers, self.config, now, overruns, warned):
+        for action in cull_decisions(servers, config, now, overruns, warned):
             if action.stops:
                 if await self._stop(action):
                     self._warned.pop(action.key, None)
@@ -466,7 +455,7 @@ class Culler:
             self._warned[action.key] = BudgetWarning(
                 action.user, action.server, action.tenant or "", action.reason, now, action.stop_at or now
             )
-            self.log.warning("Warned %s: %s", _label(action), action.reason)
+            self.log.warning("Warned %s: %s", _label(action.user, action.server), action.reason)
             done.append(action)
         still = over_budget(servers, overruns)
         for key in list(self._warned):
@@ -474,11 +463,13 @@ class Culler:
                 del self._warned[key]  # stopped, or its budget was raised or reset: a new overrun warns again
         return done
 
-    def _gather(self, users: list[dict[str, Any]], now: datetime) -> tuple[list[Server], dict[str, list[Overrun]]]:
+    def _gather(
+        self, config: PlatformConfig, users: list[dict[str, Any]], now: datetime
+    ) -> tuple[list[Server], dict[str, list[Overrun]]]:
         """The servers joined with the ledger, and the used-up budgets of tenants that stop over budget."""
         servers = servers_from_hub(users, self.store.open_runs())
         overruns: dict[str, list[Overrun]] = {}
-        for tenant in self.config.tenants.values():
+        for tenant in config.tenants.values():
             gpu_servers = [s for s in servers if s.tenant == tenant.id and s.gpu_count and not s.pending]
             if not tenant.culling.stop_over_budget or not gpu_servers:
                 continue
@@ -529,12 +520,12 @@ class Culler:
         except HTTPClientError as e:
             await asyncio.to_thread(self.store.mark_end_reason, action.key, None)
             if e.code == 404:
-                self.log.info("%s is gone already; nothing to stop", _label(action))
+                self.log.info("%s is gone already; nothing to stop", _label(action.user, action.server))
                 return False
             body = e.response.body.decode(errors="replace")[:300] if e.response else ""
             self.log.error(
                 "Could not stop %s (%s: %s): the hub answered %s %s",
-                _label(action),
+                _label(action.user, action.server),
                 action.kind,
                 action.reason,
                 e.code,
@@ -542,7 +533,11 @@ class Culler:
             )
             return False
         self.log.info(
-            "Stopping %s (%s, hub answered %s): %s", _label(action), action.kind, response.code, action.reason
+            "Stopping %s (%s, hub answered %s): %s",
+            _label(action.user, action.server),
+            action.kind,
+            response.code,
+            action.reason,
         )
         return True
 
@@ -556,5 +551,6 @@ class Culler:
         return await AsyncHTTPClient().fetch(request)
 
 
-def _label(action: Action) -> str:
-    return f"server {action.user}/{action.server}" if action.server else f"{action.user}'s default server"
+def _label(user: str, server: str) -> str:
+    """``"server alice/gpu"``, ``"alice's default server"``: a server, as the culler's messages name it."""
+    return f"server {user}/{server}" if server else f"{user}'s default server"

@@ -16,9 +16,10 @@ from typing import Any
 
 from .model import Tenant
 from .policy import LIMIT_KINDS, Limit
-from .quantity import QuantityError, format_bytes, format_cpu, parse_quantity
+from .quantity import QuantityError, exact_bytes, format_bytes, format_cpu, format_number, parse_quantity
 
-LIMIT_FIELDS = ("gpus", "servers", "cpu", "memory", "gpu_hours")
+SCALAR_FIELDS = ("servers", "cpu", "memory", "gpu_hours")  # the fields other than gpus, one value each
+LIMIT_FIELDS = ("gpus", *SCALAR_FIELDS)
 SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}$")
 
 
@@ -71,10 +72,26 @@ def limit_to_json(limit: Limit) -> dict[str, Any]:
         "name": limit.subject,
         "gpus": dict(limit.gpus),
         "servers": limit.servers,
-        "cpu": None if limit.cpu is None else str(limit.cpu),
+        "cpu": None if limit.cpu is None else format_number(limit.cpu),
         "memory": None if limit.memory is None else exact_bytes(limit.memory),
-        "gpu_hours": None if limit.gpu_hours is None else str(limit.gpu_hours),
+        "gpu_hours": None if limit.gpu_hours is None else format_number(limit.gpu_hours),
     }
+
+
+def limit_summary(limit: Limit | None) -> str:
+    """A limit in a few words: ``"1 H100, 2 servers, 100 GPU-hours/month"``; ``"—"`` when none."""
+    if limit is None or limit.is_empty:
+        return "—"
+    parts = [f"{n} {t}" for t, n in sorted(limit.gpus.items())]
+    if limit.servers is not None:
+        parts.append(f"{limit.servers} server{'s' if limit.servers != 1 else ''}")
+    if limit.cpu is not None:
+        parts.append(format_cpu(limit.cpu))
+    if limit.memory is not None:
+        parts.append(format_bytes(limit.memory))
+    if limit.gpu_hours is not None:
+        parts.append(f"{format_number(limit.gpu_hours)} GPU-hours/month")
+    return ", ".join(parts)
 
 
 NO_LIMIT_ETAG = '"none"'
@@ -98,26 +115,11 @@ class LimitChanged(Exception):
         self.current = current
 
 
-def exact_bytes(value: Decimal) -> str:
-    """Memory as an exact quantity that :func:`parse_limit` reads back: ``68719476736`` -> ``"64Gi"``."""
-    if value != value.to_integral_value():
-        return format(value.normalize(), "f")
-    amount = int(value)
-    for suffix, factor in (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if amount and amount % factor == 0:
-            return f"{amount // factor}{suffix}"
-    return str(amount)
-
-
 def limit_to_values(limit: Limit) -> dict[str, str]:
     """A limit as ``resource -> exact value`` rows for the store (``gpus.H100 -> "2"``)."""
     values = {f"gpus.{t}": str(n) for t, n in limit.gpus.items()}
-    for name, value in (
-        ("servers", limit.servers),
-        ("cpu", limit.cpu),
-        ("memory", limit.memory),
-        ("gpu_hours", limit.gpu_hours),
-    ):
+    for name in SCALAR_FIELDS:
+        value = getattr(limit, name)
         if value is not None:
             values[name] = str(value)
     return values

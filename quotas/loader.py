@@ -3,14 +3,17 @@
 Every problem is collected and reported at once, each with the file, the key
 path and what is wrong, so an operator fixes a file in one pass. Nothing is
 returned unless the whole file is valid: there is no half-applied config.
+
+The structure of ``tenants.yaml`` is ``tenants.schema.json`` (:mod:`quotas.tenants_schema`),
+the same schema the Helm chart validates ``platform:`` with; this module adds the checks a
+schema cannot make (references between sections) and builds the model.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +23,6 @@ from typing import Any
 import yaml
 
 from .model import (
-    TENANT_KINDS,
     Culling,
     Dataset,
     GpuType,
@@ -31,23 +33,15 @@ from .model import (
     Tenant,
     TenantCulling,
 )
-from .quantity import QuantityError, parse_quantity
+from .quantity import parse_quantity
+from .tenants_schema import Problem, Verdict, definition_pattern, hours, item_ids, schema
+from .tenants_schema import check as check_structure
+from .tenants_schema import describe as _kind
 
-ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-GPU_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-USER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._@+-]*$")
-# a group as an identity provider names it: "snu-ai", "/snu-ai/admins", an Azure AD object id, an LDAP DN
-IDP_GROUP_PATTERN = re.compile(r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,254}[^\s\x00-\x1f\x7f])?$")
-MAX_ID_LENGTH = 40  # tenant ids become namespace names ("aidc-<id>"), which have 63
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+ID_PATTERN = definition_pattern("id")
+USER_PATTERN = definition_pattern("username")
+MAX_ID_LENGTH: int = schema()["definitions"]["id"]["maxLength"]  # tenant ids become namespace names
+MAX_FILE_BYTES = 8 * 2**20  # a tenants.yaml of thousands of tenants is a few MB
 
 
 class ConfigError(ValueError):
@@ -123,15 +117,24 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise ConfigError(str(path), [Problem("", f"cannot read the file: {e.strerror}")]) from e
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(str(path), [Problem("", f"is larger than {MAX_FILE_BYTES:,} bytes; is it the right file?")])
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), [Problem("", f"is not UTF-8 text (byte {e.start})")]) from e
     loader = _UniqueKeyLoader(text)
     loader.duplicates = []
     try:
         data = loader.get_single_data()
     except yaml.YAMLError as e:
         raise ConfigError(str(path), [Problem("", f"not valid YAML: {e}")]) from e
+    except RecursionError as e:  # PyYAML composes nested collections recursively
+        raise ConfigError(str(path), [Problem("", "not valid YAML: nested too deeply")]) from e
     finally:
         loader.dispose()
     if loader.duplicates:
@@ -143,7 +146,7 @@ def _read_yaml(path: Path) -> Any:
 
 
 class _Checker:
-    """Collects problems while walking plain YAML data."""
+    """Collects problems while walking plain YAML data (the image catalog)."""
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
@@ -183,69 +186,6 @@ class _Checker:
             return None
         return value
 
-    def count(self, value: Any, path: str, what: str) -> int | None:
-        """A whole, non-negative number (GPUs, servers)."""
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            self.add(path, f"{what} must be a whole number, not {_kind(value)}")
-            return None
-        if isinstance(value, str):
-            self.add(path, f"{what} must be a whole number written without quotes, not the string {value!r}")
-            return None
-        if isinstance(value, float) and not value.is_integer():
-            self.add(path, f"{what} must be a whole number; {value!r} is fractional")
-            return None
-        if value < 0:
-            self.add(path, f"{what} cannot be negative ({value!r})")
-            return None
-        return int(value)
-
-    def quantity(self, value: Any, path: str, what: str) -> Decimal | None:
-        if isinstance(value, float):
-            self.add(path, f'{what} {value!r}: write it as a string such as "{value}" so it is read exactly')
-            return None
-        try:
-            amount = parse_quantity(value)
-        except QuantityError as e:
-            self.add(path, str(e))
-            return None
-        if amount < 0:
-            self.add(path, f"{what} cannot be negative ({value!r})")
-            return None
-        return amount
-
-    def duration(self, value: Any, path: str) -> timedelta | None:
-        try:
-            return parse_duration(value)
-        except DurationError as e:
-            self.add(path, str(e))
-            return None
-
-    def boolean(self, value: Any, path: str) -> bool | None:
-        if not isinstance(value, bool):
-            self.add(path, f"must be true or false, not {_kind(value)}")
-            return None
-        return value
-
-    def string_list(self, value: Any, path: str, pattern: re.Pattern[str], what: str) -> list[str]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.add(path, f"must be a list of {what}s, not {_kind(value)}")
-            return []
-        out: list[str] = []
-        for i, item in enumerate(value):
-            if item is None:
-                self.add(f"{path}[{i}]", f"is empty; write a {what} or remove the line")
-                continue
-            checked = self.string(item, f"{path}[{i}]", pattern, what)
-            if checked is None:
-                continue
-            if checked in out:
-                self.add(f"{path}[{i}]", f"{what} {checked!r} is listed twice")
-                continue
-            out.append(checked)
-        return out
-
     def unique_ids(self, items: Any, path: str, what: str) -> list[tuple[str, str, dict[str, Any]]]:
         """Validate a list of mappings with an ``id``; return (id, path, item) for the usable ones."""
         if items is None:
@@ -278,14 +218,6 @@ class _Checker:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: f"the string {value!r}", bool: f"{value!r}"}.get(
-        type(value), f"{type(value).__name__} {value!r}"
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -411,396 +343,197 @@ def load_platform(tenants_path: str | Path, catalog_path: str | Path) -> Platfor
 
 
 def parse_platform(data: Any, images: Mapping[str, Image], source: str = "tenants.yaml") -> PlatformConfig:
-    """Validate already-parsed YAML data; see :func:`load_platform`."""
-    check = _Checker()
-    root = check.mapping(data, "", ("gpu_types", "profiles", "tenants"), ("users", "datasets", "culling"))
-    if root is None:
-        raise ConfigError(source, check.problems)
-    culling = _parse_culling(root.get("culling"), check)
-    gpu_types = _parse_gpu_types(root.get("gpu_types"), check)
-    profiles = _parse_profiles(root.get("profiles"), gpu_types, images, check)
-    datasets = _parse_datasets(root.get("datasets"), check)
-    tenants = _parse_tenants(root.get("tenants"), gpu_types, profiles, datasets, check)
-    _apply_user_memberships(root.get("users"), tenants, check)
-    if check.problems:
-        raise ConfigError(source, check.problems)
-    return PlatformConfig(
-        gpu_types=MappingProxyType(gpu_types),
-        images=images,
-        profiles=MappingProxyType(profiles),
-        tenants=MappingProxyType({t: _freeze_tenant(v) for t, v in tenants.items() if v is not None}),
-        source=source,
-        datasets=MappingProxyType(datasets),
-        culling=culling,
-    )
+    """Validate already-parsed YAML data; see :func:`load_platform`.
+
+    First the structure, against the schema that the Helm chart uses too
+    (:mod:`quotas.tenants_schema`); then what a schema cannot say: names that refer to
+    something declared elsewhere (profiles, GPU types, images, data sets, tenants), ids given
+    twice, and quotas too small for the profiles they allow. Both kinds are reported together.
+    """
+    verdict = check_structure(data)
+    if verdict.fatal:
+        raise ConfigError(source, verdict.problems)
+    problems = verdict.problems + _cross_references(data, images, verdict)
+    if problems:
+        raise ConfigError(source, problems)
+    return _build(data, images, source)
 
 
-_CULLING_KEYS = ("gpu_idle_timeout", "cpu_idle_timeout", "interval")
-_TENANT_CULLING_KEYS = ("gpu_idle_timeout", "cpu_idle_timeout", "stop_over_budget", "over_budget_grace")
+def _section(data: Mapping[str, Any], key: str, kind: type) -> Any:
+    return _as(kind, data.get(key))
 
 
-def _parse_culling(value: Any, check: _Checker) -> Culling:
-    """``culling: {gpu_idle_timeout: 1h, cpu_idle_timeout: 8h, interval: 5m}``, each optional."""
-    defaults = Culling()
-    if value is None:
-        return defaults
-    fields = check.mapping(value, "culling", (), _CULLING_KEYS)
-    if fields is None:
-        return defaults
-    out: dict[str, timedelta] = {}
-    for key in _CULLING_KEYS:
-        if fields.get(key) is None:
-            continue
-        parsed = check.duration(fields[key], f"culling.{key}")
-        if parsed is None:
-            continue
-        if key == "interval" and parsed < timedelta(seconds=1):
-            check.add("culling.interval", "must be at least 1s: it is how often the culler looks for servers to stop")
-            continue
-        out[key] = parsed
-    return Culling(**out)
+def _as(kind: type, value: Any) -> Any:
+    """``value`` if it is of ``kind`` (list, dict), else an empty one: the schema reported it."""
+    return value if isinstance(value, kind) else kind()
 
 
-def _parse_tenant_culling(value: Any, path: str, check: _Checker) -> TenantCulling | None:
-    """A tenant's ``culling:``; None when it has problems (they are reported)."""
-    if value is None:
-        return TenantCulling()
-    fields = check.mapping(value, path, (), _TENANT_CULLING_KEYS)
-    if fields is None:
-        return None
-    before = len(check.problems)
-    out: dict[str, Any] = {}
-    for key in ("gpu_idle_timeout", "cpu_idle_timeout", "over_budget_grace"):
-        if fields.get(key) is not None:
-            out[key] = check.duration(fields[key], f"{path}.{key}")
-    if fields.get("stop_over_budget") is not None:
-        out["stop_over_budget"] = check.boolean(fields["stop_over_budget"], f"{path}.stop_over_budget")
-    return TenantCulling(**out) if len(check.problems) == before else None
+def _identified(items: list[Any], section: str, what: str, problems: list[Problem]) -> dict[str, int]:
+    """The id -> index of the items known by their id; an id given again is a problem."""
+    first = {ident: i for i, ident in item_ids(items).items()}
+    for i, item in enumerate(items):
+        ident = item.get("id") if isinstance(item, dict) else None
+        if isinstance(ident, str) and first.get(ident, i) != i:
+            problems.append(
+                Problem(f"{section}[{i}].id", f"duplicate {what} id {ident!r} (first at {section}[{first[ident]}])")
+            )
+    return first
 
 
-MOUNT_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+def _declared(what: str, names: Iterable[str]) -> str:
+    return f"is not declared under {what} (declared: {', '.join(names) or 'none'})"
 
 
-def _parse_datasets(value: Any, check: _Checker) -> dict[str, Dataset]:
-    """``datasets: {imagenet: {claim: open-imagenet, mount_path: /datasets/imagenet}}``."""
-    out: dict[str, Dataset] = {}
-    if value is None:
-        return out
-    if not isinstance(value, dict):
-        check.add("datasets", f"must map data set names to their claim and mount path, not {_kind(value)}")
-        return out
-    for name, spec in value.items():
-        path = f"datasets.{name}"
-        if not isinstance(name, str) or not ID_PATTERN.match(name):
-            check.add(path, f"{name!r} is not a valid data set name (lower-case letters, digits and '-')")
-            continue
-        fields = check.mapping(spec, path, ("claim", "mount_path"), ("description",))
-        if fields is None:
-            continue
-        claim = check.string(fields.get("claim"), f"{path}.claim", ID_PATTERN, "PersistentVolumeClaim name")
-        mount = check.string(fields.get("mount_path"), f"{path}.mount_path", MOUNT_PATH, "absolute path")
-        if mount in ("/", "/home", "/home/jovyan", "/dev/shm"):
-            check.add(f"{path}.mount_path", f"{mount!r} would hide part of the workspace; use e.g. /datasets/{name}")
-            mount = None
-        if claim and mount:
-            out[name] = Dataset(name, claim, mount, str(fields.get("description", "")))
-    return out
+def _cross_references(data: Mapping[str, Any], images: Mapping[str, Image], verdict: Verdict) -> list[Problem]:
+    """The problems of names that refer to nothing, of ids given twice, and of ceilings too small
+    for a tenant's profiles; parts the schema refused are left alone (their problem is reported)."""
+    problems: list[Problem] = []
+    sound = verdict.sound
 
+    def add(path: str, message: str) -> None:
+        problems.append(Problem(path, message))
 
-def _parse_gpu_types(value: Any, check: _Checker) -> dict[str, GpuType]:
-    out: dict[str, GpuType] = {}
-    if value is None:
-        return out
-    if not isinstance(value, dict):
-        check.add("gpu_types", f"must map GPU type names (such as H100) to their description, not {_kind(value)}")
-        return out
-    for name, spec in value.items():
-        path = f"gpu_types.{name}"
-        if not isinstance(name, str) or not GPU_TYPE_PATTERN.match(name):
-            check.add(path, f"{name!r} is not a valid GPU type name (letters, digits, '.', '-', '_')")
-            continue
-        spec = {} if spec is None else spec
-        fields = check.mapping(spec, path, (), ("resource", "product", "description"))
-        if fields is None:
-            continue
-        resource = fields.get("resource", "nvidia.com/gpu")
-        if not isinstance(resource, str) or "/" not in resource:
-            check.add(f"{path}.resource", f"{resource!r} is not an extended resource name such as nvidia.com/gpu")
-            continue
-        out[name] = GpuType(
-            name=name,
-            resource=resource,
-            product=str(fields.get("product", "")),
-            description=str(fields.get("description", "")),
-        )
-    return out
+    gpu_types = list(_section(data, "gpu_types", dict))
+    datasets = list(_section(data, "datasets", dict))
+    profile_items = _section(data, "profiles", list)
+    profiles = _identified(profile_items, "profiles", "profile", problems)
+    for ident, i in profiles.items():
+        item, at = profile_items[i], f"profiles[{ident}]"
+        image = item.get("image")
+        if "image" in item and sound("profiles", i, "image"):
+            if image not in images:
+                close = difflib.get_close_matches(image, list(images), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"the catalog has {', '.join(images) or 'no images'}"
+                add(f"{at}.image", f"image {image!r} is not in images/catalog.yaml; {hint}")
+            elif "gpu" not in item and images[image].needs_gpu:
+                add(f"{at}.image", f"image {image!r} needs a GPU, but this profile has none")
+        gpu = item.get("gpu")
+        if isinstance(gpu, dict) and "type" in gpu and sound("profiles", i, "gpu", "type"):
+            if gpu["type"] not in gpu_types:
+                add(f"{at}.gpu.type", f"GPU type {gpu['type']!r} {_declared('gpu_types', gpu_types)}")
 
+    def gpus_needed(profile_id: str) -> tuple[str, int] | None:
+        i = profiles.get(profile_id)
+        gpu = profile_items[i].get("gpu") if i is not None and sound("profiles", i) else None
+        return (gpu["type"], int(gpu["count"])) if gpu and gpu["type"] in gpu_types else None
 
-def _parse_profiles(
-    value: Any, gpu_types: Mapping[str, GpuType], images: Mapping[str, Image], check: _Checker
-) -> dict[str, Profile]:
-    out: dict[str, Profile] = {}
-    for ident, path, item in check.unique_ids(value, "profiles", "profile"):
-        fields = check.mapping(
-            item, path, ("id", "display_name", "cpu", "memory", "image"), ("gpu", "description", "idle_timeout")
-        )
-        if fields is None:
-            continue
-        display = check.string(fields.get("display_name"), f"{path}.display_name")
-        idle_ok, idle_timeout = True, None
-        if fields.get("idle_timeout") is not None:
-            idle_timeout = check.duration(fields["idle_timeout"], f"{path}.idle_timeout")
-            idle_ok = idle_timeout is not None
-        cpu = check.quantity(fields.get("cpu"), f"{path}.cpu", "cpu")
-        memory = check.quantity(fields.get("memory"), f"{path}.memory", "memory")
-        image = check.string(fields.get("image"), f"{path}.image")
-        if image is not None and image not in images:
-            close = difflib.get_close_matches(image, list(images), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; the catalog has {', '.join(images) or 'no images'}"
-            check.add(f"{path}.image", f"image {image!r} is not in images/catalog.yaml{hint}")
-            image = None
-        gpu_type, gpu_count, gpu_ok = None, 0, True
-        if fields.get("gpu") is not None:
-            gpu = check.mapping(fields["gpu"], f"{path}.gpu", ("type", "count"), ())
-            if gpu is None:
-                gpu_ok = False
-            else:
-                gpu_type = check.string(gpu.get("type"), f"{path}.gpu.type")
-                if gpu_type is not None and gpu_type not in gpu_types:
-                    check.add(
-                        f"{path}.gpu.type",
-                        f"GPU type {gpu_type!r} is not declared under gpu_types (declared: {', '.join(gpu_types) or 'none'})",
+    tenant_items = _section(data, "tenants", list)
+    tenants = _identified(tenant_items, "tenants", "tenant", problems)
+    for ident, i in tenants.items():
+        item, at = tenant_items[i], f"tenants[{ident}]"
+
+        def here(*path: str | int, i: int = i) -> bool:
+            return sound("tenants", i, *path)
+
+        allowed = _as(list, item.get("profiles"))
+        for j, profile_id in enumerate(allowed):
+            if here("profiles", j) and profile_id not in profiles:
+                add(f"{at}.profiles[{j}]", f"profile {profile_id!r} {_declared('profiles', profiles)}")
+        mounted = _as(list, item.get("datasets"))
+        for j, name in enumerate(mounted):
+            if here("datasets", j) and name not in datasets:
+                add(f"{at}.datasets[{j}]", f"data set {name!r} {_declared('datasets', datasets)}")
+        granted = _as(dict, _as(dict, item.get("quota")).get("gpus"))
+        for name in granted:
+            if here("quota", "gpus", name) and name not in gpu_types:
+                add(f"{at}.quota.gpus.{name}", f"GPU type {name!r} {_declared('gpu_types', gpu_types)}")
+        if here("quota"):
+            for j, profile_id in enumerate(allowed):
+                needed = gpus_needed(profile_id) if here("profiles", j) else None
+                if needed and granted.get(needed[0], 0) < needed[1]:
+                    gpu_type, count = needed
+                    add(
+                        f"{at}.profiles[{j}]",
+                        f"profile {profile_id!r} needs {count} {gpu_type} GPU(s) but the quota grants"
+                        f" {granted.get(gpu_type, 0)}; raise quota.gpus.{gpu_type} or remove the profile",
                     )
-                    gpu_type = None
-                counted = check.count(gpu.get("count"), f"{path}.gpu.count", "a GPU count")
-                if counted == 0:
-                    check.add(f"{path}.gpu.count", "must be at least 1; leave out 'gpu' for a CPU-only profile")
-                    counted = None
-                gpu_ok = gpu_type is not None and counted is not None
-                gpu_count = counted or 0
-        if image and not fields.get("gpu") and images[image].needs_gpu:
-            check.add(f"{path}.image", f"image {image!r} needs a GPU, but this profile has none")
-            image = None
-        if display and cpu is not None and memory is not None and image and gpu_ok and idle_ok:
-            out[ident] = Profile(
-                id=ident,
-                display_name=display,
-                description=str(fields.get("description", "")),
-                cpu=cpu,
-                memory=memory,
-                image=image,
-                gpu_type=gpu_type,
-                gpu_count=gpu_count,
-                idle_timeout=idle_timeout,
-            )
-        else:
-            out[ident] = None  # type: ignore[assignment]  # declared but invalid: tenants may still name it
-    return out
+        oidc = item.get("oidc")
+        if here("oidc") and isinstance(oidc, dict):
+            for j, group in enumerate(oidc.get("admin_groups", ())):
+                if group in oidc.get("groups", ()):
+                    add(
+                        f"{at}.oidc.admin_groups[{j}]",
+                        f"group {group!r} is in groups too; list it once (tenant admins are members anyway)",
+                    )
 
-
-_USER_WHAT = "username (lower case, as JupyterHub stores it)"
-
-
-def _parse_tenants(
-    value: Any,
-    gpu_types: Mapping[str, GpuType],
-    profiles: Mapping[str, Profile | None],
-    datasets: Mapping[str, Dataset],
-    check: _Checker,
-) -> dict[str, dict[str, Any] | None]:
-    out: dict[str, dict[str, Any] | None] = {}
-    for ident, path, item in check.unique_ids(value, "tenants", "tenant"):
-        fields = check.mapping(
-            item,
-            path,
-            ("id", "display_name", "kind", "profiles", "quota"),
-            ("members", "admins", "description", "datasets", "culling", "oidc"),
-        )
-        if fields is None:
-            continue
-        display = check.string(fields.get("display_name"), f"{path}.display_name")
-        kind = fields.get("kind")
-        if kind not in TENANT_KINDS:
-            check.add(f"{path}.kind", f"{kind!r} is not a tenant kind; use one of {', '.join(TENANT_KINDS)}")
-        users: list[str] = []
-        groups: list[str] = []
-        members = fields.get("members")
-        if members is not None:
-            m = check.mapping(members, f"{path}.members", (), ("users", "groups"))
-            if m is not None:
-                users = check.string_list(m.get("users"), f"{path}.members.users", USER_PATTERN, _USER_WHAT)
-                groups = check.string_list(m.get("groups"), f"{path}.members.groups", ID_PATTERN, "group name")
-        admins = check.string_list(fields.get("admins"), f"{path}.admins", USER_PATTERN, _USER_WHAT)
-        allowed = check.string_list(fields.get("profiles"), f"{path}.profiles", ID_PATTERN, "profile id")
-        for i, profile_id in enumerate(allowed):
-            if profile_id not in profiles:
-                check.add(
-                    f"{path}.profiles[{i}]",
-                    f"profile {profile_id!r} is not declared under profiles (declared: {', '.join(profiles) or 'none'})",
-                )
-        mounted = check.string_list(fields.get("datasets"), f"{path}.datasets", ID_PATTERN, "data set name")
-        for i, name in enumerate(mounted):
-            if name not in datasets:
-                check.add(
-                    f"{path}.datasets[{i}]",
-                    f"data set {name!r} is not declared under datasets (declared: {', '.join(datasets) or 'none'})",
-                )
-        quota = _parse_quota(fields.get("quota"), f"{path}.quota", gpu_types, check)
-        culling = _parse_tenant_culling(fields.get("culling"), f"{path}.culling", check)
-        oidc = _parse_tenant_oidc(fields.get("oidc"), f"{path}.oidc", check)
-        for i, profile_id in enumerate(allowed):
-            profile = profiles.get(profile_id)
-            if quota is None or profile is None or not profile.gpu_type:
-                continue
-            granted = quota.gpus.get(profile.gpu_type, 0)
-            if granted < profile.gpu_count:
-                check.add(
-                    f"{path}.profiles[{i}]",
-                    f"profile {profile_id!r} needs {profile.gpu_count} {profile.gpu_type} GPU(s) but the quota grants"
-                    f" {granted}; raise quota.gpus.{profile.gpu_type} or remove the profile",
-                )
-        if not (display and kind in TENANT_KINDS and quota is not None and culling is not None and oidc is not None):
-            out[ident] = None  # declared but invalid: the users section may still name it
-        else:
-            out[ident] = {
-                "id": ident,
-                "display_name": display,
-                "kind": kind,
-                "member_users": set(users),
-                "member_groups": set(groups),
-                "admins": tuple(admins),
-                "profiles": tuple(allowed),
-                "quota": quota,
-                "datasets": tuple(mounted),
-                "culling": culling,
-                "oidc": oidc,
-            }
-    return out
-
-
-_IDP_GROUP_WHAT = "group name (as the identity provider sends it)"
-
-
-def _parse_tenant_oidc(
-    value: Any, path: str, check: _Checker
-) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None] | None:
-    """A tenant's ``oidc: {groups: [...], admin_groups: [...]}``: the identity provider's groups
-    whose members are members, and tenant admins, of the tenant. A key left out keeps its
-    convention (None here): group ``<id>``, and group ``<id>-admins``. None when it has problems."""
-    if value is None:
-        return (None, None)
-    fields = check.mapping(value, path, (), ("groups", "admin_groups"))
-    if fields is None:
-        return None
-    before = len(check.problems)
-    out: list[tuple[str, ...] | None] = []
-    for key in ("groups", "admin_groups"):
-        if key not in fields:
-            out.append(None)
-            continue
-        if fields[key] is None:
-            check.add(f"{path}.{key}", "is empty; write [] for no group, or leave the key out for the convention")
-            out.append(None)
-            continue
-        out.append(tuple(check.string_list(fields[key], f"{path}.{key}", IDP_GROUP_PATTERN, _IDP_GROUP_WHAT)))
-    members, admins = out
-    for i, group in enumerate(admins or ()):
-        if group in (members or ()):
-            check.add(
-                f"{path}.admin_groups[{i}]",
-                f"group {group!r} is in groups too; list it once (tenant admins are members anyway)",
-            )
-    return (members, admins) if len(check.problems) == before else None
-
-
-def _parse_quota(value: Any, path: str, gpu_types: Mapping[str, GpuType], check: _Checker) -> Quota | None:
-    fields = check.mapping(
-        value,
-        path,
-        (),
-        ("gpus", "servers", "servers_per_user", "cpu", "memory", "storage", "gpu_hours_per_month"),
-    )
-    if fields is None:
-        return None
-    before = len(check.problems)
-    gpus: dict[str, int] = {}
-    raw_gpus = fields.get("gpus") or {}
-    if not isinstance(raw_gpus, dict):
-        check.add(f"{path}.gpus", f"must map GPU types to counts (such as H100: 8), not {_kind(raw_gpus)}")
-        raw_gpus = {}
-    for name, amount in raw_gpus.items():
-        if name not in gpu_types:
-            check.add(
-                f"{path}.gpus.{name}",
-                f"GPU type {name!r} is not declared under gpu_types (declared: {', '.join(gpu_types) or 'none'})",
-            )
-            continue
-        counted = check.count(amount, f"{path}.gpus.{name}", "a GPU count")
-        if counted is not None:
-            gpus[name] = counted
-
-    def optional(key: str, parse: Callable[[Any, str, str], Any], what: str) -> Any:
-        return None if fields.get(key) is None else parse(fields[key], f"{path}.{key}", what)
-
-    quota = Quota(
-        gpus=MappingProxyType(gpus),
-        servers=optional("servers", check.count, "a server count"),
-        servers_per_user=optional("servers_per_user", check.count, "a server count"),
-        cpu=optional("cpu", check.quantity, "cpu"),
-        memory=optional("memory", check.quantity, "memory"),
-        storage=optional("storage", check.quantity, "storage"),
-        gpu_hours_per_month=optional("gpu_hours_per_month", check.quantity, "GPU-hours"),
-    )
-    return quota if len(check.problems) == before else None
-
-
-def _apply_user_memberships(value: Any, tenants: dict[str, dict[str, Any] | None], check: _Checker) -> None:
-    """The optional ``users:`` section: ``alice: [snu-ai, nova-labs]`` for people in several tenants."""
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        check.add("users", f"must map usernames to lists of tenant ids, not {_kind(value)}")
-        return
-    for user, tenant_ids in value.items():
-        path = f"users.{user}"
-        if not isinstance(user, str) or not USER_PATTERN.match(user):
-            check.add(path, f"{user!r} is not a valid {_USER_WHAT}")
-            continue
-        for i, tenant_id in enumerate(check.string_list(tenant_ids, path, ID_PATTERN, "tenant id")):
-            if tenant_id not in tenants:
+    people = _section(data, "users", dict) if isinstance(data.get("tenants"), list) else {}
+    for user, tenant_ids in people.items():
+        for j, tenant_id in enumerate(_as(list, tenant_ids)):
+            if sound("users", user, j) and tenant_id not in tenants:
                 close = difflib.get_close_matches(tenant_id, list(tenants), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                check.add(f"{path}[{i}]", f"user {user!r} is put in tenant {tenant_id!r}, which does not exist{hint}")
-                continue
-            fields = tenants[tenant_id]
-            if fields is not None:
-                fields["member_users"].add(user)
+                add(f"users.{user}[{j}]", f"user {user!r} is put in tenant {tenant_id!r}, which does not exist{hint}")
+    return problems
 
 
-def _freeze_tenant(fields: dict[str, Any]) -> Tenant:
-    return Tenant(
-        id=fields["id"],
-        display_name=fields["display_name"],
-        kind=fields["kind"],
-        member_users=frozenset(fields["member_users"]),
-        member_groups=frozenset(fields["member_groups"]),
-        admins=fields["admins"],
-        profiles=fields["profiles"],
-        quota=fields["quota"],
-        datasets=fields["datasets"],
-        culling=fields["culling"],
-        oidc_groups=fields["oidc"][0],
-        oidc_admin_groups=fields["oidc"][1],
+def _build(data: Mapping[str, Any], images: Mapping[str, Image], source: str) -> PlatformConfig:
+    """The model of a file the schema and the cross-reference checks accepted."""
+    also: dict[str, set[str]] = {}  # the users section: tenant -> people listed there
+    for user, tenant_ids in data.get("users", {}).items():
+        for tenant_id in tenant_ids:
+            also.setdefault(tenant_id, set()).add(user)
+    return PlatformConfig(
+        gpu_types=MappingProxyType({name: GpuType(name, **spec) for name, spec in data["gpu_types"].items()}),
+        images=images,
+        profiles=MappingProxyType({p["id"]: _profile(p) for p in data["profiles"]}),
+        tenants=MappingProxyType({t["id"]: _tenant(t, also.get(t["id"], set())) for t in data["tenants"]}),
+        source=source,
+        datasets=MappingProxyType({name: Dataset(name, **spec) for name, spec in data.get("datasets", {}).items()}),
+        culling=Culling(**{key: parse_duration(value) for key, value in data.get("culling", {}).items()}),
     )
 
 
-_CACHE: dict[tuple[str, str, float, float], PlatformConfig] = {}
+def _profile(item: Mapping[str, Any]) -> Profile:
+    gpu = item.get("gpu")
+    return Profile(
+        id=item["id"],
+        display_name=item["display_name"],
+        description=item.get("description", ""),
+        cpu=parse_quantity(item["cpu"]),
+        memory=parse_quantity(item["memory"]),
+        image=item["image"],
+        gpu_type=gpu["type"] if gpu else None,
+        gpu_count=int(gpu["count"]) if gpu else 0,
+        idle_timeout=parse_duration(item["idle_timeout"]) if "idle_timeout" in item else None,
+    )
 
 
-def load_platform_cached(tenants_path: str | Path, catalog_path: str | Path) -> PlatformConfig:
-    """:func:`load_platform`, read once per process for each version of the two files."""
-    t, c = Path(tenants_path).resolve(), Path(catalog_path).resolve()
-    key = (str(t), str(c), t.stat().st_mtime if t.exists() else 0.0, c.stat().st_mtime if c.exists() else 0.0)
-    if key not in _CACHE:
-        _CACHE[key] = load_platform(t, c)
-    return _CACHE[key]
+def _tenant(item: Mapping[str, Any], also: set[str]) -> Tenant:
+    members = item.get("members", {})
+    oidc = item.get("oidc", {})
+    culling: dict[str, Any] = {
+        key: value if key == "stop_over_budget" else parse_duration(value)
+        for key, value in item.get("culling", {}).items()
+    }
+    return Tenant(
+        id=item["id"],
+        display_name=item["display_name"],
+        kind=item["kind"],
+        member_users=frozenset(members.get("users", ())) | also,
+        member_groups=frozenset(members.get("groups", ())),
+        admins=tuple(item.get("admins", ())),
+        profiles=tuple(item["profiles"]),
+        quota=_quota(item["quota"]),
+        datasets=tuple(item.get("datasets", ())),
+        culling=TenantCulling(**culling),
+        oidc_groups=tuple(oidc["groups"]) if "groups" in oidc else None,
+        oidc_admin_groups=tuple(oidc["admin_groups"]) if "admin_groups" in oidc else None,
+    )
+
+
+def _quota(quota: Mapping[str, Any]) -> Quota:
+    def amount(key: str) -> Decimal | None:
+        return parse_quantity(quota[key]) if key in quota else None
+
+    def count(key: str) -> int | None:
+        return int(quota[key]) if key in quota else None
+
+    return Quota(
+        gpus=MappingProxyType({name: int(n) for name, n in quota.get("gpus", {}).items()}),
+        servers=count("servers"),
+        servers_per_user=count("servers_per_user"),
+        cpu=amount("cpu"),
+        memory=amount("memory"),
+        storage=amount("storage"),
+        gpu_hours_per_month=hours(quota["gpu_hours_per_month"]) if "gpu_hours_per_month" in quota else None,
+    )

@@ -6,7 +6,7 @@ Everything else (policy, spawners, roles) reads them and never mutates them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -143,16 +143,35 @@ class Tenant:
     oidc_groups: tuple[str, ...] | None = None
     oidc_admin_groups: tuple[str, ...] | None = None
 
-    def has_member(self, user: str, groups: Iterable[str] = ()) -> bool:
-        """True if ``user`` (in JupyterHub ``groups``) belongs to this tenant.
+    @property
+    def members_by_name(self) -> frozenset[str]:
+        """The people ``tenants.yaml`` lists by name: ``members.users`` and ``admins``."""
+        return self.member_users | frozenset(self.admins)
 
-        Tenant admins are members too: they may use the tenant's profiles. So is everyone in
-        the tenant's own JupyterHub group (named like the tenant), which the authenticator
-        keeps in line with this config and, with OIDC, with the identity provider's groups.
+    def has_admin(self, user: str, held: Iterable[str] = (), granting: Collection[str] = ()) -> bool:
+        """True if ``user`` is a tenant admin of this tenant: listed under ``admins``, or holding
+        (``held``) one of ``granting``, what else makes its admins: the identity provider's admin
+        groups of the tenant among their provider groups (hub_config/oidc.py), or its
+        ``tenant-admin-<id>`` role among their JupyterHub roles (which such a login gives).
         """
-        if user in self.member_users or user in self.admins:
+        return user in self.admins or any(h in granting for h in held)
+
+    def has_member(
+        self, user: str, groups: Iterable[str] = (), *, own_groups: Collection[str] | None = None, admin: bool = False
+    ) -> bool:
+        """True if ``user`` (in ``groups``) belongs to this tenant: listed by name
+        (:attr:`members_by_name`), in one of its ``members.groups`` or of its own groups, or an
+        admin of it (``admin``: made one by a grant outside ``tenants.yaml``, see :meth:`has_admin`).
+        Tenant admins are members: they may use the tenant's profiles.
+
+        ``own_groups`` stand for the tenant itself: by default its JupyterHub group, named like the
+        tenant, which the authenticator keeps in line with this config; for an OIDC login, the
+        provider's groups of its ``oidc:`` mapping (hub_config/oidc.py).
+        """
+        if admin or user in self.members_by_name:
             return True
-        return any(g == self.id or g in self.member_groups for g in groups)
+        own = (self.id,) if own_groups is None else own_groups
+        return any(g in own or g in self.member_groups for g in groups)
 
     def admin_contact(self) -> str:
         """Who to ask for more, as a person reads it: ``"kim"`` or ``"kim, lee"``."""
@@ -175,9 +194,6 @@ class PlatformConfig:
         """The tenants ``user`` belongs to, in the order the config declares them."""
         groups = tuple(groups)
         return [t for t in self.tenants.values() if t.has_member(user, groups)]
-
-    def tenants_administered_by(self, user: str) -> list[Tenant]:
-        return [t for t in self.tenants.values() if user in t.admins]
 
     def profiles_of(self, tenant: Tenant) -> list[Profile]:
         return [self.profiles[p] for p in tenant.profiles]

@@ -7,13 +7,14 @@ mode, on Kubernetes, in tests and in benchmarks, in microseconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import NamedTuple
 
 from .model import Profile, Tenant
-from .quantity import format_bytes, format_cpu
+from .quantity import format_bytes, format_cpu, format_hours, period_words, reset_words
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,17 @@ class Holding:
 LIMIT_KINDS = ("user", "group")
 
 
+def limit_applies(kind: str, subject: str, user: str, groups: Collection[str]) -> bool:
+    """True if a limit of ``kind`` ``subject`` caps ``user`` (in JupyterHub ``groups``): a user
+    limit of that person, or a group limit of one of their groups."""
+    return user == subject if kind == "user" else subject in groups
+
+
+def limits_for(limits: Iterable[Limit], user: str, groups: Collection[str]) -> list[Limit]:
+    """The limits of ``limits`` that apply to ``user`` in ``groups``: their own and their groups'."""
+    return [lim for lim in limits if lim.applies_to(user, groups)]
+
+
 @dataclass(frozen=True)
 class Limit:
     """What a tenant admin delegates to one user or one group, inside the tenant's ceiling.
@@ -55,11 +67,13 @@ class Limit:
     memory: Decimal | None = None
     gpu_hours: Decimal | None = None
 
-    def covers(self, holding: Holding) -> bool:
-        return holding.user == self.subject if self.kind == "user" else self.subject in holding.groups
+    def applies_to(self, user: str, groups: Collection[str]) -> bool:
+        """True if this limit caps ``user`` (in JupyterHub ``groups``): see :func:`limit_applies`."""
+        return limit_applies(self.kind, self.subject, user, groups)
 
-    def applies_to(self, request: Request) -> bool:
-        return request.user == self.subject if self.kind == "user" else self.subject in request.groups
+    def covers(self, holding: Holding) -> bool:
+        """True if what ``holding`` holds counts against this limit."""
+        return self.applies_to(holding.user, holding.groups)
 
     @property
     def is_empty(self) -> bool:
@@ -154,34 +168,25 @@ def admit(tenant: Tenant, request: Request, usage: Usage, limits: Sequence[Limit
         refusal = _gpu_refusal(tenant, profile, gpu_type, count, holdings, ask)
         if refusal is not None:
             return refusal
-    for name, limit, wanted, get, fmt in (
-        ("CPU", quota.cpu, profile.cpu, _cpu_of, format_cpu),
-        ("memory", quota.memory, profile.memory, _memory_of, format_bytes),
-    ):
-        if limit is None:
-            continue
-        used = sum((get(h) for h in holdings), Decimal(0))
-        if used + wanted > limit:
-            return Decision(
-                False,
-                f"You asked for {fmt(wanted)} of {name} (profile {profile.id}); tenant {tenant.id} uses"
-                f" {fmt(used)} of {fmt(limit)} ({_breakdown(holdings, get, fmt)}). Stop a server, pick a smaller"
-                f" profile, or {ask} for more.",
-                name.lower(),
-            )
-    budget = quota.gpu_hours_per_month
-    if profile.gpus and budget is not None and usage.gpu_hours >= budget:
-        period = f" for {usage.period_name}" if usage.period_name else " this month"
-        resets = f" on {usage.period_resets.isoformat()} (UTC)" if usage.period_resets else ""
+    over = _cpu_or_memory_over(quota.cpu, quota.memory, profile, holdings)
+    if over is not None:
+        fmt = over.fmt
         return Decision(
             False,
-            f"Tenant {tenant.id} has used {_hours(usage.gpu_hours)} of its {_hours(budget)} GPU-hours{period}."
-            f" GPU servers can start again when the budget resets{resets}; CPU-only profiles still work."
-            f" {ask[0].upper()}{ask[1:]} if you need more.",
+            f"{over.asked}; tenant {tenant.id} uses {fmt(over.used)} of {fmt(over.cap)}"
+            f" ({_breakdown(holdings, over.get, fmt)}). Stop a server, pick a smaller profile, or {ask} for more.",
+            over.name.lower(),
+        )
+    budget = quota.gpu_hours_per_month
+    if profile.gpus and budget is not None and usage.gpu_hours >= budget:
+        return Decision(
+            False,
+            f"Tenant {tenant.id} has used {format_hours(usage.gpu_hours)} of its {format_hours(budget)}"
+            f" GPU-hours{period_words(usage.period_name)}.{_until_reset(usage, 'budget', ask)}",
             "budget",
         )
     for delegated in limits:
-        if delegated.tenant == tenant.id and delegated.applies_to(request):
+        if delegated.tenant == tenant.id and delegated.applies_to(user, request.groups):
             refusal = _limit_refusal(tenant, delegated, request, usage, ask)
             if refusal is not None:
                 return refusal
@@ -226,32 +231,66 @@ def _limit_refusal(tenant: Tenant, limit: Limit, request: Request, usage: Usage,
                 f" GPU{_s(cap)}; {uses} {used}{f' ({users})' if users else ''}.{tail}",
                 code,
             )
-    for name, amount, wanted, get, fmt in (
-        ("CPU", limit.cpu, profile.cpu, _cpu_of, format_cpu),
-        ("memory", limit.memory, profile.memory, _memory_of, format_bytes),
-    ):
-        if amount is None:
-            continue
-        held = sum((get(h) for h in covered), Decimal(0))
-        if held + wanted > amount:
-            return Decision(
-                False,
-                f"You asked for {fmt(wanted)} of {name} (profile {profile.id}). {head} {fmt(amount)} of {name};"
-                f" {uses} {fmt(held)}{f' ({_breakdown(covered, get, fmt)})' if covered else ''}.{tail}",
-                code,
-            )
-    spent = usage.gpu_hours_of.get((limit.kind, limit.subject), Decimal(0))
-    if profile.gpus and limit.gpu_hours is not None and spent >= limit.gpu_hours:
-        period = f" for {usage.period_name}" if usage.period_name else " this month"
-        resets = f" on {usage.period_resets.isoformat()} (UTC)" if usage.period_resets else ""
+    over = _cpu_or_memory_over(limit.cpu, limit.memory, profile, covered)
+    if over is not None:
+        fmt, breakdown = over.fmt, _breakdown(covered, over.get, over.fmt)
         return Decision(
             False,
-            f"{head} {_hours(limit.gpu_hours)} GPU-hours{period}; {uses} {_hours(spent)}. GPU servers can start"
-            f" again when the period resets{resets}; CPU-only profiles still work. {ask[0].upper()}{ask[1:]}"
-            " if you need more.",
+            f"{over.asked}. {head} {fmt(over.cap)} of {over.name}; {uses} {fmt(over.used)}"
+            f"{f' ({breakdown})' if breakdown else ''}.{tail}",
+            code,
+        )
+    spent = usage.gpu_hours_of.get((limit.kind, limit.subject), Decimal(0))
+    if profile.gpus and limit.gpu_hours is not None and spent >= limit.gpu_hours:
+        return Decision(
+            False,
+            f"{head} {format_hours(limit.gpu_hours)} GPU-hours{period_words(usage.period_name)}; {uses}"
+            f" {format_hours(spent)}.{_until_reset(usage, 'period', ask)}",
             code,
         )
     return None
+
+
+class _Over(NamedTuple):
+    """CPU or memory that a request would take over a cap: what is asked, what is held already."""
+
+    name: str  # "CPU" | "memory"
+    cap: Decimal
+    wanted: Decimal
+    used: Decimal
+    get: Callable[[Holding], Decimal]
+    fmt: Callable[[Decimal], str]
+    profile: str
+
+    @property
+    def asked(self) -> str:
+        return f"You asked for {self.fmt(self.wanted)} of {self.name} (profile {self.profile})"
+
+
+def _cpu_or_memory_over(
+    cpu: Decimal | None, memory: Decimal | None, profile: Profile, holdings: Iterable[Holding]
+) -> _Over | None:
+    """The first of CPU and memory whose cap (``None``: none) ``profile`` would exceed, on top of
+    what ``holdings`` hold; None when both fit."""
+    held = tuple(holdings)
+    for name, cap, wanted, get, fmt in (
+        ("CPU", cpu, profile.cpu, _cpu_of, format_cpu),
+        ("memory", memory, profile.memory, _memory_of, format_bytes),
+    ):
+        if cap is None:
+            continue
+        used = sum((get(h) for h in held), Decimal(0))
+        if used + wanted > cap:
+            return _Over(name, cap, wanted, used, get, fmt, profile.id)
+    return None
+
+
+def _until_reset(usage: Usage, what: str, ask: str) -> str:
+    """How a refusal for a spent GPU-hour ``what`` (budget, period) ends: when it resets, what still works."""
+    return (
+        f" GPU servers can start again when the {what} resets{reset_words(usage.period_resets)};"
+        f" CPU-only profiles still work. {ask[0].upper()}{ask[1:]} if you need more."
+    )
 
 
 def _gpu_refusal(
@@ -300,10 +339,6 @@ def _server_name(h: Holding) -> str:
 
 def _s(n: int) -> str:
     return "" if n == 1 else "s"
-
-
-def _hours(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.1')):,}"
 
 
 def _breakdown(

@@ -1,4 +1,5 @@
-"""Kubernetes-style resource quantities, parsed once and exactly.
+"""Kubernetes-style resource quantities, parsed once and exactly, and the one way each
+quantity, number of hours, duration and month is written for people and for the API.
 
 Follows the rules of lightkube's ``utils/quantity.py`` and Kubernetes'
 ``resource.Quantity``: ``"500m"`` CPU is ``Decimal("0.5")``, ``"8Gi"`` memory is
@@ -9,7 +10,8 @@ so ``0.1 + 0.2`` style drift cannot turn an allowed request into a refusal.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
@@ -87,6 +89,20 @@ def parse_quantity(value: str | int | Decimal) -> Decimal:
     )
 
 
+def format_number(value: Decimal | int | float, places: int | None = None) -> str:
+    """``value`` in plain digits, without trailing zeros or exponent: exact, or rounded half up
+    to ``places`` decimals. ``Decimal("12.500")`` -> ``"12.5"``; ``(Decimal("2.005"), 2)`` ->
+    ``"2.01"``; ``Decimal("1E+3")`` -> ``"1000"``. A float (a chart's value) is taken by its
+    shortest repr: ``0.1`` -> ``"0.1"``."""
+    amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if places is not None:
+        amount = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    text = f"{amount:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 def format_bytes(value: Decimal) -> str:
     """Format a byte count for people: ``8589934592`` -> ``"8 GiB"``."""
     units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
@@ -95,16 +111,95 @@ def format_bytes(value: Decimal) -> str:
     while abs(amount) >= 1024 and unit < len(units) - 1:
         amount /= 1024
         unit += 1
-    return f"{_trim(amount)} {units[unit]}"
+    return f"{format_number(amount, 2)} {units[unit]}"
 
 
 def format_cpu(value: Decimal) -> str:
     """Format a CPU amount for people: ``Decimal("0.5")`` -> ``"0.5 CPUs"``."""
     amount = Decimal(value)
-    return f"{_trim(amount)} CPU" + ("" if amount == 1 else "s")
+    return f"{format_number(amount, 2)} CPU" + ("" if amount == 1 else "s")
 
 
-def _trim(amount: Decimal) -> str:
-    rounded = amount.quantize(Decimal("0.01")) if amount != amount.to_integral() else amount
-    text = format(rounded.normalize(), "f")
-    return text
+def exact_bytes(value: Decimal) -> str:
+    """Memory as an exact quantity that :func:`parse_quantity` reads back: ``68719476736`` -> ``"64Gi"``."""
+    if value != value.to_integral_value():
+        return format_number(value)
+    amount = int(value)
+    for suffix, factor in (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if amount and amount % factor == 0:
+            return f"{amount // factor}{suffix}"
+    return str(amount)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hours (GPU- and CPU-hours of the ledger)
+
+REPORT_PLACES = 4  # reports and the API give hours to 1/10,000 (0.36 s)
+
+
+def report_hours(value: Decimal) -> str:
+    """Hours as reports and the API give them: to 1/10,000, ``Decimal("12.50004")`` -> ``"12.5"``."""
+    return format_number(value, REPORT_PLACES)
+
+
+def format_hours(value: Decimal) -> str:
+    """Hours in a sentence: to a tenth, with thousands separators (``"1,000.4"``); tiny budgets
+    keep their digits (``"0.0005"``), so a refusal never says "0.0 of 0.0"."""
+    if 0 < value < Decimal("0.1"):
+        return format_number(value, REPORT_PLACES)
+    return f"{value.quantize(Decimal('0.1'), rounding=ROUND_HALF_UP):,}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Durations and months
+
+
+def format_duration(value: timedelta) -> str:
+    """``"1h 5m"``, ``"45s"``, ``"2d 3h"``: the two largest units, as ``tenants.yaml`` writes
+    durations; negative durations are ``"0s"``."""
+    seconds = max(0, int(value.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return " ".join(parts[:2]) or "0s"
+
+
+def month_start(moment: date | datetime) -> date:
+    """The first day of the calendar month of ``moment`` (in UTC for a datetime)."""
+    day = moment.astimezone(UTC).date() if isinstance(moment, datetime) else moment
+    return day.replace(day=1)
+
+
+def next_month(day: date) -> date:
+    """The first day of the month after the month of ``day``."""
+    return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
+
+
+def previous_month(day: date) -> date:
+    """The first day of the month before the month of ``day``."""
+    return date(day.year - 1, 12, 1) if day.month == 1 else date(day.year, day.month - 1, 1)
+
+
+def month_name(day: date) -> str:
+    """The month of ``day`` as people name it: ``"November 2026"``."""
+    return f"{day:%B %Y}"
+
+
+def month_period(now: datetime) -> tuple[datetime, datetime, str]:
+    """The calendar month (UTC) around ``now``: (start, end, "November 2026")."""
+    first = month_start(now)
+    start, end = (datetime(d.year, d.month, 1, tzinfo=UTC) for d in (first, next_month(first)))
+    return start, end, month_name(first)
+
+
+def period_words(name: str) -> str:
+    """How a message names a budget's period: ``" for November 2026"``, or ``" this month"``."""
+    return f" for {name}" if name else " this month"
+
+
+def reset_words(day: date | None) -> str:
+    """When a budget resets, as a message says it: ``" on 2026-12-01 (UTC)"``, or ``" at the
+    start of next month"`` where the day is not known."""
+    return f" on {day.isoformat()} (UTC)" if day else " at the start of next month"

@@ -34,7 +34,7 @@ def tenant_groups(config: PlatformConfig) -> dict[str, dict[str, Any]]:
     """``load_groups``: one group per tenant with the users the config lists by name."""
     return {
         t.id: {
-            "users": sorted(t.member_users | set(t.admins)),
+            "users": sorted(t.members_by_name),
             "properties": {"aidc.tenant": t.id, "aidc.kind": t.kind, "aidc.display_name": t.display_name},
         }
         for t in config.tenants.values()
@@ -46,18 +46,18 @@ def tenant_admin_scopes(tenant: Tenant) -> list[str]:
     return ["admin-ui", *(f"{scope}!group={g}" for g in groups for scope in TENANT_ADMIN_SCOPES)]
 
 
+def tenant_admin_role(tenant: Tenant) -> dict[str, Any]:
+    """The role ``tenant-admin-<id>`` of ``tenant``, without assignments."""
+    return {
+        "name": tenant_role_name(tenant.id),
+        "description": f"Tenant admin of {tenant.display_name} ({tenant.id}): see and stop its members' servers",
+        "scopes": tenant_admin_scopes(tenant),
+    }
+
+
 def tenant_roles(config: PlatformConfig) -> list[dict[str, Any]]:
     """``load_roles``: a tenant-admin role per tenant that has admins (assignments are exact)."""
-    return [
-        {
-            "name": tenant_role_name(t.id),
-            "description": f"Tenant admin of {t.display_name} ({t.id}): see and stop its members' servers",
-            "scopes": tenant_admin_scopes(t),
-            "users": list(t.admins),
-        }
-        for t in config.tenants.values()
-        if t.admins
-    ]
+    return [{**tenant_admin_role(t), "users": list(t.admins)} for t in config.tenants.values() if t.admins]
 
 
 def wanted_tenant_groups(config: PlatformConfig, user: str, groups: list[str]) -> set[str]:

@@ -30,23 +30,18 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ColumnElement
 
 from .limits import LimitChanged, limit_etag, limit_from_values, limit_to_values
 from .model import Tenant
 from .policy import Decision, Holding, Limit, Request, Usage, admit
+from .quantity import month_period, next_month
 from .schema import limits, refusals, runs, ssh_keys, tenant_locks, usage_rollups
 from .sshkeys import KeyRejected, clean_title, parse_public_key
 
 ServerKey = tuple[str, str]  # (user, server name)
 MS_PER_HOUR = Decimal(3_600_000)
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def month_period(now: datetime) -> tuple[datetime, datetime, str]:
-    """The calendar month (UTC) around ``now``: (start, end, "November 2026")."""
-    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start, end, start.strftime("%B %Y")
 
 
 def upgrade(engine: Engine) -> None:
@@ -186,9 +181,7 @@ class Store:
             with self._tx() as conn:
                 self._lock_tenant(conn, tenant.id)
                 running = conn.execute(
-                    select(runs.c.tenant).where(
-                        runs.c.user == request.user, runs.c.server == request.server, runs.c.ended.is_(None)
-                    )
+                    select(runs.c.tenant).where(_open_run_of((request.user, request.server)))
                 ).first()
                 if running is not None:
                     self._count_refusal(conn, tenant.id, "running", now)
@@ -214,11 +207,7 @@ class Store:
         """
         with self._tx() as conn:
             self._lock_tenant(conn, holding.tenant)
-            open_run = conn.execute(
-                select(runs.c.id).where(
-                    runs.c.user == holding.user, runs.c.server == holding.server, runs.c.ended.is_(None)
-                )
-            ).first()
+            open_run = conn.execute(select(runs.c.id).where(_open_run_of((holding.user, holding.server)))).first()
             if open_run is not None and run_id is not None and open_run.id == run_id:
                 result: str = run_id
             else:
@@ -233,9 +222,7 @@ class Store:
     def release(self, key: ServerKey, now: datetime, reason: str = "stopped") -> Holding | None:
         """Close the open run of server ``key`` (what it held is free again); None if it held nothing."""
         with self._tx() as conn:
-            row = conn.execute(
-                select(runs).where(runs.c.user == key[0], runs.c.server == key[1], runs.c.ended.is_(None))
-            ).first()
+            row = conn.execute(select(runs).where(_open_run_of(key))).first()
             if row is None:
                 return None
             # no tenant lock: freeing can only make room, and _close counts a run once by itself
@@ -245,11 +232,7 @@ class Store:
         """Say why server ``key``'s open run is about to end (``"culled-idle"``), before asking the hub
         to stop it; its close then keeps this reason. ``None`` takes it back (the stop failed)."""
         with self._tx() as conn:
-            marked = conn.execute(
-                update(runs)
-                .where(runs.c.user == key[0], runs.c.server == key[1], runs.c.ended.is_(None))
-                .values(end_reason=reason)
-            )
+            marked = conn.execute(update(runs).where(_open_run_of(key)).values(end_reason=reason))
             return bool(marked.rowcount)
 
     def release_run(self, run_id: str, now: datetime, reason: str = "stopped") -> bool:
@@ -397,9 +380,7 @@ class Store:
 
     def held_by(self, key: ServerKey) -> Holding | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(runs).where(runs.c.user == key[0], runs.c.server == key[1], runs.c.ended.is_(None))
-            ).first()
+            row = conn.execute(select(runs).where(_open_run_of(key))).first()
         return None if row is None else _holding(row)
 
     def usage(self, tenant: Tenant, now: datetime, user: str = "", groups: Sequence[str] = ()) -> Usage:
@@ -459,7 +440,7 @@ class Store:
             gpu_count = sum(o.holding.gpus.values())
             if not gpu_count:
                 continue
-            part = gpu_count * _ms(max(o.started, since), now)
+            part = gpu_count * elapsed_ms(max(o.started, since), now)
             holder = o.holding
             for key in (("tenant", tenant), ("user", holder.user), *(("group", g) for g in holder.groups)):
                 if key in wanted:
@@ -750,7 +731,13 @@ def _limits_of(tenant: str, rows: Iterable[Any]) -> list[Limit]:
     ]
 
 
-def _ms(begin: datetime, end: datetime) -> int:
+def _open_run_of(key: ServerKey) -> ColumnElement[bool]:
+    """Where the open run of server ``key`` is (one at most: the schema's unique index)."""
+    return and_(runs.c.user == key[0], runs.c.server == key[1], runs.c.ended.is_(None))
+
+
+def elapsed_ms(begin: datetime, end: datetime) -> int:
+    """Whole milliseconds from ``begin`` to ``end`` (0 if ``end`` is not later): what the ledger counts."""
     return max(0, int((end - begin) / timedelta(milliseconds=1)))
 
 
@@ -760,7 +747,7 @@ def _split(begin: datetime, end: datetime) -> Iterator[tuple[str, date, int]]:
     months: dict[date, int] = defaultdict(int)
     while day < end:
         following = day + timedelta(days=1)
-        ms = _ms(max(begin, day), min(end, following))
+        ms = elapsed_ms(max(begin, day), min(end, following))
         if ms:
             yield "day", day.date(), ms
             months[day.date().replace(day=1)] += ms
@@ -771,7 +758,7 @@ def _split(begin: datetime, end: datetime) -> Iterator[tuple[str, date, int]]:
 
 def _cover(start: date, end: date) -> list[tuple[str, date, date]]:
     """[start, end) as daily ranges at the edges and one monthly range of whole months."""
-    first_month = start if start.day == 1 else _next_month(start)
+    first_month = start if start.day == 1 else next_month(start)
     last_month = end.replace(day=1)
     if first_month >= last_month:
         return [("day", start, end)]
@@ -781,7 +768,3 @@ def _cover(start: date, end: date) -> list[tuple[str, date, date]]:
     if last_month < end:
         parts.append(("day", last_month, end))
     return parts
-
-
-def _next_month(d: date) -> date:
-    return date(d.year + 1, 1, 1) if d.month == 12 else date(d.year, d.month + 1, 1)

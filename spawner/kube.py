@@ -35,7 +35,8 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     unschedulable_timeout = Float(
         5,
         help="""Seconds a pod may stay unschedulable (no node with the GPUs it asks for) before
-        the spawn is refused with the scheduler's reason, instead of waiting for start_timeout.""",
+        the spawn is refused with the scheduler's reason, instead of waiting for start_timeout;
+        e.g. 30 where a cluster autoscaler adds GPU nodes.""",
     ).tag(config=True)
 
     home_capacity = Unicode(
@@ -50,9 +51,11 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         help="""StorageClass of home volumes, e.g. ``ceph-rbd``; empty means the cluster's default class.""",
     ).tag(config=True)
 
-    home_mount_path = Unicode("/home/jovyan", help="Where the home volume is mounted in the workspace.").tag(
-        config=True
-    )
+    home_mount_path = Unicode(
+        "/home/jovyan",
+        help="""Where the home volume is mounted in the workspace, e.g. ``/home/user`` for an image whose
+        non-root user is ``user`` (the AIDC images' user is ``jovyan``).""",
+    ).tag(config=True)
 
     @default("storage_pvc_ensure")
     def _default_storage_pvc_ensure(self) -> bool:

@@ -18,6 +18,7 @@ from jupyterhub.spawner import SpawnException
 from traitlets import Unicode, default
 
 from quotas import paths
+from quotas.model import Profile
 from quotas.policy import Holding, Request
 from sshgateway.keys import load_secret, server_public_key
 
@@ -54,6 +55,8 @@ class TenantSpawnerMixin(paths.PlatformState):
     choice: Choice | None = None
     _platform: Platform | None = None
     held: Holding | None = None
+    # the profile as admitted (a reload may change or remove it while the server starts)
+    held_profile: Profile | None = None
     run_id: str | None = None
 
     @property
@@ -79,8 +82,10 @@ class TenantSpawnerMixin(paths.PlatformState):
         """
         platform = self.platform
         user, groups = self.user.name, self.user_groups()  # type: ignore[attr-defined]
-        choice = self.choice or self.resolve_choice()
-        self.choice = None  # resolved again at the next start, from that start's options
+        # resolved again here, against the config in force now: a reload since the options were
+        # applied (an await or more ago) may have changed the tenant's profiles or ceiling
+        choice = self.resolve_choice()
+        self.choice = None
         request = Request(user=user, server=self.name or "", profile=choice.profile, groups=groups)  # type: ignore[attr-defined]
         # one short database transaction, on the event loop like JupyterHub's own database calls:
         # handing it to a thread costs more (GIL and lock hand-offs) than the few ms it takes
@@ -88,7 +93,7 @@ class TenantSpawnerMixin(paths.PlatformState):
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
             raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403)
-        self.held, self.run_id = decision.holding, run
+        self.held, self.run_id, self.held_profile = decision.holding, run, choice.profile
         return decision.holding
 
     def tenant_env(self) -> dict[str, str]:
@@ -96,8 +101,8 @@ class TenantSpawnerMixin(paths.PlatformState):
         ``AIDC_PROFILE`` and ``AIDC_IMAGE`` (the catalog entry), from the admitted holding."""
         if self.held is None:
             return {}
-        profile = self.platform.config.profiles[self.held.profile]
-        return {"AIDC_TENANT": self.held.tenant, "AIDC_PROFILE": self.held.profile, "AIDC_IMAGE": profile.image}
+        image = self.held_profile.image if self.held_profile else ""
+        return {"AIDC_TENANT": self.held.tenant, "AIDC_PROFILE": self.held.profile, "AIDC_IMAGE": image}
 
     def ssh_env(self) -> dict[str, str]:
         """The workspace's SSH environment: ``AIDC_SSH_AUTHORIZED_KEY``, the ``authorized_keys`` line of
@@ -118,7 +123,7 @@ class TenantSpawnerMixin(paths.PlatformState):
     def release_reservation(self) -> None:
         """Give back what this server holds; harmless if it holds nothing."""
         self.platform.store.release(self.server_key, datetime.now(UTC))
-        self.held, self.run_id = None, None
+        self.held, self.run_id, self.held_profile = None, None, None
 
     def held_state(self) -> dict[str, Any] | None:
         """What this server holds, for ``get_state`` (None when it holds nothing)."""
@@ -171,7 +176,8 @@ def _apply_user_options(spawner: TenantSpawnerMixin, user_options: Any) -> None:
 
 def _options_form(spawner: TenantSpawnerMixin) -> str:
     platform = spawner.platform
-    choices = choices_for(platform.config, spawner.user.name, spawner.user_groups())  # type: ignore[attr-defined]
+    config = platform.config  # one snapshot for the whole form
+    choices = choices_for(config, spawner.user.name, spawner.user_groups())  # type: ignore[attr-defined]
     if not choices:
         return (
             '<div class="alert alert-warning">You are not a member of any tenant, so there is nothing to start.'
@@ -179,7 +185,7 @@ def _options_form(spawner: TenantSpawnerMixin) -> str:
         )
     notes = {}
     for tenant_id in {c.tenant.id for c in choices}:
-        tenant = platform.config.tenants[tenant_id]
+        tenant = config.tenants[tenant_id]
         held = platform.store.holdings(tenant_id)
         parts = [f"{sum(h.gpus.get(t, 0) for h in held)} of {n} {t} GPUs in use" for t, n in tenant.quota.gpus.items()]
         if tenant.quota.servers is not None:
@@ -188,4 +194,4 @@ def _options_form(spawner: TenantSpawnerMixin) -> str:
     # preselect what was asked last: the refused choice when the form comes back with a reason
     last = spawner.user_options or {}  # type: ignore[attr-defined]
     selected = f"{last.get('tenant')}/{last.get('profile')}" if isinstance(last, dict) else None
-    return render_form(platform.config, choices, notes, selected=selected)
+    return render_form(config, choices, notes, selected=selected)

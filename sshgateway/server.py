@@ -22,22 +22,19 @@ named server ``gpu``). The gateway
 from __future__ import annotations
 
 import asyncio
-import errno
 import getpass
 import itertools
-import logging
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import asyncssh
 from traitlets import Bool, Float, Integer, Unicode, default
-from traitlets.config import Application
 
 from quotas import paths
+from quotas.lifecycle import ServiceApp
 
 from . import keys
 from .audit import AuditLog, SessionRecord
@@ -72,16 +69,19 @@ SERVICE_SCOPES = (
 )
 
 
-def hub_service(environment: dict[str, str], api_token: str | None = None) -> dict[str, Any]:
+def hub_service(
+    environment: dict[str, str], args: list[str] | None = None, api_token: str | None = None
+) -> dict[str, Any]:
     """The ``c.JupyterHub.services`` entry that runs the gateway (no URL: it speaks SSH, not HTTP).
 
+    ``args``: its command line, e.g. ``["--SSHGateway.port=2222", "--config=gateway_config.py"]``.
     ``api_token``: a fixed token for the service (a gateway run outside the hub, e.g. its own pod);
     by default the hub makes one and hands it to the process it starts.
     """
     service: dict[str, Any] = {
         "name": SERVICE_NAME,
         "display": False,
-        "command": [sys.executable, "-m", "sshgateway"],
+        "command": [sys.executable, "-m", "sshgateway", *(args or [])],
         "cwd": str(paths.REPO),
         "environment": dict(environment),
     }
@@ -102,10 +102,13 @@ def hub_roles() -> list[dict[str, Any]]:
     ]
 
 
-class SSHGateway(Application):
+class SSHGateway(ServiceApp):
     """The SSH gateway (a JupyterHub service: the hub starts it from its config)."""
 
     name = "aidc-sshgateway"
+    service_title = "SSH gateway"
+    port_variable = "AIDC_SSH_PORT"
+    quiet_loggers = ("asyncssh",)  # its own lines per connection, only when they matter
     description = "The AIDC Hub SSH gateway: ssh into workspaces with keys registered on the hub."
     aliases = {
         "config": "SSHGateway.config_file",
@@ -115,19 +118,24 @@ class SSHGateway(Application):
     }
 
     config_file = Unicode(
-        help="""A traitlets config file for the gateway, e.g. ``/etc/aidc/sshgateway_config.py`` with
-        ``c.SSHGateway.allow_token_password = True``. Defaults to ``$AIDC_SSH_CONFIG`` (none if unset).
+        "",
+        help="""A traitlets config file for the gateway (``--config FILE``), e.g.
+        ``/etc/aidc/sshgateway_config.py`` with ``c.SSHGateway.allow_token_password = True``. Empty
+        (the default): none. The hub's own config passes ``$AIDC_SSH_CONFIG`` here.
         """,
     ).tag(config=True)
 
     ip = Unicode(
-        help="""Address the SSH server listens on: ``127.0.0.1`` (default, embedded mode behind a port
-        forward) or ``0.0.0.0`` for every interface. Defaults to ``$AIDC_SSH_BIND`` or ``127.0.0.1``.
+        "127.0.0.1",
+        help="""Address the SSH server listens on: ``127.0.0.1`` (the default, embedded mode behind a
+        port forward) or ``0.0.0.0`` for every interface (its own pod on Kubernetes).
         """,
     ).tag(config=True)
 
     port = Integer(
-        help="""TCP port of the SSH server, e.g. 2222. Defaults to ``$AIDC_SSH_PORT`` or 2222.""",
+        2222,
+        help="""TCP port of the SSH server, e.g. 2222 (the default). The hub's own config passes
+        ``$AIDC_SSH_PORT`` here.""",
     ).tag(config=True)
 
     data_dir = Unicode(
@@ -154,15 +162,17 @@ class SSHGateway(Application):
     ).tag(config=True)
 
     proxy_url = Unicode(
+        "http://127.0.0.1:8000",
         help="""Where the gateway reaches the hub's proxy, for the websocket to each workspace's sshd and
-        for the quotas service: ``http://127.0.0.1:8000`` in the embedded mode, ``http://proxy-public``
-        on Kubernetes. Defaults to ``$AIDC_SSH_PROXY_URL`` or ``http://127.0.0.1:8000``.
+        for the quotas service: ``http://127.0.0.1:8000`` (the default) in the embedded mode, where
+        the hub's own config passes ``$AIDC_BIND_URL``; ``http://proxy-public`` on Kubernetes.
         """,
     ).tag(config=True)
 
     public_url = Unicode(
         help="""The hub's URL as people know it, used in messages ("start it once from
-        https://hub.example.org/hub/spawn/alice"). Defaults to ``$AIDC_PUBLIC_URL`` or ``proxy_url``.
+        https://hub.example.org/hub/spawn/alice"), e.g. ``https://hub.example.org``. Defaults to
+        ``proxy_url``.
         """,
     ).tag(config=True)
 
@@ -173,8 +183,9 @@ class SSHGateway(Application):
     ).tag(config=True)
 
     workspace_user = Unicode(
+        "",
         help="""Unix account the workspace's sshd runs as, which the gateway logs in as: ``{username}``
-        is replaced by the hub user's name. Empty (the default, ``$AIDC_SSH_WORKSPACE_USER``) means the
+        is replaced by the hub user's name. Empty (the default) means the
         gateway's own account, right for the embedded mode where workspaces run as the hub's account;
         ``{username}`` when each workspace runs as the Unix user of the same name; ``jovyan`` for the
         usual images on Kubernetes.
@@ -182,8 +193,9 @@ class SSHGateway(Application):
     ).tag(config=True)
 
     allow_token_password = Bool(
-        help="""Accept a JupyterHub API token of the user as SSH password, for scripts without keys.
-        Off by default (``$AIDC_SSH_ALLOW_TOKEN_PASSWORD=1`` turns it on): keys are the way in, and
+        False,
+        help="""Accept a JupyterHub API token of the user as SSH password, for scripts without keys,
+        e.g. ``c.SSHGateway.allow_token_password = True``. Off by default: keys are the way in, and
         no other password is ever accepted.
         """,
     ).tag(config=True)
@@ -191,10 +203,10 @@ class SSHGateway(Application):
     auth_failure_delay = Float(
         1.0,
         help="""Seconds the gateway waits before answering the attempt after a failed login from the same
-        source or for the same user; doubled at each further failure (1, 2, 4, ...).""",
+        source or for the same user; doubled at each further failure (1, 2, 4, ...), e.g. 0.5.""",
     ).tag(config=True)
 
-    auth_max_delay = Float(30.0, help="""Longest wait between attempts, in seconds.""").tag(config=True)
+    auth_max_delay = Float(30.0, help="""Longest wait between attempts, in seconds, e.g. 60.""").tag(config=True)
 
     auth_max_failures = Integer(
         10,
@@ -204,40 +216,20 @@ class SSHGateway(Application):
 
     auth_failure_window = Float(
         600.0,
-        help="""Seconds after the last failure when the gateway forgets a source's or user's failures.""",
+        help="""Seconds after the last failure when the gateway forgets a source's or user's failures,
+        e.g. 3600.""",
     ).tag(config=True)
 
     login_timeout = Float(
         120.0,
-        help="""Seconds a client has to authenticate before the gateway hangs up.""",
-    ).tag(config=True)
-
-    bind_timeout = Float(
-        15.0,
-        help="""Seconds to wait for the port at start when another process holds it (the gateway of a hub
-        that was killed, until it notices), before giving up with a message.""",
+        help="""Seconds a client has to authenticate before the gateway hangs up, e.g. 30.""",
     ).tag(config=True)
 
     start_timeout = Float(
         300.0,
-        help="""Seconds the gateway waits for a stopped server to start before telling the person it failed.""",
+        help="""Seconds the gateway waits for a stopped server to start before telling the person it failed,
+        e.g. 900 where GPU nodes take minutes to come up.""",
     ).tag(config=True)
-
-    @default("log_level")
-    def _default_log_level(self) -> int:
-        return logging.INFO
-
-    @default("config_file")
-    def _default_config_file(self) -> str:
-        return os.environ.get("AIDC_SSH_CONFIG", "")
-
-    @default("ip")
-    def _default_ip(self) -> str:
-        return os.environ.get("AIDC_SSH_BIND", "127.0.0.1")
-
-    @default("port")
-    def _default_port(self) -> int:
-        return int(os.environ.get("AIDC_SSH_PORT", "2222"))
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
@@ -255,25 +247,13 @@ class SSHGateway(Application):
     def _default_api_token(self) -> str:
         return os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
-    @default("proxy_url")
-    def _default_proxy_url(self) -> str:
-        return os.environ.get("AIDC_SSH_PROXY_URL", "http://127.0.0.1:8000")
-
     @default("public_url")
     def _default_public_url(self) -> str:
-        return os.environ.get("AIDC_PUBLIC_URL", self.proxy_url)
+        return self.proxy_url
 
     @default("quotas_url")
     def _default_quotas_url(self) -> str:
         return self.proxy_url.rstrip("/") + "/services/quotas/"
-
-    @default("workspace_user")
-    def _default_workspace_user(self) -> str:
-        return os.environ.get("AIDC_SSH_WORKSPACE_USER", "")
-
-    @default("allow_token_password")
-    def _default_allow_token_password(self) -> bool:
-        return os.environ.get("AIDC_SSH_ALLOW_TOKEN_PASSWORD", "").lower() in ("1", "true", "yes")
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
@@ -299,50 +279,24 @@ class SSHGateway(Application):
     def new_connection_id(self) -> str:
         return f"{secrets.token_hex(4)}-{next(self._ids)}"
 
-    async def _listen(self) -> asyncssh.SSHAcceptor:
-        """Listen, waiting up to ``bind_timeout`` seconds for the port: the gateway of a hub that was
-        killed may hold it until it notices (:meth:`_stop_when_orphaned`)."""
-        deadline = asyncio.get_running_loop().time() + self.bind_timeout
-        while True:
-            try:
-                return await asyncssh.create_server(
-                    lambda: GatewayConnection(self),
-                    self.ip,
-                    self.port,
-                    server_host_keys=[self.host_key],
-                    line_editor=False,
-                    agent_forwarding=False,
-                    x11_forwarding=False,
-                    allow_pty=True,
-                    login_timeout=self.login_timeout,
-                    keepalive_interval=60,
-                    reuse_address=True,
-                    encryption_algs=list(CIPHERS),
-                )
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE or asyncio.get_running_loop().time() > deadline:
-                    self.exit_with(
-                        f"The SSH gateway cannot listen on {self.ip}:{self.port}: {e.strerror}. Another program"
-                        " uses the port: stop it, or set AIDC_SSH_PORT to a free port."
-                    )
-                await asyncio.sleep(0.5)
-
-    def exit_with(self, message: str) -> NoReturn:
-        self.log.critical(message)
-        raise SystemExit(1)
-
-    async def _stop_when_orphaned(self, stop: asyncio.Event) -> None:
-        """Stop when the hub that started the gateway is gone (killed: it could not stop us), so the
-        hub's next start can run its own gateway, with its new token, on the same port."""
-        parent = os.getppid()
-        while not stop.is_set():
-            await asyncio.sleep(1)
-            if os.getppid() != parent:
-                self.log.warning("The hub that started the SSH gateway (pid %d) is gone; stopping", parent)
-                stop.set()
+    async def _create_server(self) -> asyncssh.SSHAcceptor:
+        return await asyncssh.create_server(
+            lambda: GatewayConnection(self),
+            self.ip,
+            self.port,
+            server_host_keys=[self.host_key],
+            line_editor=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=True,
+            login_timeout=self.login_timeout,
+            keepalive_interval=60,
+            reuse_address=True,
+            encryption_algs=list(CIPHERS),
+        )
 
     async def serve(self) -> None:
-        server = await self._listen()
+        server = await self.listen(self._create_server, f"{self.ip}:{self.port}")
         self.log.info(
             "SSH gateway listening on %s:%s, host key %s, token passwords %s",
             self.ip,
@@ -350,14 +304,7 @@ class SSHGateway(Application):
             self.host_key.get_fingerprint("sha256"),
             "on" if self.allow_token_password else "off",
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        watch = asyncio.create_task(self._stop_when_orphaned(stop))
-        await stop.wait()
-        watch.cancel()
-        self.log.info("SSH gateway stopping")
+        await self.wait_for_stop()
         server.close()
         await server.wait_closed()
 
@@ -627,9 +574,4 @@ class GatewayConnection(asyncssh.SSHServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    # the audit records and the bridge's errors; asyncssh's own per-connection lines only when they matter
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s sshgateway] %(message)s")
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    app = SSHGateway.instance()
-    app.initialize(argv)
-    app.start()
+    SSHGateway.launch_instance(argv)

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..limits import NO_LIMIT_ETAG, LimitChanged, LimitError, limit_etag, limit_to_json, parse_limit
+from ..limits import (
+    NO_LIMIT_ETAG,
+    LimitChanged,
+    LimitError,
+    limit_etag,
+    limit_summary,
+    limit_to_json,
+    parse_limit,
+)
 from ..model import Tenant
 from ..policy import Limit
 from .api_tenants import TENANT
@@ -113,7 +121,7 @@ class LimitHandler(BaseHandler):
         try:
             await self.blocking(self.store.set_limit, limit, self.caller.name, self.now(), expect)
         except LimitChanged as e:
-            now = "no limit is set" if e.current is None else f"it is now {_summary(e.current)}"
+            now = "no limit is set" if e.current is None else f"it is now {limit_summary(e.current)}"
             raise ApiError(
                 412,
                 f"The limit of {subject_kind} {name} in tenant {found.id} was not changed: someone changed it"
@@ -160,13 +168,3 @@ default_handlers = [
     (rf"api/tenants/{TENANT}/limits", LimitsHandler),
     (rf"api/tenants/{TENANT}/limits/(?P<kind>[^/]+)/(?P<name>[^/]+)", LimitHandler),
 ]
-
-
-def _summary(limit: Limit) -> str:
-    """A limit in one line, for messages: ``gpus H100=2, servers 3``."""
-    body = limit_to_json(limit)
-    parts = [f"gpus {', '.join(f'{t}={n}' for t, n in sorted(body['gpus'].items()))}"] if body["gpus"] else []
-    parts += [
-        f"{field} {body[field]}" for field in ("servers", "cpu", "memory", "gpu_hours") if body[field] is not None
-    ]
-    return ", ".join(parts) or "empty"

@@ -8,10 +8,12 @@ from typing import Any
 
 from ..limits import limit_to_json
 from ..model import Tenant
-from ..store import Store, month_period
+from ..policy import limits_for
+from ..quantity import month_period, report_hours
+from ..store import Store
 from .api_servers import server_json
-from .api_tenants import ceiling_json, in_use_json, visible_tenants
-from .base import BaseHandler, Caller, format_decimal, hours
+from .api_tenants import about_tenant_json, ceiling_json, in_use_json, visible_tenants
+from .base import BaseHandler, Caller
 
 
 def my_tenant(store: Store, tenant: Tenant, caller: Caller, now: datetime) -> dict[str, Any]:
@@ -22,22 +24,14 @@ def my_tenant(store: Store, tenant: Tenant, caller: Caller, now: datetime) -> di
     mine = [
         r for r in store.usage_report(tenant.id, start.date(), end.date(), now, by="user") if r.subject == caller.name
     ]
-    limits = [
-        lim
-        for lim in store.limits(tenant.id)
-        if (lim.kind == "user" and lim.subject == caller.name) or (lim.kind == "group" and lim.subject in caller.groups)
-    ]
+    limits = limits_for(store.limits(tenant.id), caller.name, caller.groups)
     servers = [r for r in store.open_runs(tenant.id) if r.holding.user == caller.name]
     return {
-        "id": tenant.id,
-        "display_name": tenant.display_name,
-        "kind": tenant.kind,
-        "role": caller.role_in(tenant.id),
-        "admins": list(tenant.admins),
+        **about_tenant_json(tenant, caller),
         "limits": [limit_to_json(lim) for lim in limits],
         "usage": {
-            "gpu_hours": format_decimal(hours(sum((r.gpu_hours for r in mine), start=Decimal(0)))),
-            "cpu_hours": format_decimal(hours(sum((r.cpu_hours for r in mine), start=Decimal(0)))),
+            "gpu_hours": report_hours(sum((r.gpu_hours for r in mine), start=Decimal(0))),
+            "cpu_hours": report_hours(sum((r.cpu_hours for r in mine), start=Decimal(0))),
             "period": period,
             "period_resets": end.date(),
         },

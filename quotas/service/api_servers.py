@@ -9,27 +9,26 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from ..limits import exact_bytes
-from ..store import MS_PER_HOUR, Run
+from ..quantity import exact_bytes, format_number, report_hours
+from ..store import MS_PER_HOUR, Run, elapsed_ms
 from .api_tenants import TENANT
-from .base import BaseHandler, format_decimal, hours
+from .base import BaseHandler
 
 
 def server_json(run: Run, now: datetime) -> dict[str, Any]:
     """One reservation: who, which server, what it holds, since when, GPU-hours so far."""
     holding = run.holding
-    elapsed_ms = max(0, int((now - run.started).total_seconds() * 1000))
-    gpu_hours = Decimal(sum(holding.gpus.values()) * elapsed_ms) / MS_PER_HOUR
+    gpu_hours = Decimal(sum(holding.gpus.values()) * elapsed_ms(run.started, now)) / MS_PER_HOUR
     return {
         "user": holding.user,
         "server": holding.server,
         "profile": holding.profile,
         "gpus": dict(holding.gpus),
-        "cpu": format_decimal(holding.cpu),
+        "cpu": format_number(holding.cpu),
         "memory": exact_bytes(holding.memory),
         "groups": list(holding.groups),
         "started": run.started,
-        "gpu_hours": format_decimal(hours(gpu_hours)),
+        "gpu_hours": report_hours(gpu_hours),
         "run": run.id,
     }
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from ..limits import exact_bytes
 from ..model import PlatformConfig, Profile, Tenant
 from ..policy import Usage
-from .base import BaseHandler, Caller, format_decimal, hours
+from ..quantity import exact_bytes, format_number, report_hours
+from .base import BaseHandler, Caller
 
 
 def ceiling_json(tenant: Tenant) -> dict[str, Any]:
@@ -19,10 +19,10 @@ def ceiling_json(tenant: Tenant) -> dict[str, Any]:
         "gpus": dict(quota.gpus),
         "servers": quota.servers,
         "servers_per_user": quota.servers_per_user,
-        "cpu": None if quota.cpu is None else format_decimal(quota.cpu),
+        "cpu": None if quota.cpu is None else format_number(quota.cpu),
         "memory": None if quota.memory is None else exact_bytes(quota.memory),
         "storage": None if quota.storage is None else exact_bytes(quota.storage),
-        "gpu_hours_per_month": None if quota.gpu_hours_per_month is None else format_decimal(quota.gpu_hours_per_month),
+        "gpu_hours_per_month": None if quota.gpu_hours_per_month is None else format_number(quota.gpu_hours_per_month),
     }
 
 
@@ -35,9 +35,9 @@ def in_use_json(tenant: Tenant, usage: Usage) -> dict[str, Any]:
     return {
         "gpus": gpus,
         "servers": len(usage.holdings),
-        "cpu": format_decimal(sum((h.cpu for h in usage.holdings), start=Decimal(0))),
+        "cpu": format_number(sum((h.cpu for h in usage.holdings), start=Decimal(0))),
         "memory": exact_bytes(sum((h.memory for h in usage.holdings), start=Decimal(0))),
-        "gpu_hours": format_decimal(hours(usage.gpu_hours)),
+        "gpu_hours": report_hours(usage.gpu_hours),
         "period": usage.period_name,
         "period_resets": usage.period_resets,
     }
@@ -48,19 +48,26 @@ def profile_json(profile: Profile) -> dict[str, Any]:
         "id": profile.id,
         "display_name": profile.display_name,
         "gpus": dict(profile.gpus),
-        "cpu": format_decimal(profile.cpu),
+        "cpu": format_number(profile.cpu),
         "memory": exact_bytes(profile.memory),
         "image": profile.image,
     }
 
 
-def tenant_json(tenant: Tenant, caller: Caller, usage: Usage, config: PlatformConfig) -> dict[str, Any]:
+def about_tenant_json(tenant: Tenant, caller: Caller) -> dict[str, Any]:
+    """Who the tenant is, and the caller's role in it: how every answer about a tenant begins."""
     return {
         "id": tenant.id,
         "display_name": tenant.display_name,
         "kind": tenant.kind,
         "role": caller.role_in(tenant.id),
         "admins": list(tenant.admins),
+    }
+
+
+def tenant_json(tenant: Tenant, caller: Caller, usage: Usage, config: PlatformConfig) -> dict[str, Any]:
+    return {
+        **about_tenant_json(tenant, caller),
         "profiles": [profile_json(p) for p in config.profiles_of(tenant)],
         "ceiling": ceiling_json(tenant),
         "in_use": in_use_json(tenant, usage),

@@ -17,9 +17,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from ..store import UsageRow, month_period
+from ..quantity import month_period, report_hours
+from ..store import UsageRow
 from .api_tenants import TENANT
-from .base import ApiError, BaseHandler, format_decimal, hours
+from .base import ApiError, BaseHandler
 
 MAX_DAYS = 366
 BY = ("user", "group", "tenant")
@@ -89,8 +90,8 @@ def row_json(row: UsageRow) -> dict[str, Any]:
     return {
         "subject": row.subject,
         "day": row.day,
-        "gpu_hours": format_decimal(hours(row.gpu_hours)),
-        "cpu_hours": format_decimal(hours(row.cpu_hours)),
+        "gpu_hours": report_hours(row.gpu_hours),
+        "cpu_hours": report_hours(row.cpu_hours),
         "runs": row.runs,
     }
 
@@ -102,9 +103,7 @@ def usage_csv(rows: Sequence[UsageRow], by: str, daily: bool) -> str:
     writer.writerow([*(["day"] if daily else []), by, "gpu_hours", "cpu_hours", "runs"])
     for row in rows:
         day = [row.day.isoformat() if row.day else ""] if daily else []
-        writer.writerow(
-            [*day, row.subject, format_decimal(hours(row.gpu_hours)), format_decimal(hours(row.cpu_hours)), row.runs]
-        )
+        writer.writerow([*day, row.subject, report_hours(row.gpu_hours), report_hours(row.cpu_hours), row.runs])
     return out.getvalue()
 
 
@@ -153,8 +152,8 @@ class UsageHandler(BaseHandler):
                 "daily": query.daily,
                 "rows": [row_json(r) for r in rows],
                 "total": {
-                    "gpu_hours": format_decimal(hours(total_gpu)),
-                    "cpu_hours": format_decimal(hours(total_cpu)),
+                    "gpu_hours": report_hours(total_gpu),
+                    "cpu_hours": report_hours(total_cpu),
                     "runs": sum(r.runs for r in rows),
                 },
             }

@@ -2,14 +2,15 @@
 
 The hub starts it (``c.JupyterHub.services``, see :func:`hub_service`) with its API token, OAuth
 client and URL in ``JUPYTERHUB_*`` variables, and the platform's files in ``AIDC_*`` ones. It
-loads the platform config and opens the quotas database once, at start; every request reads the
-database (shared with the hub's spawners), never a file.
+opens the quotas database once, at start, and loads the platform config the hub published
+(:mod:`quotas.snapshot`): at start, and again at each SIGHUP, which the hub sends it when it
+reloads (``aidc reload``). Every request reads the database (shared with the hub's spawners) and
+the config in force, never a file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import secrets
@@ -25,12 +26,13 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
 from traitlets import Bool, Integer, Unicode, default, validate
-from traitlets.config import Application
 
 from .. import paths
-from ..culler import Culler, format_duration
-from ..loader import ConfigError, load_platform_cached
+from ..culler import Culler
+from ..lifecycle import ServiceApp
+from ..loader import ConfigError
 from ..model import PlatformConfig
+from ..snapshot import QUOTAS_STATE, PlatformHolder, ReloadOutcome, read_state, write_state
 from ..store import Store
 from . import api_limits, api_me, api_servers, api_ssh_keys, api_tenants, api_usage, metrics, openapi, page
 from .base import ApiError, BaseHandler, HubRoles
@@ -54,14 +56,16 @@ SERVICE_SCOPES = (
 API_MODULES = (api_me, api_tenants, api_limits, api_usage, api_servers, api_ssh_keys, openapi, metrics)
 
 
-def hub_service(port: int, environment: dict[str, str]) -> dict[str, Any]:
-    """The ``c.JupyterHub.services`` entry that runs this service on ``127.0.0.1:<port>``."""
+def hub_service(port: int, environment: dict[str, str], hub_state_file: str = "") -> dict[str, Any]:
+    """The ``c.JupyterHub.services`` entry that runs this service on ``127.0.0.1:<port>``, loading
+    the platform config the hub publishes in ``hub_state_file`` (see :attr:`QuotasService.hub_state_file`)."""
+    state = [f"--QuotasService.hub_state_file={hub_state_file}"] if hub_state_file else []
     return {
         "name": SERVICE_NAME,
         "display": True,
         "oauth_no_confirm": True,
         "url": f"http://127.0.0.1:{port}",
-        "command": [sys.executable, "-m", "quotas.service"],
+        "command": [sys.executable, "-m", "quotas.service", *state],
         "cwd": str(paths.REPO),
         "environment": dict(environment),
     }
@@ -107,16 +111,20 @@ class NotFoundHandler(BaseHandler):
         )
 
 
-class QuotasService(Application, paths.PlatformState):
+class QuotasService(ServiceApp, paths.PlatformState):
     """The quotas service: REST API, metrics and the usage and limits page."""
 
     name = "aidc-quotas"
+    service_title = "quotas service"
+    port_variable = "AIDC_QUOTAS_PORT"
+    quiet_loggers = ("alembic",)  # the schema migrations' progress at each start
     description = "The AIDC Hub quotas service (a JupyterHub service: run it from the hub's config)."
     aliases = {
         "tenants": "QuotasService.tenants_file",
         "catalog": "QuotasService.catalog_file",
         "data-dir": "QuotasService.data_dir",
         "db-url": "QuotasService.db_url",
+        "hub-state": "QuotasService.hub_state_file",
         "log-level": "Application.log_level",
     }
     flags = {
@@ -159,7 +167,7 @@ class QuotasService(Application, paths.PlatformState):
         60,
         help="""How long the service trusts what the hub said about a token or login (name, admin,
         groups) before asking again. A person removed from a group or from the admins loses those
-        rights here after at most this long.
+        rights here after at most this long; e.g. 10 where removals must apply within seconds.
         """,
     ).tag(config=True)
 
@@ -170,17 +178,6 @@ class QuotasService(Application, paths.PlatformState):
         when another culler (jupyterhub-idle-culler) does it.
         """,
     ).tag(config=True)
-
-    bind_timeout = Integer(
-        15,
-        help="""Seconds to wait for the service's port at start when another process holds it (the
-        service of a hub that was killed, which stops within a second or two).
-        """,
-    ).tag(config=True)
-
-    @default("log_level")
-    def _default_log_level(self) -> int:
-        return logging.INFO
 
     @default("service_url")
     def _default_service_url(self) -> str:
@@ -198,11 +195,26 @@ class QuotasService(Application, paths.PlatformState):
     def _default_cookie_secret_file(self) -> str:
         return str(Path(self.data_dir) / "quotas_cookie_secret")
 
+    hub_state_file = Unicode(
+        "",
+        help="""The hub's platform state file, ``<data_dir>/platform/hub.json``. When set, the service
+        loads the platform config the hub validated and published there (the same bytes the hub
+        holds), at start and at each SIGHUP, instead of ``tenants_file`` and ``catalog_file``, and
+        writes what it holds next to it (``quotas.json``) for ``aidc reload``. The hub sets it for
+        the service it runs (:func:`hub_service`); unset, SIGHUP reloads the two files.
+        """,
+    ).tag(config=True)
+
     def initialize(self, argv: Any = None) -> None:
         super().initialize(argv)
+        self.reloads = 0
         try:
-            self.platform: PlatformConfig = load_platform_cached(self.tenants_file, self.catalog_file)
-        except ConfigError as e:
+            self.holder = (
+                PlatformHolder.published(self.hub_state_file)
+                if self.hub_state_file
+                else PlatformHolder.from_files(self.tenants_file, self.catalog_file)
+            )
+        except (ConfigError, OSError, ValueError) as e:
             self.exit_with(f"The quotas service cannot start because of its tenant config.\n{e}")
         if not os.environ.get("JUPYTERHUB_API_TOKEN"):
             self.exit_with(
@@ -213,7 +225,7 @@ class QuotasService(Application, paths.PlatformState):
         self.hub_auth = HubOAuth(parent=self, cache_max_age=self.identity_cache_seconds)
         self.culler = (
             Culler(
-                config=self.platform,
+                config=self.holder.config,
                 store=self.store,
                 hub_api_url=self.hub_auth.api_url,
                 token=os.environ["JUPYTERHUB_API_TOKEN"],
@@ -224,9 +236,45 @@ class QuotasService(Application, paths.PlatformState):
         )
         self.web_app = self.make_app()
 
-    def exit_with(self, message: str) -> None:
-        self.log.critical(message)
-        self.exit(1)
+    @property
+    def platform(self) -> PlatformConfig:
+        """The platform config in force (the same object the handlers, the culler and the metrics read)."""
+        return self.holder.config
+
+    def reload_platform(self) -> ReloadOutcome:
+        """SIGHUP: load the platform config again (what the hub published, with ``hub_state_file``)
+        and swap it for every part of the service at once, or keep the one in force and log why."""
+        self.reloads += 1
+        outcome = self.holder.reload()
+        if outcome.changed and self.culler is not None:
+            self.culler.reconfigure(self.holder.config)
+        log = self.log.info if outcome.applied else self.log.error
+        log("%s", "\n".join(outcome.lines()))
+        self._write_state(outcome)
+        return outcome
+
+    def _listen_for_reloads(self) -> None:
+        """Reload at SIGHUP from now on. Then say so (the state file: the hub signals only a service
+        that wrote one, as a service still starting would die of the signal), and catch up with a
+        reload the hub published since this service read its config."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_platform)
+        self._write_state(None)
+        if self.hub_state_file:
+            try:
+                published = read_state(self.hub_state_file)
+            except (OSError, ValueError):
+                published = None
+            if published is not None and published["snapshot"]["digest"] != self.holder.snapshot.digest:
+                self.reload_platform()
+
+    def _write_state(self, last: ReloadOutcome | None) -> None:
+        """What this service holds, next to the hub's state file (only when the hub runs it)."""
+        if not self.hub_state_file:
+            return
+        try:
+            write_state(Path(self.hub_state_file).with_name(QUOTAS_STATE), self.holder, self.reloads, last)
+        except OSError as e:
+            self.log.error("Cannot record the platform config in force next to %s: %s", self.hub_state_file, e)
 
     def cookie_secret(self) -> bytes:
         """The cookie secret from ``$AIDC_QUOTAS_COOKIE_SECRET``, or the file (created 0600 if missing)."""
@@ -259,10 +307,10 @@ class QuotasService(Application, paths.PlatformState):
             hub_auth=self.hub_auth,
             hub_roles=HubRoles(self.hub_auth.api_url, self.hub_auth.api_token, ttl=self.identity_cache_seconds),
             store=self.store,
-            platform=self.platform,
+            platform=self.holder,
             service_prefix=prefix,
             metrics_public=self.metrics_public,
-            metrics_registry=metrics.registry_for(self.store, self.platform, _utcnow),
+            metrics_registry=metrics.registry_for(self.store, self.holder, _utcnow),
             culler=self.culler,
             static_path=str(HERE / "static"),
             static_url_prefix=url_path_join(prefix, "static/"),
@@ -286,8 +334,13 @@ class QuotasService(Application, paths.PlatformState):
     async def _serve(self) -> None:
         url = urlparse(self.service_url)
         port = url.port or (443 if url.scheme == "https" else 80)
+        host = url.hostname or "127.0.0.1"
         server = HTTPServer(self.web_app, xheaders=True)
-        await self._listen(server, port, url.hostname or "127.0.0.1")
+
+        async def bind() -> None:
+            server.listen(port, host)
+
+        await self.listen(bind, f"{host}:{port}")
         self.log.info(
             "Quotas service at %s%s (tenants: %s; database: %s)",
             self.service_url.rstrip("/"),
@@ -295,54 +348,15 @@ class QuotasService(Application, paths.PlatformState):
             ", ".join(self.platform.tenants) or "none",
             self.store.engine.url.render_as_string(hide_password=True),
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        watch = asyncio.create_task(self._stop_when_orphaned(stop))
         if self.culler is not None:
             self.culler.start()
-            self.log.info(
-                "Culling idle servers every %s (GPU servers after %s idle, CPU ones after %s, unless"
-                " a tenant or profile says otherwise)",
-                format_duration(self.platform.culling.interval),
-                format_duration(self.platform.culling.gpu_idle_timeout),
-                format_duration(self.platform.culling.cpu_idle_timeout),
-            )
-        await stop.wait()
-        watch.cancel()
+        self._listen_for_reloads()
+        await self.wait_for_stop()
         if self.culler is not None:
             self.culler.stop()
-        self.log.info("Quotas service stopping")
         server.stop()
         await server.close_all_connections()
         self.store.close()
-
-    async def _listen(self, server: HTTPServer, port: int, host: str) -> None:
-        """Listen, waiting up to ``bind_timeout`` seconds for the port: the service of a hub that was
-        killed may hold it until it notices (:meth:`_stop_when_orphaned`)."""
-        deadline = asyncio.get_running_loop().time() + self.bind_timeout
-        while True:
-            try:
-                server.listen(port, host)
-                return
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE or asyncio.get_running_loop().time() > deadline:
-                    self.exit_with(
-                        f"The quotas service cannot listen on {host}:{port}: {e.strerror}. Another program uses"
-                        " the port: stop it, or set AIDC_QUOTAS_PORT to a free port."
-                    )
-                await asyncio.sleep(0.5)
-
-    async def _stop_when_orphaned(self, stop: asyncio.Event) -> None:
-        """Stop when the hub that started this service is gone (killed: it could not stop us), so
-        the hub's next start can run its own service, with its new token, on the same port."""
-        parent = os.getppid()
-        while not stop.is_set():
-            await asyncio.sleep(1)
-            if os.getppid() != parent:
-                self.log.warning("The hub that started the quotas service (pid %d) is gone; stopping", parent)
-                stop.set()
 
 
 def _utcnow() -> Any:

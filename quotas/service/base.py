@@ -28,7 +28,10 @@ from tornado.ioloop import IOLoop
 from tornado.log import app_log
 
 from ..model import PlatformConfig, Tenant
+from ..policy import limit_applies
+from ..quantity import format_number
 from ..rbac import tenant_role_name
+from ..snapshot import PlatformHolder
 from ..store import Store
 
 T = TypeVar("T")
@@ -53,15 +56,16 @@ class Caller:
         if model.get("kind", "user") != "user":
             return cls(name, False, (), frozenset(), frozenset())
         groups = tuple(sorted(str(g) for g in model.get("groups") or ()))
-        held = set(roles)
-        admin_of = {t.id for t in config.tenants_administered_by(name)}
-        admin_of |= {t for t in config.tenants if tenant_role_name(t) in held}
+        held = frozenset(roles)
+        admin_of = frozenset(t.id for t in config.tenants.values() if t.has_admin(name, held, {tenant_role_name(t.id)}))
         return cls(
             name=name,
             admin=bool(model.get("admin", False)),
             groups=groups,
-            tenants_admin=frozenset(admin_of),
-            tenants_member=frozenset({t.id for t in config.tenants_of(name, groups)} | admin_of),
+            tenants_admin=admin_of,
+            tenants_member=frozenset(
+                t.id for t in config.tenants.values() if t.has_member(name, groups, admin=t.id in admin_of)
+            ),
         )
 
     def can_read_tenant(self, tenant: str) -> bool:
@@ -84,9 +88,7 @@ class Caller:
         """May see the limit, usage or servers of user/group ``subject`` in ``tenant``."""
         if self.can_admin_tenant(tenant):
             return True
-        if tenant not in self.tenants_member:
-            return False
-        return subject == self.name if kind == "user" else subject in self.groups
+        return tenant in self.tenants_member and limit_applies(kind, subject, self.name, self.groups)
 
 
 class ApiError(web.HTTPError):
@@ -230,8 +232,14 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     @property
     def config(self) -> PlatformConfig:
-        config: PlatformConfig = self.settings["platform"]
-        return config
+        """The platform config in force when this request began, the same for all of it (a reload,
+        on SIGHUP, swaps the service's :class:`~quotas.snapshot.PlatformHolder` between requests)."""
+        if self._config is None:
+            holder: PlatformHolder = self.settings["platform"]
+            self._config = holder.config
+        return self._config
+
+    _config: PlatformConfig | None = None
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -316,7 +324,7 @@ def _http_error_message(exc: web.HTTPError) -> str:
 def to_json(value: Any) -> Any:
     """JSON for the values the API returns: decimals as exact strings, times in ISO 8601 (UTC)."""
     if isinstance(value, Decimal):
-        return format_decimal(value)
+        return format_number(value)
     if isinstance(value, datetime):
         return isoformat(value)
     if isinstance(value, date):
@@ -326,19 +334,6 @@ def to_json(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def format_decimal(value: Decimal) -> str:
-    """``Decimal("12.500")`` -> ``"12.5"``; never exponent notation."""
-    text = f"{value:f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
-def hours(value: Decimal) -> Decimal:
-    """Hours rounded to 1/10,000 (0.36 s), the precision of reports."""
-    return value.quantize(Decimal("0.0001"))
 
 
 def isoformat(value: datetime) -> str:

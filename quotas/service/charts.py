@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from html import escape
 from typing import NamedTuple
+
+from ..quantity import format_number
 
 Number = Decimal | int | float
 
@@ -38,15 +40,6 @@ FONT = 'font-family="system-ui, -apple-system, \'Segoe UI\', Roboto, sans-serif"
 def _dec(value: Number) -> Decimal:
     """Exact for Decimal and int; a float goes through its shortest repr (0.1 -> Decimal("0.1"))."""
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-
-
-def format_number(value: Number, places: int = 2) -> str:
-    """``value`` rounded to at most ``places`` decimals, without trailing zeros: 2.50 -> "2.5"."""
-    rounded = _dec(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    text = f"{rounded:f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 def nice_ceiling(value: float) -> tuple[float, float]:
@@ -147,7 +140,7 @@ def stacked_bars(
         )
         out.append(
             f'<text class="tick y" x="{left - 6}" y="{_px(y + 4)}" text-anchor="end" fill="currentColor">'
-            f"{escape(format_number(value))}</text>"
+            f"{escape(format_number(value, 2))}</text>"
         )
     out.append(
         f'<text class="axis-title y" transform="translate(14 {_px(top_pad + plot_height / 2)}) rotate(-90)"'
@@ -164,7 +157,7 @@ def stacked_bars(
             h = plot_height * float(amount) / top
             y = axis_y - base - h
             base += h
-            tip = f"{name}, {long[i]}: {format_number(amount)} {unit}"
+            tip = f"{name}, {long[i]}: {format_number(amount, 2)} {unit}"
             out.append(
                 f'<rect class="bar" x="{_px(x)}" y="{_px(y)}" width="{_px(bar)}" height="{_px(h)}"'
                 f' fill="{color}" data-series="{_attr(name)}" data-label="{_attr(long[i])}"'
@@ -201,7 +194,7 @@ def stacked_bars(
         total = sum(values, Decimal(0))
         out.append(
             f'<g class="legend-item" data-series="{_attr(name)}"><title>{escape(name)}: '
-            f"{escape(format_number(total))} {escape(unit)} in total</title>"
+            f"{escape(format_number(total, 2))} {escape(unit)} in total</title>"
             f'<rect x="{_px(left + lx)}" y="{y - 10}" width="12" height="12" fill="{color}"/>'
             f'<text x="{_px(left + lx + 16)}" y="{y}" fill="currentColor">{escape(name)}</text></g>'
         )

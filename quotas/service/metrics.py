@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..model import PlatformConfig
+from ..snapshot import PlatformHolder
 from ..store import Store
 from .base import ApiError, BaseHandler
 
@@ -23,11 +23,12 @@ class QuotasCollector(Collector):
     """Per tenant: GPUs in use and granted per type, servers, GPU-hours this month and the budget;
     admission refusals by reason."""
 
-    def __init__(self, store: Store, config: PlatformConfig, clock: Callable[[], datetime]):
-        self.store, self.config, self.clock = store, config, clock
+    def __init__(self, store: Store, platform: PlatformHolder, clock: Callable[[], datetime]):
+        self.store, self.platform, self.clock = store, platform, clock
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
+        config = self.platform.config  # one snapshot per scrape (a reload may swap it)
         gpus_in_use = GaugeMetricFamily(
             "aidc_tenant_gpus_in_use",
             "GPUs the tenant's servers hold now (starting or running)",
@@ -50,7 +51,7 @@ class QuotasCollector(Collector):
             "GPU-hours per month the tenant's ceiling grants (when set)",
             labels=["tenant"],
         )
-        for tenant in self.config.tenants.values():
+        for tenant in config.tenants.values():
             usage = self.store.usage(tenant, now)
             held: dict[str, int] = {gpu_type: 0 for gpu_type in tenant.quota.gpus}
             for holding in usage.holdings:
@@ -76,10 +77,10 @@ class QuotasCollector(Collector):
         yield from (gpus_in_use, gpus_quota, servers, servers_quota, hours, budget, refusals)
 
 
-def registry_for(store: Store, config: PlatformConfig, clock: Callable[[], datetime]) -> CollectorRegistry:
+def registry_for(store: Store, platform: PlatformHolder, clock: Callable[[], datetime]) -> CollectorRegistry:
     """A registry of this service's metrics only (no process or Python metrics of the default one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(QuotasCollector(store, config, clock))
+    registry.register(QuotasCollector(store, platform, clock))
     return registry
 
 

@@ -21,6 +21,17 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _param(
+    name: str, where: str, schema: dict[str, Any], description: str = "", required: bool = False
+) -> dict[str, Any]:
+    """A parameter of an operation, ``where`` being ``path`` (always required) or ``query``."""
+    param: dict[str, Any] = {"name": name, "in": where}
+    if required or where == "path":
+        param["required"] = True
+    param["schema"] = schema
+    return {**param, "description": description} if description else param
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed request (bad JSON, bad dates, unknown parameter or kind); `problems` lists every reason",
@@ -39,32 +50,20 @@ ETAG_HEADER = {
 }
 QUANTITY = {"type": ["string", "null"], "description": 'An exact quantity, e.g. "16", "500m", "64Gi"; null: no limit'}
 HOURS = {"type": "string", "description": 'Hours, exact to 1/10,000, e.g. "12.5"'}
+DATE = {"type": "string", "format": "date"}
 GPUS = {
     "type": "object",
     "additionalProperties": {"type": "integer", "minimum": 0},
     "description": 'GPUs per type, e.g. {"H100": 2}',
 }
-TENANT_PARAM = {
-    "name": "tenant",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "Tenant id (tenants.yaml)",
-}
-KIND_PARAM = {
-    "name": "kind",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "enum": ["users", "groups"]},
-    "description": "Whose limit: a user's (caps that person's servers) or a JupyterHub group's (caps its members together)",
-}
-NAME_PARAM = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "User or group name",
-}
+TENANT_PARAM = _param("tenant", "path", {"type": "string"}, "Tenant id (tenants.yaml)")
+KIND_PARAM = _param(
+    "kind",
+    "path",
+    {"type": "string", "enum": ["users", "groups"]},
+    "Whose limit: a user's (caps that person's servers) or a JupyterHub group's (caps its members together)",
+)
+NAME_PARAM = _param("name", "path", {"type": "string"}, "User or group name")
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -134,7 +133,7 @@ SCHEMAS: dict[str, Any] = {
             "memory": {"type": "string"},
             "gpu_hours": HOURS,
             "period": {"type": "string", "description": 'e.g. "November 2026"'},
-            "period_resets": {"type": "string", "format": "date"},
+            "period_resets": DATE,
         },
     },
     "Profile": {
@@ -196,7 +195,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "tenant": {"type": "string"},
-            "from": {"type": "string", "format": "date"},
+            "from": DATE,
             "to": {"type": "string", "format": "date", "description": "Exclusive"},
             "by": {"type": "string", "enum": ["user", "group", "tenant"]},
             "daily": {"type": "boolean"},
@@ -227,7 +226,7 @@ SCHEMAS: dict[str, Any] = {
                     "gpu_hours": HOURS,
                     "cpu_hours": HOURS,
                     "period": {"type": "string"},
-                    "period_resets": {"type": "string", "format": "date"},
+                    "period_resets": DATE,
                 },
             },
             "servers": {"type": "array", "items": _ref("Server"), "description": "The caller's own servers"},
@@ -390,41 +389,22 @@ PATHS: dict[str, Any] = {
             "description": "Platform admins and tenant admins: everybody, by user, group or tenant. Members: their"
             " own row of a by=user report.",
             "parameters": [
-                {
-                    "name": "from",
-                    "in": "query",
-                    "schema": {"type": "string", "format": "date"},
-                    "description": "First day (UTC); default: the 1st of this month",
-                },
-                {
-                    "name": "to",
-                    "in": "query",
-                    "schema": {"type": "string", "format": "date"},
-                    "description": "Day after the last (exclusive); default: the 1st of next month; at most 366 days after from",
-                },
-                {
-                    "name": "by",
-                    "in": "query",
-                    "schema": {"type": "string", "enum": ["user", "group", "tenant"], "default": "user"},
-                },
-                {
-                    "name": "daily",
-                    "in": "query",
-                    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
-                    "description": "One row per day and subject",
-                },
-                {
-                    "name": "user",
-                    "in": "query",
-                    "schema": {"type": "string"},
-                    "description": "Only this person's row (by=user)",
-                },
-                {
-                    "name": "format",
-                    "in": "query",
-                    "schema": {"type": "string", "enum": ["json", "csv"]},
-                    "description": "Or send Accept: text/csv",
-                },
+                _param("from", "query", DATE, "First day (UTC); default: the 1st of this month"),
+                _param(
+                    "to",
+                    "query",
+                    DATE,
+                    "Day after the last (exclusive); default: the 1st of next month; at most 366 days after from",
+                ),
+                _param("by", "query", {"type": "string", "enum": ["user", "group", "tenant"], "default": "user"}),
+                _param(
+                    "daily",
+                    "query",
+                    {"type": "string", "enum": ["0", "1", "true", "false"]},
+                    "One row per day and subject",
+                ),
+                _param("user", "query", {"type": "string"}, "Only this person's row (by=user)"),
+                _param("format", "query", {"type": "string", "enum": ["json", "csv"]}, "Or send Accept: text/csv"),
             ],
             "responses": {
                 "200": {
@@ -471,9 +451,7 @@ PATHS: dict[str, Any] = {
         },
     },
     "/api/ssh-keys/{key_id}": {
-        "parameters": [
-            {"name": "key_id", "in": "path", "required": True, "schema": {"type": "integer"}, "description": "Key id"}
-        ],
+        "parameters": [_param("key_id", "path", {"type": "integer"}, "Key id")],
         "delete": {
             "summary": "Remove one of the caller's SSH keys (refused by the gateway from the next connection)",
             "description": "Anyone logged in, for their own keys.",
@@ -489,15 +467,7 @@ PATHS: dict[str, Any] = {
             "summary": "Who owns the SSH key with this fingerprint",
             "description": "Only the SSH gateway (the JupyterHub service sshgateway); everyone else gets 403."
             " Records the key's last use.",
-            "parameters": [
-                {
-                    "name": "fingerprint",
-                    "in": "query",
-                    "required": True,
-                    "schema": {"type": "string"},
-                    "description": "'SHA256:<base64>'",
-                }
-            ],
+            "parameters": [_param("fingerprint", "query", {"type": "string"}, "'SHA256:<base64>'", required=True)],
             "responses": {
                 "200": _json(_ref("SshKeyOwner"), "The owner"),
                 "400": _json(_ref("Error"), "No fingerprint, or not a SHA256 fingerprint"),

@@ -28,14 +28,24 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from tornado import web
 
-from ..limits import LIMIT_FIELDS, exact_bytes, limit_etag
+from ..limits import SCALAR_FIELDS, limit_etag, limit_summary, limit_to_json
 from ..model import Tenant
-from ..policy import Limit
-from ..quantity import format_bytes, format_cpu
+from ..policy import Limit, limits_for
+from ..quantity import (
+    format_bytes,
+    format_cpu,
+    format_duration,
+    format_hours,
+    format_number,
+    month_name,
+    month_start,
+    next_month,
+    previous_month,
+)
 from ..store import Run, SshKey, Store, UsageRow
 from .api_tenants import visible_tenants
-from .base import ApiError, BaseHandler, Caller, format_decimal
-from .charts import Meter, format_number, meters, stacked_bars
+from .base import ApiError, BaseHandler, Caller
+from .charts import Meter, meters, stacked_bars
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -134,8 +144,8 @@ def ssh_key_rows(keys: Iterable[SshKey]) -> list[SshKeyRow]:
             title=k.title,
             type=k.public_key.split(" ", 1)[0],
             fingerprint=k.fingerprint,
-            created=k.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            last_used=k.last_used.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if k.last_used else "never",
+            created=_minute(k.created),
+            last_used=_minute(k.last_used) if k.last_used else "never",
         )
         for k in keys
     ]
@@ -158,7 +168,7 @@ def month_range(text: str | None, now: datetime) -> tuple[date, date]:
 
     Raises :class:`ApiError` 400 for anything else, or a month after this one.
     """
-    this_month = now.astimezone(UTC).date().replace(day=1)
+    this_month = month_start(now)
     if not text:
         start = this_month
     else:
@@ -167,18 +177,12 @@ def month_range(text: str | None, now: datetime) -> tuple[date, date]:
             raise ApiError(400, f"month must be written YYYY-MM, such as {this_month:%Y-%m}, not {text!r}.")
         start = date(int(match[1]), int(match[2]), 1)
         if start > this_month:
-            raise ApiError(400, f"{start:%B %Y} has not begun: usage exists up to this month ({this_month:%Y-%m}).")
+            raise ApiError(
+                400, f"{month_name(start)} has not begun: usage exists up to this month ({this_month:%Y-%m})."
+            )
         if start < FIRST_MONTH:
             raise ApiError(400, f"month {text} is before {FIRST_MONTH:%Y-%m}, when no usage was recorded.")
-    return start, _next_month(start)
-
-
-def _next_month(d: date) -> date:
-    return date(d.year + 1, 1, 1) if d.month == 12 else date(d.year, d.month + 1, 1)
-
-
-def _previous_month(d: date) -> date:
-    return date(d.year - 1, 12, 1) if d.month == 1 else date(d.year, d.month - 1, 1)
+    return start, next_month(start)
 
 
 def gpus_text(gpus: Mapping[str, int]) -> str:
@@ -188,38 +192,16 @@ def gpus_text(gpus: Mapping[str, int]) -> str:
 
 
 def limit_values(limit: Limit) -> dict[str, str]:
-    """The editor's exact inputs of a limit (empty: no limit on that field)."""
-    values = {f"gpus.{t}": str(n) for t, n in limit.gpus.items()}
-    values["servers"] = "" if limit.servers is None else str(limit.servers)
-    values["cpu"] = "" if limit.cpu is None else format_decimal(limit.cpu)
-    values["memory"] = "" if limit.memory is None else exact_bytes(limit.memory)
-    values["gpu_hours"] = "" if limit.gpu_hours is None else format_decimal(limit.gpu_hours)
+    """The editor's exact inputs of a limit, as the API writes them (empty: no limit on that field)."""
+    body = limit_to_json(limit)
+    values = {f"gpus.{t}": str(n) for t, n in body["gpus"].items()}
+    values.update({f: "" if body[f] is None else str(body[f]) for f in SCALAR_FIELDS})
     return values
 
 
-def limit_summary(limit: Limit | None) -> str:
-    """A limit in a few words: ``"1 H100, 2 servers, 100 GPU-hours/month"``; ``"—"`` when none."""
-    if limit is None or limit.is_empty:
-        return "—"
-    parts = [f"{n} {t}" for t, n in sorted(limit.gpus.items())]
-    if limit.servers is not None:
-        parts.append(f"{limit.servers} server{'s' if limit.servers != 1 else ''}")
-    if limit.cpu is not None:
-        parts.append(format_cpu(limit.cpu))
-    if limit.memory is not None:
-        parts.append(format_bytes(limit.memory))
-    if limit.gpu_hours is not None:
-        parts.append(f"{format_decimal(limit.gpu_hours)} GPU-hours/month")
-    return ", ".join(parts)
-
-
-def _duration(delta: timedelta) -> str:
-    minutes = max(0, int(delta.total_seconds() // 60))
-    days, rest = divmod(minutes, 24 * 60)
-    hours_, mins = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours_} h"
-    return f"{hours_} h {mins} min" if hours_ else f"{mins} min"
+def _minute(moment: datetime) -> str:
+    """``"2026-11-20 14:05 UTC"``."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def server_rows(runs: Iterable[Run], now: datetime) -> list[ServerRow]:
@@ -231,8 +213,8 @@ def server_rows(runs: Iterable[Run], now: datetime) -> list[ServerRow]:
             gpus=gpus_text(r.holding.gpus),
             cpu=format_cpu(r.holding.cpu),
             memory=format_bytes(r.holding.memory),
-            started=r.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            running_for=_duration(now - r.started),
+            started=_minute(r.started),
+            running_for=format_duration(now - r.started),
         )
         for r in runs
     ]
@@ -273,13 +255,13 @@ def now_meters(tenant: Tenant, runs: Sequence[Run], gpu_hours: Decimal) -> Marku
         )
     )
     budget = quota.gpu_hours_per_month
-    used = format_number(gpu_hours, 1)
+    used = format_hours(gpu_hours)
     rows.append(
         Meter(
             "GPU-hours",
             gpu_hours,
             budget,
-            f"{used} of {format_decimal(budget)} this month" if budget is not None else f"{used} this month",
+            f"{used} of {format_hours(budget)} this month" if budget is not None else f"{used} this month",
         )
     )
     return Markup(meters(rows, title=f"Tenant {tenant.id}: ceiling and use now"))
@@ -294,7 +276,7 @@ def usage_chart(tenant: Tenant, daily: Sequence[UsageRow], start: date, end: dat
         if row.day is None or row.day not in index or row.gpu_hours <= 0:
             continue
         series.setdefault(row.subject, [Decimal(0)] * len(days))[index[row.day]] += row.gpu_hours
-    month = f"{start:%B %Y}"
+    month = month_name(start)
     svg = stacked_bars(
         [str(d.day) for d in days],
         series,
@@ -319,11 +301,7 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
     month_rows = store.usage_report(tenant.id, start, end, now, by="user")
 
     mine = [r for r in month_rows if r.subject == caller.name]
-    my_limits = [
-        lim
-        for lim in all_limits
-        if (lim.kind == "user" and lim.subject == caller.name) or (lim.kind == "group" and lim.subject in caller.groups)
-    ]
+    my_limits = limits_for(all_limits, caller.name, caller.groups)
     my_runs = [r for r in runs if r.holding.user == caller.name]
     my_gpus: dict[str, int] = defaultdict(int)
     for r in my_runs:
@@ -333,10 +311,10 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
     me = MyView(
         role=caller.role_in(tenant.id),
         limits=[_limit_row(lim) for lim in my_limits],
-        gpu_hours=format_number(sum((r.gpu_hours for r in mine), Decimal(0))),
-        cpu_hours=format_number(sum((r.cpu_hours for r in mine), Decimal(0))),
+        gpu_hours=format_number(sum((r.gpu_hours for r in mine), Decimal(0)), 2),
+        cpu_hours=format_number(sum((r.cpu_hours for r in mine), Decimal(0)), 2),
         runs=sum(r.runs for r in mine),
-        gpu_hours_limit=format_decimal(hour_limits[0]) if hour_limits else "",
+        gpu_hours_limit=format_number(hour_limits[0]) if hour_limits else "",
         gpus_now=gpus_text(my_gpus),
         servers=server_rows(my_runs, now),
     )
@@ -344,8 +322,8 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
         tenant=tenant,
         month_start=start,
         month_end=end,
-        month_name=f"{start:%B %Y}",
-        is_current_month=start == now.astimezone(UTC).date().replace(day=1),
+        month_name=month_name(start),
+        is_current_month=start == month_start(now),
         now_meters=now_meters(tenant, runs, usage.gpu_hours),
         me=me,
     )
@@ -362,8 +340,8 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
         (
             PersonRow(
                 name=row.subject,
-                gpu_hours=format_number(row.gpu_hours),
-                cpu_hours=format_number(row.cpu_hours),
+                gpu_hours=format_number(row.gpu_hours, 2),
+                cpu_hours=format_number(row.cpu_hours, 2),
                 runs=row.runs,
                 gpus_now=gpus_text(held.get(row.subject, {})),
                 limit=limit_summary(user_limits.get(row.subject)),
@@ -404,7 +382,7 @@ class QuotasPage(BaseHandler):
         if wanted:
             tenant: Tenant | None = self.tenant_to_read(wanted)
         else:
-            mine = [t for t in tabs_of if t.id in caller.tenants_admin or t.id in caller.tenants_member]
+            mine = [t for t in tabs_of if t.id in caller.tenants_member]
             tenant = (mine or tabs_of)[0] if mine or tabs_of else None
         start, end = month_range(self.get_query_argument("month", ""), now)
         view = None
@@ -440,10 +418,9 @@ class QuotasPage(BaseHandler):
     def _month_links(self, tenant: Tenant | None, start: date, now: datetime) -> dict[str, str]:
         if tenant is None:
             return {}
-        this_month = now.astimezone(UTC).date().replace(day=1)
-        links = {"previous": self.page_url(tenant.id, _previous_month(start))} if start > FIRST_MONTH else {}
-        if start < this_month:
-            links["next"] = self.page_url(tenant.id, _next_month(start))
+        links = {"previous": self.page_url(tenant.id, previous_month(start))} if start > FIRST_MONTH else {}
+        if start < month_start(now):
+            links["next"] = self.page_url(tenant.id, next_month(start))
             links["current"] = self.page_url(tenant.id, None)
         return links
 
@@ -466,7 +443,7 @@ class QuotasPage(BaseHandler):
             xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
             static_url=self.static_url,
             api=f"{self.prefix}api/tenants/{quote(tenant_id, safe='')}/" if tenant_id else "",
-            limit_fields=[f for f in LIMIT_FIELDS if f != "gpus"],
+            limit_fields=list(SCALAR_FIELDS),
             ssh_keys_api=f"{self.prefix}api/ssh-keys",
             **values,
         )

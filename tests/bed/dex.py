@@ -311,14 +311,18 @@ def oidc_tenants(workdir: Path) -> Path:
     return path
 
 
-def oidc_env(dex_issuer: str, **extra: str) -> dict[str, str]:
-    """The hub's environment for OIDC login through the test Dex."""
+def oidc_env() -> dict[str, str]:
+    """The hub's environment for OIDC login through the test Dex: the login method and the secret."""
+    return {"AIDC_AUTH": "oidc", "AIDC_OIDC_CLIENT_SECRET": CLIENT_SECRET}
+
+
+def oidc_traits(dex_issuer: str, **extra: Any) -> dict[str, Any]:
+    """The hub's OIDCAuthenticator settings for the test Dex (``Hub(traits=...)``); ``extra``:
+    more OIDCAuthenticator traits by name, e.g. ``username_claim="email"``."""
     return {
-        "AIDC_AUTH": "oidc",
-        "AIDC_OIDC_ISSUER": dex_issuer,
-        "AIDC_OIDC_CLIENT_ID": CLIENT_ID,
-        "AIDC_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        "AIDC_OIDC_ADMIN_GROUPS": "aidc-operators",
-        "AIDC_OIDC_CONTACT": "the AIDC support desk (support@aidc.example.org)",
-        **extra,
+        "OIDCAuthenticator.issuer": dex_issuer,
+        "OIDCAuthenticator.client_id": CLIENT_ID,
+        "OIDCAuthenticator.platform_admin_groups": {"aidc-operators"},
+        "OIDCAuthenticator.contact": "the AIDC support desk (support@aidc.example.org)",
+        **{f"OIDCAuthenticator.{name}": value for name, value in extra.items()},
     }

@@ -2,8 +2,10 @@
 
 Starts ``jupyterhub -f hub_config/jupyterhub_config.py`` (the production config)
 with configurable-http-proxy from ``node_modules``, in a private data directory
-on free loopback ports, and drives it as people do: the login form, then the
-REST API with a token that the logged-in user creates.
+on free loopback ports (the environment variables of `make up`), with any other
+setting as traits on the command line (``traits={"Spawner.poll_interval": 2}``),
+and drives it as people do: the login form, then the REST API with a token that
+the logged-in user creates.
 """
 
 from __future__ import annotations
@@ -56,8 +58,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def trait_args(traits: dict[str, Any]) -> list[str]:
+    """``{"Spawner.poll_interval": 2, "A.groups": {"x"}}`` as JupyterHub's command line:
+    ``["--Spawner.poll_interval=2", "--A.groups=x"]`` (a list or set: one argument per item)."""
+    args = []
+    for name, value in traits.items():
+        items = sorted(value) if isinstance(value, set) else value if isinstance(value, list) else [value]
+        args += [f"--{name}={item}" for item in items]
+    return args
+
+
 class Hub:
     """One hub process (restartable) with its data directory."""
+
+    config_file = REPO / "hub_config" / "jupyterhub_config.py"
 
     def __init__(
         self,
@@ -66,6 +80,7 @@ class Hub:
         fake_gpus: str = "H100:4,A100:2",
         tenants: Path | None = None,
         env: dict[str, str] | None = None,
+        traits: dict[str, Any] | None = None,
     ):
         if not CHP.exists():
             raise RuntimeError(f"{CHP} is missing: run `make setup` (npm ci) first")
@@ -87,6 +102,8 @@ class Hub:
         }
         if tenants is not None:
             self.env["AIDC_TENANTS"] = str(tenants)
+        # settings of the hub beyond those: traits, given on its command line
+        self.traits = dict(traits or {})
         store = AccountStore(self.data_dir / "accounts.json")
         for name, password in accounts.items():
             store.add(name, password, admin=name == "admin")
@@ -117,7 +134,7 @@ class Hub:
 
     def _popen(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config_file), *trait_args(self.traits)],
             cwd=self.workdir,
             env=self.env,
             stdout=log,

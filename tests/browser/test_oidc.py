@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.bed.dex import Dex, DexUser, OIDCClient, oidc_env, oidc_tenants, running_dex
+from tests.bed.dex import Dex, DexUser, OIDCClient, oidc_env, oidc_tenants, oidc_traits, running_dex
 from tests.bed.hub import Client, Hub
 from tests.browser.conftest import ARTIFACTS
 
@@ -33,9 +33,9 @@ SLOW = 90_000
 @pytest.fixture(scope="module")
 def dex_and_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dex, Hub]]:
     workdir = tmp_path_factory.mktemp("oidc-browser-hub")
-    hub = Hub(workdir, accounts={}, tenants=oidc_tenants(workdir), env=oidc_env(""))
+    hub = Hub(workdir, accounts={}, tenants=oidc_tenants(workdir), env=oidc_env())
     with running_dex(workdir / "dex", USERS, [f"{hub.url}/hub/oauth_callback"]) as dex:
-        hub.env["AIDC_OIDC_ISSUER"] = dex.issuer
+        hub.traits.update(oidc_traits(dex.issuer))
         hub.start()
         try:
             yield dex, hub

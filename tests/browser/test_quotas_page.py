@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from quotas.policy import Holding
-from quotas.service.charts import format_number
+from quotas.quantity import format_number
 from quotas.store import Store
 from tests.bed.hub import PASSWORDS, Client, Hub
 
@@ -99,7 +99,7 @@ def test_tenant_admin_lowers_a_limit_and_admission_enforces_it(
     expect(chart.locator(".legend-item")).to_have_count(2)
     expect(chart.locator("text.axis-title.y")).to_have_text("GPU-hours")
     expect(chart.locator("text.axis-title.x")).to_contain_text("Day of ")
-    expect(page.locator("#people-table tr[data-user=carol]")).to_contain_text(format_number(ledger["carol"]))
+    expect(page.locator("#people-table tr[data-user=carol]")).to_contain_text(format_number(ledger["carol"], 2))
     # the CSV export is the API's, reached with the page's login
     csv_link = page.locator("#csv-daily")
     expect(csv_link).to_have_attribute("href", re.compile(r"api/tenants/lab/usage\?format=csv&"))
@@ -234,7 +234,7 @@ def test_a_save_over_a_limit_someone_changed_meanwhile_is_refused_then_done_know
         assert changed.status_code == 200
         row.get_by_role("button", name="Save").click()
         problems = page.locator("#limits-editor tr.limit-problems [role=alert]")
-        expect(problems).to_contain_text("someone changed it since you read it (it is now gpus H100=1, servers 1)")
+        expect(problems).to_contain_text("someone changed it since you read it (it is now 1 H100, 1 server)")
         expect(problems).to_contain_text("Save again to replace it with what you typed")
         shot("14-quotas-limit-changed-meanwhile")
         stored = store.limit("lab", "user", "alice")

@@ -15,10 +15,12 @@ import pytest
 import yaml
 from traitlets.config.loader import PyFileConfigLoader
 
-from quotas.loader import load_platform
+from quotas.loader import ConfigError, load_catalog, load_platform, parse_platform
 from tests.chart.conftest import CHART, PRODUCTION, REPO, Helm, find
+from tests.platform_variants import ACCEPTED, REFUSED, Variant
 
 GENERATOR = REPO / "helm" / "tools" / "generate_json_schema.py"
+TENANTS_SCHEMA = REPO / "quotas" / "tenants.schema.json"
 VALUES = {"default": None, "production": PRODUCTION}
 
 
@@ -34,6 +36,7 @@ def test_values_schema_json_is_generated_from_the_yaml() -> None:
 
 def test_schema_generator_refuses_undocumented_or_open_objects(tmp_path: Path) -> None:
     schema = yaml.safe_load((CHART / "values.schema.yaml").read_text())
+    schema["properties"]["platform"]["$ref"] = str(TENANTS_SCHEMA)  # it is relative to the chart
     del schema["properties"]["hub"]["properties"]["pollInterval"]["description"]
     del schema["properties"]["ingress"]["additionalProperties"]
     bad = tmp_path / "schema.yaml"
@@ -146,6 +149,57 @@ def test_a_typo_inside_a_tenant_fails_with_its_path(helm: Helm, tmp_path: Path) 
     assert "at '/platform/tenants/0/quota/storage': '8Gb' does not match pattern" in proc.stderr
 
 
+# The chart and the hub read one schema (quotas/tenants.schema.json): a handful of the variants the
+# unit tier checks with jsonschema, through real helm. An id ending in a newline is here only:
+# Helm's regular expressions, like the loader's, end "$" at the end of the text.
+HELM_VARIANTS = [
+    v
+    for v in [*ACCEPTED, *REFUSED]
+    if v.name
+    in {
+        "as it is",
+        "gpu-hours a number with a fraction",
+        "gpu-hours a number in quotes",
+        "cpu a whole number without quotes",
+        "a count written 3.0",
+        "a profile without display_name",
+        "gpu-hours with a unit",
+        "memory in Gb",
+        "an admin twice",
+        "culling never looks",
+        "a GPU type name",
+        "profiles empty",
+    }
+] + [
+    Variant("an id ending in a newline", lambda d: d["tenants"][0].update(id="demo\n"), "tenants[0].id", "not a valid")
+]
+
+
+@pytest.mark.parametrize("variant", HELM_VARIANTS, ids=[v.name for v in HELM_VARIANTS])
+def test_helm_and_the_hub_accept_and_refuse_the_same_platform(helm: Helm, tmp_path: Path, variant: Variant) -> None:
+    platform = variant.apply(yaml.safe_load((CHART / "values.yaml").read_text())["platform"])
+    values = tmp_path / "platform.yaml"
+    values.write_text(yaml.safe_dump({"platform": platform}))
+    proc = helm.run("template", "aidc", str(CHART), "--values", str(values), check=False)
+    catalog = REPO / "images" / "catalog.yaml"
+    try:
+        parse_platform(platform, load_catalog(catalog))
+        hub: list[str] = []
+    except ConfigError as e:
+        hub = [str(p) for p in e.problems]
+    if variant.path:
+        assert proc.returncode != 0 and "don't meet the specifications of the schema" in proc.stderr, proc.stderr
+        assert any(variant.path in p and variant.words in p for p in hub), hub
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert hub == []
+    rendered = next(
+        d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "hub"
+    )
+    (tmp_path / "tenants.yaml").write_text(rendered["data"]["tenants.yaml"])
+    assert load_platform(tmp_path / "tenants.yaml", catalog).tenants.keys() == {"demo"}
+
+
 def test_postgresql_without_a_password_secret_fails_with_what_to_set(helm: Helm, tmp_path: Path) -> None:
     f = tmp_path / "pg.yaml"
     f.write_text(yaml.safe_dump({"database": {"type": "postgresql", "postgresql": {"host": "db"}}}))
@@ -177,7 +231,7 @@ def _hub_config(helm: Helm, values: tuple[Path, ...], tmp_path: Path, monkeypatc
     # the config file itself writes AIDC_DB_URL into os.environ: setenv first, so that the test's
     # end restores the variable (delenv of an absent one records nothing, and it would leak into
     # every hub the later tests start)
-    for var in ("AIDC_DB_URL", "AIDC_CATALOG", "AIDC_SSH_EXTERNAL"):
+    for var in ("AIDC_DB_URL", "AIDC_CATALOG"):
         monkeypatch.setenv(var, "")
         monkeypatch.delenv(var)
     for item in container["env"]:
@@ -186,7 +240,13 @@ def _hub_config(helm: Helm, values: tuple[Path, ...], tmp_path: Path, monkeypatc
         value = value.replace("/etc/aidc", str(tmp_path)).replace("/srv/aidc", str(tmp_path / "data"))
         monkeypatch.setenv(item["name"], value)
     assert container["command"][:3] == ["jupyterhub", "-f", "/etc/aidc/jupyterhub_config.py"]
+    # only paths, the login method, the pod's address and secrets are variables: every other
+    # setting reaches the hub as a trait, from hub.json (docs/configuration.md)
+    assert {item["name"] for item in container["env"]} <= HUB_VARIABLES | set(secrets)
     return PyFileConfigLoader("jupyterhub_config.py", str(tmp_path)).load_config()
+
+
+HUB_VARIABLES = {"AIDC_CHART_VALUES", "AIDC_DATA_DIR", "AIDC_TENANTS", "AIDC_CATALOG", "AIDC_AUTH"}
 
 
 def test_default_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,10 +260,15 @@ def test_default_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.Monk
     assert c.JupyterHub.db_url == f"sqlite:///{tmp_path / 'data' / 'jupyterhub.sqlite'}"
     assert c.TenantSpawnerMixin.db_url == f"sqlite:///{tmp_path / 'data' / 'quotas.sqlite'}"
     assert c.TenantKubeSpawner.hub_connect_url == "http://hub.aidc.svc:8081"
+    # hub.pollInterval, hub.consecutiveFailureLimit and hub.spawner, as traits
+    assert c.Spawner.poll_interval == 30 and c.Spawner.consecutive_failure_limit == 5
+    assert c.TenantKubeSpawner.namespace_template == "aidc-{tenant}"
+    assert c.TenantKubeSpawner.home_storage_class == "" and c.TenantKubeSpawner.home_capacity == "10Gi"
+    assert "public_url" not in c.JupyterHub  # publicUrl is empty
     services = {s["name"]: s for s in c.JupyterHub.services}
     # the quotas service: a hub-managed process the proxy reaches on the pod's address
     assert services["quotas"]["url"] == "http://10.1.2.3:8002"
-    assert services["quotas"]["command"][1:] == ["-m", "quotas.service"]
+    assert services["quotas"]["command"][1:3] == ["-m", "quotas.service"]
     # the SSH gateway: its own Deployment, known to the hub by its token only
     assert services["sshgateway"] == {"name": "sshgateway", "display": False, "api_token": "gateway-token"}
 
@@ -217,7 +282,9 @@ def test_production_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.M
     assert quotas["environment"]["AIDC_DB_URL"] == f"postgresql+psycopg://{server}/aidc?sslmode=require"
     assert quotas["environment"]["AIDC_CATALOG"] == str(tmp_path / "catalog.yaml")
     assert c.JupyterHub.public_url == "https://hub.example.org"
-    # auth.oidc is the platform config's OIDC login (hub_config/oidc.py), wired from AIDC_OIDC_*
+    assert c.TenantKubeSpawner.home_storage_class == "ceph-rbd" and c.TenantKubeSpawner.home_capacity == "50Gi"
+    # auth.oidc is the platform config's OIDC login (hub_config/oidc.py): auth.type is AIDC_AUTH,
+    # the rest OIDCAuthenticator traits, the client secret from the Secret
     assert c.JupyterHub.authenticator_class == "aidc-oidc"
     oidc = c.OIDCAuthenticator
     assert oidc.issuer == "https://login.example.org/realms/aidc"
@@ -227,6 +294,38 @@ def test_production_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.M
     assert oidc.scope == ["openid", "profile", "email", "groups"]
     assert oidc.platform_admin_groups == {"platform-admins"}
     assert oidc.contact == "platform-team@example.org"
+    assert oidc.login_service == "Example University SSO"
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_gateway_config(helm: Helm, name: str, tmp_path: Path) -> None:
+    """The gateway Deployment's settings are SSHGateway traits in its ConfigMap, loaded with --config."""
+    objects = helm.objects(*_values(name))
+    container = find(objects, "Deployment", "sshgateway")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == [
+        "python",
+        "-m",
+        "sshgateway",
+        "--config",
+        "/etc/aidc/sshgateway/sshgateway_config.py",
+    ]
+    assert {item["name"] for item in container["env"]} == {
+        "AIDC_DATA_DIR",
+        "AIDC_SSH_SECRET",
+        "JUPYTERHUB_API_URL",
+        "JUPYTERHUB_API_TOKEN",
+    }
+    (tmp_path / "sshgateway_config.py").write_text(
+        find(objects, "ConfigMap", "sshgateway")["data"]["sshgateway_config.py"]
+    )
+    gateway = PyFileConfigLoader("sshgateway_config.py", str(tmp_path)).load_config().SSHGateway
+    assert gateway.ip == "0.0.0.0" and gateway.port == 2222 and gateway.workspace_user == "jovyan"
+    assert gateway.allow_token_password is False and gateway.audit_file == "/dev/stdout"
+    if name == "production":
+        assert gateway.proxy_url == "http://proxy-public.aidc.svc:80"
+        assert gateway.public_url == "https://hub.example.org"
+    else:
+        assert "public_url" not in gateway  # the gateway's default: its proxy_url
 
 
 def test_hub_refuses_to_start_without_its_database_password(

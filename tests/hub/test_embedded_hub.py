@@ -27,8 +27,8 @@ PRINT_ENV = (
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    env = {"AIDC_POLL_INTERVAL": "2", "AIDC_CONSECUTIVE_FAILURE_LIMIT": "2"}
-    with running_hub(tmp_path_factory.mktemp("hub"), env=env) as h:
+    traits = {"Spawner.poll_interval": 2, "Spawner.consecutive_failure_limit": 2}
+    with running_hub(tmp_path_factory.mktemp("hub"), traits=traits) as h:
         yield h
 
 

@@ -20,7 +20,7 @@ PEOPLE = ("alice", "bob", "carol", "dave")
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    with running_hub(tmp_path_factory.mktemp("crash"), env={"AIDC_POLL_INTERVAL": "2"}) as h:
+    with running_hub(tmp_path_factory.mktemp("crash"), traits={"Spawner.poll_interval": 2}) as h:
         yield h
 
 

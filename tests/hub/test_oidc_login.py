@@ -1,7 +1,7 @@
 """The `hub` tier, OIDC login: a real hub whose provider is a real Dex, reached through an
 attacker in the middle (tests/bed/dex.py TamperingFront) that can swap the ID token Dex issues.
 
-Here the username claim is `email` (AIDC_OIDC_USERNAME_CLAIM), so an unverified email must be
+Here the username claim is `email` (OIDCAuthenticator.username_claim), so an unverified email must be
 refused. Tenants (tests/hub/tenants.yaml): `lab` by the convention (groups lab, lab-admins),
 `startup` by an explicit mapping (group startup-staff). Every refusal must leave nothing behind:
 no JupyterHub user, so no group, role or server.
@@ -29,6 +29,7 @@ from tests.bed.dex import (
     oidc_env,
     oidc_login,
     oidc_tenants,
+    oidc_traits,
     provider_callback,
     running_dex,
 )
@@ -56,8 +57,8 @@ def front() -> Iterator[TamperingFront]:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, front: TamperingFront) -> Iterator[Hub]:
     workdir = tmp_path_factory.mktemp("oidc-hub")
-    env = oidc_env(f"{front.url}/dex", AIDC_OIDC_USERNAME_CLAIM="email")
-    h = Hub(workdir, accounts={}, tenants=oidc_tenants(workdir), env=env)
+    traits = oidc_traits(f"{front.url}/dex", username_claim="email")
+    h = Hub(workdir, accounts={}, tenants=oidc_tenants(workdir), env=oidc_env(), traits=traits)
     with running_dex(workdir / "dex", USERS, [f"{h.url}/hub/oauth_callback"], issuer_port=front.port) as dex:
         front.start(dex.port)
         h.dex = dex  # type: ignore[attr-defined]

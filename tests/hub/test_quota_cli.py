@@ -334,7 +334,7 @@ def test_usage_as_table_csv_and_json(hub: Hub, aidc: Any) -> None:
     # --hub-url wins over $AIDC_HUB_URL; the address bar's /hub/ is fine
     table = aidc("usage", *days, "--hub-url", f"{hub.url}/hub/", env={"AIDC_HUB_URL": "http://127.0.0.1:9"})
     assert table.code == 0, table
-    assert table.out.splitlines()[1:] == ["USER   GPU-HOURS  CPU-HOURS  RUNS", "alice  6.00       6.00       1"]
+    assert table.out.splitlines()[1:] == ["USER   GPU-HOURS  CPU-HOURS  RUNS", "alice  6          6          1"]
     as_json = aidc("usage", *days, "--by", "tenant", "--json")
     assert as_json.code == 0, as_json
     doc = json.loads(as_json.out)
@@ -368,7 +368,7 @@ def test_conditional_writes_refuse_a_stale_etag_and_change_nothing(
     assert stale.status_code == 412, stale.text
     assert stale.json()["message"] == (
         "The limit of user alice in tenant lab was not changed: someone changed it since you read it"
-        " (it is now gpus H100=1, servers 2). Read it again, then make your change."
+        " (it is now 1 H100, 2 servers). Read it again, then make your change."
     )
     assert _alice_limit(hub, tokens)["servers"] == 2 and _alice_limit(hub, tokens)["cpu"] is None
     # create-only on an existing limit, and malformed preconditions

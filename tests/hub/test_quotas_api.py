@@ -32,7 +32,7 @@ STARTED: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     t0 = time.monotonic()
-    with running_hub(tmp_path_factory.mktemp("quotas-hub"), env={"AIDC_POLL_INTERVAL": "2"}) as h:
+    with running_hub(tmp_path_factory.mktemp("quotas-hub"), traits={"Spawner.poll_interval": 2}) as h:
         STARTED["seconds"] = time.monotonic() - t0
         print(f"\nhub with the quotas service started in {STARTED['seconds']:.1f}s")
         yield h

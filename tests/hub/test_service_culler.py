@@ -58,7 +58,7 @@ def test_the_service_culls_idle_gpu_servers_by_itself(hub: Hub) -> None:
     assert bob.api("GET", "/users/bob").json()["servers"][""]["ready"], "the CPU server (1h) must stay"
 
     log = hub.log_path.read_text(errors="replace")
-    assert "Culling idle servers every 2s (GPU servers after 4s idle" in log
+    assert "Culler started: GPU servers idle 4s, CPU servers idle 1h are stopped" in log
     store = Store(paths.db_url(str(hub.data_dir)), migrate=False)
     try:
         [run] = [

@@ -117,14 +117,14 @@ def runner(api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> I
 def hub(
     cluster: ControlPlane, reconciler: TenantReconciler, runner: PodRunner, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hub]:
-    env = {
-        "AIDC_SPAWNER": "aidc-kube",
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "AIDC_POLL_INTERVAL": "2",
-        "AIDC_HOME_STORAGE_CLASS": HOME_CLASS,
-        "AIDC_HOME_CAPACITY": "10Gi",
+    traits = {
+        "JupyterHub.spawner_class": "aidc-kube",
+        "Spawner.poll_interval": 2,
+        "TenantKubeSpawner.home_storage_class": HOME_CLASS,
+        "TenantKubeSpawner.home_capacity": "10Gi",
     }
-    with running_hub(tmp_path_factory.mktemp("k8s-hub"), env=env) as h:
+    env = {"KUBECONFIG": str(cluster.kubeconfig)}
+    with running_hub(tmp_path_factory.mktemp("k8s-hub"), env=env, traits=traits) as h:
         yield h
 
 

@@ -52,10 +52,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         f"c.SSHGateway.auth_failure_delay = {DELAY}\n"
         f"c.SSHGateway.auth_max_failures = {MAX_FAILURES}\n"
         "c.SSHGateway.auth_failure_window = 600\n"
+        "c.SSHGateway.allow_token_password = True\n"
     )
-    env = {"AIDC_SSH_ALLOW_TOKEN_PASSWORD": "1", "AIDC_SSH_CONFIG": str(config), "AIDC_POLL_INTERVAL": "5"}
     t0 = time.monotonic()
-    with running_hub(work, env=env) as h:
+    with running_hub(work, env={"AIDC_SSH_CONFIG": str(config)}, traits={"Spawner.poll_interval": 5}) as h:
         print(f"\nhub with the SSH gateway started in {time.monotonic() - t0:.1f}s")
         yield h
 

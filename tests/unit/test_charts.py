@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from quotas.service.charts import Meter, Number, format_number, meters, nice_ceiling, stacked_bars
+from quotas.service.charts import Meter, Number, meters, nice_ceiling, stacked_bars
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -173,21 +173,6 @@ def test_series_of_the_wrong_length_is_refused() -> None:
 )
 def test_nice_ceiling(value: float, expected: tuple[float, float]) -> None:
     assert nice_ceiling(value) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (Decimal("2.50"), "2.5"),
-        (Decimal("2.005"), "2.01"),
-        (3, "3"),
-        (0.1, "0.1"),
-        (Decimal("-0.001"), "0"),
-        (Decimal("1e3"), "1000"),
-    ],
-)
-def test_format_number(value: Decimal | int | float, expected: str) -> None:
-    assert format_number(value) == expected
 
 
 def test_meters_fill_in_proportion_to_the_ceiling() -> None:

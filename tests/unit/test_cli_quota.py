@@ -410,15 +410,15 @@ def test_usage_table_with_total_per_user_only() -> None:
     total = {"gpu_hours": "10.6234", "cpu_hours": "22", "runs": 3}
     assert format_usage(rows, "user", False, total).splitlines() == [
         "USER   GPU-HOURS  CPU-HOURS  RUNS",
-        "alice  10.50      21.00      2",
-        "bob    0.12       1.00       1",
-        "total  10.62      22.00      3",
+        "alice  10.5       21         2",
+        "bob    0.12       1          1",
+        "total  10.62      22         3",
     ]
-    assert format_usage(rows, "group", False, total).splitlines()[-1] == "bob    0.12       1.00       1"
+    assert format_usage(rows, "group", False, total).splitlines()[-1] == "bob    0.12       1          1"
     daily = [{**rows[0], "day": "2026-01-02"}]
     assert format_usage(daily, "user", True, total).splitlines() == [
         "DAY         USER   GPU-HOURS  CPU-HOURS  RUNS",
-        "2026-01-02  alice  10.50      21.00      2",
+        "2026-01-02  alice  10.5       21         2",
     ]
 
 

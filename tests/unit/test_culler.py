@@ -16,7 +16,6 @@ from quotas.culler import (
     Server,
     budget_overruns,
     cull_decisions,
-    format_duration,
     idle_timeout,
     over_budget,
     servers_from_hub,
@@ -345,11 +344,3 @@ def test_a_forged_cpu_profile_does_not_save_an_idle_gpu_server(config: PlatformC
     ]
     servers = servers_from_hub(users, [run("alice", "", "lab", "h100-x1", {"H100": 1})])
     assert kinds(cull_decisions(servers, config, NOW, {})) == [("alice", "", "idle")]
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0, "0s"), (45, "45s"), (60, "1m"), (3725, "1h 2m"), (5400, "1h 30m"), (90000, "1d 1h"), (-5, "0s")],
-)
-def test_format_duration(seconds: int, text: str) -> None:
-    assert format_duration(timedelta(seconds=seconds)) == text

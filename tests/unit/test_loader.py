@@ -328,9 +328,9 @@ def test_quota_without_the_profiles_gpu_type(example_data: Data, images: Mapping
         (
             lambda d: d["gpu_types"]["H100"].update(resource="gpu"),
             "gpu_types.H100.resource",
-            "not an extended resource",
+            "'gpu' is not a valid extended resource name",
         ),
-        (lambda d: d.update(users=["alice"]), "users", "must map usernames to lists of tenant ids"),
+        (lambda d: d.update(users=["alice"]), "users", "must be a mapping of usernames to lists of tenant ids"),
     ],
 )
 def test_other_bad_values(

@@ -227,3 +227,21 @@ def test_mapped_groups_are_tenant_member_admin_and_platform_admin_groups() -> No
 
     known = mapped_groups(platform(snu_oidc={"groups": ["snu-students"]}), ["aidc-operators"])
     assert known == {"aidc-operators", "snu-students", "snu-ai-admins", "nova", "nova-admins"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "missing"),
+    [
+        ({}, "OIDCAuthenticator.issuer, OIDCAuthenticator.client_id, OIDCAuthenticator.client_secret"),
+        ({"issuer": ISSUER, "client_id": "hub"}, "OIDCAuthenticator.client_secret"),
+    ],
+)
+def test_a_hub_without_its_provider_or_client_does_not_start(
+    settings: dict[str, str], missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub_config.oidc import OIDCAuthenticator
+
+    monkeypatch.delenv("OAUTH_CLIENT_SECRET", raising=False)  # OAuthenticator's default of client_secret
+    authenticator = OIDCAuthenticator(**settings)
+    with pytest.raises(SystemExit, match=f"OIDC login needs {missing} .*; the hub was not started"):
+        authenticator.check_allow_config()

@@ -266,4 +266,4 @@ def test_budget_without_period_name_says_this_month() -> None:
     decision = admit(SNU, Request("alice", "", H100_X1), Usage(gpu_hours=Decimal(2000)))
     assert decision.code == "budget"
     assert "GPU-hours this month" in decision.reason
-    assert "when the budget resets;" in decision.reason
+    assert "when the budget resets at the start of next month;" in decision.reason

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
-from quotas.quantity import QuantityError, format_bytes, format_cpu, parse_quantity
+from quotas.quantity import (
+    QuantityError,
+    exact_bytes,
+    format_bytes,
+    format_cpu,
+    format_duration,
+    format_hours,
+    format_number,
+    month_period,
+    month_start,
+    next_month,
+    parse_quantity,
+    period_words,
+    previous_month,
+    report_hours,
+    reset_words,
+)
 
 
 @pytest.mark.parametrize(
@@ -108,3 +125,73 @@ def test_format_bytes(value: Decimal, text: str) -> None:
 )
 def test_format_cpu(value: Decimal, text: str) -> None:
     assert format_cpu(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "places", "expected"),
+    [
+        (Decimal("12.500"), None, "12.5"),
+        (Decimal("1E+3"), None, "1000"),
+        (Decimal("0.0005"), None, "0.0005"),
+        (Decimal("2.50"), 2, "2.5"),
+        (Decimal("2.005"), 2, "2.01"),  # half up, as people round
+        (3, 2, "3"),
+        (0.1, 2, "0.1"),  # a chart's float, by its shortest repr
+        (Decimal("-0.001"), 2, "0"),
+        (Decimal("1e3"), 2, "1000"),
+        (Decimal("12.34567"), 4, "12.3457"),
+    ],
+)
+def test_format_number(value: Decimal | int | float, places: int | None, expected: str) -> None:
+    assert format_number(value, places) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(Decimal(68719476736), "64Gi"), (Decimal(2**20 * 3), "3Mi"), (Decimal(1000), "1000"), (Decimal("1.5"), "1.5")],
+)
+def test_exact_bytes_reads_back(value: Decimal, text: str) -> None:
+    assert exact_bytes(value) == text
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "report", "sentence"),
+    [
+        (Decimal("12.50004"), "12.5", "12.5"),
+        (Decimal("1000.44"), "1000.44", "1,000.4"),
+        (Decimal("2000"), "2000", "2,000.0"),
+        (Decimal("0.0005"), "0.0005", "0.0005"),  # a tiny budget keeps its digits in a sentence
+        (Decimal("0.25"), "0.25", "0.3"),
+        (Decimal(0), "0", "0.0"),
+    ],
+)
+def test_hours(value: Decimal, report: str, sentence: str) -> None:
+    assert report_hours(value) == report
+    assert format_hours(value) == sentence
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (45, "45s"), (60, "1m"), (3725, "1h 2m"), (5400, "1h 30m"), (90000, "1d 1h"), (-5, "0s")],
+)
+def test_format_duration(seconds: int, text: str) -> None:
+    assert format_duration(timedelta(seconds=seconds)) == text
+
+
+def test_months() -> None:
+    # 23:30 on 30 November in UTC-2 is already December in UTC
+    late = datetime(2026, 11, 30, 23, 30, tzinfo=timezone(timedelta(hours=-2)))
+    assert month_start(late) == date(2026, 12, 1)
+    assert month_start(date(2026, 11, 20)) == date(2026, 11, 1)
+    assert next_month(date(2026, 12, 15)) == date(2027, 1, 1)
+    assert previous_month(date(2027, 1, 15)) == date(2026, 12, 1)
+    start, end, name = month_period(late)
+    assert (start, end, name) == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC), "December 2026")
+
+
+def test_period_and_reset_words() -> None:
+    assert period_words("November 2026") == " for November 2026"
+    assert period_words("") == " this month"
+    assert reset_words(date(2026, 12, 1)) == " on 2026-12-01 (UTC)"
+    assert reset_words(None) == " at the start of next month"

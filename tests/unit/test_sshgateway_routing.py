@@ -243,9 +243,10 @@ def test_audit_appends_one_private_json_line_per_session(tmp_path: Path) -> None
 def test_hub_service_and_role() -> None:
     from sshgateway.server import SERVICE_NAME, hub_roles, hub_service
 
-    service = hub_service({"AIDC_SSH_PORT": "2299"})
+    service = hub_service({"AIDC_DATA_DIR": "/srv/aidc"}, ["--SSHGateway.port=2299"])
     assert service["name"] == SERVICE_NAME == "sshgateway"
-    assert service["command"][-2:] == ["-m", "sshgateway"] and service["environment"] == {"AIDC_SSH_PORT": "2299"}
+    assert service["command"][-3:] == ["-m", "sshgateway", "--SSHGateway.port=2299"]
+    assert service["environment"] == {"AIDC_DATA_DIR": "/srv/aidc"}
     assert "api_token" not in service and "url" not in service  # it speaks SSH, the proxy has no route to it
     assert hub_service({}, api_token="t" * 32)["api_token"] == "t" * 32
     (role,) = hub_roles()

@@ -7,14 +7,16 @@
 #   - configurable-http-proxy is its own Deployment (proxy-api Service), not a child process;
 #   - the quotas service stays a hub-managed process in this pod, reachable on the pod's IP;
 #   - the SSH gateway is its own Deployment: declared as an external service (token only);
-#   - the databases (PostgreSQL from AIDC_DB_* variables, else SQLite on the data volume);
-#   - auth.admins, and hub.config overrides, last (the authenticator is the platform config's).
-# Non-secret chart values come from $AIDC_CHART_VALUES (JSON), secrets from the environment.
+#   - the databases (PostgreSQL with the password of $AIDC_DB_PASSWORD, else SQLite on the data volume);
+#   - the chart's values as traits (spawner, OIDC provider, ...); auth.admins, and hub.config, last.
+# Non-secret chart values come from $AIDC_CHART_VALUES (hub.json, templates/hub/configmap.yaml),
+# secrets from the environment (the chart's Secrets); docs/configuration.md lists every variable.
 import json
 import os
 import sys
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import quote, urlparse
 
 import hub_config
 
@@ -56,40 +58,73 @@ load_subconfig(str(Path(hub_config.__file__).resolve().parent / "jupyterhub_conf
 if hub_db_url:
     c.JupyterHub.db_url = hub_db_url
 
-# -- hub and proxy -----------------------------------------------------------------------------
+# -- hub, proxy, spawner: the chart's values as traits (z2jh's get_config / set_config) ----------
 pod_ip = env("AIDC_POD_IP", "")
 if not pod_ip:
     _fail("AIDC_POD_IP is not set (the chart sets it from the pod's status.podIP).")
-c.JupyterHub.hub_bind_url = f"http://:{env('AIDC_HUB_PORT', '8081')}"
-c.JupyterHub.hub_connect_url = env("AIDC_HUB_SERVICE_URL", "http://hub:8081")
-c.ConfigurableHTTPProxy.should_start = False
-c.ConfigurableHTTPProxy.api_url = env("AIDC_PROXY_API_URL", "http://proxy-api:8001")
-if env("AIDC_PUBLIC_URL"):
-    c.JupyterHub.public_url = env("AIDC_PUBLIC_URL")
+namespace, hub, spawner = values["namespace"], values["hub"], values["hub"]["spawner"]
+hub_url = f"http://hub.{namespace}.svc:8081"  # the hub Service
+settings: dict[str, Any] = {
+    "JupyterHub.spawner_class": "aidc-kube",
+    "JupyterHub.bind_url": "http://:8000",
+    "JupyterHub.hub_bind_url": "http://:8081",
+    "JupyterHub.hub_connect_url": hub_url,
+    "ConfigurableHTTPProxy.should_start": False,
+    "ConfigurableHTTPProxy.api_url": f"http://proxy-api.{namespace}.svc:8001",
+    "Spawner.poll_interval": hub["pollInterval"],
+    "Spawner.consecutive_failure_limit": hub["consecutiveFailureLimit"],
+    "TenantKubeSpawner.hub_connect_url": hub_url,
+    "TenantKubeSpawner.namespace_template": spawner["namespaceTemplate"],
+    "TenantKubeSpawner.home_storage_class": spawner["homeStorageClass"],
+    "TenantKubeSpawner.home_capacity": spawner["homeCapacity"],
+}
+if values["publicUrl"]:
+    settings["JupyterHub.public_url"] = values["publicUrl"]
 
 # -- services ------------------------------------------------------------------------------------
 services = []
 for service in c.JupyterHub.services:
     if service["name"] == "quotas":
         # the proxy (another pod) reaches it on this pod's address; it listens on what its url names
-        service = {**service, "url": f"http://{pod_ip}:{env('AIDC_QUOTAS_PORT', '8002')}"}
+        service = {**service, "url": f"http://{pod_ip}:{urlparse(service['url']).port}"}
     elif service["name"] == "sshgateway":
-        if not env("AIDC_SSH_EXTERNAL"):
-            continue  # sshGateway.enabled is false: no gateway at all
+        if not values["sshGateway"]["enabled"]:
+            continue  # no gateway at all
         if not service.get("api_token"):
             _fail("AIDC_SSHGATEWAY_API_TOKEN is empty: the SSH gateway Deployment could not log in to the hub.")
         # its own Deployment (Service on port 22): the hub only knows its token
         service = {k: service[k] for k in ("name", "display", "api_token")}
     services.append(service)
-c.JupyterHub.services = services
-if not env("AIDC_SSH_EXTERNAL"):
-    c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if "sshgateway" not in r.get("services", [])]
+settings["JupyterHub.services"] = services
+if not values["sshGateway"]["enabled"]:
+    settings["JupyterHub.load_roles"] = [
+        r for r in c.JupyterHub.load_roles if "sshgateway" not in r.get("services", [])
+    ]
 
-# -- authentication: auth.type oidc is AIDC_AUTH=oidc and AIDC_OIDC_* in the hub's environment,
-# wired by the platform config above (hub_config/oidc.py); here only the admins named in values
+# -- authentication: auth.type is $AIDC_AUTH, which chose the authenticator in the platform config
+# above (oidc: hub_config/oidc.py, its client secret from $AIDC_OIDC_CLIENT_SECRET); here its settings
 auth = values["auth"]
+if auth["type"] == "oidc":
+    oidc = auth["oidc"]
+    settings.update(
+        {
+            "OIDCAuthenticator.issuer": oidc["issuer"],
+            "OIDCAuthenticator.client_id": oidc["clientId"],
+            "OIDCAuthenticator.oauth_callback_url": f"{values['publicUrl'].rstrip('/')}/hub/oauth_callback",
+            "OIDCAuthenticator.username_claim": oidc["usernameClaim"],
+            "OIDCAuthenticator.groups_claim": oidc["groupsClaim"],
+            "OIDCAuthenticator.scope": oidc["scopes"],
+            "OIDCAuthenticator.platform_admin_groups": set(oidc["adminGroups"]),
+            "OIDCAuthenticator.contact": oidc["contact"],
+            "OIDCAuthenticator.login_service": oidc["loginService"],
+        }
+    )
 if auth["admins"]:
-    c.Authenticator.admin_users = set(c.Authenticator.admin_users) | set(auth["admins"])
+    settings["Authenticator.admin_users"] = set(c.Authenticator.admin_users) | set(auth["admins"])
+
+for key, value in settings.items():
+    section, trait = key.split(".")
+    setattr(c[section], trait, value)
 
 # -- hub.config: {ClassName: {trait: value}}, set last (as z2jh's hub.config) -----------------------
 for section, traits in values["hubConfig"].items():

@@ -38,6 +38,22 @@ async function apiCall(pageXsrf, method, url, body, extra) {
   return { data, etag: response.headers.get("ETag") };
 }
 
+// A Remove button acts at the second click: the first one arms it ("Confirm remove") for 5 seconds;
+// a dialog would block the page. True when this click is the second.
+function confirmed(button) {
+  if (button.classList.contains("armed")) return true;
+  button.classList.add("armed", "btn-danger");
+  button.classList.remove("btn-outline-danger");
+  button.textContent = "Confirm remove";
+  setTimeout(() => {
+    if (!button.isConnected) return;
+    button.classList.remove("armed", "btn-danger");
+    button.classList.add("btn-outline-danger");
+    button.textContent = "Remove";
+  }, 5000);
+  return false;
+}
+
 // The limits editor: edit, add and remove delegated limits in place
 // (PUT/DELETE api/tenants/<t>/limits/<users|groups>/<name>).
 (() => {
@@ -245,19 +261,7 @@ async function apiCall(pageXsrf, method, url, body, extra) {
   }
 
   async function remove(row, clicked) {
-    if (!clicked.classList.contains("armed")) {
-      // a second click confirms; a dialog would block the page
-      clicked.classList.add("armed", "btn-danger");
-      clicked.classList.remove("btn-outline-danger");
-      clicked.textContent = "Confirm remove";
-      setTimeout(() => {
-        if (!clicked.isConnected) return;
-        clicked.classList.remove("armed", "btn-danger");
-        clicked.classList.add("btn-outline-danger");
-        clicked.textContent = "Remove";
-      }, 5000);
-      return;
-    }
+    if (!confirmed(clicked)) return;
     clicked.disabled = true;
     try {
       await call("DELETE", limitUrl(row.dataset.kind, row.dataset.name));
@@ -401,18 +405,7 @@ async function apiCall(pageXsrf, method, url, body, extra) {
   }
 
   async function remove(row, clicked) {
-    if (!clicked.classList.contains("armed")) {
-      clicked.classList.add("armed", "btn-danger");
-      clicked.classList.remove("btn-outline-danger");
-      clicked.textContent = "Confirm remove";
-      setTimeout(() => {
-        if (!clicked.isConnected) return;
-        clicked.classList.remove("armed", "btn-danger");
-        clicked.classList.add("btn-outline-danger");
-        clicked.textContent = "Remove";
-      }, 5000);
-      return;
-    }
+    if (!confirmed(clicked)) return;
     clicked.disabled = true;
     const title = row.querySelector(".ssh-key-title").textContent;
     try {
