@@ -32,12 +32,12 @@ test: setup
 	bash tests/bed/controlplane/build.sh
 	bash tests/bed/dex/build.sh
 	bash tests/bed/helm/build.sh
-	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks requirements/lock
+	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider
 
 lint: setup
-	$(VENV)/bin/ruff check quotas spawner hub_config sshgateway tests benchmarks requirements/lock
+	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock
 	$(VENV)/bin/mypy
 
 ## make lock: rewrite the lock files from setup.cfg and images/*/requirements.in (requirements/lock)

@@ -1,1 +1,1 @@
-"""Hub wiring: jupyterhub_config.py, the example tenants.yaml, login and the aidc command."""
+"""Hub wiring: jupyterhub_config.py, the example tenants.yaml and the hub's page templates."""

@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from hub_config import reload
-from hub_config.auth import AccountStore
+from aidc import reload
+from authenticators.local import AccountStore
 from quotas import paths
 from quotas.loader import ConfigError
 from quotas.rbac import tenant_groups, tenant_roles
@@ -36,7 +36,7 @@ except (ConfigError, OSError) as e:
 platform = holder.config
 
 data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-# publish it for the quotas service, and reload it at SIGHUP (`aidc reload`; hub_config/reload.py)
+# publish it for the quotas service, and reload it at SIGHUP (`aidc reload`; aidc/reload.py)
 reload.install(holder, data_dir)
 
 bind_url = env("AIDC_BIND_URL", "http://127.0.0.1:8000")

@@ -139,7 +139,7 @@ class Tenant:
     datasets: tuple[str, ...] = ()
     culling: TenantCulling = TenantCulling()
     # identity-provider groups whose members are members / tenant admins (``oidc:`` in tenants.yaml);
-    # None: the convention, group ``<id>`` and group ``<id>-admins`` (see hub_config/oidc.py)
+    # None: the convention, group ``<id>`` and group ``<id>-admins`` (see authenticators/oidc.py)
     oidc_groups: tuple[str, ...] | None = None
     oidc_admin_groups: tuple[str, ...] | None = None
 
@@ -151,7 +151,7 @@ class Tenant:
     def has_admin(self, user: str, held: Iterable[str] = (), granting: Collection[str] = ()) -> bool:
         """True if ``user`` is a tenant admin of this tenant: listed under ``admins``, or holding
         (``held``) one of ``granting``, what else makes its admins: the identity provider's admin
-        groups of the tenant among their provider groups (hub_config/oidc.py), or its
+        groups of the tenant among their provider groups (authenticators/oidc.py), or its
         ``tenant-admin-<id>`` role among their JupyterHub roles (which such a login gives).
         """
         return user in self.admins or any(h in granting for h in held)
@@ -166,7 +166,7 @@ class Tenant:
 
         ``own_groups`` stand for the tenant itself: by default its JupyterHub group, named like the
         tenant, which the authenticator keeps in line with this config; for an OIDC login, the
-        provider's groups of its ``oidc:`` mapping (hub_config/oidc.py).
+        provider's groups of its ``oidc:`` mapping (authenticators/oidc.py).
         """
         if admin or user in self.members_by_name:
             return True

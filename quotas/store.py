@@ -32,12 +32,13 @@ from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, f
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
+from sshgateway.public_keys import KeyRejected, clean_title, parse_public_key
+
 from .limits import LimitChanged, limit_etag, limit_from_values, limit_to_values
 from .model import Tenant
 from .policy import Decision, Holding, Limit, Request, Usage, admit
 from .quantity import month_period, next_month
 from .schema import limits, refusals, runs, ssh_keys, tenant_locks, usage_rollups
-from .sshkeys import KeyRejected, clean_title, parse_public_key
 
 ServerKey = tuple[str, str]  # (user, server name)
 MS_PER_HOUR = Decimal(3_600_000)
@@ -606,8 +607,8 @@ class Store:
     def add_ssh_key(self, user: str, text: str, title: str | None, now: datetime) -> SshKey:
         """Register ``user``'s public key ``text`` (one OpenSSH line); the SSH gateway then knows them by it.
 
-        Raises ``ValueError`` (:class:`quotas.sshkeys.KeyRejected`) with a reason for people when the
-        text is not one acceptable public key (see :func:`quotas.sshkeys.parse_public_key`), or when
+        Raises ``ValueError`` (:class:`sshgateway.public_keys.KeyRejected`) with a reason for people when the
+        text is not one acceptable public key (see :func:`sshgateway.public_keys.parse_public_key`), or when
         the key is registered already, by this person or anyone else; nothing is written then.
         """
         key = parse_public_key(text)

@@ -20,7 +20,7 @@ from traitlets import Unicode, default
 from quotas import paths
 from quotas.model import Profile
 from quotas.policy import Holding, Request
-from sshgateway.keys import load_secret, server_public_key
+from sshgateway.workspace_keys import load_secret, server_public_key
 
 from .platform import Platform
 from .profiles import Choice, OptionsRefused, choices_for, options_from_form, render_form, resolve_options
@@ -107,7 +107,7 @@ class TenantSpawnerMixin(paths.PlatformState):
     def ssh_env(self) -> dict[str, str]:
         """The workspace's SSH environment: ``AIDC_SSH_AUTHORIZED_KEY``, the ``authorized_keys`` line of
         this server's own key, which the SSH gateway derives from the platform secret
-        (:func:`sshgateway.keys.server_key`). The workspace's sshd (:mod:`sshgateway.workspace`)
+        (:func:`sshgateway.workspace_keys.server_key`). The workspace's sshd (:mod:`sshgateway.workspace`)
         accepts that key alone; the secret itself never leaves the hub."""
         secret = _ssh_secret(self.data_dir)
         line = server_public_key(secret, self.user.name, self.name or "")  # type: ignore[attr-defined]

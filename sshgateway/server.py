@@ -13,7 +13,7 @@ named server ``gpu``). The gateway
    tenant's quota, is printed and the session exits with status 1);
 3. opens a websocket to the workspace's sshd through the hub's proxy
    (``/user/<name>/<server>/sshd/``, with the gateway's token) and an SSH client connection over it,
-   authenticated with the per-server key of :mod:`sshgateway.keys`;
+   authenticated with the per-server key of :mod:`sshgateway.workspace_keys`;
 4. bridges every session (shell with PTY, exec, sftp/scp/rsync) and local forwards to ports of that
    workspace (:mod:`sshgateway.bridge`); agent, X11 and remote forwarding are refused;
 5. writes one audit record per session (:mod:`sshgateway.audit`).
@@ -34,9 +34,9 @@ import asyncssh
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from quotas import paths
-from quotas.lifecycle import ServiceApp
+from services.lifecycle import ServiceApp
 
-from . import keys
+from . import workspace_keys
 from .audit import AuditLog, SessionRecord
 from .bridge import ForwardBridge, Refusal, SessionBridge
 from .hubapi import HubClient, HubRefused
@@ -264,8 +264,8 @@ class SSHGateway(ServiceApp):
                 "The SSH gateway has no hub API token: run it as the hub's `sshgateway` service"
                 " (hub_config/jupyterhub_config.py), which sets JUPYTERHUB_API_TOKEN."
             )
-        self.secret = keys.load_secret(self.data_dir)
-        self.host_key = keys.load_host_key(self.data_dir)
+        self.secret = workspace_keys.load_secret(self.data_dir)
+        self.host_key = workspace_keys.load_host_key(self.data_dir)
         self.audit = AuditLog(self.audit_file)
         self.throttle = AuthThrottle(
             self.auth_failure_delay, self.auth_max_delay, self.auth_max_failures, self.auth_failure_window
@@ -468,7 +468,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self.pid = state.get("pid") if isinstance(state.get("pid"), int) else None
         url = self.gw.proxy_url.rstrip("/").replace("http", "ws", 1) + server["url"] + "sshd/"
         tunnel = WebSocketTunnel(url, {"Authorization": f"token {self.gw.api_token}"})
-        key = keys.server_key(self.gw.secret, target.user, target.server)
+        key = workspace_keys.server_key(self.gw.secret, target.user, target.server)
         last: Exception | None = None
         for _ in range(10):  # the proxy may need a moment to route a server that just started
             try:

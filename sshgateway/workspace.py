@@ -7,7 +7,7 @@ is then a raw TCP stream to it (``raw_socket_proxy``). The hub's proxy lets thro
 whom the hub allows to reach this server (``access:servers``): the SSH gateway.
 
 What this sshd accepts is one key: ``$AIDC_SSH_AUTHORIZED_KEY``, the public half of this server's
-own key, which the hub's spawner derives from the platform secret (``sshgateway.keys``) and which
+own key, which the hub's spawner derives from the platform secret (``sshgateway.workspace_keys``) and which
 only the gateway can compute the private half of. People's keys are checked by the gateway, never
 here. Everything lives in ``~/.aidc/sshd/`` and is rewritten at each start (except the host key):
 

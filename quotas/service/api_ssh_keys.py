@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..sshkeys import KeyRejected
+from sshgateway.public_keys import KeyRejected
+
 from ..store import SshKey
 from .base import ApiError, BaseHandler
 

@@ -27,9 +27,10 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from traitlets import Bool, Integer, Unicode, default, validate
 
+from services.lifecycle import ServiceApp
+
 from .. import paths
 from ..culler import Culler
-from ..lifecycle import ServiceApp
 from ..loader import ConfigError
 from ..model import PlatformConfig
 from ..snapshot import QUOTAS_STATE, PlatformHolder, ReloadOutcome, read_state, write_state

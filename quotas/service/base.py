@@ -7,7 +7,7 @@ OAuth cookie this service sets after JupyterHub's login (:class:`HubOAuth`), a s
 they are a platform admin (JupyterHub ``admin``) and their JupyterHub groups; ``tenants.yaml``
 says which tenants they are a member or an admin of, and so do their JupyterHub roles
 ``tenant-admin-<tenant>`` (which OIDC logins get from the provider's groups: see
-hub_config/oidc.py), asked of the hub with the service's own token (:class:`HubRoles`).
+authenticators/oidc.py), asked of the hub with the service's own token (:class:`HubRoles`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from hub_config.auth import AccountStore
+from authenticators.local import AccountStore
 
 REPO = Path(__file__).resolve().parents[2]
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"

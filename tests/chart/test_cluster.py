@@ -17,7 +17,7 @@ from kubernetes.client.rest import ApiException
 
 from quotas.loader import load_platform
 from spawner.reconciler import TenantReconciler
-from sshgateway import keys
+from sshgateway import workspace_keys
 from tests.bed.cluster import ControlPlane
 from tests.chart.conftest import CHART, PRODUCTION, REPO, Helm, find
 
@@ -193,8 +193,8 @@ def test_upgrade_keeps_host_key_and_secrets(cluster: ControlPlane, cluster_helm:
     deployment = client.AppsV1Api(cluster.api_client()).read_namespaced_deployment("sshgateway", ns)
     assert deployment.spec.replicas == 2  # the upgrade did apply
     # what the gateway pod reads from the Secret's mount is its Ed25519 host key
-    (tmp_path / keys.HOST_KEY_FILE).write_text(after_ssh["ssh_host_ed25519_key"])
-    assert keys.load_host_key(str(tmp_path)).get_algorithm() == "ssh-ed25519"
+    (tmp_path / workspace_keys.HOST_KEY_FILE).write_text(after_ssh["ssh_host_ed25519_key"])
+    assert workspace_keys.load_host_key(str(tmp_path)).get_algorithm() == "ssh-ed25519"
     # without `lookup` finding the live Secret, every render makes new ones
     fresh = find(cluster_helm.objects(), "Secret", "sshgateway")["data"]
     assert base64.b64decode(fresh["ssh_host_ed25519_key"]).decode() != after_ssh["ssh_host_ed25519_key"]

@@ -283,7 +283,7 @@ def test_production_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.M
     assert quotas["environment"]["AIDC_CATALOG"] == str(tmp_path / "catalog.yaml")
     assert c.JupyterHub.public_url == "https://hub.example.org"
     assert c.TenantKubeSpawner.home_storage_class == "ceph-rbd" and c.TenantKubeSpawner.home_capacity == "50Gi"
-    # auth.oidc is the platform config's OIDC login (hub_config/oidc.py): auth.type is AIDC_AUTH,
+    # auth.oidc is the platform config's OIDC login (authenticators/oidc.py): auth.type is AIDC_AUTH,
     # the rest OIDCAuthenticator traits, the client secret from the Secret
     assert c.JupyterHub.authenticator_class == "aidc-oidc"
     oidc = c.OIDCAuthenticator

@@ -59,7 +59,7 @@ def aidc(hub: Hub, tokens: dict[str, str]) -> Any:
         if who is not None:
             base["AIDC_TOKEN"] = tokens[who]
         proc = subprocess.run(
-            [sys.executable, "-m", "hub_config.cli", "quota", *argv],
+            [sys.executable, "-m", "aidc.cli", "quota", *argv],
             env={**base, **(env or {})},
             cwd=REPO,
             capture_output=True,
@@ -406,7 +406,7 @@ class _Interleaved:
     limit and its write, ``times`` times: the race ``If-Match`` closes, made to happen for sure."""
 
     def __init__(self, hub: Hub, tokens: dict[str, str], writes: list[dict[str, Any]]):
-        from hub_config.cli import QuotasAPI
+        from aidc.cli import QuotasAPI
 
         self.original, self.writes, self.hub, self.tokens = QuotasAPI.exchange, list(writes), hub, tokens
         self.reads = 0
@@ -426,7 +426,7 @@ class _Interleaved:
 
 
 def _run_cli(hub: Hub, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
-    from hub_config.cli import main
+    from aidc.cli import main
 
     monkeypatch.setenv("AIDC_HUB_URL", hub.url)
     monkeypatch.setenv("AIDC_TOKEN", tokens["kim"])
@@ -436,7 +436,7 @@ def _run_cli(hub: Hub, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch, 
 def test_set_merges_into_a_limit_changed_meanwhile_instead_of_overwriting_it(
     hub: Hub, limits: Any, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hub_config.cli import QuotasAPI
+    from aidc.cli import QuotasAPI
 
     race = _Interleaved(hub, tokens, [{"gpus": {"H100": 1}, "servers": 1, "gpu_hours": "40"}])
     monkeypatch.setattr(QuotasAPI, "exchange", race.method())
@@ -449,7 +449,7 @@ def test_set_merges_into_a_limit_changed_meanwhile_instead_of_overwriting_it(
 def test_set_gives_up_when_the_limit_keeps_changing_and_writes_nothing(
     hub: Hub, limits: Any, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hub_config.cli import QuotasAPI
+    from aidc.cli import QuotasAPI
 
     writes = [{"gpus": {"H100": 1}, "servers": 1, "gpu_hours": str(n)} for n in (10, 20, 30)]
     monkeypatch.setattr(QuotasAPI, "exchange", _Interleaved(hub, tokens, writes).method())

@@ -65,7 +65,7 @@ def edit(hub: Hub, changes: tuple[tuple[str, str], ...]) -> None:
 
 def aidc_reload(hub: Hub) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hub_config.cli", "--data-dir", str(hub.data_dir), "reload"],
+        [sys.executable, "-m", "aidc.cli", "--data-dir", str(hub.data_dir), "reload"],
         cwd=REPO,
         env=hub.env,
         capture_output=True,
@@ -205,7 +205,7 @@ def test_an_invalid_edit_is_refused_and_the_config_in_force_stays_for_logins_and
 
 def test_aidc_reload_without_a_running_hub_says_so(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "hub_config.cli", "--data-dir", str(tmp_path), "reload"],
+        [sys.executable, "-m", "aidc.cli", "--data-dir", str(tmp_path), "reload"],
         cwd=REPO,
         capture_output=True,
         text=True,

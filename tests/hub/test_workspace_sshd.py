@@ -4,7 +4,7 @@ that accepts the key the gateway derives for that server only.
 
 The test plays the gateway: it opens the websocket with a platform admin's token (which has
 ``access:servers``), bridges it to a local TCP port, and runs an SSH client (asyncssh) over it with
-``sshgateway.keys.server_key``.
+``sshgateway.workspace_keys.server_key``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from sshgateway.keys import load_secret, server_key
+from sshgateway.workspace_keys import load_secret, server_key
 from tests.bed.hub import PASSWORDS, Client, Hub, running_hub, stop_all_servers
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import copy
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,14 @@ from quotas.loader import load_catalog, load_platform
 from quotas.model import Image, PlatformConfig
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def top_level_packages() -> list[str]:
+    """The project's top-level packages, as setup.cfg lists them (quotas, spawner, ...)."""
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    names = (name.strip() for name in parser["options"]["packages"].split(","))
+    return sorted({name.split(".")[0] for name in names if name})
 EXAMPLE_TENANTS = REPO / "hub_config" / "tenants.yaml"
 EXAMPLE_CATALOG = REPO / "images" / "catalog.yaml"
 

@@ -1,4 +1,4 @@
-"""hub_config.auth: password hashing and the local account store of the embedded mode."""
+"""authenticators.local: password hashing and the local account store of the embedded mode."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_config.auth import AccountError, AccountStore, generate_password, hash_password, verify_password
+from authenticators.local import AccountError, AccountStore, generate_password, hash_password, verify_password
 
 
 def test_hash_and_verify_roundtrip() -> None:

@@ -1,4 +1,4 @@
-"""hub_config.cli: the ``aidc`` operator command, called through ``main(argv)``."""
+"""aidc.cli: the ``aidc`` operator command, called through ``main(argv)``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_config.auth import AccountStore
-from hub_config.cli import main
+from aidc.cli import main
+from authenticators.local import AccountStore
 
 from .conftest import EXAMPLE_CATALOG, EXAMPLE_TENANTS
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hub_config.cli import (
+from aidc.cli import (
     BAD_INPUT,
     REFUSED,
     UNREACHABLE,

@@ -2,7 +2,7 @@
 runs JupyterHub, and prints the outcome of the reload that read the files as they are now.
 
 The hub here is a stand-in (a process named like JupyterHub that reloads a PlatformHolder at
-SIGHUP, as hub_config/reload.py does); tests/hub/test_reload.py runs the real one.
+SIGHUP, as aidc/reload.py does); tests/hub/test_reload.py runs the real one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_config.cli import main
+from aidc.cli import main
 from quotas.snapshot import HUB_STATE, PlatformHolder, platform_dir, read_state, write_state
 
 from .conftest import EXAMPLE_CATALOG, REPO

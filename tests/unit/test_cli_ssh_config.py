@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub_config.cli import main, ssh_config_block
+from aidc.cli import main, ssh_config_block
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from traitlets.config import Configurable
 
-REPO = Path(__file__).resolve().parents[2]
+from .conftest import REPO, top_level_packages
+
 DOC = REPO / "docs" / "configuration.md"
 # an environment variable of ours: the prefix, then capitals, digits and underscores (not a
 # trailing underscore: a prefix written in prose such as "the AIDC_X_* variables" is not one)
@@ -100,7 +101,7 @@ def test_former_variables_are_not_variables_any_more() -> None:
     # test_every_variable_in_use_is_in_the_table already fails for any use of them outside that section
 
 
-PACKAGES = ("quotas", "spawner", "hub_config", "sshgateway")
+PACKAGES = top_level_packages()
 # a help text's example: "e.g. 50Gi", "for example ``H100:4``", "such as ..."
 EXAMPLE = re.compile(r"e\.g\.|for example|such as|``")
 

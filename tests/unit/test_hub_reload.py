@@ -1,4 +1,4 @@
-"""hub_config.reload.apply_to_hub: after a reload, the hub's records that mirror tenants.yaml
+"""aidc.reload.apply_to_hub: after a reload, the hub's records that mirror tenants.yaml
 (tenant groups, tenant-admin roles) are what a restart would make, on JupyterHub's own ORM
 (in-memory SQLite), for local accounts and for an authenticator that manages roles (OIDC)."""
 
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from jupyterhub import orm, roles
 
-from hub_config.auth import LocalAccountAuthenticator
-from hub_config.oidc import OIDCAuthenticator
-from hub_config.reload import apply_to_hub
+from aidc.reload import apply_to_hub
+from authenticators.local import LocalAccountAuthenticator
+from authenticators.oidc import OIDCAuthenticator
 from quotas.snapshot import shared_holder
 
 from .conftest import EXAMPLE_CATALOG, REPO

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hub_config.oidc import managed_tenant_roles, tenant_access
+from authenticators.oidc import managed_tenant_roles, tenant_access
 from quotas.loader import parse_platform
 from quotas.model import Image, PlatformConfig
 from quotas.policy import Limit, limit_applies, limits_for

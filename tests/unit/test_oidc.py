@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hub_config.oidc import (
+from authenticators.oidc import (
     TenantAccess,
     TokenRefused,
     UnknownSigningKey,
@@ -223,7 +223,7 @@ def test_signatures(key: rsa.RSAPrivateKey) -> None:
 
 
 def test_mapped_groups_are_tenant_member_admin_and_platform_admin_groups() -> None:
-    from hub_config.oidc import mapped_groups
+    from authenticators.oidc import mapped_groups
 
     known = mapped_groups(platform(snu_oidc={"groups": ["snu-students"]}), ["aidc-operators"])
     assert known == {"aidc-operators", "snu-students", "snu-ai-admins", "nova", "nova-admins"}
@@ -239,7 +239,7 @@ def test_mapped_groups_are_tenant_member_admin_and_platform_admin_groups() -> No
 def test_a_hub_without_its_provider_or_client_does_not_start(
     settings: dict[str, str], missing: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hub_config.oidc import OIDCAuthenticator
+    from authenticators.oidc import OIDCAuthenticator
 
     monkeypatch.delenv("OAUTH_CLIENT_SECRET", raising=False)  # OAuthenticator's default of client_secret
     authenticator = OIDCAuthenticator(**settings)

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from sshgateway import keys
+from sshgateway import workspace_keys
 from sshgateway.audit import AuditLog, SessionRecord
 from sshgateway.procnet import port_listeners
 from sshgateway.ratelimit import AuthThrottle
@@ -144,43 +144,43 @@ def test_throttle_forgets_after_the_window_and_resets_a_source_on_success() -> N
 
 def test_server_keys_are_deterministic_distinct_and_match_their_public_lines() -> None:
     secret = b"s" * 32
-    k1 = keys.server_key(secret, "alice", "")
-    again = keys.server_key(secret, "alice", "")
+    k1 = workspace_keys.server_key(secret, "alice", "")
+    again = workspace_keys.server_key(secret, "alice", "")
     assert again.export_public_key() == k1.export_public_key()
     assert k1.convert_to_public().verify(b"data", again.sign(b"data", b"ssh-ed25519"))
     others = [
-        keys.server_key(secret, "alice", "gpu"),
-        keys.server_key(secret, "bob", ""),
-        keys.server_key(b"t" * 32, "alice", ""),
+        workspace_keys.server_key(secret, "alice", "gpu"),
+        workspace_keys.server_key(secret, "bob", ""),
+        workspace_keys.server_key(b"t" * 32, "alice", ""),
     ]
     assert len({k.get_fingerprint() for k in [k1, *others]}) == 4
-    line = keys.server_public_key(secret, "alice", "gpu")
+    line = workspace_keys.server_public_key(secret, "alice", "gpu")
     assert line.startswith("ssh-ed25519 ") and line.endswith(" aidc-gateway:alice/gpu")
     public = asyncssh.import_public_key(line)
-    assert public.get_fingerprint() == keys.server_key(secret, "alice", "gpu").get_fingerprint()
+    assert public.get_fingerprint() == workspace_keys.server_key(secret, "alice", "gpu").get_fingerprint()
     # a name with a NUL-free separator cannot collide: ("a", "b/c") differs from ("a/b", "c")
-    assert keys.server_key(secret, "a", "bc").get_fingerprint() != keys.server_key(secret, "ab", "c").get_fingerprint()
+    assert workspace_keys.server_key(secret, "a", "bc").get_fingerprint() != workspace_keys.server_key(secret, "ab", "c").get_fingerprint()
 
 
 def test_secret_and_host_key_are_created_once_private_and_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(keys.SECRET_ENV, raising=False)
-    secret = keys.load_secret(str(tmp_path))
-    assert len(secret) == 64 and keys.load_secret(str(tmp_path)) == secret
+    monkeypatch.delenv(workspace_keys.SECRET_ENV, raising=False)
+    secret = workspace_keys.load_secret(str(tmp_path))
+    assert len(secret) == 64 and workspace_keys.load_secret(str(tmp_path)) == secret
     assert stat.S_IMODE(os.stat(tmp_path / "ssh_secret").st_mode) == 0o600
-    host = keys.load_host_key(str(tmp_path))
-    assert keys.load_host_key(str(tmp_path)).get_fingerprint() == host.get_fingerprint()
+    host = workspace_keys.load_host_key(str(tmp_path))
+    assert workspace_keys.load_host_key(str(tmp_path)).get_fingerprint() == host.get_fingerprint()
     assert stat.S_IMODE(os.stat(tmp_path / "ssh_host_ed25519_key").st_mode) == 0o600
-    monkeypatch.setenv(keys.SECRET_ENV, "from-the-environment")
-    assert keys.load_secret(str(tmp_path)) == b"from-the-environment"
+    monkeypatch.setenv(workspace_keys.SECRET_ENV, "from-the-environment")
+    assert workspace_keys.load_secret(str(tmp_path)) == b"from-the-environment"
 
 
 def test_empty_secret_is_refused_with_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(keys.SECRET_ENV, raising=False)
+    monkeypatch.delenv(workspace_keys.SECRET_ENV, raising=False)
     (tmp_path / "ssh_secret").write_text("")
     with pytest.raises(ValueError, match="is empty: delete it"):
-        keys.load_secret(str(tmp_path))
+        workspace_keys.load_secret(str(tmp_path))
 
 
 def _fake_proc(root: Path, procs: dict[int, tuple[int, list[str], dict[str, str]]], listening: dict[str, int]) -> Path:

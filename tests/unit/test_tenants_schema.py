@@ -25,7 +25,7 @@ from quotas.loader import ConfigError, Problem, load_platform, parse_platform
 from quotas.model import TENANT_KINDS, Image
 from tests.platform_variants import ACCEPTED, CROSS_REFERENCES, REFUSED, Variant
 
-from .conftest import EXAMPLE_CATALOG, REPO
+from .conftest import EXAMPLE_CATALOG, REPO, top_level_packages
 
 CHART = REPO / "helm" / "aidc-hub"
 CHART_SCHEMA = json.loads((CHART / "values.schema.json").read_text())
@@ -109,7 +109,7 @@ def test_the_schema_ships_with_the_package(tmp_path: Path) -> None:
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         (source / name).parent.mkdir(exist_ok=True)
         shutil.copy(REPO / name, source / name)
-    for package in ("quotas", "spawner", "hub_config", "sshgateway"):
+    for package in top_level_packages():
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
     subprocess.run([*pip, str(source)], check=True, capture_output=True)

@@ -102,7 +102,7 @@ if not values["sshGateway"]["enabled"]:
     ]
 
 # -- authentication: auth.type is $AIDC_AUTH, which chose the authenticator in the platform config
-# above (oidc: hub_config/oidc.py, its client secret from $AIDC_OIDC_CLIENT_SECRET); here its settings
+# above (oidc: authenticators/oidc.py, its client secret from $AIDC_OIDC_CLIENT_SECRET); here its settings
 auth = values["auth"]
 if auth["type"] == "oidc":
     oidc = auth["oidc"]

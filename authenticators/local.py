@@ -142,7 +142,7 @@ class TenantGroupsMixin(Authenticator, paths.PlatformFiles):
 
     Runs when the hub starts (``add_user`` is called for every known user), when a
     user is created, on each auth refresh, and for everyone at a reload of the
-    platform config (:mod:`hub_config.reload`), so someone removed from a tenant
+    platform config (:mod:`aidc.reload`), so someone removed from a tenant
     loses the group (and with it the tenant admin's view of them) without waiting
     for a login.
     """

@@ -47,10 +47,10 @@ from quotas.quantity import QuantityError, format_number, parse_quantity
 from quotas.snapshot import HUB_STATE, QUOTAS_STATE, ReloadOutcome, digest_of, platform_dir, read_state
 from spawner.gpus import InventoryError, detect_inventory
 
-# hub_config.auth (accounts) loads JupyterHub, a second and more: only the account commands import
+# authenticators.local (accounts) loads JupyterHub, a second and more: only the account commands import
 # it, so `aidc quota` and `aidc check-config` start at once.
 if TYPE_CHECKING:
-    from .auth import AccountStore
+    from authenticators.local import AccountStore
 
 ADMIN = "admin"
 
@@ -60,13 +60,13 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _store(args: argparse.Namespace) -> AccountStore:
-    from .auth import AccountStore
+    from authenticators.local import AccountStore
 
     return AccountStore(_data_dir(args) / "accounts.json")
 
 
 def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
-    from .auth import AccountError, generate_password
+    from authenticators.local import AccountError, generate_password
 
     if getattr(args, "password_stdin", False):
         password = sys.stdin.readline().rstrip("\n")
@@ -77,7 +77,7 @@ def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .auth import generate_password
+    from authenticators.local import generate_password
 
     data = _data_dir(args)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -1169,7 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
 def _refusals() -> tuple[type[Exception], ...]:
     """Errors whose message says why a command was refused (exit 1). AccountError only once the
     account store was loaded: it cannot be raised before."""
-    auth = sys.modules.get("hub_config.auth")
+    auth = sys.modules.get("authenticators.local")
     return (ConfigError, InventoryError, *((auth.AccountError,) if auth else ()))
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from jupyterhub import orm, roles
 
+from authenticators.local import TenantGroupsMixin
 from quotas.model import PlatformConfig
 from quotas.rbac import tenant_groups, tenant_role_name, tenant_roles
 from quotas.service.app import SERVICE_NAME
@@ -42,8 +43,6 @@ from quotas.snapshot import (
     read_state,
     write_state,
 )
-
-from .auth import TenantGroupsMixin
 
 
 def install(holder: PlatformHolder, data_dir: str | Path) -> HubReloader | None:
@@ -167,7 +166,7 @@ async def apply_to_hub(app: Any, old: PlatformConfig, new: PlatformConfig) -> No
     Role definitions: ``tenant-admin-<id>`` of each tenant with admins (local accounts, as
     ``load_roles``), or of every tenant (an authenticator that manages roles: its
     ``load_managed_roles``); those of other tenants are deleted. The groups of removed tenants are
-    deleted. Assignments: with :class:`~hub_config.auth.TenantGroupsMixin` (local accounts), every
+    deleted. Assignments: with :class:`~authenticators.local.TenantGroupsMixin` (local accounts), every
     user's tenant groups and tenant-admin roles now; with an authenticator that manages groups or
     roles (OIDC), at each person's next request (their auth is marked stale) or spawn.
     """
