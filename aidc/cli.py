@@ -941,6 +941,58 @@ _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]+\Z")
 DEFAULT_SSH_PORT = 2222
 
 
+def format_servers(servers: Sequence[Mapping[str, Any]]) -> str:
+    """Servers (the API's JSON, ``GET api/tenants/T/servers``) as a table."""
+    rows = [
+        [
+            str(s.get("user", "")),
+            str(s.get("server") or "(default)"),
+            str(s.get("profile", "")),
+            " ".join(f"{t}={n}" for t, n in sorted((s.get("gpus") or {}).items())) or "-",
+            _cell(s.get("cpu")),
+            _cell(s.get("memory")),
+            _cell(s.get("started")),
+            _hours_cell(s.get("gpu_hours")),
+        ]
+        for s in servers
+    ]
+    return format_table(["USER", "SERVER", "PROFILE", "GPUS", "CPU", "MEMORY", "STARTED", "GPU-HOURS"], rows)
+
+
+def cmd_quota_servers(args: argparse.Namespace) -> int:
+    api = _quotas_api(args)
+    tenant = _resolve_tenant(api, args)
+    raw, doc = api.json("GET", api.url("tenants", tenant, "servers"))
+    if args.json:
+        _write(raw)
+        return OK
+    servers = _items(doc, "servers")
+    if servers:
+        print(format_servers(servers))
+    else:
+        print(f"No server charged to tenant {tenant} that you may see is running.", file=sys.stderr)
+    return OK
+
+
+def cmd_quota_stop(args: argparse.Namespace) -> int:
+    user, _, server = args.server.partition("/")
+    api = _quotas_api(args)
+    api.call("DELETE", api.url("tenants", args.tenant, "servers", user, *((server,) if server else ())))
+    label = f"server {user}/{server}" if server else f"{user}'s default server"
+    print(f"Stopped {label}, charged to tenant {args.tenant}.", file=sys.stderr)
+    return OK
+
+
+def _server_ref(value: str) -> str:
+    """``USER`` (their default server) or ``USER/SERVER``."""
+    user, sep, server = value.partition("/")
+    if not LIMIT_SUBJECT.match(user) or (sep and not _SERVER_NAME.match(server)):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not USER or USER/SERVER (named servers use letters, digits and . _ -)"
+        )
+    return value
+
+
 def ssh_config_block(user: str, host: str, port: int, servers: Sequence[str] = (), alias: str = "aidc") -> str:
     """The ``~/.ssh/config`` block for ``user``'s workspaces behind the gateway at ``host``:``port``:
     ``Host <alias>`` for the default server (SSH user ``user``) and ``Host <alias>-<server>`` for
@@ -1134,6 +1186,29 @@ def _add_quota_parser(sub: Any) -> None:
     fmt.add_argument("--csv", action="store_true", help="print the API's CSV as it is")
     fmt.add_argument("--json", action="store_true", help="print the API's JSON as it is")
     p.set_defaults(func=cmd_quota_usage)
+
+    p = actions.add_parser(
+        "servers",
+        parents=[connection],
+        allow_abbrev=False,
+        help="the running servers charged to a tenant (tenant admins: all of them; members: their own)",
+    )
+    p.add_argument("--tenant", help="tenant id (default: your only tenant)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON as it is")
+    p.set_defaults(func=cmd_quota_servers)
+
+    p = actions.add_parser(
+        "stop",
+        parents=[connection],
+        allow_abbrev=False,
+        help="stop a server charged to a tenant (tenant admins: anyone's; members: their own)",
+        description="Stops the server through the quotas service, which checks that the hub charges it to --tenant.",
+    )
+    p.add_argument("--tenant", required=True, help="the tenant the server is charged to")
+    p.add_argument(
+        "server", type=_server_ref, metavar="USER[/SERVER]", help="whose server (without /SERVER: the default)"
+    )
+    p.set_defaults(func=cmd_quota_stop)
 
 
 def _username(value: str) -> str:

@@ -42,6 +42,8 @@ reload.install(holder, data_dir)
 bind_url = env("AIDC_BIND_URL", "http://127.0.0.1:8000")
 hub_url = f"http://127.0.0.1:{env('AIDC_HUB_PORT', '8081')}"
 ssh_config = env("AIDC_SSH_CONFIG", "")
+# this process is the hub: its services stop when it is gone (services/lifecycle.py)
+hub_pid = {"AIDC_HUB_PID": str(os.getpid())}
 
 settings = {
     "JupyterHub.bind_url": bind_url,
@@ -62,12 +64,14 @@ settings = {
                 "AIDC_TENANTS": str(Path(tenants_file).resolve()),
                 "AIDC_CATALOG": str(Path(catalog_file).resolve()),
                 "AIDC_DB_URL": db_url,
+                **hub_pid,
             },
             hub_state_file=str(platform_dir(data_dir) / HUB_STATE),
         ),
         ssh_hub_service(
             {
                 "AIDC_DATA_DIR": str(data_dir),
+                **hub_pid,
                 **({"AIDC_SSH_SECRET": env("AIDC_SSH_SECRET", "")} if env("AIDC_SSH_SECRET") else {}),
             },
             # its other settings (SSHGateway.*) in the file $AIDC_SSH_CONFIG names
@@ -88,7 +92,8 @@ settings = {
     "Spawner.start_timeout": 120,
     "Spawner.http_timeout": 90,
     "Spawner.poll_interval": 30,
-    # as z2jh: restart a hub whose spawns keep failing; refusals (quota, no capacity) do not count
+    # as z2jh: restart a hub whose spawns keep failing; refusals (quota, no capacity) and a person's
+    # own failures (their settings, their home: spawner/start_failures.py) do not count
     "Spawner.consecutive_failure_limit": 5,
     "TenantSpawnerMixin.tenants_file": tenants_file,
     "TenantSpawnerMixin.catalog_file": catalog_file,

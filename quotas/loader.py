@@ -11,8 +11,10 @@ schema cannot make (references between sections) and builds the model.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import re
+import unicodedata
 from collections.abc import Hashable, Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal
@@ -21,6 +23,10 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
+from yaml._yaml import CParser
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from .model import (
     Culling,
@@ -34,7 +40,7 @@ from .model import (
     TenantCulling,
 )
 from .quantity import parse_quantity
-from .tenants_schema import Problem, Verdict, definition_pattern, hours, item_ids, schema
+from .tenants_schema import MAX_DEPTH, MAX_VALUES, Problem, Verdict, definition_pattern, hours, item_ids, schema
 from .tenants_schema import check as check_structure
 from .tenants_schema import describe as _kind
 
@@ -56,6 +62,7 @@ class ConfigError(ValueError):
         super().__init__("\n".join(lines))
 
 
+MAX_DURATION = timedelta(seconds=schema()["definitions"]["duration"]["anyOf"][0]["maximum"])  # 366 days
 DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -80,27 +87,97 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int):
         if value < 0:
             raise DurationError(f"cannot be negative ({value!r}); 0 means never")
-        return timedelta(seconds=value)
+        return _bounded(value, value)
     text = "".join(value.split()).lower()
     if text.startswith("-"):
         raise DurationError(f"cannot be negative ({value!r}); 0 means never")
     if text.isdigit():
-        return timedelta(seconds=int(text))
+        return _bounded(int(text), value)
     if "." in text:
         raise DurationError(f"must be whole units, such as 90m rather than 1.5h; not {_kind(value)}")
     match = DURATION.match(text)
     if not text or match is None:
         raise DurationError(f"must be {accepted} (units d, h, m, s in that order), not {_kind(value)}")
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[unit] for unit, n in match.groupdict().items() if n))
+    return _bounded(sum(int(n) * _UNIT_SECONDS[unit] for unit, n in match.groupdict().items() if n), value)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that records duplicate mapping keys instead of silently keeping the last."""
+def _bounded(seconds: int, value: Any) -> timedelta:
+    if seconds > MAX_DURATION.total_seconds():
+        raise DurationError(
+            f"{_kind(value)} is longer than {MAX_DURATION.days} days, the longest duration; 0 means never"
+        )
+    return timedelta(seconds=seconds)
 
-    duplicates: list[tuple[str, int]]
+
+class _BoundedLoader(Composer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+    """A safe YAML loader whose work is bounded before anything is built: libyaml reads the
+    events (fast, with its own limit on flow nesting); this composer counts every value,
+    aliases by the size of what they repeat (a "billion laughs" file stops at its first
+    :data:`MAX_VALUES`), and refuses nesting deeper than :data:`MAX_DEPTH`, so neither the
+    constructor nor the schema ever sees an expanded bomb. Duplicate mapping keys are recorded
+    instead of silently keeping the last."""
+
+    def __init__(self, text: str):
+        CParser.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self.duplicates: list[tuple[str, int]] = []
+        self.values = 0
+        self.path: list[str] = []
+        self._sizes: dict[int, int] = {}  # id of an anchored collection -> values it holds
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        label = f"[{index}]" if isinstance(index, int) else f".{index.value}" if isinstance(index, yaml.Node) else ""
+        self.path.append(label)
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            anchored = self.anchors.get(event.anchor)
+            self._count(self._sizes.get(id(anchored), 1))
+            node = Composer.compose_node(self, parent, index)
+        else:
+            before = self.values
+            self._count(1)
+            if len(self.path) > MAX_DEPTH and not isinstance(event, yaml.ScalarEvent):
+                raise _Refused(self._where(), f"is nested more than {MAX_DEPTH} levels deep")
+            node = Composer.compose_node(self, parent, index)
+            if not isinstance(node, yaml.ScalarNode):
+                self._sizes[id(node)] = self.values - before
+        self.path.pop()
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return SafeConstructor.construct_object(self, node, deep)
+        except (ValueError, OverflowError) as e:  # a scalar that looks like a number or date but is none
+            mark, value = node.start_mark, str(node.value)
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            shown = repr(value) if len(value) <= 60 else f"a value of {len(value):,} characters"
+            if node.tag.endswith(":int"):
+                raise _Refused(where, f"{shown} is not a whole number a file can hold") from None
+            raise _Refused(where, f"{shown} is not a valid {node.tag.rsplit(':', 1)[-1]} ({e})") from None
+
+    def _count(self, values: int) -> None:
+        self.values += values
+        if self.values > MAX_VALUES:
+            raise _Refused(
+                self._where(),
+                f"the file has more than {MAX_VALUES:,} values (after YAML aliases are expanded); is it the right file?",
+            )
+
+    def _where(self) -> str:
+        path = "".join(self.path).lstrip(".") or "the top"
+        mark = getattr(self.peek_event(), "start_mark", None)
+        return f"{path} (line {mark.line + 1}, column {mark.column + 1})" if mark else path
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+class _Refused(Exception):
+    def __init__(self, where: str, message: str):
+        super().__init__(message)
+        self.problem = Problem(where, message)
+
+
+def _construct_mapping(loader: _BoundedLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -109,10 +186,52 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         if key in seen:
             loader.duplicates.append((str(key), key_node.start_mark.line + 1))
         seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    return SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_BoundedLoader.add_constructor(  # type: ignore[type-var]  # the stubs know only yaml's own loaders
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+# What YAML allows in a file (its "printable" set): no control characters but tab and line
+# breaks, no surrogates, no U+FFFE/U+FFFF.
+_NOT_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _line_column(text: str | bytes, index: int) -> str:
+    newline = "\n" if isinstance(text, str) else b"\n"
+    line = text.count(newline, 0, index) + 1  # type: ignore[arg-type]
+    return f"line {line}, column {index - text.rfind(newline, 0, index)}"  # type: ignore[arg-type]
+
+
+def _decode(raw: bytes) -> str:
+    """The text of a config file: UTF-8 (a byte-order mark is allowed), printable as YAML says;
+    :class:`_Refused` says where it is not."""
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if raw.startswith(mark):
+            raise _Refused("", f"is {encoding} text (it starts with a {encoding} byte-order mark); save it as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise _Refused(
+            _line_column(raw, e.start), f"byte 0x{raw[e.start]:02x} is not UTF-8 text; save the file as UTF-8"
+        ) from e
+    bad = _NOT_PRINTABLE.search(text)
+    if bad:
+        char = bad.group()
+        name = unicodedata.name(char, "a control character") if ord(char) >= 0x20 else "a control character"
+        raise _Refused(
+            _line_column(text, bad.start()),
+            f"has U+{ord(char):04X} ({name}), which a YAML file cannot hold; remove it (a NUL byte"
+            " often means a binary or corrupted file)",
+        )
+    return text
 
 
 def _read_yaml(path: Path) -> Any:
@@ -124,16 +243,22 @@ def _read_yaml(path: Path) -> Any:
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(str(path), [Problem("", f"is larger than {MAX_FILE_BYTES:,} bytes; is it the right file?")])
     try:
-        text = raw.decode()
-    except UnicodeDecodeError as e:
-        raise ConfigError(str(path), [Problem("", f"is not UTF-8 text (byte {e.start})")]) from e
-    loader = _UniqueKeyLoader(text)
-    loader.duplicates = []
+        loader = _BoundedLoader(_decode(raw))
+    except _Refused as e:
+        raise ConfigError(str(path), [e.problem]) from None
     try:
         data = loader.get_single_data()
+    except _Refused as e:
+        raise ConfigError(str(path), [e.problem]) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if e.problem and "maximum nesting depth" in e.problem:  # libyaml's own limit, for [[[...
+            raise ConfigError(str(path), [Problem(where, f"is nested more than {MAX_DEPTH} levels deep")]) from None
+        raise ConfigError(str(path), [Problem("", f"not valid YAML: {e}")]) from e
     except yaml.YAMLError as e:
         raise ConfigError(str(path), [Problem("", f"not valid YAML: {e}")]) from e
-    except RecursionError as e:  # PyYAML composes nested collections recursively
+    except RecursionError as e:  # not expected: the composer bounds the depth
         raise ConfigError(str(path), [Problem("", "not valid YAML: nested too deeply")]) from e
     finally:
         loader.dispose()

@@ -38,6 +38,10 @@ _LOOKALIKES = {
 }
 
 
+MAX_EXPONENT = 30  # the written number's power of ten, before the unit: 1e30 and 1e-30 at most
+MAX_DIGITS = 24  # read exactly: Decimal's 28 digits hold it times 1024**6 (Ei)
+
+
 class QuantityError(ValueError):
     """A quantity string that is not a valid Kubernetes quantity."""
 
@@ -73,6 +77,16 @@ def parse_quantity(value: str | int | Decimal) -> Decimal:
         base = Decimal(number)
     except InvalidOperation as e:  # pragma: no cover - the regex admits only valid numbers
         raise QuantityError(f"{value!r} is not a quantity") from e
+    if not base:
+        return Decimal(0)  # "0e999999" too
+    if not -MAX_EXPONENT <= base.adjusted() <= MAX_EXPONENT:
+        # Kubernetes holds quantities in 64 bits (up to about 9.2E); "1e999999k" would overflow
+        raise QuantityError(
+            f"{_short(value)} is not a quantity a cluster can hold: write a number between"
+            f" 1e-{MAX_EXPONENT} and 1e{MAX_EXPONENT} before the unit"
+        )
+    if len(base.as_tuple().digits) > MAX_DIGITS:
+        raise QuantityError(f"{_short(value)} has more than {MAX_DIGITS} digits; a quantity cannot be that exact")
     if suffix in _BINARY:
         return base * (Decimal(1024) ** _BINARY[suffix])
     if suffix in _DECIMAL:
@@ -87,6 +101,11 @@ def parse_quantity(value: str | int | Decimal) -> Decimal:
         f"{value!r} has unknown unit {suffix!r}; use one of Ki Mi Gi Ti Pi Ei (powers of 1024),"
         " k M G T P E (powers of 1000) or m (thousandths)"
     )
+
+
+def _short(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}…' ({len(value)} characters)"
 
 
 def format_number(value: Decimal | int | float, places: int | None = None) -> str:

@@ -1,11 +1,19 @@
 """JupyterHub groups and roles that mirror tenants (pure builders for ``load_groups`` / ``load_roles``).
 
 Each tenant is a JupyterHub group of the same name holding its members. Each
-tenant admin gets the role ``tenant-admin-<tenant>``, whose scopes are filtered
-to that group (and to the member groups the tenant lists): they see and stop
-their tenant's servers, and nobody else's. They do not get access to the
-servers themselves (no ``access:servers``): a professor cannot open a student's
-notebook.
+tenant admin gets the role ``tenant-admin-<tenant>``, whose scopes let them find
+their tenant's people and groups at the hub (names only, filtered to that group
+and to the member groups the tenant lists), and nothing about or on servers.
+
+JupyterHub filters scopes by person (``!group=lab``), not by tenant: a person in
+``lab`` and ``startup`` has servers charged to each, and a group-filtered
+``servers`` or ``delete:servers`` would put both within reach of each tenant's
+admins, and let them start one charged to the other tenant. So tenant admins see
+and stop servers only through the quotas service (``api/tenants/<t>/servers``),
+which checks each server's tenant in the hub's own record of it and stops it with
+its own token (:mod:`quotas.service.api_servers`); they start none for others.
+They never get access to the servers themselves (no ``access:servers``): a
+professor cannot open a student's notebook.
 """
 
 from __future__ import annotations
@@ -14,13 +22,11 @@ from typing import Any
 
 from .model import PlatformConfig, Tenant
 
+# no server scopes, and no read:users (its model shows the default server and activity of every
+# tenant of the person): see the module's docstring
 TENANT_ADMIN_SCOPES = (
     "list:users",
-    "read:users",
-    "read:users:activity",
-    "read:servers",
-    "servers",
-    "delete:servers",
+    "read:users:name",
     "read:groups",
     "list:groups",
 )
@@ -50,7 +56,9 @@ def tenant_admin_role(tenant: Tenant) -> dict[str, Any]:
     """The role ``tenant-admin-<id>`` of ``tenant``, without assignments."""
     return {
         "name": tenant_role_name(tenant.id),
-        "description": f"Tenant admin of {tenant.display_name} ({tenant.id}): see and stop its members' servers",
+        "description": (
+            f"Tenant admin of {tenant.display_name} ({tenant.id}): its people here; its servers in the quotas service"
+        ),
         "scopes": tenant_admin_scopes(tenant),
     }
 

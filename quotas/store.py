@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -172,10 +172,16 @@ class Store:
         JupyterHub restores all running servers before it serves a request."""
         self._reconcile_pending = True
 
-    def reserve(self, tenant: Tenant, request: Request, now: datetime) -> tuple[Decision, str | None]:
+    def reserve(
+        self, tenant: Tenant, request: Request, now: datetime, hold: Callable[[Holding], None] | None = None
+    ) -> tuple[Decision, str | None]:
         """Decide ``request`` and, if allowed, hold its resources: one transaction.
 
         Returns the decision and the id of the ledger run it opened (None when refused).
+        ``hold(holding)``, if given, takes what lives outside the database (the embedded mode's
+        GPUs) once admission allows, inside the transaction: if it raises, no run is written and
+        the exception propagates, so a spawn refused for want of a free GPU leaves no run in the
+        ledger and the open runs never hold more GPUs than the machine has.
         """
         self._reconcile(now)
         try:
@@ -194,6 +200,8 @@ class Store:
                 if not decision.allowed or decision.holding is None:
                     self._count_refusal(conn, tenant.id, decision.code, now)
                     return decision, None
+                if hold is not None:
+                    hold(decision.holding)
                 run_id = uuid.uuid4().hex
                 conn.execute(insert(runs).values(**_run_values(run_id, decision.holding, now)))
                 return decision, run_id

@@ -38,7 +38,7 @@ from jsonschema.exceptions import ValidationError
 from .quantity import QuantityError, parse_quantity
 
 SCHEMA_FILE = Path(__file__).with_name("tenants.schema.json")
-MAX_VALUES = 1_000_000  # a university tenant may list thousands of users; a file of aliases, billions
+MAX_VALUES = 100_000  # hundreds of tenants listing thousands of users; a file of aliases, billions
 MAX_DEPTH = 32  # tenants.yaml nests 6 levels deep
 MAX_PROBLEMS = 200
 
@@ -122,8 +122,34 @@ def _unique_items(validator: Any, unique: bool, instance: Any, _schema: Any) -> 
         seen.add(key)
 
 
+_MAXIMUM = jsonschema.Draft7Validator.VALIDATORS["maximum"]
+
+
+_NUMBER = re.compile("^[0-9]+([.][0-9]+)?$")
+_DURATION_PARTS = re.compile("([0-9]+)([dhms]?)")
+_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
+
+
+def _maximum(validator: Any, maximum: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    # Helm compares numbers only; the hub also compares what is written as a string, exactly:
+    # a duration ("3650d", where the node describes strings) or else a number or quantity
+    # ("12.5", "2000", "2Ki"), so cpu: "1e30" is refused with the same words as cpu: 1000000.
+    if isinstance(instance, str):
+        if schema.get("type") == "string" and not _NUMBER.match(instance):
+            amount = Decimal(sum(int(n) * _SECONDS[unit] for n, unit in _DURATION_PARTS.findall(instance)))
+        else:
+            try:
+                amount = parse_quantity(instance)
+            except QuantityError:
+                return  # the pattern says what is wrong with it
+        if amount > maximum:
+            yield ValidationError(f"{_short(instance)} is more than {maximum}")
+        return
+    yield from _MAXIMUM(validator, maximum, instance, schema)
+
+
 _Validator = jsonschema.validators.extend(
-    jsonschema.Draft7Validator, validators={"pattern": _pattern, "uniqueItems": _unique_items}
+    jsonschema.Draft7Validator, validators={"pattern": _pattern, "uniqueItems": _unique_items, "maximum": _maximum}
 )
 
 
@@ -406,6 +432,8 @@ def _message(keyword: str, error: ValidationError, place: _Place) -> str:
         if value < 0:
             return f"{subject}cannot be negative ({value!r})"
         return f"{subject}must be at least {error.validator_value}"
+    if keyword == "maximum":
+        return f"{subject}must be at most {error.validator_value:,} (the largest sensible value), not {_short(value)}"
     if keyword == "pattern":
         return f"{_short(value)} is not a valid {title or 'value'}"
     if keyword == "maxLength":
@@ -457,7 +485,8 @@ def _duration(value: Any, key: str) -> str:
 
 
 def _hours(value: Any, key: str) -> str:
-    accepted = "a number of hours such as 2000 or 12.5 (no unit)"
+    most = schema()["definitions"]["hours"]["anyOf"][0]["maximum"]
+    accepted = f"a number of hours such as 2000 or 12.5 (no unit), at most {most:,}"
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
         return f"GPU-hours cannot be negative ({value!r})"
     if isinstance(value, str):

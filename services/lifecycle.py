@@ -10,10 +10,12 @@ Standard library and traitlets only: the SSH gateway imports it and reaches the 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -21,6 +23,37 @@ from traitlets import Float, default
 from traitlets.config import Application
 
 T = TypeVar("T")
+
+# set by the hub's config in the environment of every service it starts: its own pid, known to the
+# service from its first instruction on, however soon the hub dies
+HUB_PID_VARIABLE = "AIDC_HUB_PID"
+# the parent at import, for a service started without it (by hand, or by another supervisor)
+_PARENT_AT_IMPORT = os.getppid()
+_PR_SET_PDEATHSIG = 1
+
+
+def hub_pid() -> int:
+    """The pid of the hub that started this process: ``$AIDC_HUB_PID``, else the parent this
+    process had when it imported this module."""
+    value = os.environ.get(HUB_PID_VARIABLE, "")
+    return int(value) if value.isdigit() else _PARENT_AT_IMPORT
+
+
+def stop_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies (``PR_SET_PDEATHSIG``);
+    False where that is not available (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def hub_is_gone(expected: int) -> bool:
+    """True when this process's parent is no longer ``expected`` (the hub died: we were adopted)."""
+    return os.getppid() != expected
 
 
 class ServiceApp(Application):
@@ -61,6 +94,21 @@ class ServiceApp(Application):
     def initialize(self, argv: Any = None) -> None:
         super().initialize(argv)
         self.log.debug("%s starting", self.name)  # the first use of the log sets up logging for every module
+        self.watch_hub()
+
+    def watch_hub(self) -> None:
+        """Stop with the hub that started this process, even when it died before we looked: a
+        service of a killed hub must not keep its port. The kernel sends SIGTERM when the parent
+        dies from now on; a parent that is already not the hub (``$AIDC_HUB_PID``) means it died
+        before, and this process exits at once."""
+        if os.environ.get(HUB_PID_VARIABLE) is None:
+            return  # not started by the hub (by hand, a test, its own pod): nothing to follow
+        # first the signal, then the check: a hub dying in between is seen by one or the other
+        stop_with_parent()
+        hub = hub_pid()
+        if hub_is_gone(hub):
+            self.log.warning("The hub that started the %s (pid %d) is gone; not starting", self.service_title, hub)
+            raise SystemExit(0)
 
     def exit_with(self, message: str) -> NoReturn:
         """Log ``message`` (what went wrong and what to do about it) and exit with status 1."""
@@ -100,9 +148,11 @@ class ServiceApp(Application):
         self.log.info("Stopping the %s", self.service_title)
 
     async def _stop_when_orphaned(self, stop: asyncio.Event) -> None:
-        parent = os.getppid()
+        # the pid known from the start, not read now: the hub may have died already
+        parent = hub_pid()
         while not stop.is_set():
-            await asyncio.sleep(1)
-            if os.getppid() != parent:
+            if hub_is_gone(parent):
                 self.log.warning("The hub that started the %s (pid %d) is gone; stopping", self.service_title, parent)
                 stop.set()
+                return
+            await asyncio.sleep(1)

@@ -7,15 +7,21 @@ from this machine's inventory and passed as ``CUDA_VISIBLE_DEVICES``.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import pwd
 import sys
 from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner
+from tornado import web
 from traitlets import Bool, Unicode, default
 
+from quotas.policy import Holding
+
 from .gpus import NoFreeGpus
+from .start_failures import OWN_SETTINGS, StartFailure, judge, own_settings_in
 from .tenancy import TenantSpawnerMixin, refusal
 
 STATE_KEY = "aidc"
@@ -58,21 +64,26 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
     gpu_indices: list[str] = []
 
     async def start(self) -> Any:
-        """Admit, allocate GPUs, then start the process.
+        """Admit and allocate GPUs (one step), then start the process and wait until it listens.
 
         Returns ``(ip, port)`` like LocalProcessSpawner. Raises ``SpawnException``
         (400/403/503) without starting anything when options, quota or free GPUs
-        say no; whatever was reserved is given back.
+        say no; whatever was reserved is given back. A process that cannot start,
+        exits or stays silent raises what :func:`spawner.start_failures.judge` says:
+        ``SpawnException`` for the person's own failure (not counted toward
+        ``consecutive_failure_limit``), ``HTTPError`` 500 for the platform's.
         """
-        holding = await self.admit_spawn()
+        self._gpus_taken = False
         try:
-            indices: list[str] = []
-            for gpu_type, count in holding.gpus.items():
-                indices += self.platform.gpus.allocate(self.server_key, gpu_type, count)
+            holding = await self.admit_spawn(hold=self._take_gpus)
         except NoFreeGpus as e:
-            self._release()
             raise refusal(str(e), reason="gpus-busy", status=503) from None
-        self.gpu_indices = indices
+        except BaseException:
+            if self._gpus_taken:  # taken, but the reservation was not written
+                self.platform.gpus.release(self.server_key)
+                self.gpu_indices = []
+            raise
+        indices = self.gpu_indices
         profile = self.platform.config.profiles[holding.profile]
         visible = ",".join(indices) if indices else ""
         base_env: dict[str, Any] = dict(self.environment)  # type: ignore[has-type]
@@ -92,10 +103,95 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             visible,
         )
         try:
-            return await super().start()
+            self._check_home()
+            try:
+                address = await super().start()
+            except OSError as e:  # the interpreter or a folder of the platform is missing or unreadable
+                raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from e
+            await self._wait_listening(*address)
+            return address
         except BaseException:
             self._release()
             raise
+
+    def _check_home(self) -> None:
+        """Make the home in this process, where a home that is not a directory (the person's doing)
+        can be told apart from a platform fault; ``preexec_fn`` would only say that it failed."""
+        if not self.run_as_hub_user:
+            return
+        home = Path(self.home_dir)
+        try:
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            if home.is_symlink() or home.exists():  # there, but not a directory
+                raise self._start_failed(StartFailure("home", self.name, detail="it is not a directory")) from None
+            failure = StartFailure("launch", self.name, detail=f"cannot make the home {home}: {e.strerror}")
+            raise self._start_failed(failure) from None
+        if not os.access(home, os.R_OK | os.W_OK | os.X_OK):
+            raise self._start_failed(StartFailure("home", self.name, detail="the server may not read and write it"))
+
+    async def _wait_listening(self, ip: str, port: int) -> None:
+        """Return once the process accepts connections on its port; if it exits first, or stays
+        silent for ``http_timeout`` seconds (then it is stopped), raise the failure :func:`judge` says."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        host = "127.0.0.1" if ip in ("", "0.0.0.0") else ip
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise self._start_failed(StartFailure("exited", self.name, code, self._own_settings()))
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1)
+            except (OSError, TimeoutError):
+                pass
+            else:
+                writer.close()
+                return
+            if loop.time() > deadline:
+                await super().stop(now=True)
+                silent = StartFailure("silent", self.name, own_settings=self._own_settings(), timeout=self.http_timeout)
+                raise self._start_failed(silent)
+            await asyncio.sleep(0.2)
+
+    def _own_settings(self) -> tuple[str, ...]:
+        try:
+            home = Path(self.home_dir if self.run_as_hub_user else pwd.getpwnam(self.user.name).pw_dir)
+        except KeyError:
+            return ()
+        return own_settings_in(p for p in OWN_SETTINGS if (home / p).exists())
+
+    def _start_failed(self, failure: StartFailure) -> Exception:
+        """The exception for ``failure``: a ``SpawnException`` when it is the person's own (JupyterHub
+        does not count those toward ``consecutive_failure_limit``), else an ``HTTPError`` 500 that
+        counts: a hub that cannot start anybody's server still exits, as z2jh intends."""
+        verdict = judge(failure)
+        self.log.warning(
+            "%s did not start (%s; %s): %s",
+            self._log_name,
+            failure.stage,
+            "the person's own failure, not counted" if verdict.own else "counts toward the hub's exit",
+            verdict.message,
+        )
+        if verdict.own:
+            return refusal(verdict.message, reason="own-server", status=500)
+        error = web.HTTPError(500, verdict.message)
+        error.jupyterhub_message = verdict.message  # type: ignore[attr-defined]
+        return error
+
+    _gpus_taken = False
+
+    def _take_gpus(self, holding: Holding) -> None:
+        """Allocate ``holding``'s GPUs, all or nothing (:class:`NoFreeGpus` leaves none taken);
+        called by admission inside the reservation's transaction."""
+        indices: list[str] = []
+        try:
+            for gpu_type, count in holding.gpus.items():
+                indices += self.platform.gpus.allocate(self.server_key, gpu_type, count)
+        except NoFreeGpus:
+            # admission allowed the server, so it held no GPU before: what it holds is this call's
+            self.platform.gpus.release(self.server_key)
+            raise
+        self.gpu_indices, self._gpus_taken = indices, True
 
     async def stop(self, now: bool = False) -> None:
         """Stop the process (as LocalProcessSpawner) and give back GPUs and quota."""

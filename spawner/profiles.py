@@ -43,6 +43,32 @@ def choices_for(config: PlatformConfig, user: str, groups: Iterable[str]) -> lis
     return [Choice(t, config.profiles[p]) for t in config.tenants_of(user, groups) for p in t.profiles]
 
 
+SPAWN_BODY_KEYS = ("user_options", "display_name")
+
+
+def check_spawn_body(body: Any) -> None:
+    """Refuse a REST spawn body with top-level keys beyond the documented ones.
+
+    JupyterHub reads a body that names ``user_options`` or ``display_name`` as
+    ``{"user_options": {...}, "display_name": "..."}`` and silently drops any other key
+    (``{"user_options": {...}, "gpus": 64}`` would start a server as if ``gpus`` meant
+    something). A body with neither key is the options themselves, which
+    :func:`resolve_options` checks. Raises :class:`OptionsRefused` (400) naming the
+    unknown keys and the documented ones.
+    """
+    if not isinstance(body, dict) or not any(key in body for key in SPAWN_BODY_KEYS):
+        return
+    unknown = sorted(str(k) for k in body if k not in SPAWN_BODY_KEYS)
+    if unknown:
+        raise OptionsRefused(
+            400,
+            f"Unknown key{'s' if len(unknown) > 1 else ''} in the request body: {', '.join(unknown)}. A spawn"
+            " request's body may hold only 'user_options' (the server options, such as"
+            ' {"tenant": "...", "profile": "..."}) and'
+            " 'display_name'; GPUs, CPU, memory and image come from the profile.",
+        )
+
+
 def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], options: Any) -> Choice:
     """Re-resolve submitted options against what the config allows ``user``.
 

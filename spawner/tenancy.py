@@ -9,11 +9,14 @@ functions of :mod:`spawner.profiles` and :mod:`quotas.policy`.
 from __future__ import annotations
 
 import functools
+import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.spawner import SpawnException
 from traitlets import Unicode, default
 
@@ -23,7 +26,15 @@ from quotas.policy import Holding, Request
 from sshgateway.workspace_keys import load_secret, server_public_key
 
 from .platform import Platform
-from .profiles import Choice, OptionsRefused, choices_for, options_from_form, render_form, resolve_options
+from .profiles import (
+    Choice,
+    OptionsRefused,
+    check_spawn_body,
+    choices_for,
+    options_from_form,
+    render_form,
+    resolve_options,
+)
 
 
 class TenantSpawnerMixin(paths.PlatformState):
@@ -73,12 +84,14 @@ class TenantSpawnerMixin(paths.PlatformState):
     def user_groups(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.user.groups)  # type: ignore[attr-defined]
 
-    async def admit_spawn(self) -> Holding:
+    async def admit_spawn(self, hold: Callable[[Holding], None] | None = None) -> Holding:
         """Re-resolve ``user_options`` and reserve the tenant's resources.
 
         Returns what the server now holds (also kept in ``self.held``, its ledger run in
         ``self.run_id``), or raises ``SpawnException`` (400 malformed options, 403 not
-        allowed or over quota) before anything starts.
+        allowed or over quota) before anything starts. ``hold(holding)`` takes what the
+        backend hands out itself (GPUs) in the same step as the reservation; what it raises
+        propagates and nothing is reserved (:meth:`quotas.store.Store.reserve`).
         """
         platform = self.platform
         user, groups = self.user.name, self.user_groups()  # type: ignore[attr-defined]
@@ -89,7 +102,7 @@ class TenantSpawnerMixin(paths.PlatformState):
         request = Request(user=user, server=self.name or "", profile=choice.profile, groups=groups)  # type: ignore[attr-defined]
         # one short database transaction, on the event loop like JupyterHub's own database calls:
         # handing it to a thread costs more (GIL and lock hand-offs) than the few ms it takes
-        decision, run = platform.store.reserve(choice.tenant, request, datetime.now(UTC))
+        decision, run = platform.store.reserve(choice.tenant, request, datetime.now(UTC), hold)
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
             raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403)
@@ -117,6 +130,22 @@ class TenantSpawnerMixin(paths.PlatformState):
         """The (tenant, profile) that ``user_options`` may have, or ``SpawnException`` 400/403."""
         try:
             return resolve_options(self.platform.config, self.user.name, self.user_groups(), self.user_options)  # type: ignore[attr-defined]
+        except OptionsRefused as e:
+            raise refusal(e.message, reason="options", status=e.status) from None
+
+    def check_request_body(self) -> None:
+        """Refuse (``SpawnException`` 400) a REST spawn whose body has top-level keys beyond
+        ``user_options`` and ``display_name``, which JupyterHub would drop silently
+        (:func:`spawner.profiles.check_spawn_body`). The spawn form's body is not JSON: left alone."""
+        handler = self.handler  # type: ignore[attr-defined]
+        if not isinstance(handler, APIHandler) or handler.request.method != "POST":
+            return
+        try:
+            body = json.loads(handler.request.body or b"null")
+        except ValueError:
+            return  # JupyterHub answered 400 already
+        try:
+            check_spawn_body(body)
         except OptionsRefused as e:
             raise refusal(e.message, reason="options", status=e.status) from None
 
@@ -171,6 +200,7 @@ def refusal(message: str, reason: str, status: int) -> SpawnException:
 
 
 def _apply_user_options(spawner: TenantSpawnerMixin, user_options: Any) -> None:
+    spawner.check_request_body()
     spawner.choice = spawner.resolve_choice()
 
 

@@ -77,6 +77,8 @@ ACCEPTED = [
     Variant("a data set", _datasets("/datasets/imagenet")),
     Variant("member groups", _tenant(members={"users": ["alice"], "groups": ["snu-staff"]})),
     Variant("a GPU type with the defaults", lambda d: d["gpu_types"].update({"B200": {}})),
+    Variant("the largest sensible values", _quota(servers=100_000, cpu=10_000_000, gpu_hours_per_month=100_000_000)),
+    Variant("the largest profile", _profile(cpu=1024, memory="64Ti", idle_timeout="366d")),
 ]
 
 # Both refuse; the hub says where and what.
@@ -126,11 +128,47 @@ REFUSED = [
     ),
     Variant("a description that is a number", _profile(description=5), ".description", "must be a string, not int 5"),
     Variant("a stop that is a word", _tenant(culling={"stop_over_budget": "yes"}), "stop_over_budget", "true or false"),
+    # absurd values: refused with the largest sensible value
+    Variant(
+        "10^100 GPUs",
+        lambda d: d["tenants"][0]["quota"]["gpus"].update(H100=1e100),
+        "quota.gpus.H100",
+        "a GPU count must be at most 100,000 (the largest sensible value), not 1e+100",
+    ),
+    Variant(
+        "10^100 GPUs as a whole number",
+        lambda d: d["tenants"][0]["quota"]["gpus"].update(H100=10**100),
+        "quota.gpus.H100",
+        "must be at most 100,000",
+    ),
+    Variant(
+        "a profile with more GPUs than a node",
+        lambda d: d["profiles"][1]["gpu"].update(count=65),
+        ".gpu.count",
+        "65 GPUs is more than any node has; a profile asks for at most 64",
+    ),
+    Variant("a profile with more CPUs than a node", _profile(cpu=1025), ".cpu", "a profile asks for at most 1024"),
+    Variant("a million servers", _quota(servers=1_000_000), "quota.servers", "must be at most 100,000"),
+    Variant(
+        "gpu-hours beyond a data center",
+        _quota(gpu_hours_per_month=1e12),
+        ".gpu_hours_per_month",
+        "at most 100,000,000",
+    ),
+    Variant(
+        "an idle timeout of ten years", _profile(idle_timeout=315_360_000), ".idle_timeout", "longer than 366 days"
+    ),
+    Variant("a quantity that overflows", _quota(cpu="1e999999k"), "quota.cpu", "between 1e-30 and 1e30"),
 ]
 
 # The schema cannot see these: the chart accepts them, and the hub refuses to start (run
 # `aidc check-config` on the rendered file, or see the reconciler Job fail at `helm install`).
+# Maxima of values written as strings are here too: Helm compares only numbers with `maximum`.
 CROSS_REFERENCES = [
+    Variant("more memory than a node, as a string", _profile(memory="65Ti"), ".memory", "at most 64Ti"),
+    Variant("cpu beyond a data center, as a string", _quota(cpu="1e30"), "quota.cpu", "at most 10000000"),
+    Variant("storage beyond a data center", _quota(storage="2Ei"), "quota.storage", "at most 1Ei"),
+    Variant("an idle timeout of ten years, as a string", _profile(idle_timeout="3650d"), ".idle_timeout", "366 days"),
     Variant("a profile that does not exist", _tenant(profiles=["gpu-huge"]), ".profiles[0]", "not declared"),
     Variant("an image not in the catalog", _profile(image="pytorh"), ".image", "not in images/catalog.yaml"),
     Variant("an undeclared GPU type", _quota(gpus={"B200": 8}), ".quota.gpus.B200", "not declared under gpu_types"),

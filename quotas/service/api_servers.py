@@ -1,18 +1,27 @@
-"""``api/tenants/{tenant}/servers``: the servers charged to a tenant now (its reservations).
+"""``api/tenants/{tenant}/servers``: the servers charged to a tenant now (its reservations), and
+``api/tenants/{tenant}/servers/{user}[/{server}]``: one of them, which ``DELETE`` stops.
 
-Admins see every server of the tenant; members see their own.
+Admins see and stop every server of the tenant; members their own. The tenant of a server is the
+hub's own record of it (the open run its spawner wrote at admission), never the request's, and one
+check decides every route (:meth:`~quotas.service.base.BaseHandler.server_to_act_on`). Tenant admins
+have no server scopes at the hub (see :mod:`quotas.rbac`): this service stops a server for them with
+its own token, after that check.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..quantity import exact_bytes, format_number, report_hours
 from ..store import MS_PER_HOUR, Run, elapsed_ms
 from .api_tenants import TENANT
-from .base import BaseHandler
+from .base import ApiError, BaseHandler
 
 
 def server_json(run: Run, now: datetime) -> dict[str, Any]:
@@ -38,10 +47,60 @@ class ServersHandler(BaseHandler):
         found = self.tenant_to_read(tenant)
         caller = self.caller
         runs = await self.blocking(self.store.open_runs, found.id)
-        if not caller.can_admin_tenant(found.id):
-            runs = [r for r in runs if r.holding.user == caller.name]
+        runs = [r for r in runs if caller.acts_on_server(r.holding.tenant, r.holding.user)]
         now = self.now()
         self.write_json({"tenant": found.id, "servers": [server_json(r, now) for r in runs]})
 
 
-default_handlers = [(rf"api/tenants/{TENANT}/servers", ServersHandler)]
+class ServerHandler(BaseHandler):
+    """One server: ``.../servers/{user}`` is the default server, ``.../servers/{user}/{server}`` a named one."""
+
+    async def get(self, tenant: str, user: str, server: str = "") -> None:
+        run = await self.server_to_act_on(tenant, user, server)
+        self.write_json(server_json(run, self.now()))
+
+    async def delete(self, tenant: str, user: str, server: str = "") -> None:
+        """Stop the server at the hub with this service's token: 204 stopped, 202 stopping."""
+        run = await self.server_to_act_on(tenant, user, server)
+        held = run.holding
+        label = f"server {held.user}/{held.server}" if held.server else f"{held.user}'s default server"
+        name = quote(held.user, safe="")
+        path = f"/users/{name}/servers/{quote(held.server, safe='')}" if held.server else f"/users/{name}/server"
+        request = HTTPRequest(
+            self.hub_auth.api_url.rstrip("/") + path,
+            method="DELETE",
+            headers={"Authorization": f"token {self.hub_auth.api_token}"},
+            request_timeout=60,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request)
+        except HTTPClientError as e:
+            hub_says = _hub_message(e)
+            if e.code == 404:
+                raise ApiError(404, f"The hub runs no {label} now ({hub_says}): it has stopped already.") from None
+            if e.code == 400:
+                raise ApiError(409, f"The hub cannot stop {label} now: {hub_says}. Try again in a moment.") from None
+            raise ApiError(502, f"The hub did not stop {label}: it answered {e.code} ({hub_says}).") from None
+        self.log.info("%s stops %s, charged to %s (hub: %s)", self.caller.name, label, held.tenant, response.code)
+        self.set_status(202 if response.code == 202 else 204)
+        self.set_header("Cache-Control", "no-store")
+        self.finish()
+
+
+def _hub_message(e: HTTPClientError) -> str:
+    body = e.response.body if e.response is not None else b""
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or e.message or e.code)[:300]
+
+
+USER = r"(?P<user>[^/]+)"
+SERVER = r"(?P<server>[^/]+)"
+
+default_handlers = [
+    (rf"api/tenants/{TENANT}/servers", ServersHandler),
+    (rf"api/tenants/{TENANT}/servers/{USER}", ServerHandler),
+    (rf"api/tenants/{TENANT}/servers/{USER}/{SERVER}", ServerHandler),
+]

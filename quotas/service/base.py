@@ -32,7 +32,7 @@ from ..policy import limit_applies
 from ..quantity import format_number
 from ..rbac import tenant_role_name
 from ..snapshot import PlatformHolder
-from ..store import Store
+from ..store import Run, Store
 
 T = TypeVar("T")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -75,6 +75,13 @@ class Caller:
     def can_admin_tenant(self, tenant: str) -> bool:
         """May read and set the tenant's limits and see everybody's usage and servers in it."""
         return self.admin or tenant in self.tenants_admin
+
+    def acts_on_server(self, tenant: str, owner: str) -> bool:
+        """May see and stop a server that ``owner`` runs, charged to ``tenant``. ``tenant`` must be
+        the hub's own record of the server (its open run, written at admission), never a request's:
+        a person in two tenants has servers charged to each, and each tenant's admins act on theirs
+        alone. The one check of every route that shows or stops a server."""
+        return self.can_admin_tenant(tenant) or owner == self.name
 
     def role_in(self, tenant: str) -> str:
         """``"admin"`` (tenant admin), ``"platform-admin"``, ``"member"`` or ``""`` (none)."""
@@ -277,6 +284,26 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 f" you ({caller.name}) are a member. Ask a tenant admin.",
             )
         return tenant
+
+    async def server_to_act_on(self, tenant_id: str, user: str, server: str) -> Run:
+        """The open run of server ``user``/``server`` charged to ``tenant_id`` by the hub's own
+        record (written at admission), if the caller may see and stop it
+        (:meth:`Caller.acts_on_server`); else 403 (a tenant they cannot see) or 404 (no such server
+        in the tenant, or one they may not see: the answers are the same, so nothing leaks)."""
+        tenant = self.tenant_to_read(tenant_id)
+        caller = self.caller
+        runs = await self.blocking(self.store.open_runs, tenant.id)
+        for run in runs:
+            held = run.holding
+            if (held.user, held.server) == (user, server) and caller.acts_on_server(held.tenant, held.user):
+                return run
+        label = f"server {user}/{server}" if server else f"{user}'s default server"
+        raise ApiError(
+            404,
+            f"There is no {label} charged to tenant {tenant.id} that you ({caller.name}) may see. A server"
+            " is charged to the tenant it was started in; its admins see it, and so does its owner"
+            f" (GET api/tenants/{tenant.id}/servers lists the ones you may see).",
+        )
 
     # -- input and output ---------------------------------------------------------------------
 

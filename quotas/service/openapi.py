@@ -293,6 +293,38 @@ SCHEMAS["SshKeyOwner"] = {"type": "object", "required": ["user"], "properties": 
 ANYONE = "Anyone logged in."
 READERS = "Platform admins; admins and members of the tenant."
 
+
+USER_PARAM = _param("user", "path", {"type": "string"}, "Who runs the server")
+NOT_VISIBLE = (
+    "No such server charged to the tenant (by the hub's record of it), or one the caller may not see:"
+    " the same answer, so nothing leaks"
+)
+SERVER_OPERATIONS: dict[str, Any] = {
+    "get": {
+        "summary": "One server charged to the tenant (without {server}: the default server)",
+        "description": "Platform admins and the tenant's admins; members their own.",
+        "responses": {
+            "200": _json(_ref("Server"), "The server"),
+            **_errors(403),
+            "404": _json(_ref("Error"), NOT_VISIBLE),
+        },
+    },
+    "delete": {
+        "summary": "Stop one server charged to the tenant",
+        "description": "Platform admins and the tenant's admins (whoever runs it, whichever other tenants that"
+        " person is in); members their own. The tenant is the hub's record of the server, never the request's;"
+        " the service asks the hub to stop it with its own token.",
+        "responses": {
+            "202": {"description": "Stopping (the hub answers before the server has stopped)"},
+            "204": {"description": "Stopped"},
+            **_errors(403),
+            "404": _json(_ref("Error"), NOT_VISIBLE),
+            "409": _json(_ref("Error"), "The hub cannot stop it now (still starting or stopping): try again"),
+            "502": _json(_ref("Error"), "The hub failed to stop it"),
+        },
+    },
+}
+
 PATHS: dict[str, Any] = {
     "/api/openapi.json": {
         "get": {
@@ -426,6 +458,14 @@ PATHS: dict[str, Any] = {
             "description": "Platform admins and tenant admins: every server. Members: their own.",
             "responses": {"200": _json(_ref("Servers"), "Servers, oldest first"), **_errors(403, 404)},
         },
+    },
+    "/api/tenants/{tenant}/servers/{user}": {
+        "parameters": [TENANT_PARAM, USER_PARAM],
+        **SERVER_OPERATIONS,
+    },
+    "/api/tenants/{tenant}/servers/{user}/{server}": {
+        "parameters": [TENANT_PARAM, USER_PARAM, _param("server", "path", {"type": "string"}, "Named server")],
+        **SERVER_OPERATIONS,
     },
     "/api/ssh-keys": {
         "get": {

@@ -74,7 +74,8 @@ class TenantTab:
 @dataclass(frozen=True)
 class ServerRow:
     user: str
-    server: str
+    server: str  # for people: "(default)" for the default server
+    name: str  # as the hub names it ("" for the default server)
     profile: str
     gpus: str
     cpu: str
@@ -209,6 +210,7 @@ def server_rows(runs: Iterable[Run], now: datetime) -> list[ServerRow]:
         ServerRow(
             user=r.holding.user,
             server=r.holding.server or "(default)",
+            name=r.holding.server,
             profile=r.holding.profile,
             gpus=gpus_text(r.holding.gpus),
             cpu=format_cpu(r.holding.cpu),

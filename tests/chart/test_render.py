@@ -169,6 +169,10 @@ HELM_VARIANTS = [
         "culling never looks",
         "a GPU type name",
         "profiles empty",
+        "the largest sensible values",
+        "10^100 GPUs",
+        "a profile with more GPUs than a node",
+        "a quantity that overflows",
     }
 ] + [
     Variant("an id ending in a newline", lambda d: d["tenants"][0].update(id="demo\n"), "tenants[0].id", "not a valid")

@@ -267,3 +267,27 @@ def test_a_conditional_limit_write_over_a_changed_limit_writes_nothing(store: St
     store.set_limit(parse_limit(SNU, "user", "alice", {"cpu": "8"}), "kim", NOV_2, expect=now)
     stored = store.limit(SNU.id, "user", "alice")
     assert stored is not None and stored.cpu == Decimal(8) and stored.gpus == {}
+
+
+def test_a_hold_that_fails_leaves_no_run_and_takes_nothing(store: Store) -> None:
+    """The embedded mode's GPUs are taken inside the reservation: a spawn refused for want of a
+    free GPU writes no run (no phantom in usage reports) and holds nothing, even for a moment."""
+
+    class NoGpu(Exception):
+        pass
+
+    def no_gpu(holding: object) -> None:
+        raise NoGpu
+
+    for _ in range(3):
+        with pytest.raises(NoGpu):
+            store.reserve(SNU, ask("alice", H100_X4), NOV_2, hold=no_gpu)
+    assert not store.holdings("snu-ai") and not store.open_runs()
+    assert store.runs_between("snu-ai", NOV_2 - timedelta(days=1), NOV_2 + timedelta(days=1)) == []
+    assert store.usage_report("snu-ai", NOV_2.date(), NOV_2.date() + timedelta(days=1), NOV_2) == []
+
+    taken: list[str] = []
+    decision, run = store.reserve(SNU, ask("alice", H100_X4), NOV_2, hold=lambda h: taken.append(h.user))
+    assert decision.allowed and run is not None and taken == ["alice"]
+    refused, _ = store.reserve(SNU, ask("alice", H100_X4), NOV_2, hold=lambda h: taken.append("again"))
+    assert not refused.allowed and taken == ["alice"]  # a refusal never calls hold

@@ -9,7 +9,14 @@ import pytest
 
 from quotas.loader import parse_platform
 from quotas.model import Image, PlatformConfig
-from spawner.profiles import OptionsRefused, choices_for, options_from_form, render_form, resolve_options
+from spawner.profiles import (
+    OptionsRefused,
+    check_spawn_body,
+    choices_for,
+    options_from_form,
+    render_form,
+    resolve_options,
+)
 
 
 @pytest.mark.parametrize(
@@ -195,3 +202,28 @@ def test_render_form_escapes_html(example_data: dict[str, Any], images: Mapping[
     assert "SNU &lt;img src=x onerror=alert(2)&gt;" in html
     assert "say &quot;hi&quot; &amp; &lt;b&gt;bye&lt;/b&gt;" in html
     assert "&lt;i&gt;note&lt;/i&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        (None, None),
+        ({}, None),
+        ({"tenant": "lab", "profile": "cpu"}, None),  # the whole body is the options: resolve_options checks it
+        ({"gpus": 64}, None),  # idem (refused there as an unknown server option)
+        ({"user_options": {"tenant": "lab"}}, None),
+        ({"user_options": None, "display_name": "x"}, None),
+        ({"user_options": {"tenant": "lab"}, "gpus": 64}, "Unknown key in the request body: gpus."),
+        ({"display_name": "x", "image": "evil", "cpu": 64}, "Unknown keys in the request body: cpu, image."),
+        (["user_options"], None),  # not an object: JupyterHub refuses it itself
+    ],
+)
+def test_spawn_body_may_hold_only_the_documented_keys(body: Any, refused: str | None) -> None:
+    if refused is None:
+        check_spawn_body(body)
+        return
+    with pytest.raises(OptionsRefused) as info:
+        check_spawn_body(body)
+    assert info.value.status == 400
+    assert refused in info.value.message
+    assert "'user_options'" in info.value.message and "'display_name'" in info.value.message

@@ -107,6 +107,30 @@ def test_parse_quantity_malformed(value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("1e999999k", "between 1e-30 and 1e30 before the unit"),  # was decimal.Overflow
+        ("1e-999999n", "between 1e-30 and 1e30 before the unit"),  # was a rounded, inexact 0
+        ("1e31", "between 1e-30 and 1e30"),
+        ("9" * 25, "more than 24 digits"),
+        ("1" * 100_000 + "Ei", "(100002 characters)"),  # the message stays short
+    ],
+)
+def test_parse_quantity_bounds_the_number(value: str, words: str) -> None:
+    with pytest.raises(QuantityError) as info:
+        parse_quantity(value)
+    assert words in str(info.value)
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1e30", Decimal("1e30")), ("0e999999", Decimal(0)), ("1e-30", Decimal("1e-30"))]
+)
+def test_parse_quantity_at_the_bounds(value: str, expected: Decimal) -> None:
+    assert parse_quantity(value) == expected
+
+
+@pytest.mark.parametrize(
     ("value", "text"),
     [
         (Decimal(8 * 2**30), "8 GiB"),

@@ -90,8 +90,8 @@ def test_the_chart_schema_holds_the_tenants_schema_as_platform() -> None:
     platform = CHART_SCHEMA["properties"]["platform"]
     assert platform["required"] == TENANTS_SCHEMA["required"]
     assert platform["properties"]["tenants"]["items"]["properties"]["quota"]["properties"]["cpu"] == {
-        "description": "CPU of all running servers, a quantity.",
-        "$ref": "#/definitions/tenants.quantity",
+        **TENANTS_SCHEMA["properties"]["tenants"]["items"]["properties"]["quota"]["properties"]["cpu"],
+        "allOf": [{"$ref": "#/definitions/tenants.quantity"}],
     }
     for name, definition in TENANTS_SCHEMA["definitions"].items():
         assert CHART_SCHEMA["definitions"][f"tenants.{name}"] == definition
@@ -237,17 +237,39 @@ def test_billion_laughs_stops_early(tmp_path: Path) -> None:
     lines += ["gpu_types: {}", "profiles: []", "tenants: [*a8]"]
     found, seconds = _timed_problems(tmp_path, "\n".join(lines) + "\n")
     assert found == [
-        f"has more than {tenants_schema.MAX_VALUES:,} values (after YAML aliases are expanded); is it the right file?"
+        f"a4[7] (line 5, column 45): the file has more than {tenants_schema.MAX_VALUES:,} values (after YAML"
+        " aliases are expanded); is it the right file?"
     ]
     assert seconds < 10
 
 
+def test_too_many_values_in_data_not_read_from_a_file(example_data: Any, images: Mapping[str, Image]) -> None:
+    example_data["tenants"][0]["admins"] = ["kim"] * tenants_schema.MAX_VALUES
+    found = hub_problems(example_data, images)
+    assert [str(p) for p in found] == [
+        f"has more than {tenants_schema.MAX_VALUES:,} values (after YAML aliases are expanded); is it the right file?"
+    ]
+
+
 def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    depth = tenants_schema.MAX_DEPTH
     found, _ = _timed_problems(tmp_path, "tenants: " + "[" * 100 + "]" * 100 + "\n")
-    assert found[0].endswith(f"is nested more than {tenants_schema.MAX_DEPTH} levels deep")
+    assert found == [
+        f"tenants{'[0]' * (depth - 1)} (line 1, column {depth + 9}): is nested more than {depth} levels deep"
+    ]
+    found, _ = _timed_problems(tmp_path, "".join(f"{' ' * i}a{i}:\n" for i in range(100)) + "  x\n")
+    assert found[0].startswith("a0.a1.a2.")
+    assert found[0].endswith(f"is nested more than {depth} levels deep")
     limit = sys.getrecursionlimit()
     found, _ = _timed_problems(tmp_path, "tenants: " + "[" * limit * 2 + "]" * limit * 2 + "\n")
-    assert found == ["not valid YAML: nested too deeply"]
+    assert len(found) == 1 and found[0].endswith(f"is nested more than {depth} levels deep")
+    # in data not read from a file, the schema's check says where
+    data: Any = {"gpu_types": {}, "profiles": [], "tenants": []}
+    for _ in range(100):
+        data = [data]
+    assert str(tenants_schema.check({"gpu_types": {}, "profiles": [], "tenants": data}).problems[0]).endswith(
+        f"is nested more than {depth} levels deep"
+    )
 
 
 def test_a_huge_file_is_not_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,21 +38,45 @@ async function apiCall(pageXsrf, method, url, body, extra) {
   return { data, etag: response.headers.get("ETag") };
 }
 
-// A Remove button acts at the second click: the first one arms it ("Confirm remove") for 5 seconds;
-// a dialog would block the page. True when this click is the second.
-function confirmed(button) {
+// A Remove (or Stop) button acts at the second click: the first one arms it ("Confirm remove") for
+// 5 seconds; a dialog would block the page. True when this click is the second.
+function confirmed(button, label = "Remove") {
   if (button.classList.contains("armed")) return true;
   button.classList.add("armed", "btn-danger");
   button.classList.remove("btn-outline-danger");
-  button.textContent = "Confirm remove";
+  button.textContent = `Confirm ${label.toLowerCase()}`;
   setTimeout(() => {
     if (!button.isConnected) return;
     button.classList.remove("armed", "btn-danger");
     button.classList.add("btn-outline-danger");
-    button.textContent = "Remove";
+    button.textContent = label;
   }, 5000);
   return false;
 }
+
+// The tenant's running servers (admins' table): Stop, at the second click, through the REST API
+// (DELETE api/tenants/<t>/servers/<user>[/<server>]), which stops only servers the hub charges to
+// this tenant. Tenant admins have no server buttons on the hub's admin page: this is theirs.
+(() => {
+  const table = document.getElementById("tenant-servers-table");
+  if (!table || !table.dataset.api) return;
+  table.addEventListener("click", async (event) => {
+    const button = event.target.closest("button.stop");
+    if (!button || !confirmed(button, "Stop")) return;
+    const row = button.closest("tr");
+    const status = row.querySelector(".stop-status");
+    const path = [row.dataset.user, row.dataset.server].filter(Boolean).map(encodeURIComponent).join("/");
+    button.disabled = true;
+    try {
+      await apiCall(table.dataset.xsrf, "DELETE", table.dataset.api + path);
+      button.remove();
+      status.textContent = "Stopped";
+    } catch (error) {
+      button.disabled = false;
+      status.textContent = error.message;
+    }
+  });
+})();
 
 // The limits editor: edit, add and remove delegated limits in place
 // (PUT/DELETE api/tenants/<t>/limits/<users|groups>/<name>).
