@@ -11,9 +11,11 @@ import asyncio
 import os
 import pwd
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Bool, Unicode, default
@@ -23,6 +25,16 @@ from quotas.policy import Holding
 from .gpus import NoFreeGpus
 from .start_failures import OWN_SETTINGS, StartFailure, judge, own_settings_in
 from .tenancy import TenantSpawnerMixin, refusal
+from .workspaces import (
+    MARKER,
+    Record,
+    is_alive,
+    marked_processes,
+    new_record,
+    orphans,
+    process_start,
+    stop_processes,
+)
 
 STATE_KEY = "aidc"
 
@@ -74,6 +86,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         ``consecutive_failure_limit``), ``HTTPError`` 500 for the platform's.
         """
         self._gpus_taken = False
+        # processes a crash left behind are adopted or stopped before any GPU is handed out
+        await self.platform.reconciled(self._reconcile_workspaces)
         try:
             holding = await self.admit_spawn(hold=self._take_gpus)
         except NoFreeGpus as e:
@@ -93,6 +107,10 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             "NVIDIA_VISIBLE_DEVICES": visible or "void",
             **self.tenant_env(),
         }
+        # written down before the process exists: a hub killed from here on finds it again
+        self._record = new_record(self.user.name, self.name or "", indices, self.run_id)
+        self.platform.workspaces.write(self._record)
+        self.environment[MARKER] = self._record.id
         self.cpu_limit = float(profile.cpu)
         self.mem_limit = int(profile.memory)
         self.log.info(
@@ -108,9 +126,12 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                 address = await super().start()
             except OSError as e:  # the interpreter or a folder of the platform is missing or unreadable
                 raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from e
+            self._record = self.platform.workspaces.started(self._record, self.proc.pid)
             await self._wait_listening(*address)
             return address
         except BaseException:
+            if self.proc is not None and self.proc.poll() is None:  # never free the GPUs of a live process
+                await super().stop(now=True)
             self._release()
             raise
 
@@ -179,6 +200,52 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         return error
 
     _gpus_taken = False
+    _record: Record | None = None
+
+    async def _reconcile_workspaces(self) -> None:
+        """Once per hub process, before its first allocation: stop every recorded workspace process
+        that the hub's database does not list as a running server with that pid (a hub killed while
+        starting or stopping it), close its ledger run and forget it. Adopted ones (their spawners
+        re-held their GPUs in :meth:`load_state`) stay. A process that cannot be stopped keeps its
+        GPUs held, so that they are never handed out twice."""
+        platform = self.platform
+        records = platform.workspaces.records()
+        if not records:
+            return
+        db = self.user.db  # type: ignore[attr-defined]
+        running = {
+            (s.user.name, s.name): (s.state or {}).get("pid")
+            for s in db.query(orm.Spawner).filter(orm.Spawner.server != None)  # noqa: E711 - SQL
+        }
+        lost = orphans(records, running)
+        marked = marked_processes(r.id for r in lost)
+        for record in lost:
+            pids = set(marked.get(record.id, []))
+            if record.pid is not None and is_alive(record):  # also when its environment is unreadable
+                pids.add(record.pid)
+            left = await stop_processes(pids)
+            if left:
+                self.log.error(
+                    "Workspace %s/%s (pids %s) is unknown to the hub and could not be stopped; its GPUs [%s] stay held",
+                    record.user,
+                    record.server,
+                    left,
+                    ",".join(record.gpus),
+                )
+                platform.gpus.claim(record.key, record.gpus)
+                continue
+            if pids:
+                self.log.warning(
+                    "Stopped workspace %s/%s (pids %s), left running by a hub that stopped while it"
+                    " started or stopped; its GPUs [%s] are free",
+                    record.user,
+                    record.server,
+                    sorted(pids),
+                    ",".join(record.gpus),
+                )
+            if record.run is not None:
+                platform.store.release_run(record.run, datetime.now(UTC), "orphaned")
+            platform.workspaces.remove(record.id)
 
     def _take_gpus(self, holding: Holding) -> None:
         """Allocate ``holding``'s GPUs, all or nothing (:class:`NoFreeGpus` leaves none taken);
@@ -209,6 +276,9 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
     def _release(self) -> None:
         freed = self.platform.gpus.release(self.server_key)
         self.release_reservation()
+        if self._record is not None:  # only once the process is gone (or never started)
+            self.platform.workspaces.remove(self._record.id)
+            self._record = None
         if freed:
             self.log.info("Released GPUs [%s] of %s", ",".join(freed), self._log_name)
         self.gpu_indices = []
@@ -222,17 +292,37 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore after a hub restart: the pid, and re-hold the server's quota and GPUs."""
+        """Restore after a hub restart: the pid, and re-hold the server's quota and the GPUs its
+        process was started with, if that very process still runs (its record says so: a reused pid
+        is told apart by its start time). Otherwise the pid is forgotten, so that the hub's check
+        finds the server stopped and cleans it up."""
         super().load_state(state)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            # the hub restores every running server (this call) before its first await: the reconcile
+            # then runs at once, so processes a crash left behind do not wait for the next spawn
+            asyncio.ensure_future(self.platform.reconciled(self._reconcile_workspaces))
         saved = state.get(STATE_KEY)
-        if not saved or not self.pid:
+        pid: int = self.pid  # type: ignore[has-type]
+        if not saved or not pid:
             return
-        indices = [str(i) for i in saved.get("gpus", [])]
-        conflicts = self.platform.gpus.claim(self.server_key, indices)
+        workspaces = self.platform.workspaces
+        record = workspaces.find(self.server_key, pid)
+        if record is None and workspaces.first_use and process_start(pid) is not None:
+            record = new_record(self.user.name, self.name or "", saved.get("gpus", []), saved.get("run"))
+            record = workspaces.started(record, pid)
+        if record is None:
+            self.log.warning("%s: its process %s is gone; forgetting it", self._log_name, pid)
+            self.pid = 0
+            return
+        conflicts = self.platform.gpus.claim(self.server_key, record.gpus)
         if conflicts:
             self.log.error("%s claims GPUs [%s] that another server holds", self._log_name, ",".join(conflicts))
         self.restore_held(saved)
-        self.gpu_indices = indices
+        self.gpu_indices, self._record = list(record.gpus), record
 
     def get_env(self) -> dict[str, str]:
         """LocalProcessSpawner's environment plus this server's SSH key (:meth:`ssh_env`)."""

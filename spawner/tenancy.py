@@ -74,7 +74,9 @@ class TenantSpawnerMixin(paths.PlatformState):
     def platform(self) -> Platform:
         # resolved once per spawner: it is read several times on every spawn
         if self._platform is None:
-            self._platform = Platform.shared(self.tenants_file, self.catalog_file, self.db_url, self.fake_gpus)
+            self._platform = Platform.shared(
+                self.tenants_file, self.catalog_file, self.db_url, self.fake_gpus, self.data_dir
+            )
         return self._platform
 
     @property
