@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTHON ?= python3
+# The venv's interpreter: the system's where there is one, since the workspaces run it as each
+# person's own Unix account (an interpreter under /root, pyenv's for one, is closed to them)
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 export AIDC_FAKE_GPUS ?= H100:6,A100:2
 
 .PHONY: up test setup lint lock bench clean

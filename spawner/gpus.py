@@ -13,10 +13,12 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from quotas.model import GpuType
 
 ServerKey = tuple[str, str]  # (user, server name)
+DRIVER_GPUS = Path("/proc/driver/nvidia/gpus")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Gpu:
     index: str
     type: str
     name: str = ""
+    minor: int | None = None  # N of /dev/nvidia<N>; None: unknown (MIG slices)
 
 
 class InventoryError(ValueError):
@@ -54,12 +57,17 @@ def parse_fake_gpus(spec: str, known_types: Iterable[str] | None = None) -> list
                 f" (declared: {', '.join(sorted(known)) or 'none'})"
             )
         for _ in range(count):
-            gpus.append(Gpu(index=str(len(gpus)), type=gpu_type, name=f"simulated {gpu_type}"))
+            index = len(gpus)
+            gpus.append(Gpu(index=str(index), type=gpu_type, name=f"simulated {gpu_type}", minor=index))
     return gpus
 
 
-def parse_nvidia_smi(output: str, gpu_types: Mapping[str, GpuType]) -> list[Gpu]:
-    """Parse ``nvidia-smi --query-gpu=index,name --format=csv,noheader``.
+def parse_nvidia_smi(
+    output: str, gpu_types: Mapping[str, GpuType], driver_gpus: Path = DRIVER_GPUS
+) -> list[Gpu]:
+    """Parse ``nvidia-smi --query-gpu=index,name,pci.bus_id --format=csv,noheader`` (the bus id may
+    be left out). A GPU's device minor (``/dev/nvidia<N>``) is the driver's ``Device Minor`` of its
+    bus id (``driver_gpus``), else its index.
 
     A GPU's type is the declared type whose ``product`` label matches the
     product name (spaces become dashes, as GPU feature discovery writes it), or
@@ -70,11 +78,30 @@ def parse_nvidia_smi(output: str, gpu_types: Mapping[str, GpuType]) -> list[Gpu]
     for line in output.splitlines():
         if not line.strip():
             continue
-        index, _, name = (part.strip() for part in line.partition(","))
+        index, _, rest = (part.strip() for part in line.partition(","))
+        name, _, bus_id = (part.strip() for part in rest.partition(","))
         gpu_type = _match_type(name, gpu_types)
         if gpu_type:
-            gpus.append(Gpu(index=index, type=gpu_type, name=name))
+            minor = device_minor(bus_id, driver_gpus) if bus_id else None
+            if minor is None and index.isdigit():
+                minor = int(index)
+            gpus.append(Gpu(index=index, type=gpu_type, name=name, minor=minor))
     return gpus
+
+
+def device_minor(bus_id: str, driver_gpus: Path = DRIVER_GPUS) -> int | None:
+    """The ``Device Minor`` the NVIDIA driver gives the GPU at PCI ``bus_id`` (nvidia-smi writes
+    ``00000000:17:00.0``, the driver's folder is ``0000:17:00.0``), or None where it says nothing."""
+    domain, _, rest = bus_id.lower().partition(":")
+    try:
+        text = (driver_gpus / f"{domain[-4:]}:{rest}" / "information").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Device Minor" and value.strip().isdigit():
+            return int(value.strip())
+    return None
 
 
 def _match_type(product: str, gpu_types: Mapping[str, GpuType]) -> str | None:
@@ -94,7 +121,7 @@ def detect_inventory(fake_spec: str, gpu_types: Mapping[str, GpuType]) -> list[G
     smi = shutil.which("nvidia-smi")
     if smi:
         out = subprocess.run(
-            [smi, "--query-gpu=index,name", "--format=csv,noheader"],
+            [smi, "--query-gpu=index,name,pci.bus_id", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -117,6 +144,11 @@ class GpuAllocator:
 
     def capacity(self, gpu_type: str) -> int:
         return sum(1 for g in self.gpus if g.type == gpu_type)
+
+    def minors(self, indices: Iterable[str]) -> list[int]:
+        """The device minors (``/dev/nvidia<N>``) of the GPUs ``indices``, where known."""
+        wanted = set(indices)
+        return [g.minor for g in self.gpus if g.index in wanted and g.minor is not None]
 
     def owned_by(self, key: ServerKey) -> list[str]:
         return [i for i, owner in self._owner.items() if owner == key]

@@ -8,8 +8,9 @@ from this machine's inventory and passed as ``CUDA_VISIBLE_DEVICES``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-import pwd
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,13 +19,16 @@ from typing import Any
 from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Bool, Unicode, default
+from traitlets import TraitError, Unicode, default, validate
 
+from quotas.model import Profile
 from quotas.policy import Holding
 
+from . import cgroups
+from .accounts import Account, AccountError, account_name, check_reachable, ensure_account, ensure_home
 from .gpus import NoFreeGpus
 from .start_failures import OWN_SETTINGS, StartFailure, judge, own_settings_in
-from .tenancy import TenantSpawnerMixin, refusal
+from .tenancy import TenantSpawnerMixin, options_form_html, refusal
 from .workspaces import (
     MARKER,
     Record,
@@ -42,27 +46,80 @@ STATE_KEY = "aidc"
 class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
     """Start workspaces as local processes, inside their tenant's quota."""
 
-    run_as_hub_user = Bool(
-        True,
-        help="""Run every workspace as the hub's own Unix user, in a home under ``data_dir/homes``.
+    isolation = Unicode(
+        help="""How people are kept apart on this machine: ``users`` or ``none``.
 
-        The default suits one trusted machine (a workstation, a demo, CI): no Unix
-        accounts are needed. Set to False to run each workspace as the Unix user of
-        the same name, as JupyterHub's LocalProcessSpawner does (the hub then runs
-        as root and the accounts must exist).
+        ``users`` (the default when the hub runs as root): each person's workspaces run as their own
+        Unix account (``account_template``, made on first use), in a home only they can open, each
+        workspace in its own cgroup with its profile's CPU and memory and only the GPUs it holds
+        (the devices cgroup), as The Littlest JupyterHub does. Needs root.
+
+        ``none`` (the default when the hub runs as a normal user, e.g. a developer's laptop):
+        every workspace runs as the hub's own Unix user with no limits; people can read each
+        other's files and use every GPU. The hub says so in its log at every start. For example
+        ``c.TenantLocalSpawner.isolation = "none"``.
+        """,
+    ).tag(config=True)
+
+    @default("isolation")
+    def _default_isolation(self) -> str:
+        return "users" if os.geteuid() == 0 else "none"
+
+    @validate("isolation")
+    def _validate_isolation(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if value not in ("users", "none"):
+            raise TraitError(f"TenantLocalSpawner.isolation is {value!r}; it must be 'users' or 'none'")
+        return value
+
+    account_template = Unicode(
+        "jupyter-{username}",
+        help="""The Unix account of each person when ``isolation`` is ``users``; ``{username}`` is the
+        hub name. Names that are not valid Unix names get a hash suffix (see ``spawner.accounts``).
+        For example ``"aidc-{username}"``.
+        """,
+    ).tag(config=True)
+
+    cgroup_parent = Unicode(
+        "aidc-workspaces",
+        help="""Folder, under the hub's own cgroup, of the workspaces' cgroups when ``isolation`` is
+        ``users``. For example ``"workspaces"``.
         """,
     ).tag(config=True)
 
     home_dir_template = Unicode(
-        help="""Home of each workspace when ``run_as_hub_user`` is True; ``{username}`` is expanded.
+        help="""Home of each person's workspaces; ``{username}`` (the hub name) and ``{account}`` (the
+        Unix account) are expanded.
 
-        Defaults to ``<data_dir>/homes/{username}``.
+        Defaults to ``/home/{account}`` when ``isolation`` is ``users`` (made mode 0700, owned by the
+        account) and to ``<data_dir>/homes/{username}`` when it is ``none``. For example
+        ``"/srv/homes/{username}"``.
         """,
     ).tag(config=True)
 
     @default("home_dir_template")
     def _default_home_dir_template(self) -> str:
+        if self.isolation == "users":
+            return "/home/{account}"
         return str(Path(self.data_dir) / "homes" / "{username}")
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return _labelled_options_form
+
+    _announced = False
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not TenantLocalSpawner._announced:  # once per hub process, at its start or first login
+            TenantLocalSpawner._announced = True
+            if self.isolation == "none":
+                self.log.warning("%s", NOT_ISOLATED)
+            else:
+                self.log.info(
+                    "Workspaces are isolated: each person's run as their own Unix account (%s), confined by cgroups",
+                    self.account_template.format(username="<name>"),
+                )
 
     @default("cmd")
     def _default_cmd(self) -> list[str]:
@@ -71,7 +128,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
 
     @property
     def home_dir(self) -> str:
-        return self.home_dir_template.format(username=self.user.name)
+        account = account_name(self.user.name, self.account_template)
+        return self.home_dir_template.format(username=self.user.name, account=account)
 
     gpu_indices: list[str] = []
 
@@ -121,7 +179,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             visible,
         )
         try:
-            self._check_home()
+            await self._isolate(self._record, indices, profile)
+            await self._check_home()
             try:
                 address = await super().start()
             except OSError as e:  # the interpreter or a folder of the platform is missing or unreadable
@@ -132,23 +191,86 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         except BaseException:
             if self.proc is not None and self.proc.poll() is None:  # never free the GPUs of a live process
                 await super().stop(now=True)
+            await self._remove_cgroup()
             self._release()
             raise
 
-    def _check_home(self) -> None:
-        """Make the home in this process, where a home that is not a directory (the person's doing)
-        can be told apart from a platform fault; ``preexec_fn`` would only say that it failed."""
-        if not self.run_as_hub_user:
+    _account: Account | None = None
+    _cgroup: list[Path] = []
+
+    async def _isolate(self, record: Record, indices: list[str], profile: Profile) -> None:
+        """With ``isolation = "users"``: the person's Unix account (made on first use) and the
+        workspace's cgroup (its profile's CPU and memory, only the GPUs ``indices``), both before the
+        process exists. Both failures are the platform's (counted toward the hub's exit)."""
+        if self.isolation != "users":
             return
-        home = Path(self.home_dir)
+        if os.geteuid() != 0:
+            raise self._start_failed(
+                StartFailure(
+                    "launch",
+                    self.name,
+                    detail="TenantLocalSpawner.isolation is 'users', which needs the hub to run as root"
+                    " (or set it to 'none' on a one-person machine)",
+                )
+            )
         try:
-            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._account = await asyncio.to_thread(
+                ensure_account, self.user.name, self.home_dir, self.account_template
+            )
+            # the workspace's interpreter and its standard library must be open to the account
+            for folder in {Path(os.path.realpath(shutil.which(self.cmd[0]) or self.cmd[0])).parent, Path(sys.base_prefix)}:
+                check_reachable(self._account, folder)
+        except AccountError as e:
+            raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from None
+        devices = cgroups.allowed_devices(self.platform.gpus.minors(indices), _proc_devices())
+        limits = cgroups.Limits(cpu=float(profile.cpu), memory=int(profile.memory), devices=tuple(devices))
+        try:
+            self._cgroup = await asyncio.to_thread(workspace_cgroups(self.cgroup_parent).create, record.id, limits)
+        except cgroups.CgroupError as e:
+            raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from None
+
+    async def _remove_cgroup(self) -> None:
+        """Kill what is left in the workspace's cgroup (programs it started in the background) and
+        remove it; the GPUs stay held (and an error logged) while anything survives."""
+        if not self._cgroup:
+            return
+        left = await asyncio.to_thread(cgroups.remove, self._cgroup)
+        if left:
+            self.log.error("%s: processes %s survived SIGKILL in its cgroup; its GPUs stay held", self._log_name, left)
+        else:
+            self._cgroup = []
+
+    async def _check_home(self) -> None:
+        """Make the home here, where a home that is not a usable directory (the person's doing: a
+        file, their own ``chmod``) can be told apart from a platform fault; ``preexec_fn`` would only
+        say that it failed."""
+        home = Path(self.home_dir)
+        account = self._account
+        try:
+            if account is not None:
+                await asyncio.to_thread(ensure_home, account, self.home_dir)
+            else:
+                home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except AccountError as e:
+            raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from None
         except OSError as e:
-            if home.is_symlink() or home.exists():  # there, but not a directory
-                raise self._start_failed(StartFailure("home", self.name, detail="it is not a directory")) from None
-            failure = StartFailure("launch", self.name, detail=f"cannot make the home {home}: {e.strerror}")
-            raise self._start_failed(failure) from None
-        if not os.access(home, os.R_OK | os.W_OK | os.X_OK):
+            if not (home.is_symlink() or home.exists()):
+                failure = StartFailure("launch", self.name, detail=f"cannot make the home {home}: {e.strerror}")
+                raise self._start_failed(failure) from None
+        if home.is_symlink() or not home.is_dir():  # there, but not a directory
+            raise self._start_failed(StartFailure("home", self.name, detail="it is not a directory"))
+        st = home.stat()
+        if account is None:
+            usable = os.access(home, os.R_OK | os.W_OK | os.X_OK)
+        elif st.st_uid != account.uid:
+            detail = (
+                f"the home {home} belongs to uid {st.st_uid}, not to {account.name} (uid {account.uid}):"
+                f" a platform admin can give it over with chown -R {account.name}: {home}"
+            )
+            raise self._start_failed(StartFailure("launch", self.name, detail=detail))
+        else:
+            usable = st.st_mode & 0o700 == 0o700
+        if not usable:
             raise self._start_failed(StartFailure("home", self.name, detail="the server may not read and write it"))
 
     async def _wait_listening(self, ip: str, port: int) -> None:
@@ -175,10 +297,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             await asyncio.sleep(0.2)
 
     def _own_settings(self) -> tuple[str, ...]:
-        try:
-            home = Path(self.home_dir if self.run_as_hub_user else pwd.getpwnam(self.user.name).pw_dir)
-        except KeyError:
-            return ()
+        home = Path(self.home_dir)
         return own_settings_in(p for p in OWN_SETTINGS if (home / p).exists())
 
     def _start_failed(self, failure: StartFailure) -> Exception:
@@ -219,11 +338,16 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         }
         lost = orphans(records, running)
         marked = marked_processes(r.id for r in lost)
+        hierarchy = workspace_cgroups(self.cgroup_parent) if self.isolation == "users" else None
         for record in lost:
             pids = set(marked.get(record.id, []))
             if record.pid is not None and is_alive(record):  # also when its environment is unreadable
                 pids.add(record.pid)
+            folders = hierarchy.existing(record.id) if hierarchy is not None else []
+            pids |= cgroups.pids(folders)  # everything it started, even with another environment
             left = await stop_processes(pids)
+            if not left and folders:
+                left = await asyncio.to_thread(cgroups.remove, folders)
             if left:
                 self.log.error(
                     "Workspace %s/%s (pids %s) is unknown to the hub and could not be stopped; its GPUs [%s] stay held",
@@ -264,6 +388,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         """Stop the process (as LocalProcessSpawner) and give back GPUs and quota."""
         try:
             await super().stop(now=now)
+            await self._remove_cgroup()  # what it started in the background goes with it
         finally:
             self._release()
 
@@ -274,6 +399,14 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         self._release()
 
     def _release(self) -> None:
+        if self._cgroup:  # the workspace died on its own (clear_state): its background programs go now
+            left = cgroups.remove(self._cgroup, timeout=2)
+            if left:
+                # its GPUs stay held and its record stays, for the next reconcile to try again
+                self.log.error("%s: processes %s survive in its cgroup; its GPUs stay held", self._log_name, left)
+                self.release_reservation()
+                return
+            self._cgroup = []
         freed = self.platform.gpus.release(self.server_key)
         self.release_reservation()
         if self._record is not None:  # only once the process is gone (or never started)
@@ -323,6 +456,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             self.log.error("%s claims GPUs [%s] that another server holds", self._log_name, ",".join(conflicts))
         self.restore_held(saved)
         self.gpu_indices, self._record = list(record.gpus), record
+        if self.isolation == "users":
+            self._cgroup = workspace_cgroups(self.cgroup_parent).existing(record.id)
 
     def get_env(self) -> dict[str, str]:
         """LocalProcessSpawner's environment plus this server's SSH key (:meth:`ssh_env`)."""
@@ -332,31 +467,70 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
 
     def get_args(self) -> list[str]:
         args = super().get_args()
-        if self.run_as_hub_user and os.geteuid() == 0:
-            # a hub run by root (CI, containers) runs workspaces as root too in this mode
+        if self.isolation == "none" and os.geteuid() == 0:
+            # a hub run by root without isolation runs workspaces as root too
             args.append("--ServerApp.allow_root=True")
         return args
 
     def make_preexec_fn(self, name: str) -> Any:
-        if not self.run_as_hub_user:
-            return super().make_preexec_fn(name)
-        home = self.home_dir
+        """Run in the child between fork and exec: enter the workspace's cgroup (while still root),
+        become the person's account, start in the home."""
+        home, account, folders = self.home_dir, self._account, list(self._cgroup)
+        if account is None:
 
-        def preexec() -> None:
-            os.makedirs(home, 0o700, exist_ok=True)
+            def preexec() -> None:
+                os.makedirs(home, 0o700, exist_ok=True)
+                os.chdir(home)
+
+            return preexec
+        groups = os.getgrouplist(account.name, account.gid)
+
+        def preexec_isolated() -> None:
+            cgroups.enter(folders)
+            os.setgid(account.gid)
+            os.setgroups(groups)
+            os.setuid(account.uid)
             os.chdir(home)
 
-        return preexec
+        return preexec_isolated
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
-        if not self.run_as_hub_user:
-            return super().user_env(env)
-        env["USER"] = self.user.name
+        account = self._account
+        env["USER"] = env["LOGNAME"] = account.name if account is not None else self.user.name
         env["HOME"] = self.home_dir
         env["SHELL"] = "/bin/bash"
         return env
 
     async def move_certs(self, paths: dict[str, str]) -> dict[str, str]:
-        if not self.run_as_hub_user:
-            return await super().move_certs(paths)
+        # internal_ssl is not offered in the embedded mode: nothing to hand over
         return paths
+
+
+NOT_ISOLATED = (
+    "TenantLocalSpawner.isolation is 'none': every workspace runs as the hub's own Unix user with no"
+    " CPU, memory or GPU limits; people can read each other's files and use every GPU of this machine."
+    " Fit for one developer's machine only; run the hub as root (isolation 'users') to share it."
+)
+
+
+def _labelled_options_form(spawner: TenantLocalSpawner) -> str:
+    """The spawn form, which says so on a hub that does not isolate people."""
+    form = options_form_html(spawner)
+    if spawner.isolation != "none":
+        return form
+    notice = (
+        '<div class="alert alert-danger" id="aidc-not-isolated"><strong>Developer mode:</strong> this hub does'
+        " not isolate people. Everyone's servers run as one Unix account, so others on this hub can read"
+        " your files and use any GPU. Do not keep anything private here.</div>"
+    )
+    return notice + form
+
+
+def _proc_devices() -> str:
+    return Path("/proc/devices").read_text()
+
+
+@functools.cache
+def workspace_cgroups(parent: str) -> cgroups.Hierarchy:
+    """This host's cgroup hierarchy for workspaces under ``parent`` (found once per hub process)."""
+    return cgroups.Hierarchy(parent=parent)

@@ -53,7 +53,7 @@ class TenantSpawnerMixin(paths.PlatformState):
 
     @default("options_form")
     def _default_options_form(self) -> Any:
-        return _options_form
+        return options_form_html
 
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
@@ -206,7 +206,8 @@ def _apply_user_options(spawner: TenantSpawnerMixin, user_options: Any) -> None:
     spawner.choice = spawner.resolve_choice()
 
 
-def _options_form(spawner: TenantSpawnerMixin) -> str:
+def options_form_html(spawner: TenantSpawnerMixin) -> str:
+    """The spawn page's form for ``spawner``'s person: their tenants' profiles and usage."""
     platform = spawner.platform
     config = platform.config  # one snapshot for the whole form
     choices = choices_for(config, spawner.user.name, spawner.user_groups())  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -32,18 +33,16 @@ REPO = Path(__file__).resolve().parents[2]
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 # The tiers' tenants: `lab` (alice, bob, carol; admin kim; 4 H100) and `startup` (dave; admin erin).
 TENANTS = REPO / "tests" / "hub" / "tenants.yaml"
+# Workspaces run as each person's Unix account (jupyter-alice): their homes must be reachable
+HOMES_ROOT = Path(tempfile.gettempdir()) / "aidc-test-homes"
 PASSWORDS = {name: f"{name}-password-1" for name in ("admin", "alice", "bob", "carol", "dave", "erin", "kim", "zed")}
 
 
 @contextmanager
 def running_hub(workdir: Path, **kwargs: Any) -> Iterator[Hub]:
     """A started hub with the tiers' tenants, accounts and H100:4, A100:2; stopped afterwards."""
-    hub = Hub(workdir, accounts=PASSWORDS, fake_gpus="H100:4,A100:2", tenants=TENANTS, **kwargs)
-    hub.start()
-    try:
+    with Hub(workdir, accounts=PASSWORDS, fake_gpus="H100:4,A100:2", tenants=TENANTS, **kwargs).running() as hub:
         yield hub
-    finally:
-        hub.stop()
 
 
 def stop_all_servers(clients: Iterable[Client]) -> None:
@@ -104,12 +103,26 @@ class Hub:
             self.env["AIDC_TENANTS"] = str(tenants)
         # settings of the hub beyond those: traits, given on its command line
         self.traits = dict(traits or {})
+        # the homes, outside pytest's folders (0700: the people's accounts could not reach them)
+        HOMES_ROOT.mkdir(mode=0o711, exist_ok=True)
+        self.homes = Path(tempfile.mkdtemp(prefix="hub-", dir=HOMES_ROOT))
+        self.homes.chmod(0o711)
+        self.traits.setdefault("TenantLocalSpawner.home_dir_template", f"{self.homes}/{{username}}")
         store = AccountStore(self.data_dir / "accounts.json")
         for name, password in accounts.items():
             store.add(name, password, admin=name == "admin")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "hub.log"
         self.starts = 0
+
+    @contextmanager
+    def running(self) -> Iterator[Hub]:
+        """Started for the ``with`` block, stopped (gracefully) after it."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def start(self, timeout: float = 60) -> None:
         self.starts += 1

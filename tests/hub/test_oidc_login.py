@@ -62,11 +62,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory, front: TamperingFront) -> Iter
     with running_dex(workdir / "dex", USERS, [f"{h.url}/hub/oauth_callback"], issuer_port=front.port) as dex:
         front.start(dex.port)
         h.dex = dex  # type: ignore[attr-defined]
-        h.start()
-        try:
+        with h.running():
             yield h
-        finally:
-            h.stop()
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     tenants.write_text(TENANTS.read_text())
     # a short poll interval: JupyterHub notices (and restarts) a quotas service that died sooner
     h = Hub(workdir, accounts=PASSWORDS, tenants=tenants, traits={"Spawner.poll_interval": 2})
-    h.start()
-    try:
+    with h.running():
         yield h
-    finally:
-        h.stop()
 
 
 @pytest.fixture(scope="module")

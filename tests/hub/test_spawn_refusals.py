@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from spawner.accounts import ensure_account, ensure_home
 from tests.bed.hub import PASSWORDS, TENANTS, Client, Hub, stop_all_servers
 
 INVENTORY = 2  # H100 of this machine
@@ -36,11 +37,8 @@ INVENTORY = 2  # H100 of this machine
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     traits = {"Spawner.poll_interval": 2, "Spawner.consecutive_failure_limit": 2}
     h = Hub(tmp_path_factory.mktemp("refusals"), PASSWORDS, f"H100:{INVENTORY}", TENANTS, traits=traits)
-    h.start()
-    try:
+    with h.running():
         yield h
-    finally:
-        h.stop()
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +167,14 @@ def test_a_member_who_breaks_their_own_server_cannot_stop_the_hub(hub: Hub, clie
     """The hub exits after 2 failed spawns in a row here (its own failures); alice's server config
     exits and bob's home is a file: many more failures than that, and the hub serves everyone."""
     alice, bob, carol = clients["alice"], clients["bob"], clients["carol"]
-    homes = hub.data_dir / "homes"
+    homes = hub.homes
     config = homes / "alice" / ".jupyter" / "jupyter_server_config.py"
-    config.parent.mkdir(parents=True, exist_ok=True)
+    account = ensure_account("alice", str(homes / "alice"))  # alice writes it, as herself
+    ensure_home(account, str(homes / "alice"))
+    config.parent.mkdir(exist_ok=True)
     config.write_text("import os\nos._exit(3)\n")
+    for path in (config.parent, config):
+        os.chown(path, account.uid, account.gid)
     shutil.rmtree(homes / "bob", ignore_errors=True)
     (homes / "bob").write_text("not a folder")
     try:

@@ -76,11 +76,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     tenants = workdir / "tenants.yaml"
     tenants.write_text(yaml.safe_dump(data))
     h = Hub(workdir, accounts=PASSWORDS, fake_gpus="H100:4,A100:2", tenants=tenants)
-    h.start()
-    try:
+    with h.running():
         yield h
-    finally:
-        h.stop()
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ def test_the_gateway_key_of_the_server_gets_in_and_no_other(hub: Hub, people: di
             assert result.exit_status == 0, result.stderr
             user, home, env = str(result.stdout).splitlines()
             assert user == getpass.getuser()
-            assert home == str(hub.data_dir.resolve() / "homes" / "alice")  # the workspace's home, not the account's
+            assert home == str(hub.homes / "alice")  # the workspace's home, not the account's
             assert env.startswith("gpus=") and env != "gpus=" and env.endswith(" token=")  # its GPU, not its token
 
             async with ssh(port, server_key(secret, "alice", "")) as conn:  # sshd runs on: a second connection

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from quotas.model import PlatformConfig
@@ -12,7 +14,8 @@ def test_parse_fake_gpus_numbers_every_gpu_in_order() -> None:
     gpus = parse_fake_gpus("H100:4,A100:4")
     assert [g.index for g in gpus] == [str(i) for i in range(8)]
     assert [g.type for g in gpus] == ["H100"] * 4 + ["A100"] * 4
-    assert gpus[0] == Gpu(index="0", type="H100", name="simulated H100")
+    assert gpus[0] == Gpu(index="0", type="H100", name="simulated H100", minor=0)
+    assert [g.minor for g in gpus] == list(range(8))  # /dev/nvidia<N>
 
 
 @pytest.mark.parametrize(
@@ -62,6 +65,20 @@ def test_parse_nvidia_smi_matches_product_labels_and_names(config: PlatformConfi
         ("5", "A100"),
     ]
     assert gpus[2].name == "NVIDIA A100-SXM4-80GB"
+
+
+def test_parse_nvidia_smi_device_minors_from_the_driver(config: PlatformConfig, tmp_path: Path) -> None:
+    """The minor of /dev/nvidia<N> is the driver's "Device Minor" for the bus id, which need not be the
+    index nvidia-smi gives (CUDA orders by PCI bus, the driver by probe order)."""
+    (tmp_path / "0000:17:00.0").mkdir()
+    (tmp_path / "0000:17:00.0" / "information").write_text("Model: \t\t NVIDIA H100\nDevice Minor: \t 3\n")
+    output = "0, NVIDIA H100 80GB HBM3, 00000000:17:00.0\n1, NVIDIA H100 80GB HBM3, 00000000:2A:00.0\n"
+    gpus = parse_nvidia_smi(output, config.gpu_types, driver_gpus=tmp_path)
+    assert [(g.index, g.name, g.minor) for g in gpus] == [
+        ("0", "NVIDIA H100 80GB HBM3", 3),
+        ("1", "NVIDIA H100 80GB HBM3", 1),  # the driver says nothing: its index
+    ]
+    assert GpuAllocator(gpus).minors(["0", "1", "9"]) == [3, 1]
 
 
 def test_parse_nvidia_smi_nothing_declared(config: PlatformConfig) -> None:
