@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 export AIDC_FAKE_GPUS ?= H100:6,A100:2
 
-.PHONY: up test setup lint lock bench clean
+.PHONY: up test setup host lint lock bench clean
 
 # Exactly the locked versions, with hashes (requirements/dev.txt; `make lock` writes it), then this
 # package itself without dependencies or build isolation (setuptools and wheel come from the lock).
@@ -21,7 +21,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed host
+
+# What the embedded mode needs of the machine that a stock Debian host has already: terminals of
+# group tty (devpts gid=5), without which the workspaces' own unprivileged sshd cannot open a pty
+host:
+	@if [ "$$(id -u)" = 0 ] && ! grep -qE '^devpts /dev/pts devpts [^ ]*gid=5' /proc/mounts; then \
+		echo "remounting /dev/pts with gid=5,mode=620 (terminals of group tty, as Debian mounts it)"; \
+		mount -o remount,gid=5,mode=620 /dev/pts; fi
 
 ## make up: set everything up and run the hub at http://127.0.0.1:8000 (embedded mode)
 up: setup

@@ -15,6 +15,7 @@ from quotas.loader import ConfigError
 from quotas.rbac import tenant_groups, tenant_roles
 from quotas.service.app import hub_roles, hub_service
 from quotas.snapshot import HUB_STATE, platform_dir, shared_holder
+from spawner import server_api
 from sshgateway.server import hub_roles as ssh_hub_roles
 from sshgateway.server import hub_service as ssh_hub_service
 
@@ -38,6 +39,8 @@ platform = holder.config
 data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 # publish it for the quotas service, and reload it at SIGHUP (`aidc reload`; aidc/reload.py)
 reload.install(holder, data_dir)
+# PUT and PATCH of servers refuse unknown keys and malformed options, as POST does
+server_api.install()
 
 bind_url = env("AIDC_BIND_URL", "http://127.0.0.1:8000")
 hub_url = f"http://127.0.0.1:{env('AIDC_HUB_PORT', '8081')}"

@@ -17,7 +17,8 @@ import pwd
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MAX_NAME = 32  # useradd's limit on Linux
@@ -50,10 +51,14 @@ def owner_mark(hub_name: str) -> str:
 
 @dataclass(frozen=True)
 class Account:
+    """``home``: the account's home in /etc/passwd; ``home_moved`` False when it could not be set
+    to the wanted one (the account runs something: it is set at a later start)."""
+
     name: str
     uid: int
     gid: int
     home: str
+    home_moved: bool = True
 
 
 def _lookup(name: str) -> pwd.struct_passwd | None:
@@ -83,18 +88,38 @@ def ensure_account(hub_name: str, home: str, template: str = "jupyter-{username}
     if entry is None:
         command = ["useradd", "--no-create-home", "--home-dir", home, "--shell", "/bin/bash"]
         command += ["--comment", owner_mark(hub_name), "--user-group", name]
-        for _ in range(attempts):
-            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-            entry = _lookup(name)
-            if entry is not None:
-                break
-            # another hub or a tool holds /etc/passwd's lock (exit 1 or 10): try again shortly
-            if done.returncode not in (1, 10):
-                raise AccountError(f"Cannot make the Unix account {name}: {done.stderr.strip() or done.returncode}")
-            time.sleep(0.2)
-        else:
-            raise AccountError(f"Cannot make the Unix account {name}: /etc/passwd stayed locked")
-    return _checked(entry, hub_name)
+        entry = _change(command, name, lambda e: e is not None, attempts)
+    account = _checked(entry, hub_name)
+    if account.home != home:
+        # sshd, login shells and ~ read the home from /etc/passwd: it is the workspaces' home (a
+        # changed home_dir_template); usermod refuses while the account runs anything (exit 8)
+        try:
+            entry = _change(
+                ["usermod", "--home", home, name], name, lambda e: e is not None and e.pw_dir == home, attempts
+            )
+        except AccountError as e:
+            if "currently used by process" not in str(e):
+                raise
+            return replace(account, home_moved=False)
+        account = _checked(entry, hub_name)
+    return account
+
+
+def _change(
+    command: list[str], name: str, done: Callable[[pwd.struct_passwd | None], bool], attempts: int
+) -> pwd.struct_passwd:
+    """Run ``useradd``/``usermod`` until ``done`` says the account is as wanted; another hub or tool
+    holding /etc/passwd's lock (exit 1 or 10), or making the same account (exit 9), is waited for."""
+    for _ in range(attempts):
+        run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        entry = _lookup(name)
+        if done(entry):
+            assert entry is not None
+            return entry
+        if run.returncode not in (1, 9, 10):  # 8: in use, said in stderr
+            raise AccountError(f"Cannot set up the Unix account {name}: {run.stderr.strip() or run.returncode}")
+        time.sleep(0.2)
+    raise AccountError(f"Cannot set up the Unix account {name}: /etc/passwd stayed locked")
 
 
 def ensure_home(account: Account, home: str) -> Path:

@@ -241,7 +241,9 @@ class Hierarchy:
         """The folders of the workspace cgroup ``name``: one per controller in v1, one in v2."""
         if self.version == 2:
             return [self._v2_base() / name]
-        return [self.root / c / _own_path(c, self._self_cgroup).lstrip("/") / self.parent / name for c in V1_CONTROLLERS]
+        return [
+            self.root / c / _own_path(c, self._self_cgroup).lstrip("/") / self.parent / name for c in V1_CONTROLLERS
+        ]
 
     def _v2_base(self) -> Path:
         return self.root / _own_path(None, self._self_cgroup).lstrip("/") / self.parent

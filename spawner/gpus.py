@@ -62,9 +62,7 @@ def parse_fake_gpus(spec: str, known_types: Iterable[str] | None = None) -> list
     return gpus
 
 
-def parse_nvidia_smi(
-    output: str, gpu_types: Mapping[str, GpuType], driver_gpus: Path = DRIVER_GPUS
-) -> list[Gpu]:
+def parse_nvidia_smi(output: str, gpu_types: Mapping[str, GpuType], driver_gpus: Path = DRIVER_GPUS) -> list[Gpu]:
     """Parse ``nvidia-smi --query-gpu=index,name,pci.bus_id --format=csv,noheader`` (the bus id may
     be left out). A GPU's device minor (``/dev/nvidia<N>``) is the driver's ``Device Minor`` of its
     bus id (``driver_gpus``), else its index.

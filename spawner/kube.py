@@ -13,12 +13,15 @@ import asyncio
 import json
 from typing import Any
 
+from jupyterhub.spawner import SpawnException
+from jupyterhub.utils import wait_for_http_server
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Float, Unicode, default
 
 from .kube_objects import profile_settings, tenant_namespace
-from .tenancy import TenantSpawnerMixin, refusal
+from .start_failures import STREAK
+from .tenancy import TenantSpawnerMixin, counted_failure, refusal
 
 STATE_KEY = "aidc"
 
@@ -140,10 +143,35 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             "Starting %s as pod %s/%s (profile %s)", self._log_name, self.namespace, self.pod_name, profile.id
         )
         try:
-            return await self._start_or_refuse()
+            url = await self._start_or_refuse()
+            await self._wait_answering(url)
+        except SpawnException:
+            self.release_reservation()
+            raise
+        except Exception as e:
+            self.release_reservation()
+            message = getattr(e, "jupyterhub_message", None) or getattr(e, "log_message", None) or str(e)
+            raise counted_failure(self.user.name, f"Your server could not be started: {message}", self.log) from e  # type: ignore[attr-defined]
         except BaseException:
             self.release_reservation()
             raise
+        STREAK.clear()
+        return url
+
+    async def _wait_answering(self, url: str) -> None:
+        """Return once the pod's server answers HTTP (as JupyterHub's own check after ``start``,
+        done here so that its failure goes through :func:`spawner.tenancy.counted_failure`); after
+        ``http_timeout`` seconds the pod is deleted and ``TimeoutError`` raised with a message."""
+        base_url = self.server.base_url if self.server is not None else "/"  # type: ignore[attr-defined]
+        try:
+            await wait_for_http_server(url.rstrip("/") + base_url, timeout=self.http_timeout)
+        except TimeoutError:
+            await KubeSpawner.stop(self, now=True)
+            raise TimeoutError(
+                f"its pod {self.namespace}/{self.pod_name} ran but its server did not answer within"
+                f" {self.http_timeout:g} seconds, and was stopped. If you changed ~/.jupyter settings, fix or move"
+                " them aside and start again; otherwise the platform admins see it in the hub's log."
+            ) from None
 
     async def _start_or_refuse(self) -> Any:
         start = asyncio.ensure_future(super().start())

@@ -18,7 +18,6 @@ from typing import Any
 
 from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner
-from tornado import web
 from traitlets import TraitError, Unicode, default, validate
 
 from quotas.model import Profile
@@ -27,8 +26,8 @@ from quotas.policy import Holding
 from . import cgroups
 from .accounts import Account, AccountError, account_name, check_reachable, ensure_account, ensure_home
 from .gpus import NoFreeGpus
-from .start_failures import OWN_SETTINGS, StartFailure, judge, own_settings_in
-from .tenancy import TenantSpawnerMixin, options_form_html, refusal
+from .start_failures import OWN_SETTINGS, STREAK, StartFailure, judge, own_settings_in
+from .tenancy import TenantSpawnerMixin, counted_failure, options_form_html, refusal
 from .workspaces import (
     MARKER,
     Record,
@@ -187,6 +186,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                 raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from e
             self._record = self.platform.workspaces.started(self._record, self.proc.pid)
             await self._wait_listening(*address)
+            STREAK.clear()
             return address
         except BaseException:
             if self.proc is not None and self.proc.poll() is None:  # never free the GPUs of a live process
@@ -217,8 +217,19 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             self._account = await asyncio.to_thread(
                 ensure_account, self.user.name, self.home_dir, self.account_template
             )
+            if not self._account.home_moved:
+                self.log.warning(
+                    "%s: the home of %s in /etc/passwd stays %s while the account runs processes (wanted: %s)",
+                    self._log_name,
+                    self._account.name,
+                    self._account.home,
+                    self.home_dir,
+                )
             # the workspace's interpreter and its standard library must be open to the account
-            for folder in {Path(os.path.realpath(shutil.which(self.cmd[0]) or self.cmd[0])).parent, Path(sys.base_prefix)}:
+            for folder in {
+                Path(os.path.realpath(shutil.which(self.cmd[0]) or self.cmd[0])).parent,
+                Path(sys.base_prefix),
+            }:
                 check_reachable(self._account, folder)
         except AccountError as e:
             raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from None
@@ -314,9 +325,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         )
         if verdict.own:
             return refusal(verdict.message, reason="own-server", status=500)
-        error = web.HTTPError(500, verdict.message)
-        error.jupyterhub_message = verdict.message  # type: ignore[attr-defined]
-        return error
+        return counted_failure(self.user.name, verdict.message, self.log)
 
     _gpus_taken = False
     _record: Record | None = None

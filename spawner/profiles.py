@@ -46,39 +46,38 @@ def choices_for(config: PlatformConfig, user: str, groups: Iterable[str]) -> lis
 SPAWN_BODY_KEYS = ("user_options", "display_name")
 
 
-def check_spawn_body(body: Any) -> None:
-    """Refuse a REST spawn body with top-level keys beyond the documented ones.
+def check_spawn_body(body: Any, keys: tuple[str, ...] = SPAWN_BODY_KEYS) -> None:
+    """Refuse a REST server body with top-level keys beyond the documented ``keys``.
 
     JupyterHub reads a body that names ``user_options`` or ``display_name`` as
     ``{"user_options": {...}, "display_name": "..."}`` and silently drops any other key
     (``{"user_options": {...}, "gpus": 64}`` would start a server as if ``gpus`` meant
-    something). A body with neither key is the options themselves, which
+    something). A spawn body with neither key is the options themselves, which
     :func:`resolve_options` checks. Raises :class:`OptionsRefused` (400) naming the
-    unknown keys and the documented ones.
+    unknown keys and the documented ones. ``keys``: those of a spawn or create (``PUT``) body,
+    or :data:`EDIT_BODY_KEYS` for an edit (``PATCH``), whose body is always an object of them.
     """
-    if not isinstance(body, dict) or not any(key in body for key in SPAWN_BODY_KEYS):
+    if not isinstance(body, dict) or (keys == SPAWN_BODY_KEYS and not any(key in body for key in keys)):
         return
-    unknown = sorted(str(k) for k in body if k not in SPAWN_BODY_KEYS)
+    unknown = sorted(str(k) for k in body if k not in keys)
     if unknown:
+        documented = " and ".join(f"'{k}'" for k in keys)
         raise OptionsRefused(
             400,
-            f"Unknown key{'s' if len(unknown) > 1 else ''} in the request body: {', '.join(unknown)}. A spawn"
-            " request's body may hold only 'user_options' (the server options, such as"
-            ' {"tenant": "...", "profile": "..."}) and'
-            " 'display_name'; GPUs, CPU, memory and image come from the profile.",
+            f"Unknown key{'s' if len(unknown) > 1 else ''} in the request body: {', '.join(unknown)}. A server"
+            f" request's body may hold only {documented} ('user_options' being the server options, such as"
+            ' {"tenant": "...", "profile": "..."}); GPUs, CPU, memory and image come from the profile.',
         )
 
 
-def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], options: Any) -> Choice:
-    """Re-resolve submitted options against what the config allows ``user``.
+EDIT_BODY_KEYS = ("name", "display_name", "user_options")
 
-    ``options`` is untrusted: ``{"tenant": "snu-ai", "profile": "h100-x1"}``,
-    ``{}`` (the default: the user's only tenant, its first profile) or anything a
-    client sent. Raises :class:`OptionsRefused` (400 malformed, 403 not allowed).
-    """
-    groups = tuple(groups)
+
+def check_option_shape(options: Any) -> None:
+    """Refuse options that are not an object of the documented string options (400), whoever the
+    person is; :func:`resolve_options` then checks them against what the config allows."""
     if options is None:
-        options = {}
+        return
     if not isinstance(options, dict):
         raise OptionsRefused(400, 'Server options must be an object such as {"tenant": "...", "profile": "..."}.')
     unknown = sorted(str(k) for k in options if k not in ALLOWED_OPTIONS)
@@ -91,6 +90,19 @@ def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], op
     for key in ALLOWED_OPTIONS:
         if key in options and not isinstance(options[key], str):
             raise OptionsRefused(400, f"Server option {key!r} must be a string, not {type(options[key]).__name__}.")
+
+
+def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], options: Any) -> Choice:
+    """Re-resolve submitted options against what the config allows ``user``.
+
+    ``options`` is untrusted: ``{"tenant": "snu-ai", "profile": "h100-x1"}``,
+    ``{}`` (the default: the user's only tenant, its first profile) or anything a
+    client sent. Raises :class:`OptionsRefused` (400 malformed, 403 not allowed).
+    """
+    groups = tuple(groups)
+    check_option_shape(options)
+    if options is None:
+        options = {}
 
     mine = config.tenants_of(user, groups)
     if not mine:

@@ -98,3 +98,30 @@ def judge(failure: StartFailure) -> Verdict:
         f"{happened} Your home has no settings of yours that the server reads, so the platform's image or"
         " configuration is the likely cause; the platform admins see it in the hub's log. Try again later.",
     )
+
+
+class FailureStreak:
+    """The people whose spawns failed since the hub last started any server.
+
+    JupyterHub counts failures in a row toward ``consecutive_failure_limit`` whoever has them. So
+    that no one person can make the hub exit, even with failures that look like the platform's (a
+    name that collides with an account, a pod that never answers), only each person's first failure
+    of a streak counts; any successful start ends the streak (as it resets JupyterHub's count). A hub
+    that cannot start anything still exits once that many different people have tried.
+    """
+
+    def __init__(self) -> None:
+        self._people: set[str] = set()
+
+    def counts(self, person: str) -> bool:
+        """Whether this failure of ``person`` counts (their first since the last success)."""
+        if person in self._people:
+            return False
+        self._people.add(person)
+        return True
+
+    def clear(self) -> None:
+        self._people.clear()
+
+
+STREAK = FailureStreak()  # one per hub process, shared by its spawners

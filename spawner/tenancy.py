@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.spawner import SpawnException
+from tornado import web
 from traitlets import Unicode, default
 
 from quotas import paths
@@ -35,6 +37,7 @@ from .profiles import (
     render_form,
     resolve_options,
 )
+from .start_failures import STREAK
 
 
 class TenantSpawnerMixin(paths.PlatformState):
@@ -228,3 +231,16 @@ def options_form_html(spawner: TenantSpawnerMixin) -> str:
     last = spawner.user_options or {}  # type: ignore[attr-defined]
     selected = f"{last.get('tenant')}/{last.get('profile')}" if isinstance(last, dict) else None
     return render_form(config, choices, notes, selected=selected)
+
+
+def counted_failure(person: str, message: str, log: logging.Logger | logging.LoggerAdapter[Any]) -> Exception:
+    """The exception for a failed start that looks like the platform's: an ``HTTPError`` 500, which
+    JupyterHub counts toward ``consecutive_failure_limit``, for ``person``'s first failure since the
+    hub last started a server; a ``SpawnException`` (not counted) for their next ones
+    (:class:`spawner.start_failures.FailureStreak`), so that no one person can make the hub exit."""
+    if STREAK.counts(person):
+        error = web.HTTPError(500, message)
+        error.jupyterhub_message = message  # type: ignore[attr-defined]
+        return error
+    log.warning("Not counted toward the hub's exit: %s failed already since the hub last started a server", person)
+    return refusal(message, reason="repeated-failure", status=500)

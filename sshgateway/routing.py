@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .procnet import Listener
+
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -93,17 +95,33 @@ def _never_started(target: Target, spawn_url: str) -> str:
     )
 
 
+def accounts_isolated(workspace_uid: int | None, gateway_uid: int | None) -> bool:
+    """Whether each person's workspaces run as their own Unix account (embedded mode): the
+    workspace's process (``workspace_uid``) runs neither as root nor as the gateway's account.
+    Otherwise all workspaces run as one account (a developer's machine)."""
+    return workspace_uid is not None and workspace_uid not in (0, gateway_uid)
+
+
 def forward_refusal(
     host: str,
     port: int,
     target: Target,
-    listeners: list[tuple[int, str | None]] | None,
+    landing: list[Listener] | None,
+    workspace_uid: int | None = None,
+    gateway_uid: int | None = None,
 ) -> str | None:
-    """Why a local forward (``ssh -L``) to ``host:port`` of ``target`` is refused, or None to allow it.
+    """Why a local forward (``ssh -L``, ``-W``, ``-D``) to ``host:port`` of ``target`` is refused,
+    or None to allow it.
 
-    ``listeners``: in the embedded mode, the processes listening on that loopback port as
-    ``(pid, workspace label or None)`` (see :mod:`sshgateway.procnet`); None when each workspace
-    has its own loopback (Kubernetes), where any loopback port is the workspace's own.
+    ``landing``: in the embedded mode, the listening sockets that a connection to that port
+    reaches (:func:`sshgateway.procnet.landing_sockets`, for the concrete address that will be
+    connected to); None when each workspace has its own loopback (Kubernetes), where any loopback
+    port is the workspace's own.
+
+    Whose the port is depends on how workspaces run (:func:`accounts_isolated`, from the uids of
+    the workspace's process and of the gateway). When each person has an account, a port is theirs
+    when their account opened it. Otherwise a port is the workspace's when a process of its tree
+    (or carrying its ``JUPYTERHUB_USER``) holds it: ``Listener.workspaces``.
     """
     if host not in LOOPBACK_HOSTS:
         return (
@@ -111,13 +129,37 @@ def forward_refusal(
         )
     if not 0 < port < 65536:
         return f"Port {port} does not exist."
-    if listeners is None:
+    if landing is None:
         return None
-    if not listeners:
-        return f"Nothing listens on port {port} in {target.describe}. Start the program first, then connect."
-    owners = {owner for _, owner in listeners}
-    if target.label in owners:
+    if not landing:
+        return (
+            f"Nothing listens on port {port} ({host}) in {target.describe}. Start the program first"
+            " (listening on 127.0.0.1 or ::1), then connect."
+        )
+    asked = f"{host}:{port}"
+    if accounts_isolated(workspace_uid, gateway_uid):
+        uids = {s.uid for s in landing}
+        if uids == {workspace_uid}:
+            return None
+        if uids & {0, gateway_uid}:
+            return (
+                f"Port {port} on this machine is not part of {target.describe}: {asked} reaches a service"
+                " of the hub's machine, and only the workspace's own ports can be forwarded."
+            )
+        return (
+            f"Port {port} belongs to another workspace: {asked} reaches a program of another account, and"
+            f" only ports that {target.user}'s own programs opened can be forwarded. Start your program in"
+            f" {target.describe} on a free port, then forward that one."
+        )
+    if all(target.label in s.workspaces for s in landing):
         return None
-    if owners - {None}:
-        return f"Port {port} belongs to another workspace: only ports of {target.describe} can be forwarded."
-    return f"Port {port} on this machine is not part of {target.describe}: only the workspace's own ports can be forwarded."
+    if any(s.workspaces - {None, target.label} for s in landing):
+        return (
+            f"Port {port} belongs to another workspace: {asked} reaches a program of another workspace, and"
+            f" only ports of {target.describe} can be forwarded. Start your program in {target.describe}"
+            " on a free port, then forward that one."
+        )
+    return (
+        f"Port {port} on this machine is not part of {target.describe}: {asked} reaches a program"
+        " outside the workspace, and only the workspace's own ports can be forwarded."
+    )

@@ -25,6 +25,7 @@ import asyncio
 import getpass
 import itertools
 import os
+import pwd
 import secrets
 import sys
 from pathlib import Path
@@ -40,9 +41,9 @@ from . import workspace_keys
 from .audit import AuditLog, SessionRecord
 from .bridge import ForwardBridge, Refusal, SessionBridge
 from .hubapi import HubClient, HubRefused
-from .procnet import port_listeners
+from .procnet import account_of, landing_sockets, loopback_address, with_workspaces
 from .ratelimit import AuthThrottle
-from .routing import Target, forward_refusal, plan_for, target_for_login
+from .routing import LOOPBACK_HOSTS, Target, accounts_isolated, forward_refusal, plan_for, target_for_login
 from .tunnel import TunnelError, WebSocketTunnel
 
 SERVICE_NAME = "sshgateway"
@@ -273,8 +274,18 @@ class SSHGateway(ServiceApp):
         self.hub = HubClient(self.hub_api_url, self.quotas_url, self.api_token)
         self._ids = itertools.count(1)
 
-    def unix_user(self, hub_user: str) -> str:
-        return self.workspace_user.format(username=hub_user) if self.workspace_user else getpass.getuser()
+    def unix_user(self, hub_user: str, pid: int | None = None) -> str:
+        """The account to log in as upstream: ``workspace_user``, else (the embedded mode) the
+        owner of the workspace's process ``pid`` (each person's own account when the hub isolates
+        people), else the gateway's own account."""
+        if self.workspace_user:
+            return self.workspace_user.format(username=hub_user)
+        if pid is not None:
+            try:
+                return pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+            except (OSError, KeyError):
+                pass
+        return getpass.getuser()
 
     def new_connection_id(self) -> str:
         return f"{secrets.token_hex(4)}-{next(self._ids)}"
@@ -476,7 +487,7 @@ class GatewayConnection(asyncssh.SSHServer):
                     "workspace",
                     22,
                     tunnel=tunnel,
-                    username=self.gw.unix_user(target.user),
+                    username=self.gw.unix_user(target.user, self.pid),
                     client_keys=[key],
                     known_hosts=None,  # reached through the hub's authenticated proxy route of this server
                     agent_path=None,
@@ -554,18 +565,45 @@ class GatewayConnection(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_CONNECT_FAILED, f"The gateway could not reach the workspace: {e}"
             ) from None
-        listeners = None
-        if self.pid is not None:
-            listeners = await asyncio.to_thread(port_listeners, port, {self.pid: self.target.label})
-        reason = forward_refusal(host, port, self.target, listeners)
+        landing, address = None, host
+        uids: tuple[int | None, int] = (None, os.getuid())
+        if self.pid is not None and host in LOOPBACK_HOSTS:
+            # the embedded mode: all workspaces share this machine's loopback
+            uids = (account_of(self.pid), os.getuid())
+            if uids[0] is None:
+                raise asyncssh.ChannelOpenError(
+                    asyncssh.OPEN_CONNECT_FAILED,
+                    f"{self.target.describe} has stopped. Connect again to start it, then forward {host}:{port}.",
+                )
+            address = await asyncio.to_thread(loopback_address, host, port)
+            landing = await asyncio.to_thread(landing_sockets, address, port)
+            if not accounts_isolated(*uids):
+                # one account for all: whose it is shows in the processes holding it (readable only then)
+                landing = await asyncio.to_thread(with_workspaces, landing, {self.pid: self.target.label})
+        reason = forward_refusal(host, port, self.target, landing, *uids)
         if reason:
             self.log.warning("refused forward of %s to %s:%s: %s", self.target.label, host, port, reason)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
-        bridge = ForwardBridge(self.gw.audit, self._record("forward", f"{host}:{port}"))
+        bridge = ForwardBridge(self.gw.audit, self._record("forward", f"{host}:{port}"))  # as the person asked
         try:
-            await conn.create_connection(lambda: bridge.upstream, host, port)
+            # the concrete address checked above, not "localhost": the workspace's sshd would try
+            # each address of localhost in turn and could land on one that was not checked
+            chan, _ = await conn.create_connection(lambda: bridge.upstream, address, port)
         except asyncssh.ChannelOpenError as e:
             raise asyncssh.ChannelOpenError(e.code, f"{host}:{port} in the workspace: {e.reason}") from None
+        if landing is not None:
+            # A listener may have been closed and another opened on that port between the check
+            # and the workspace's connect: the connection would then be another program's. The
+            # upstream channel does not read until the person's side opens, so nothing was passed yet.
+            now = await asyncio.to_thread(landing_sockets, address, port)
+            if {s.inode for s in now} != {s.inode for s in landing}:
+                chan.close()
+                self.log.warning("refused forward of %s to %s:%s: the listener changed", self.target.label, host, port)
+                raise asyncssh.ChannelOpenError(
+                    asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                    f"The program listening on {host}:{port} changed while the forward opened, so it was"
+                    " closed before anything passed. Try again once the program has started.",
+                )
         return bridge
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +30,7 @@ from typing import Any
 import requests
 
 from authenticators.local import AccountStore
+from spawner.accounts import MARK, account_name
 
 REPO = Path(__file__).resolve().parents[2]
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -108,6 +111,10 @@ class Hub:
         self.homes = Path(tempfile.mkdtemp(prefix="hub-", dir=HOMES_ROOT))
         self.homes.chmod(0o711)
         self.traits.setdefault("TenantLocalSpawner.home_dir_template", f"{self.homes}/{{username}}")
+        # accounts of this hub's own (their /etc/passwd home is this hub's): t<6 hex>-alice
+        self.account_template = self.traits.setdefault(
+            "TenantLocalSpawner.account_template", f"t{uuid.uuid4().hex[:6]}-{{username}}"
+        )
         store = AccountStore(self.data_dir / "accounts.json")
         for name, password in accounts.items():
             store.add(name, password, admin=name == "admin")
@@ -123,6 +130,8 @@ class Hub:
             yield self
         finally:
             self.stop()
+            self.remove_accounts()
+            shutil.rmtree(self.homes, ignore_errors=True)
 
     def start(self, timeout: float = 60) -> None:
         self.starts += 1
@@ -188,6 +197,17 @@ class Hub:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self._stop_proxy()
 
+    def account(self, name: str) -> str:
+        """The Unix account this hub runs ``name``'s workspaces as."""
+        return account_name(name, self.account_template)
+
+    def remove_accounts(self) -> None:
+        """Remove the Unix accounts this hub made (best effort: one that still runs something stays)."""
+        prefix = self.account_template.split("{", 1)[0]
+        for entry in pwd.getpwall():
+            if prefix and entry.pw_name.startswith(prefix) and entry.pw_gecos.startswith(MARK):
+                subprocess.run(["userdel", entry.pw_name], capture_output=True, timeout=60)
+
     def _stop_proxy(self) -> None:
         pid_file = self.data_dir / "proxy.pid"
         if pid_file.exists():
@@ -245,6 +265,22 @@ class Client:
                 raise AssertionError(f"{self.name}/{server} is not starting; hub log:\n{self.hub.log_tail()}")
             time.sleep(0.5)
         raise AssertionError(f"{self.name}/{server} was not ready in {timeout}s; hub log:\n{self.hub.log_tail()}")
+
+    def spawn_failure(self, server: str = "", **options: str) -> str:
+        """Spawn, expecting a failure; its message, from the answer or (202) from the progress events."""
+        r = self.spawn(server, **options)
+        if r.status_code == 202:
+            path = f"/users/{self.name}/servers/{server}/progress" if server else f"/users/{self.name}/server/progress"
+            with self.api("GET", path, stream=True) as events:
+                for line in events.iter_lines():
+                    if line.startswith(b"data:"):
+                        event = json.loads(line[5:])
+                        assert not event.get("ready"), "the server started"
+                        if event.get("failed"):
+                            return str(event["message"])
+            raise AssertionError("no failure event")
+        assert r.status_code == 500, r.text
+        return str(r.json()["message"])
 
     def stop_server(self, server: str = "") -> None:
         path = f"/users/{self.name}/servers/{server}" if server else f"/users/{self.name}/server"

@@ -106,8 +106,8 @@ def test_each_person_runs_as_their_own_account_with_only_their_gpus(
     bob.wait_ready()
     seen = probe(alice, "gpu", devices, hub.homes / "bob", hub)
 
-    account = pwd.getpwnam("jupyter-alice")
-    assert seen["user"] == "jupyter-alice" and account.pw_uid != 0
+    account = pwd.getpwnam(hub.account("alice"))
+    assert seen["user"] == hub.account("alice") and account.pw_uid != 0
     assert 0 not in seen["groups"]
     home = Path(seen["home"])
     assert home == hub.homes / "alice"

@@ -13,7 +13,6 @@ tenant's quota admits more than the machine can hand out.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -146,21 +145,46 @@ def test_a_spawn_body_with_undocumented_keys_is_refused(
     alice.wait_ready("forged")
 
 
-def spawn_failure(client: Client, server: str = "", **options: str) -> str:
-    """Spawn, expecting a failure; its message, from the answer or (202) from the progress events."""
-    r = client.spawn(server, **options)
-    if r.status_code == 202:
-        path = f"/users/{client.name}/servers/{server}/progress" if server else f"/users/{client.name}/server/progress"
-        with client.api("GET", path, stream=True) as events:
-            for line in events.iter_lines():
-                if line.startswith(b"data:"):
-                    event = json.loads(line[5:])
-                    assert not event.get("ready"), "the server started"
-                    if event.get("failed"):
-                        return str(event["message"])
-        raise AssertionError("no failure event")
-    assert r.status_code == 500, r.text
-    return str(r.json()["message"])
+@pytest.mark.parametrize(
+    ("method", "body", "words"),
+    [
+        (
+            "PUT",
+            {"user_options": {"tenant": "lab", "profile": "cpu"}, "gpus": 64},
+            "Unknown key in the request body: gpus",
+        ),
+        ("PUT", {"tenant": "lab", "profile": "cpu", "image": "evil"}, "Unknown server option: image"),
+        ("PUT", {"user_options": {"profile": 7}}, "Server option 'profile' must be a string"),
+        ("PATCH", {"user_options": {"tenant": "lab"}, "gpus": 64}, "Unknown key in the request body: gpus"),
+        ("PATCH", {"user_options": {"mem_limit": "1T"}}, "Unknown server option: mem_limit"),
+        ("PATCH", {"user_options": ["x"]}, "Server options must be an object"),
+    ],
+)
+def test_server_bodies_that_create_or_edit_are_checked_too(
+    hub: Hub,
+    clients: dict[str, Client],
+    method: str,
+    body: dict,
+    words: str,  # type: ignore[type-arg]
+) -> None:
+    """JupyterHub's PUT (create without starting) dropped unknown keys and stored any options; its
+    PATCH answered unknown keys with a 500. Both now refuse (400), change nothing, and say why."""
+    alice = clients["alice"]
+    if method == "PATCH":
+        made = alice.api(
+            "PUT", "/users/alice/servers/edited", json={"user_options": {"tenant": "lab", "profile": "cpu"}}
+        )
+        assert made.status_code in (201, 409), made.text
+    before = alice.api("GET", "/users/alice").json()["servers"].get("edited")
+    r = alice.api(method, "/users/alice/servers/edited", json=body)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["message"], r.json()["message"]
+    assert alice.api("GET", "/users/alice").json()["servers"].get("edited") == before
+    # a caller without the scope learns nothing from the body check
+    other = clients["bob"].api(method, "/users/alice/servers/edited", json=body)
+    assert other.status_code in (403, 404), other.text
+    ok = alice.api("PATCH", "/users/alice/servers/edited", json={"user_options": {"tenant": "lab", "profile": "cpu"}})
+    assert ok.status_code == 200 or (method == "PUT" and ok.status_code == 404), ok.text
 
 
 def test_a_member_who_breaks_their_own_server_cannot_stop_the_hub(hub: Hub, clients: dict[str, Client]) -> None:
@@ -169,7 +193,7 @@ def test_a_member_who_breaks_their_own_server_cannot_stop_the_hub(hub: Hub, clie
     alice, bob, carol = clients["alice"], clients["bob"], clients["carol"]
     homes = hub.homes
     config = homes / "alice" / ".jupyter" / "jupyter_server_config.py"
-    account = ensure_account("alice", str(homes / "alice"))  # alice writes it, as herself
+    account = ensure_account("alice", str(homes / "alice"), hub.account_template)  # alice writes it, as herself
     ensure_home(account, str(homes / "alice"))
     config.parent.mkdir(exist_ok=True)
     config.write_text("import os\nos._exit(3)\n")
@@ -179,10 +203,10 @@ def test_a_member_who_breaks_their_own_server_cannot_stop_the_hub(hub: Hub, clie
     (homes / "bob").write_text("not a folder")
     try:
         for _ in range(3):
-            message = spawn_failure(alice, tenant="lab", profile="cpu")
+            message = alice.spawn_failure(tenant="lab", profile="cpu")
             assert "exited (status 3) before it answered" in message, message
             assert "~/.jupyter/jupyter_server_config.py" in message and "Fix or move aside" in message
-            message = spawn_failure(bob, "b", tenant="lab", profile="cpu")
+            message = bob.spawn_failure("b", tenant="lab", profile="cpu")
             assert "Your server 'b' cannot start: your home folder cannot be used" in message, message
         time.sleep(3)  # the hub aborts 2 s after the failure that reaches the limit
         assert hub.proc is not None and hub.proc.poll() is None, f"the hub exited:\n{hub.log_tail()}"
@@ -205,7 +229,7 @@ def test_a_hub_that_cannot_start_any_server_still_exits(tmp_path: Path) -> None:
     try:
         for name in ("alice", "dave"):
             client = hub.login(name, PASSWORDS[name])
-            message = spawn_failure(client, tenant="startup" if name == "dave" else "lab", profile="cpu")
+            message = client.spawn_failure(tenant="startup" if name == "dave" else "lab", profile="cpu")
             assert "the platform failed to start its process" in message and "not caused by your files" in message
         assert hub.proc is not None
         hub.proc.wait(30)

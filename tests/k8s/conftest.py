@@ -122,6 +122,9 @@ def hub(
         "Spawner.poll_interval": 2,
         "TenantKubeSpawner.home_storage_class": HOME_CLASS,
         "TenantKubeSpawner.home_capacity": "10Gi",
+        # two of the platform's failures in a row stop the hub (z2jh's intent): one person's cannot
+        "Spawner.consecutive_failure_limit": 2,
+        "Spawner.http_timeout": 20,
     }
     env = {"KUBECONFIG": str(cluster.kubeconfig)}
     with running_hub(tmp_path_factory.mktemp("k8s-hub"), env=env, traits=traits) as h:

@@ -13,6 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from spawner.reconciler import TenantReconciler
 from tests.bed.hub import Client, Hub
+from tests.bed.podrunner import PodRunner
 
 pytestmark = pytest.mark.usefixtures("no_servers_left")
 
@@ -269,3 +270,28 @@ def test_kubernetes_quota_refusal_reaches_the_person(api: client.ApiClient, clie
         clients["alice"].wait_ready(timeout=120)
     finally:
         core.delete_namespaced_pod("outside-the-hub", "aidc-lab", grace_period_seconds=0)
+
+
+def test_a_person_whose_server_keeps_failing_cannot_make_the_hub_exit(
+    hub: Hub, runner: PodRunner, clients: dict[str, Client]
+) -> None:
+    """The hub exits after 2 counted failures in a row here. carol's own settings make her pod's
+    server exit (the pod stays Running: it never answers): three failures, each a message for her,
+    only her first counted; then dave's server starts and the hub serves everyone."""
+    carol, dave = clients["carol"], clients["dave"]
+    config = runner.workdir / "homes" / "aidc-lab-jupyter-carol" / ".jupyter" / "jupyter_server_config.py"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("import os\nos._exit(3)\n")
+    try:
+        for _ in range(3):
+            message = carol.spawn_failure(tenant="lab", profile="cpu")
+            assert "did not answer within 20 seconds" in message and "~/.jupyter" in message, message
+        time.sleep(3)  # the hub aborts 2 s after the failure that reaches the limit
+        assert hub.proc is not None and hub.proc.poll() is None, f"the hub exited:\n{hub.log_tail()}"
+        assert "Aborting due to" not in hub.log_tail(3000)
+    finally:
+        config.unlink()
+    assert dave.spawn(tenant="startup", profile="cpu").status_code in (201, 202)
+    dave.wait_ready(timeout=120)
+    assert carol.spawn(tenant="lab", profile="cpu").status_code in (201, 202)  # repaired: it starts
+    carol.wait_ready(timeout=120)

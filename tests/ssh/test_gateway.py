@@ -201,7 +201,7 @@ def test_interactive_login_shell(hub: Hub, ssh: SSH, people: dict[str, Person], 
         time.sleep(1)
         os.write(master, b"echo answer=$((6*7)) in=$PWD\r")
         out = _read_until(master, r"answer=42 in=\S+")
-        assert f"in={hub.data_dir}/homes/alice" in out  # the workspace's home, as in a JupyterLab terminal
+        assert f"in={hub.homes}/alice" in out  # the workspace's home, as in a JupyterLab terminal
         os.write(master, b"exit 5\r")
         assert proc.wait(30) == 5
     finally:
@@ -273,11 +273,13 @@ def test_rsync_up_and_back(ssh: SSH, people: dict[str, Person], running: dict[st
     assert all(sha256(p) == sha256(back / "data" / p.name) for p in (src / "data").iterdir())
 
 
-def _serve_http(ssh: SSH, person: Person, login: str, port: int, text: str) -> subprocess.Popen[bytes]:
+def _serve_http(
+    ssh: SSH, person: Person, login: str, port: int, text: str, bind: str = "127.0.0.1"
+) -> subprocess.Popen[bytes]:
     """A tiny HTTP server inside the workspace, started over ssh (stopped by the test through its pid file)."""
     command = (
         f"d=$(mktemp -d) && cd $d && echo {text} > index.html && echo $$ > ~/http-{port}.pid"
-        f" && exec timeout 300 python3 -m http.server {port} --bind 127.0.0.1"
+        f" && exec timeout 300 python3 -m http.server {port} --bind {bind}"
     )
     args = ["ssh", *ssh.options(person.key), "-p", str(ssh.port), f"{login}@127.0.0.1", command]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -337,6 +339,54 @@ def test_local_forward_reaches_a_port_of_the_same_workspace_only(
             ssh.ssh(login, f"kill $(cat ~/http-{port}.pid)", person.key)
             server.wait(30)
     assert audit_record(ssh.hub, "forward", f"localhost:{alice_port}")["bytes_out"] > 0
+
+
+def test_a_port_of_another_workspace_stays_closed_when_the_other_loopback_has_my_listener(
+    ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    """Issue 13: bob serves on 127.0.0.1:P; alice listens on [::1]:P in her workspace and asks for
+    127.0.0.1:P (or localhost:P). A connection to 127.0.0.1:P reaches bob's server, not hers, so
+    the gateway refuses; her own [::1]:P stays reachable by that address."""
+    alice, bob = people["alice"], people["bob"]
+    port = free_port()
+    bobs = _serve_http(ssh, bob, "bob", port, "bobs-secret")
+    alices = _serve_http(ssh, alice, "alice", port, "alices-own-page", bind="::1")
+    local = free_port()
+    forward: subprocess.Popen[bytes] | None = None
+    try:
+        for person, login, url, text in (
+            (bob, "bob", f"http://127.0.0.1:{port}/", "bobs-secret"),
+            (alice, "alice", f"http://[::1]:{port}/", "alices-own-page"),
+        ):
+            # wait until both listen (each reaches their own)
+            check = ssh.ssh(
+                login,
+                f"for i in $(seq 50); do curl -sg {url} && exit 0; python3 -c 'import time; time.sleep(0.2)'; done; exit 1",
+                person.key,
+            )
+            assert text in check.stdout, check.stderr
+        for asked in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            refused = subprocess.run(
+                ["ssh", *ssh.options(alice.key, log="INFO"), "-p", str(ssh.port), "-W", asked, "alice@127.0.0.1"],
+                input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True, timeout=120,
+            )  # fmt: skip
+            assert refused.returncode != 0, asked
+            assert f"Port {port} belongs to another workspace" in refused.stderr.decode(), refused.stderr
+            assert b"bobs-secret" not in refused.stdout
+        forward = subprocess.Popen(
+            ["ssh", *ssh.options(alice.key), "-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{local}:[::1]:{port}",
+             "-p", str(ssh.port), "alice@127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert "alices-own-page" in _get_through(local)
+    finally:
+        if forward is not None:
+            forward.terminate()
+            forward.wait(10)
+        for person, login, server in ((alice, "alice", alices), (bob, "bob", bobs)):
+            ssh.ssh(login, f"kill $(cat ~/http-{port}.pid)", person.key)
+            server.wait(30)
+    assert audit_record(ssh.hub, "forward", f"::1:{port}")["bytes_out"] > 0
 
 
 VSCODE_SCRIPT = """

@@ -23,6 +23,8 @@ def top_level_packages() -> list[str]:
     parser.read(REPO / "setup.cfg")
     names = (name.strip() for name in parser["options"]["packages"].split(","))
     return sorted({name.split(".")[0] for name in names if name})
+
+
 EXAMPLE_TENANTS = REPO / "hub_config" / "tenants.yaml"
 EXAMPLE_CATALOG = REPO / "images" / "catalog.yaml"
 

@@ -66,6 +66,9 @@ def test_an_account_is_made_once_and_reused(hub_name: str, tmp_path: Path) -> No
     entry = pwd.getpwnam(first.name)
     assert entry.pw_gecos == owner_mark(hub_name) and entry.pw_dir == home
     assert not Path(home).exists()  # made by ensure_home, where the spawner wants it
+    moved = ensure_account(hub_name, str(tmp_path / "elsewhere"), "aidctest-{username}")
+    assert (moved.uid, moved.home) == (first.uid, str(tmp_path / "elsewhere"))  # sshd and shells read it
+    assert pwd.getpwnam(first.name).pw_dir == moved.home
 
 
 @root_only

@@ -137,7 +137,9 @@ def test_cgroup_v2_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     """A v2 host: the hub leaves its own cgroup for a ``hub`` leaf, hands cpu and memory down, and
     each workspace gets cpu.max, memory.max and no swap (folders made here stand for cgroupfs)."""
     attached: list[tuple[Path, int]] = []
-    monkeypatch.setattr(cgroups, "attach_device_program", lambda folder, devices: attached.append((folder, len(devices))))
+    monkeypatch.setattr(
+        cgroups, "attach_device_program", lambda folder, devices: attached.append((folder, len(devices)))
+    )
     root = tmp_path / "cgroup"
     own = root / "system.slice" / "aidc.service"
     own.mkdir(parents=True)

@@ -237,7 +237,9 @@ def test_hub_image_installs_this_package_at_the_tested_versions() -> None:
     parser = configparser.ConfigParser()
     parser.read(REPO / "setup.cfg")
     run = " ".join(dockerfile("hub").all("RUN"))
-    assert "COPY requirements/hub.txt /tmp/aidc/requirements.txt" in [f"COPY {c}" for c in dockerfile("hub").all("COPY")]
+    assert "COPY requirements/hub.txt /tmp/aidc/requirements.txt" in [
+        f"COPY {c}" for c in dockerfile("hub").all("COPY")
+    ]
     assert "pip install --no-cache-dir --require-hashes --no-deps -r /tmp/aidc/requirements.txt" in run
     assert "--no-deps --no-build-isolation /tmp/aidc/src" in run, "the package itself must add nothing to the lock"
     assert LOCK.pins(image_lock("hub"))["jupyterhub"] == ENTRIES["hub"]["toolchain"]["jupyterhub"]

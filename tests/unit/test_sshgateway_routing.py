@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
+import struct
 from pathlib import Path
 
 import asyncssh
@@ -13,9 +15,9 @@ import pytest
 
 from sshgateway import workspace_keys
 from sshgateway.audit import AuditLog, SessionRecord
-from sshgateway.procnet import port_listeners
+from sshgateway.procnet import Listener, landing_sockets, loopback_address, with_workspaces
 from sshgateway.ratelimit import AuthThrottle
-from sshgateway.routing import Target, forward_refusal, plan_for, target_for_login
+from sshgateway.routing import Target, accounts_isolated, forward_refusal, plan_for, target_for_login
 
 HUB = "https://hub.example.org"
 
@@ -69,27 +71,70 @@ def test_plan_refuses_while_the_server_stops() -> None:
 
 
 T = Target("alice", "")
+HUB_UID, ALICE_UID, BOB_UID = 0, 1001, 1002
+
+
+def _on(address: str, uid: int, *workspaces: str | None) -> Listener:
+    return Listener("5001", address, 8888, uid, frozenset(workspaces))
 
 
 @pytest.mark.parametrize(
-    "host, port, listeners, allowed, phrase",
+    "host, port, landing, allowed, phrase",
     [
         ("localhost", 8888, None, True, ""),  # own loopback (Kubernetes)
-        ("127.0.0.1", 8888, [(10, "alice")], True, ""),
-        ("::1", 8888, [(10, "bob"), (11, "alice")], True, ""),
         ("10.0.0.5", 22, None, False, "only ports inside your workspace"),
-        ("example.org", 80, [(10, "alice")], False, "only ports inside your workspace"),
-        ("localhost", 8888, [(10, "bob")], False, "belongs to another workspace"),
-        ("localhost", 8888, [(10, "alice/gpu")], False, "belongs to another workspace"),
-        ("localhost", 8081, [(10, None)], False, "not part of alice's default server"),
-        ("localhost", 9999, [], False, "Nothing listens on port 9999"),
+        ("example.org", 80, [_on("127.0.0.1", ALICE_UID, "alice")], False, "only ports inside your workspace"),
         ("localhost", 0, None, False, "does not exist"),
+        ("localhost", 9999, [], False, "Nothing listens on port 9999"),
+        # all workspaces run as one account: the workspaces holding the socket a connection lands on
+        ("127.0.0.1", 8888, [_on("127.0.0.1", HUB_UID, "alice")], True, ""),
+        ("::1", 8888, [_on("::", HUB_UID, "alice", None)], True, ""),  # held by alice and a helper of hers
+        ("localhost", 8888, [_on("127.0.0.1", HUB_UID, "bob")], False, "Port 8888 belongs to another workspace"),
+        ("localhost", 8888, [_on("127.0.0.1", HUB_UID, "alice/gpu")], False, "belongs to another workspace"),
+        ("localhost", 8888, [_on("127.0.0.1", HUB_UID, None)], False, "not part of alice's default server"),
+        ("localhost", 8888, [_on("127.0.0.1", HUB_UID)], False, "not part of alice's default server"),  # holder unseen
+        # SO_REUSEPORT: the kernel spreads connections over both, so both must be alice's
+        ("localhost", 8888, [_on("127.0.0.1", HUB_UID, "alice"), _on("127.0.0.1", HUB_UID, "bob")], False, "another"),
     ],
 )
-def test_forward_refusal(
-    host: str, port: int, listeners: list[tuple[int, str | None]] | None, allowed: bool, phrase: str
-) -> None:
-    reason = forward_refusal(host, port, T, listeners)
+def test_forward_refusal(host: str, port: int, landing: list[Listener] | None, allowed: bool, phrase: str) -> None:
+    reason = forward_refusal(host, port, T, landing, HUB_UID, HUB_UID)
+    assert (reason is None) == allowed
+    if phrase:
+        assert reason is not None and phrase in reason
+    # the workspace's uid unknown (the gateway could not tell): the same, by workspace
+    assert (forward_refusal(host, port, T, landing) is None) == allowed
+
+
+@pytest.mark.parametrize(
+    "workspace_uid, gateway_uid, isolated",
+    [
+        (1001, 0, True),  # a hub run by root, workspaces as jupyter-alice
+        (1001, 1000, True),
+        (1000, 1000, False),  # a developer's laptop: everything as one account
+        (0, 0, False),  # a hub run by root without isolation (CI, containers)
+        (0, 1000, False),
+        (None, 0, False),  # unknown
+    ],
+)
+def test_accounts_isolated(workspace_uid: int | None, gateway_uid: int, isolated: bool) -> None:
+    assert accounts_isolated(workspace_uid, gateway_uid) == isolated
+
+
+@pytest.mark.parametrize(
+    "landing, allowed, phrase",
+    [
+        ([_on("127.0.0.1", ALICE_UID)], True, ""),
+        ([_on("::", ALICE_UID)], True, ""),
+        # the workspaces holding it do not count, only the account that opened it
+        ([_on("127.0.0.1", BOB_UID, "alice")], False, "Port 8888 belongs to another workspace: localhost:8888"),
+        ([_on("127.0.0.1", HUB_UID)], False, "not part of alice's default server"),  # the hub, postgres, ...
+        ([_on("127.0.0.1", 999)], False, "not part of alice's default server"),  # the gateway's own account
+        ([], False, "Nothing listens on port 8888"),
+    ],
+)
+def test_forward_refusal_when_each_person_has_an_account(landing: list[Listener], allowed: bool, phrase: str) -> None:
+    reason = forward_refusal("localhost", 8888, T, landing, ALICE_UID, 999)
     assert (reason is None) == allowed
     if phrase:
         assert reason is not None and phrase in reason
@@ -159,7 +204,10 @@ def test_server_keys_are_deterministic_distinct_and_match_their_public_lines() -
     public = asyncssh.import_public_key(line)
     assert public.get_fingerprint() == workspace_keys.server_key(secret, "alice", "gpu").get_fingerprint()
     # a name with a NUL-free separator cannot collide: ("a", "b/c") differs from ("a/b", "c")
-    assert workspace_keys.server_key(secret, "a", "bc").get_fingerprint() != workspace_keys.server_key(secret, "ab", "c").get_fingerprint()
+    assert (
+        workspace_keys.server_key(secret, "a", "bc").get_fingerprint()
+        != workspace_keys.server_key(secret, "ab", "c").get_fingerprint()
+    )
 
 
 def test_secret_and_host_key_are_created_once_private_and_reused(
@@ -183,18 +231,41 @@ def test_empty_secret_is_refused_with_what_to_do(tmp_path: Path, monkeypatch: py
         workspace_keys.load_secret(str(tmp_path))
 
 
-def _fake_proc(root: Path, procs: dict[int, tuple[int, list[str], dict[str, str]]], listening: dict[str, int]) -> Path:
-    """procs: pid -> (parent pid, socket inodes, environment); listening: inode -> port on 127.0.0.1."""
+def _hex(address: str) -> str:
+    """An address as /proc/net/tcp{,6} prints it: 32-bit words in little-endian byte order."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    raw = socket.inet_pton(family, address)
+    return "".join(f"{word:08X}" for word in struct.unpack(f"<{len(raw) // 4}I", raw))
+
+
+def _fake_proc(
+    root: Path,
+    procs: dict[int, tuple[int, list[str], dict[str, str]]],
+    listening: dict[str, int | tuple[str, int, int]],
+) -> Path:
+    """procs: pid -> (parent pid, socket inodes, environment); listening: inode -> port on 127.0.0.1,
+    or (address, port, owner's uid)."""
     (root / "net").mkdir(parents=True)
     header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
-    rows = [
-        f"   {i}: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1"
-        for i, (inode, port) in enumerate(listening.items())
-    ]
-    # an established (not listening) socket on a listening port must not count
-    rows.append("   9: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 999 1")
-    (root / "net" / "tcp").write_text(header + "\n".join(rows) + "\n")
-    (root / "net" / "tcp6").write_text(header)
+    rows: dict[str, list[str]] = {"tcp": [], "tcp6": []}
+    for inode, where in listening.items():
+        address, port, uid = ("127.0.0.1", where, 0) if isinstance(where, int) else where
+        table = rows["tcp6" if ":" in address else "tcp"]
+        remote = "0" * len(_hex(address))
+        table.append(
+            f"   {len(table)}: {_hex(address)}:{port:04X} {remote}:0000 0A 00000000:00000000 00:00000000 00000000"
+            f"  {uid:>5}        0 {inode} 1"
+        )
+    # established (not listening) sockets on a listening port must not count
+    rows["tcp"].append(
+        "   9: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 998 1"
+    )
+    rows["tcp6"].append(
+        "   9: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:C350 01 00000000:00000000"
+        " 00:00000000 00000000     0        0 999 1"
+    )
+    for name, table in rows.items():
+        (root / "net" / name).write_text(header + "\n".join(table) + "\n")
     for pid, (ppid, inodes, env) in procs.items():
         d = root / str(pid)
         (d / "fd").mkdir(parents=True)
@@ -206,7 +277,76 @@ def _fake_proc(root: Path, procs: dict[int, tuple[int, list[str], dict[str, str]
     return root
 
 
-def test_port_listeners_by_process_tree_and_environment(tmp_path: Path) -> None:
+def test_hex_addresses_as_the_kernel_prints_them() -> None:
+    assert _hex("127.0.0.1") == "0100007F"
+    assert _hex("::1") == "00000000000000000000000001000000"
+    assert _hex("::ffff:127.0.0.1") == "0000000000000000FFFF00000100007F"
+
+
+@pytest.mark.parametrize(
+    "listening, address, expected",
+    [
+        ({"1": ("127.0.0.1", 8000, 0)}, "127.0.0.1", "1"),
+        ({"1": ("0.0.0.0", 8000, 0)}, "127.0.0.1", "1"),
+        ({"1": ("0.0.0.0", 8000, 0), "2": ("127.0.0.1", 8000, 0)}, "127.0.0.1", "2"),  # exact beats wildcard
+        ({"1": ("::", 8000, 0), "2": ("::1", 8000, 0)}, "::1", "2"),
+        ({"1": ("::", 8000, 0)}, "::1", "1"),
+        ({"1": ("::", 8000, 0)}, "127.0.0.1", "1"),  # dual-stack takes IPv4
+        ({"1": ("::ffff:127.0.0.1", 8000, 0)}, "127.0.0.1", "1"),  # IPv4-mapped
+        ({"1": ("::", 8000, 0), "2": ("0.0.0.0", 8000, 0)}, "127.0.0.1", "2"),  # IPv4's own wildcard first
+        ({"1": ("::", 8000, 0), "2": ("127.0.0.1", 8000, 0)}, "127.0.0.1", "2"),
+        ({"1": ("::1", 8000, 0)}, "127.0.0.1", None),  # ::1 and 127.0.0.1 never mix
+        ({"1": ("127.0.0.1", 8000, 0)}, "::1", None),
+        ({"1": ("0.0.0.0", 8000, 0)}, "::1", None),
+        ({"1": ("127.0.0.2", 8000, 0)}, "127.0.0.1", None),  # another loopback address
+        ({"1": ("127.0.0.1", 8001, 0)}, "127.0.0.1", None),  # another port
+        ({}, "127.0.0.1", None),
+    ],
+)
+def test_landing_socket_is_the_one_linux_picks(
+    tmp_path: Path, listening: dict[str, int | tuple[str, int, int]], address: str, expected: str | None
+) -> None:
+    proc = _fake_proc(tmp_path / "proc", {}, listening)
+    landing = landing_sockets(address, 8000, proc)
+    assert [s.inode for s in landing] == ([expected] if expected else [])
+
+
+def test_landing_socket_address_uid_and_shared_ports(tmp_path: Path) -> None:
+    proc = _fake_proc(
+        tmp_path / "proc",
+        {},
+        {"1": ("::ffff:127.0.0.1", 8000, 1001), "2": ("::1", 8000, 1002), "3": ("::1", 8000, 1002)},
+    )
+    assert landing_sockets("127.0.0.1", 8000, proc) == [Listener("1", "::ffff:127.0.0.1", 8000, 1001)]
+    # two sockets of one account sharing the address (SO_REUSEPORT): both
+    assert landing_sockets("::1", 8000, proc) == [Listener("2", "::1", 8000, 1002), Listener("3", "::1", 8000, 1002)]
+
+
+def test_landing_socket_on_this_machine() -> None:
+    """The real /proc: this process's own listening sockets, with its uid."""
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        port = v4.getsockname()[1]
+        v6.bind(("::1", port))
+        v6.listen()
+        [four] = landing_sockets("127.0.0.1", port)
+        [six] = landing_sockets("::1", port)
+    assert (four.address, four.port, four.uid) == ("127.0.0.1", port, os.getuid())
+    assert (six.address, six.port, six.uid) == ("::1", port, os.getuid())
+    assert four.inode != six.inode
+
+
+def test_localhost_is_one_concrete_address(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path / "proc", {}, {"1": ("::1", 8000, 0), "2": ("127.0.0.1", 8001, 0), "3": ("::", 8002, 0)})
+    assert loopback_address("localhost", 8000, proc) == "::1"
+    assert loopback_address("localhost", 8001, proc) == "127.0.0.1"
+    assert loopback_address("localhost", 8002, proc) == "127.0.0.1"  # dual-stack: IPv4 first
+    assert loopback_address("localhost", 8003, proc) == "127.0.0.1"  # nothing: refused later
+    assert loopback_address("::1", 8001, proc) == "::1"  # a concrete address stays as asked
+
+
+def test_workspaces_holding_a_socket_by_process_tree_and_environment(tmp_path: Path) -> None:
     proc = _fake_proc(
         tmp_path / "proc",
         {
@@ -217,16 +357,41 @@ def test_port_listeners_by_process_tree_and_environment(tmp_path: Path) -> None:
             300: (1, ["5003"], {"JUPYTERHUB_USER": "alice"}),  # detached from alice's tree (nohup)
             301: (1, ["5004"], {"JUPYTERHUB_USER": "alice", "JUPYTERHUB_SERVER_NAME": "gpu"}),
             400: (1, ["5005"], {"PATH": "/usr/bin"}),  # the hub, postgres, ...
+            401: (400, ["5005"], {"PATH": "/usr/bin"}),  # a worker sharing its parent's socket
         },
         {"5001": 8000, "5002": 8001, "5003": 8002, "5004": 8003, "5005": 8004},
     )
-    ws = {100: "alice"}
-    assert port_listeners(8000, ws, proc) == [(102, "alice")]
-    assert port_listeners(8001, ws, proc) == [(200, "bob")]
-    assert port_listeners(8002, ws, proc) == [(300, "alice")]
-    assert port_listeners(8003, ws, proc) == [(301, "alice/gpu")]
-    assert port_listeners(8004, ws, proc) == [(400, None)]
-    assert port_listeners(8005, ws, proc) == []
+
+    def held(port: int) -> list[frozenset[str | None]]:
+        return [s.workspaces for s in with_workspaces(landing_sockets("127.0.0.1", port, proc), {100: "alice"}, proc)]
+
+    assert held(8000) == [{"alice"}]
+    assert held(8001) == [{"bob"}]
+    assert held(8002) == [{"alice"}]
+    assert held(8003) == [{"alice/gpu"}]
+    assert held(8004) == [{None}]
+    assert held(8005) == []
+
+
+def test_reproduction_another_workspace_listening_on_the_other_loopback(tmp_path: Path) -> None:
+    """Issue 13: bob serves on 127.0.0.1:P; alice listens on [::1]:P and asks for 127.0.0.1:P (or
+    localhost:P). The connection would reach bob's server, so it is refused, however workspaces run."""
+    proc = _fake_proc(
+        tmp_path / "proc",
+        {100: (1, ["5002"], {"JUPYTERHUB_USER": "alice"}), 200: (1, ["5001"], {"JUPYTERHUB_USER": "bob"})},
+        {"5001": ("127.0.0.1", 8000, BOB_UID), "5002": ("::1", 8000, ALICE_UID)},
+    )
+    workspaces = {100: "alice", 200: "bob"}
+    for host in ("127.0.0.1", "localhost"):
+        landing = with_workspaces(landing_sockets(loopback_address(host, 8000, proc), 8000, proc), workspaces, proc)
+        assert [s.inode for s in landing] == ["5001"]
+        for uids in ((ALICE_UID, HUB_UID), (HUB_UID, HUB_UID)):  # each person an account; all one account
+            reason = forward_refusal(host, 8000, T, landing, *uids)
+            assert reason is not None and "Port 8000 belongs to another workspace" in reason
+    # her own [::1]:P is hers when asked for by that address
+    landing = with_workspaces(landing_sockets("::1", 8000, proc), workspaces, proc)
+    assert forward_refusal("::1", 8000, T, landing, ALICE_UID, HUB_UID) is None
+    assert forward_refusal("::1", 8000, T, landing, HUB_UID, HUB_UID) is None
 
 
 def test_audit_appends_one_private_json_line_per_session(tmp_path: Path) -> None:

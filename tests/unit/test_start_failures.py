@@ -3,9 +3,14 @@ failures never count toward the hub's exit; the platform's do."""
 
 from __future__ import annotations
 
-import pytest
+import logging
 
-from spawner.start_failures import OWN_SETTINGS, StartFailure, judge, own_settings_in
+import pytest
+from jupyterhub.spawner import SpawnException
+from tornado import web
+
+from spawner.start_failures import OWN_SETTINGS, STREAK, FailureStreak, StartFailure, judge, own_settings_in
+from spawner.tenancy import counted_failure
 
 CONFIG = (".jupyter/jupyter_server_config.py",)
 
@@ -56,3 +61,27 @@ def test_judge_refuses_an_unknown_stage() -> None:
 def test_own_settings_are_the_files_the_server_reads_at_start(present: list[str], found: tuple[str, ...]) -> None:
     assert own_settings_in(present) == found
     assert set(found) <= set(OWN_SETTINGS)
+
+
+def test_each_person_counts_once_per_streak_toward_the_hubs_exit() -> None:
+    streak = FailureStreak()
+    assert [streak.counts(p) for p in ("alice", "alice", "alice", "bob", "alice", "bob")] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+    streak.clear()  # a server started: the next failure of anyone counts again
+    assert streak.counts("alice")
+
+
+def test_a_repeated_failure_is_a_spawn_exception_jupyterhub_does_not_count() -> None:
+    STREAK.clear()
+    log = logging.getLogger("test")
+    first = counted_failure("mallory", "boom", log)
+    again = counted_failure("mallory", "boom", log)
+    assert isinstance(first, web.HTTPError) and first.status_code == 500
+    assert isinstance(again, SpawnException) and "boom" in str(again)
+    STREAK.clear()
