@@ -37,7 +37,8 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NVIDIA_MAJOR = 195  # /dev/nvidia<N> (minor N), nvidiactl (255), nvidia-modeset (254)
 NVIDIACTL_MINOR, NVIDIA_MODESET_MINOR = 255, 254
-V1_CONTROLLERS = ("cpu", "memory", "devices")
+V1_CONTROLLERS = ("cpu", "memory", "pids", "devices")
+V2_CONTROLLERS = ("cpu", "memory", "pids")
 CPU_PERIOD_US = 100_000
 
 
@@ -204,11 +205,13 @@ def _write(path: Path, value: str) -> None:
 
 @dataclass(frozen=True)
 class Limits:
-    """What a workspace may use: CPUs (fractional), bytes of memory, and its devices."""
+    """What a workspace may use: CPUs (fractional), bytes of memory, its devices, and at most
+    ``pids`` processes and threads (a fork bomb stays inside its workspace)."""
 
     cpu: float
     memory: int
     devices: tuple[Device, ...]
+    pids: int = 4096
 
 
 class Hierarchy:
@@ -227,8 +230,8 @@ class Hierarchy:
         if all((self.root / c).is_dir() for c in V1_CONTROLLERS):
             return 1
         raise CgroupError(
-            f"No cgroup hierarchy with the cpu, memory and devices controllers under {self.root}: workspaces"
-            " cannot be confined on this host (mount cgroup2 on /sys/fs/cgroup, or cgroup v1 cpu, memory and devices)"
+            f"No cgroup hierarchy with the cpu, memory, pids and devices controllers under {self.root}: workspaces"
+            " cannot be confined on this host (mount cgroup2 on /sys/fs/cgroup, or cgroup v1 cpu, memory, pids and devices)"
         )
 
     @property
@@ -249,7 +252,7 @@ class Hierarchy:
         return self.root / _own_path(None, self._self_cgroup).lstrip("/") / self.parent
 
     def _prepare_v2(self) -> None:
-        """Hand cpu and memory down to ``<own>/<parent>``: the hub (and whatever shares its cgroup)
+        """Hand cpu, memory and pids down to ``<own>/<parent>``: the hub (and whatever shares its cgroup)
         moves to the leaf ``<own>/hub`` first, unless its cgroup is the root."""
         base = self._v2_base()
         own = base.parent
@@ -265,15 +268,16 @@ class Hierarchy:
                     if Path(f"/proc/{pid}").exists():
                         raise
         available = (own / "cgroup.controllers").read_text().split()
-        missing = {"cpu", "memory"} - set(available)
+        missing = set(V2_CONTROLLERS) - set(available)
         if missing:
             raise CgroupError(
                 f"The cgroup {own} does not offer the {' and '.join(sorted(missing))} controller(s): run the hub"
                 " with them delegated (systemd: Delegate=yes in its unit)"
             )
-        _write(own / "cgroup.subtree_control", "+cpu +memory")
+        enable = " ".join(f"+{c}" for c in V2_CONTROLLERS)
+        _write(own / "cgroup.subtree_control", enable)
         base.mkdir(exist_ok=True)
-        _write(base / "cgroup.subtree_control", "+cpu +memory")
+        _write(base / "cgroup.subtree_control", enable)
 
     def create(self, name: str, limits: Limits) -> list[Path]:
         """Make the workspace cgroup ``name`` with ``limits``; returns its folders (for :func:`enter`
@@ -291,14 +295,16 @@ class Hierarchy:
                 _write(folder / "memory.max", str(limits.memory))
                 if (folder / "memory.swap.max").exists():
                     _write(folder / "memory.swap.max", "0")
+                _write(folder / "pids.max", str(limits.pids))
                 attach_device_program(folder, limits.devices)
                 return folders
-            cpu, memory, devices = folders
+            cpu, memory, pids, devices = folders
             _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             _write(cpu / "cpu.cfs_quota_us", str(max(1000, int(limits.cpu * CPU_PERIOD_US))))
             _write(memory / "memory.limit_in_bytes", str(limits.memory))
             if (memory / "memory.memsw.limit_in_bytes").exists():
                 _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory))
+            _write(pids / "pids.max", str(limits.pids))
             _write(devices / "devices.deny", "a")
             for device in limits.devices:
                 _write(devices / "devices.allow", device.v1())

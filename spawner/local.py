@@ -18,7 +18,7 @@ from typing import Any
 
 from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import TraitError, Unicode, default, validate
+from traitlets import Integer, TraitError, Unicode, default, validate
 
 from quotas.model import Profile
 from quotas.policy import Holding
@@ -76,6 +76,13 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         help="""The Unix account of each person when ``isolation`` is ``users``; ``{username}`` is the
         hub name. Names that are not valid Unix names get a hash suffix (see ``spawner.accounts``).
         For example ``"aidc-{username}"``.
+        """,
+    ).tag(config=True)
+
+    pids_limit = Integer(
+        4096,
+        help="""Most processes and threads one workspace may run at once when ``isolation`` is ``users``
+        (its cgroup's ``pids.max``): a fork bomb stays inside it. For example ``8192``.
         """,
     ).tag(config=True)
 
@@ -234,7 +241,9 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         except AccountError as e:
             raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from None
         devices = cgroups.allowed_devices(self.platform.gpus.minors(indices), _proc_devices())
-        limits = cgroups.Limits(cpu=float(profile.cpu), memory=int(profile.memory), devices=tuple(devices))
+        limits = cgroups.Limits(
+            cpu=float(profile.cpu), memory=int(profile.memory), devices=tuple(devices), pids=self.pids_limit
+        )
         try:
             self._cgroup = await asyncio.to_thread(workspace_cgroups(self.cgroup_parent).create, record.id, limits)
         except cgroups.CgroupError as e:
@@ -255,6 +264,11 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         """Make the home here, where a home that is not a usable directory (the person's doing: a
         file, their own ``chmod``) can be told apart from a platform fault; ``preexec_fn`` would only
         say that it failed."""
+        if "{username}" in self.home_dir_template and (
+            "/" in self.user.name or self.user.name in (".", "..") or "\0" in self.user.name
+        ):
+            detail = f"the hub name {self.user.name!r} cannot name a home folder ({self.home_dir_template})"
+            raise self._start_failed(StartFailure("launch", self.name, detail=detail))
         home = Path(self.home_dir)
         account = self._account
         try:

@@ -10,7 +10,6 @@ The test plays the gateway: it opens the websocket with a platform admin's token
 from __future__ import annotations
 
 import asyncio
-import getpass
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -72,11 +71,11 @@ async def bridge(hub: Hub, path: str, token: str) -> AsyncIterator[int]:
         server.close()
 
 
-def ssh(port: int, key: asyncssh.SSHKey) -> Any:
+def ssh(port: int, key: asyncssh.SSHKey, user: str) -> Any:
     return asyncssh.connect(
         "127.0.0.1",
         port,
-        username=getpass.getuser(),  # the embedded mode runs workspaces as the hub's own account
+        username=user,  # the workspace's account: the person's own (jupyter-alice) when the hub runs as root
         client_keys=[key],
         known_hosts=None,
         agent_path=None,
@@ -89,11 +88,12 @@ def test_the_gateway_key_of_the_server_gets_in_and_no_other(hub: Hub, people: di
     assert alice.spawn(tenant="lab", profile="h100-x1").status_code in (201, 202)
     alice.wait_ready()
     secret = load_secret(str(hub.data_dir))  # the hub's: the spawner created it
+    account = hub.account("alice")
 
     async def run() -> None:
         t0 = time.monotonic()
         async with bridge(hub, "/user/alice/sshd/", admin.token) as port:
-            async with ssh(port, server_key(secret, "alice", "")) as conn:
+            async with ssh(port, server_key(secret, "alice", ""), account) as conn:
                 first = time.monotonic() - t0
                 result = await conn.run("whoami; pwd; echo gpus=$CUDA_VISIBLE_DEVICES token=$JUPYTERHUB_API_TOKEN")
                 t1 = time.monotonic()
@@ -102,16 +102,16 @@ def test_the_gateway_key_of_the_server_gets_in_and_no_other(hub: Hub, people: di
             print(f"\nfirst connection (sshd started on demand) {first:.2f}s; a command on it {again * 1000:.0f}ms")
             assert result.exit_status == 0, result.stderr
             user, home, env = str(result.stdout).splitlines()
-            assert user == getpass.getuser()
+            assert user == account
             assert home == str(hub.homes / "alice")  # the workspace's home, not the account's
             assert env.startswith("gpus=") and env != "gpus=" and env.endswith(" token=")  # its GPU, not its token
 
-            async with ssh(port, server_key(secret, "alice", "")) as conn:  # sshd runs on: a second connection
+            async with ssh(port, server_key(secret, "alice", ""), account) as conn:  # sshd runs on: a second connection
                 assert (await conn.run("exit 3")).exit_status == 3
 
             for wrong in (server_key(secret, "bob", ""), server_key(secret, "alice", "other")):
                 with pytest.raises(asyncssh.PermissionDenied):
-                    async with ssh(port, wrong):
+                    async with ssh(port, wrong, account):
                         pass
 
     asyncio.run(run())
@@ -124,7 +124,7 @@ def test_the_gateway_key_of_the_server_gets_in_and_no_other(hub: Hub, people: di
 
 
 def sshd_processes(hub: Hub) -> list[int]:
-    """Pids of the sshd listeners of this hub's workspaces (their config is under its data dir)."""
+    """Pids of the sshd listeners of this hub's workspaces (their config is in the homes of this hub)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -132,7 +132,7 @@ def sshd_processes(hub: Hub) -> list[int]:
         except OSError:
             continue
         text = b" ".join(cmdline)  # sshd rewrites its title: "sshd: /usr/sbin/sshd -D -e -f <config> [listener] ..."
-        if b"sshd" in cmdline[0] and str(hub.data_dir).encode() in text:
+        if b"sshd" in cmdline[0] and str(hub.homes).encode() in text:
             found.append(int(proc.name))
     return found
 

@@ -8,6 +8,7 @@ the kernel checks too. The v2 cpu/memory files are checked on a folder tree shap
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -94,15 +95,24 @@ def hierarchy() -> Iterator[Hierarchy]:
 @root_only
 def test_a_workspace_cgroup_opens_only_its_gpus_and_kills_beyond_its_memory(hierarchy: Hierarchy, nodes: Path) -> None:
     devices = cgroups.allowed_devices([1], Path("/proc/devices").read_text())
-    folders = hierarchy.create("w1", Limits(cpu=0.5, memory=256 * 2**20, devices=tuple(devices)))
+    folders = hierarchy.create("w1", Limits(cpu=0.5, memory=256 * 2**20, devices=tuple(devices), pids=20))
     try:
         paths = [nodes / "nvidia0", nodes / "nvidia1", nodes / "nvidiactl", Path("/dev/null")]
         assert opened(folders, paths) == {"nvidia0": "EPERM", "nvidia1": "ENXIO", "nvidiactl": "ENXIO", "null": "ok"}
         if hierarchy.version == 1:
-            cpu, memory, devs = folders[:3]
+            cpu, memory, pids, devs = folders[:4]
+            assert (pids / "pids.max").read_text().strip() == "20"
             assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
             assert (memory / "memory.limit_in_bytes").read_text().strip() == str(256 * 2**20)
             assert "c 195:1 rwm" in (devs / "devices.list").read_text().splitlines()
+        bomb = "import os\nn = 0\ntry:\n    while n < 100:\n        if os.fork() == 0:\n            os.pause()\n        n += 1\nexcept OSError as e:\n    print(n, e.errno)"
+        out = subprocess.run(
+            [sys.executable, "-c", bomb], preexec_fn=lambda: cgroups.enter(folders), capture_output=True, text=True
+        )
+        forked, code = out.stdout.split()
+        assert int(forked) < 20 and int(code) == errno.EAGAIN  # the fork bomb stops at its own limit
+        cgroups.remove(folders, timeout=5)  # (kills the children it left)
+        folders = hierarchy.create("w1", Limits(cpu=0.5, memory=256 * 2**20, devices=tuple(devices), pids=20))
         hog = "x = bytearray(400 << 20); x[::4096] = b'a' * len(x[::4096])"
         run = subprocess.run([sys.executable, "-c", hog], preexec_fn=lambda: cgroups.enter(folders))
         assert run.returncode == -9
@@ -143,8 +153,8 @@ def test_cgroup_v2_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     root = tmp_path / "cgroup"
     own = root / "system.slice" / "aidc.service"
     own.mkdir(parents=True)
-    (root / "cgroup.controllers").write_text("cpu memory io\n")
-    (own / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "cgroup.controllers").write_text("cpu memory io pids\n")
+    (own / "cgroup.controllers").write_text("cpu memory pids\n")
     (own / "cgroup.procs").write_text(f"{os.getpid()}\n")
     (own / "cgroup.subtree_control").write_text("")
     h = Hierarchy(root=root, parent="ws", proc_self_cgroup="0::/system.slice/aidc.service\n")
@@ -165,11 +175,12 @@ def test_cgroup_v2_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert (folder / "memory.max").read_text() == str(2**30)
     assert (folder / "memory.swap.max").read_text() == "0"
     assert (own / "hub" / "cgroup.procs").read_text() == str(os.getpid())
-    assert (own / "cgroup.subtree_control").read_text() == "+cpu +memory"
+    assert (own / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    assert (folder / "pids.max").read_text() == "4096"
     assert attached == [(folder, 1)]
 
 
 def test_a_host_without_the_controllers_is_told_so(tmp_path: Path) -> None:
     with pytest.raises(cgroups.CgroupError) as info:
         Hierarchy(root=tmp_path, proc_self_cgroup="0::/\n")
-    assert "No cgroup hierarchy with the cpu, memory and devices controllers" in str(info.value)
+    assert "No cgroup hierarchy with the cpu, memory, pids and devices controllers" in str(info.value)
