@@ -256,9 +256,7 @@ class Hierarchy:
         moves to the leaf ``<own>/hub`` first, unless its cgroup is the root."""
         base = self._v2_base()
         own = base.parent
-        if base.is_dir() and "memory" in (base / "cgroup.subtree_control").read_text().split():
-            return
-        if own != self.root:
+        if own != self.root:  # also at each start of the hub: its supervisor puts it back in ``own``
             leaf = own / "hub"
             leaf.mkdir(exist_ok=True)
             for pid in (own / "cgroup.procs").read_text().split():
@@ -267,6 +265,8 @@ class Hierarchy:
                 except CgroupError:
                     if Path(f"/proc/{pid}").exists():
                         raise
+        if base.is_dir() and "memory" in (base / "cgroup.subtree_control").read_text().split():
+            return
         available = (own / "cgroup.controllers").read_text().split()
         missing = set(V2_CONTROLLERS) - set(available)
         if missing:

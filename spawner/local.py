@@ -361,7 +361,12 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         }
         lost = orphans(records, running)
         marked = marked_processes(r.id for r in lost)
-        hierarchy = workspace_cgroups(self.cgroup_parent) if self.isolation == "users" else None
+        hierarchy = None
+        if self.isolation == "users":
+            try:
+                hierarchy = workspace_cgroups(self.cgroup_parent)
+            except cgroups.CgroupError as e:
+                self.log.error("Cannot look for orphaned workspaces' cgroups: %s", e)
         for record in lost:
             pids = set(marked.get(record.id, []))
             if record.pid is not None and is_alive(record):  # also when its environment is unreadable
@@ -480,7 +485,10 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         self.restore_held(saved)
         self.gpu_indices, self._record = list(record.gpus), record
         if self.isolation == "users":
-            self._cgroup = workspace_cgroups(self.cgroup_parent).existing(record.id)
+            try:
+                self._cgroup = workspace_cgroups(self.cgroup_parent).existing(record.id)
+            except cgroups.CgroupError as e:  # the host lost its cgroups: its spawns say so
+                self.log.error("%s: %s", self._log_name, e)
 
     def get_env(self) -> dict[str, str]:
         """LocalProcessSpawner's environment plus this server's SSH key (:meth:`ssh_env`)."""

@@ -178,6 +178,11 @@ def test_cgroup_v2_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert (own / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
     assert (folder / "pids.max").read_text() == "4096"
     assert attached == [(folder, 1)]
+    # a restarted hub is put back in its unit's cgroup by systemd: it moves to the leaf again
+    (own / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    (own / "hub" / "cgroup.procs").write_text("")
+    h.create("w2", Limits(cpu=1, memory=2**30, devices=()))
+    assert (own / "hub" / "cgroup.procs").read_text() == str(os.getpid())
 
 
 def test_a_host_without_the_controllers_is_told_so(tmp_path: Path) -> None:
