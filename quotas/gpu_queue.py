@@ -24,6 +24,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .model import PlatformConfig
+
 Key = tuple[str, str]  # (user, server name)
 
 
@@ -44,6 +46,19 @@ class Share:
     def guaranteed(self) -> int:
         """What others can never use: its nominal share less what it lends."""
         return self.nominal - self.lendable
+
+
+def shares_for(config: PlatformConfig, gpu_type: str) -> dict[str, Share]:
+    """Every tenant's :class:`Share` of ``gpu_type`` under ``config`` (its ``quota.gpus`` and ``sharing``)."""
+    return {
+        t.id: Share(
+            nominal=t.quota.gpus.get(gpu_type, 0),
+            cohort=t.sharing.cohort,
+            borrow=t.sharing.borrow.get(gpu_type, 0),
+            lend=t.sharing.lend.get(gpu_type),
+        )
+        for t in config.tenants.values()
+    }
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ from .model import (
     Image,
     PlatformConfig,
     Profile,
+    QueuePolicy,
     Quota,
+    Sharing,
     Tenant,
     TenantCulling,
 )
@@ -572,6 +574,18 @@ def _cross_references(data: Mapping[str, Any], images: Mapping[str, Image], verd
                         f"profile {profile_id!r} needs {count} {gpu_type} GPU(s) but the quota grants"
                         f" {granted.get(gpu_type, 0)}; raise quota.gpus.{gpu_type} or remove the profile",
                     )
+        sharing = _as(dict, item.get("sharing"))
+        for part in ("borrow", "lend"):
+            for name, count in _as(dict, sharing.get(part)).items():
+                if not here("sharing", part, name):
+                    continue
+                if name not in gpu_types:
+                    add(f"{at}.sharing.{part}.{name}", f"GPU type {name!r} {_declared('gpu_types', gpu_types)}")
+                elif part == "lend" and here("quota") and count > granted.get(name, 0):
+                    add(
+                        f"{at}.sharing.lend.{name}",
+                        f"lends {count} {name} GPU(s) but its ceiling is {granted.get(name, 0)}; it can lend at most that",
+                    )
         oidc = item.get("oidc")
         if here("oidc") and isinstance(oidc, dict):
             for j, group in enumerate(oidc.get("admin_groups", ())):
@@ -626,6 +640,7 @@ def _profile(item: Mapping[str, Any]) -> Profile:
 def _tenant(item: Mapping[str, Any], also: set[str]) -> Tenant:
     members = item.get("members", {})
     oidc = item.get("oidc", {})
+    sharing = item.get("sharing", {})
     culling: dict[str, Any] = {
         key: value if key == "stop_over_budget" else parse_duration(value)
         for key, value in item.get("culling", {}).items()
@@ -641,8 +656,22 @@ def _tenant(item: Mapping[str, Any], also: set[str]) -> Tenant:
         quota=_quota(item["quota"]),
         datasets=tuple(item.get("datasets", ())),
         culling=TenantCulling(**culling),
+        sharing=Sharing(
+            cohort=sharing.get("cohort", "all"),
+            borrow=MappingProxyType({name: int(n) for name, n in sharing.get("borrow", {}).items()}),
+            lend=MappingProxyType({name: int(n) for name, n in sharing.get("lend", {}).items()}),
+        ),
+        queue=_queue_policy(item.get("queue", {})),
         oidc_groups=tuple(oidc["groups"]) if "groups" in oidc else None,
         oidc_admin_groups=tuple(oidc["admin_groups"]) if "admin_groups" in oidc else None,
+    )
+
+
+def _queue_policy(queue: Mapping[str, Any]) -> QueuePolicy:
+    default = QueuePolicy()
+    return QueuePolicy(
+        max_wait=parse_duration(queue["max_wait"]) if "max_wait" in queue else default.max_wait,
+        max_length=int(queue.get("max_length", default.max_length)),
     )
 
 

@@ -125,6 +125,26 @@ class Culling:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """How a tenant shares GPUs (``sharing:`` of a tenant in ``tenants.yaml``): tenants of one
+    ``cohort`` lend each other idle GPUs; ``borrow`` is what it may use beyond its ceiling per GPU
+    type (none if left out), ``lend`` what of its ceiling others may borrow (all of it if left out)."""
+
+    cohort: str = "all"
+    borrow: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    lend: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """A tenant's GPU queue (``queue:`` in ``tenants.yaml``): how long a request may wait before it is
+    refused (``timedelta(0)``: no queue) and how many may wait at once."""
+
+    max_wait: timedelta = timedelta(hours=1)
+    max_length: int = 100
+
+
+@dataclass(frozen=True)
 class Tenant:
     """An organisation with members, admins, allowed profiles and a ceiling."""
 
@@ -138,6 +158,8 @@ class Tenant:
     quota: Quota
     datasets: tuple[str, ...] = ()
     culling: TenantCulling = TenantCulling()
+    sharing: Sharing = Sharing()
+    queue: QueuePolicy = QueuePolicy()
     # identity-provider groups whose members are members / tenant admins (``oidc:`` in tenants.yaml);
     # None: the convention, group ``<id>`` and group ``<id>-admins`` (see authenticators/oidc.py)
     oidc_groups: tuple[str, ...] | None = None

@@ -79,6 +79,9 @@ ACCEPTED = [
     Variant("a GPU type with the defaults", lambda d: d["gpu_types"].update({"B200": {}})),
     Variant("the largest sensible values", _quota(servers=100_000, cpu=10_000_000, gpu_hours_per_month=100_000_000)),
     Variant("the largest profile", _profile(cpu=1024, memory="64Ti", idle_timeout="366d")),
+    Variant("sharing within a cohort", _tenant(sharing={"cohort": "universities", "borrow": {"H100": 8}, "lend": {}})),
+    Variant("a queue", _tenant(queue={"max_wait": "30m", "max_length": 20})),
+    Variant("no queue", _tenant(queue={"max_wait": 0})),
 ]
 
 # Both refuse; the hub says where and what.
@@ -159,6 +162,13 @@ REFUSED = [
         "an idle timeout of ten years", _profile(idle_timeout=315_360_000), ".idle_timeout", "longer than 366 days"
     ),
     Variant("a quantity that overflows", _quota(cpu="1e999999k"), "quota.cpu", "between 1e-30 and 1e30"),
+    Variant(
+        "a cohort with a space", _tenant(sharing={"cohort": "Big Labs"}), ".sharing.cohort", "not a valid cohort name"
+    ),
+    Variant("borrowing half a GPU", _tenant(sharing={"borrow": {"H100": 0.5}}), ".sharing.borrow.H100", "whole number"),
+    Variant("a queue wait in words", _tenant(queue={"max_wait": "an hour"}), ".queue.max_wait", "must be a duration"),
+    Variant("a queue of -1", _tenant(queue={"max_length": -1}), ".queue.max_length", "cannot be negative"),
+    Variant("an unknown sharing key", _tenant(sharing={"lends": {}}), ".sharing.lends", "did you mean 'lend'?"),
 ]
 
 # The schema cannot see these: the chart accepts them, and the hub refuses to start (run
@@ -175,6 +185,17 @@ CROSS_REFERENCES = [
     Variant("a tenant id twice", lambda d: d["tenants"].append(copy.deepcopy(d["tenants"][0])), ".id", "duplicate"),
     Variant("a user in no tenant", lambda d: d.update(users={"bob": ["nowhere"]}), "users.bob[0]", "does not exist"),
     Variant("a data set not declared", _tenant(datasets=["imagenet"]), ".datasets[0]", "not declared"),
+    Variant(
+        "borrowing an undeclared type", _tenant(sharing={"borrow": {"B200": 2}}), ".sharing.borrow.B200", "not declared"
+    ),
+    Variant(
+        "lending more than the ceiling",
+        lambda d: d["tenants"][0].update(
+            sharing={"lend": {t: n + 1 for t, n in d["tenants"][0]["quota"]["gpus"].items()}}
+        ),
+        ".sharing.lend.",
+        "it can lend at most that",
+    ),
     Variant(
         "an admin group among the members",
         _tenant(oidc={"groups": ["a"], "admin_groups": ["a"]}),

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
 import pytest
 
-from quotas.gpu_queue import Admission, Running, Share, Waiting, decide
+from quotas.gpu_queue import Admission, Running, Share, Waiting, decide, shares_for
+from quotas.loader import parse_platform
+from quotas.model import Image
 
 # snu-ai: 8 H100 guaranteed, may borrow 8; nova: 16, lends all; kist: 4, lends none; other: another cohort
 SHARES = {
@@ -98,3 +104,24 @@ def test_other_cohorts_are_not_shared_but_the_machine_is() -> None:
 def test_order_of_arrival_across_tenants(queue: list[Waiting], admitted: list[str]) -> None:
     plan = decide(SHARES, [run("a", "snu", 8, 0)], queue)
     assert [a.key[0] for a in plan.admit] == admitted
+
+
+def test_shares_come_from_the_ceiling_and_the_sharing_of_tenants_yaml(
+    example_data: dict[str, Any], images: Mapping[str, Image]
+) -> None:
+    first, second = example_data["tenants"][0], example_data["tenants"][1]
+    first["sharing"] = {"cohort": "labs", "borrow": {"H100": 8}, "lend": {"H100": 1}}
+    first["queue"] = {"max_wait": "30m", "max_length": 5}
+    config = parse_platform(example_data, images)
+    shares = shares_for(config, "H100")
+    ceiling = first["quota"]["gpus"]["H100"]
+    assert shares[first["id"]] == Share(nominal=ceiling, cohort="labs", borrow=8, lend=1)
+    assert shares[first["id"]].guaranteed == ceiling - 1
+    # the defaults: one cohort of all, no borrowing, everything lent, a queue of an hour and 100
+    other = config.tenants[second["id"]]
+    assert shares[second["id"]] == Share(nominal=second["quota"]["gpus"].get("H100", 0))
+    assert (other.queue.max_wait, other.queue.max_length) == (timedelta(hours=1), 100)
+    assert (config.tenants[first["id"]].queue.max_wait, config.tenants[first["id"]].queue.max_length) == (
+        timedelta(minutes=30),
+        5,
+    )
