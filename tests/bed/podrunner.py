@@ -94,11 +94,12 @@ class PodRunner:
             )
 
     def _kill(self, uid: str) -> None:
+        """Kill the pod's server at once, as soon as its pod is being deleted: KWOK hands the pod's IP
+        to the next pod right after, and a server still shutting down there would answer for it."""
         proc = self.procs.pop(uid)
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
