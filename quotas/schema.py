@@ -16,6 +16,8 @@ and a unit test checks that the migrations give exactly these tables.
   admission on PostgreSQL, so two hubs or threads never both take the tenant's last GPU.
 - ``ssh_keys``: people's SSH public keys, by which the SSH gateway knows who connects. A
   fingerprint is unique: one key belongs to one person.
+- ``gpu_queue``: GPU requests waiting in their tenant's queue (issue 14), one row per server;
+  the id is the place in line (first in, first out), kept across hub restarts.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -38,6 +41,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 
@@ -157,3 +161,19 @@ ssh_keys = Table(
     Column("last_used", UTCDateTime, nullable=True),
 )
 Index("ix_ssh_keys_user", ssh_keys.c.user)
+
+gpu_queue = Table(
+    "gpu_queue",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # the place in line
+    Column("tenant", String(64), nullable=False),
+    Column("user", String(255), nullable=False),
+    Column("server", String(255), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("gpu_type", String(64), nullable=False),
+    Column("gpu_count", Integer, nullable=False),
+    Column("may_borrow", Boolean, nullable=False),
+    Column("enqueued", UTCDateTime, nullable=False),
+    UniqueConstraint("user", "server", name="uq_gpu_queue_server"),
+)
+Index("ix_gpu_queue_tenant", gpu_queue.c.tenant)

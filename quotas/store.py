@@ -35,10 +35,10 @@ from sqlalchemy.sql import ColumnElement
 from sshgateway.public_keys import KeyRejected, clean_title, parse_public_key
 
 from .limits import LimitChanged, limit_etag, limit_from_values, limit_to_values
-from .model import Tenant
+from .model import Profile, Tenant
 from .policy import Decision, Holding, Limit, Request, Usage, admit
 from .quantity import month_period, next_month
-from .schema import limits, refusals, runs, ssh_keys, tenant_locks, usage_rollups
+from .schema import gpu_queue, limits, refusals, runs, ssh_keys, tenant_locks, usage_rollups
 
 ServerKey = tuple[str, str]  # (user, server name)
 MS_PER_HOUR = Decimal(3_600_000)
@@ -99,6 +99,29 @@ class Run:
     started: datetime
     ended: datetime | None = None
     end_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A GPU request waiting in its tenant's queue; ``id`` is its place in line (smaller: earlier)."""
+
+    id: int
+    tenant: str
+    user: str
+    server: str
+    profile: str
+    gpu_type: str
+    gpu_count: int
+    may_borrow: bool
+    enqueued: datetime
+
+    @property
+    def key(self) -> ServerKey:
+        return (self.user, self.server)
+
+
+class QueueFull(Exception):
+    """The tenant's queue holds ``max_length`` requests already; the message is for people."""
 
 
 @dataclass(frozen=True)
@@ -610,6 +633,57 @@ class Store:
             self._close(conn, run_id, ended, reason)
         return run_id
 
+    # -- the GPU queue --------------------------------------------------------------------------
+
+    def enqueue(
+        self, tenant: Tenant, user: str, server: str, profile: Profile, may_borrow: bool, now: datetime
+    ) -> Queued:
+        """Put ``user``'s request for ``server`` at the end of ``tenant``'s queue and return it; a
+        request of that server already queued keeps its place (a retried spawn does not lose it).
+        Raises :class:`QueueFull` when ``tenant.queue.max_length`` requests wait already."""
+        with self._tx() as conn:
+            self._lock_tenant(conn, tenant.id)
+            there = conn.execute(
+                select(gpu_queue).where(gpu_queue.c.user == user, gpu_queue.c.server == server)
+            ).first()
+            if there is not None:
+                return _queued(there)
+            waiting = conn.execute(select(func.count()).where(gpu_queue.c.tenant == tenant.id)).scalar_one()
+            if waiting >= tenant.queue.max_length:
+                raise QueueFull(
+                    f"Tenant {tenant.id}'s GPU queue is full: {waiting} requests wait already (at most"
+                    f" {tenant.queue.max_length}). Try again later, pick a smaller profile, or ask a tenant admin."
+                )
+            row = conn.execute(
+                insert(gpu_queue)
+                .values(
+                    tenant=tenant.id,
+                    user=user,
+                    server=server,
+                    profile=profile.id,
+                    gpu_type=profile.gpu_type or "",
+                    gpu_count=profile.gpu_count,
+                    may_borrow=may_borrow,
+                    enqueued=now,
+                )
+                .returning(*gpu_queue.c)
+            ).one()
+            return _queued(row)
+
+    def queued(self, tenant: str | None = None) -> list[Queued]:
+        """The waiting requests (of ``tenant``, or all), in the order they came."""
+        query = select(gpu_queue).order_by(gpu_queue.c.id)
+        if tenant is not None:
+            query = query.where(gpu_queue.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            return [_queued(r) for r in conn.execute(query)]
+
+    def dequeue(self, key: ServerKey) -> bool:
+        """Take ``key``'s request out of its queue (admitted, cancelled or expired); False if none waited."""
+        with self._tx() as conn:
+            done = conn.execute(delete(gpu_queue).where(gpu_queue.c.user == key[0], gpu_queue.c.server == key[1]))
+            return bool(done.rowcount)
+
     # -- people's SSH keys ----------------------------------------------------------------------
 
     def add_ssh_key(self, user: str, text: str, title: str | None, now: datetime) -> SshKey:
@@ -777,3 +851,17 @@ def _cover(start: date, end: date) -> list[tuple[str, date, date]]:
     if last_month < end:
         parts.append(("day", last_month, end))
     return parts
+
+
+def _queued(row: Any) -> Queued:
+    return Queued(
+        id=row.id,
+        tenant=row.tenant,
+        user=row.user,
+        server=row.server,
+        profile=row.profile,
+        gpu_type=row.gpu_type,
+        gpu_count=row.gpu_count,
+        may_borrow=bool(row.may_borrow),
+        enqueued=row.enqueued,
+    )

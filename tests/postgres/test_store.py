@@ -13,9 +13,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
 from quotas.limits import parse_limit
+from quotas.model import QueuePolicy
 from quotas.policy import Request
 from quotas.schema import metadata, runs, usage_rollups
-from quotas.store import Store
+from quotas.store import QueueFull, Store
 from tests.unit.builders import A100_X1, CPU_SMALL, H100_X1, H100_X4, SNU, hold, with_quota
 
 NOV_2 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -291,3 +292,26 @@ def test_a_hold_that_fails_leaves_no_run_and_takes_nothing(store: Store) -> None
     assert decision.allowed and run is not None and taken == ["alice"]
     refused, _ = store.reserve(SNU, ask("alice", H100_X4), NOV_2, hold=lambda h: taken.append("again"))
     assert not refused.allowed and taken == ["alice"]  # a refusal never calls hold
+
+
+def test_the_gpu_queue_keeps_order_and_places_across_restarts(store: Store, db_url: str) -> None:
+    tenant = dataclasses.replace(SNU, queue=QueuePolicy(max_length=2))
+    first = store.enqueue(tenant, "alice", "", H100_X4, True, NOV_2)
+    second = store.enqueue(tenant, "bob", "b", H100_X1, False, NOV_2 + timedelta(seconds=1))
+    assert (first.gpu_type, first.gpu_count, first.may_borrow, second.may_borrow) == ("H100", 4, True, False)
+    assert store.enqueue(tenant, "alice", "", H100_X4, True, NOV_2 + timedelta(minutes=5)) == first  # keeps its place
+    with pytest.raises(QueueFull) as full:
+        store.enqueue(tenant, "carol", "", H100_X1, True, NOV_2)
+    assert "Tenant snu-ai's GPU queue is full: 2 requests wait already (at most 2)" in str(full.value)
+    restarted = Store(db_url)  # a hub restart loses no place
+    try:
+        assert [(q.key, q.enqueued) for q in restarted.queued("snu-ai")] == [
+            (("alice", ""), NOV_2),
+            (("bob", "b"), NOV_2 + timedelta(seconds=1)),
+        ]
+        assert restarted.queued("nova-labs") == [] and len(restarted.queued()) == 2
+        assert restarted.dequeue(("alice", "")) and not restarted.dequeue(("alice", ""))
+        third = restarted.enqueue(tenant, "carol", "", H100_X1, True, NOV_2)  # a place was freed
+        assert [q.user for q in restarted.queued("snu-ai")] == ["bob", "carol"] and third.id > second.id
+    finally:
+        restarted.close()
