@@ -115,10 +115,17 @@ class Decision:
         return self.allowed
 
 
-def admit(tenant: Tenant, request: Request, usage: Usage, limits: Sequence[Limit] = ()) -> Decision:
+def admit(
+    tenant: Tenant,
+    request: Request,
+    usage: Usage,
+    limits: Sequence[Limit] = (),
+    borrowed: Mapping[str, int] | None = None,
+) -> Decision:
     """Decide one spawn request against the tenant's ceiling, the limits its admins
     delegated (those of ``limits`` that apply to the requesting user and their groups)
-    and current usage.
+    and current usage. ``borrowed``: GPUs per type the GPU queue lets the tenant hold beyond
+    its ceiling for this request (idle GPUs of its cohort, :mod:`quotas.gpu_queue`).
 
     Returns ``Decision(allowed=True, holding=...)`` with what the server will hold,
     or ``Decision(allowed=False, reason=..., code=...)`` whose reason says what was
@@ -165,7 +172,7 @@ def admit(tenant: Tenant, request: Request, usage: Usage, limits: Sequence[Limit
             "servers",
         )
     for gpu_type, count in profile.gpus.items():
-        refusal = _gpu_refusal(tenant, profile, gpu_type, count, holdings, ask)
+        refusal = _gpu_refusal(tenant, profile, gpu_type, count, holdings, ask, (borrowed or {}).get(gpu_type, 0))
         if refusal is not None:
             return refusal
     over = _cpu_or_memory_over(quota.cpu, quota.memory, profile, holdings)
@@ -294,11 +301,17 @@ def _until_reset(usage: Usage, what: str, ask: str) -> str:
 
 
 def _gpu_refusal(
-    tenant: Tenant, profile: Profile, gpu_type: str, count: int, holdings: tuple[Holding, ...], ask: str
+    tenant: Tenant,
+    profile: Profile,
+    gpu_type: str,
+    count: int,
+    holdings: tuple[Holding, ...],
+    ask: str,
+    borrowed: int = 0,
 ) -> Decision | None:
     ceiling = tenant.quota.gpus.get(gpu_type, 0)
     in_use = sum(h.gpus.get(gpu_type, 0) for h in holdings)
-    if in_use + count <= ceiling:
+    if in_use + count <= ceiling + borrowed:
         return None
     asked = f"You asked for {count} {gpu_type} GPU{_s(count)} (profile {profile.id}); tenant {tenant.id}"
     if ceiling == 0:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from quotas.gpu_queue import Admission, Running, Share, Waiting, decide, shares_for
+from quotas.gpu_queue import Admission, Running, Share, Waiting, decide, may_wait, shares_for
 from quotas.loader import parse_platform
-from quotas.model import Image
+from quotas.model import Image, Profile, QueuePolicy, Sharing
+from quotas.policy import Request, admit
+
+from .builders import CPU_SMALL, H100_X1, H100_X4, SNU, hold, profile, usage
+
+H100_X16 = profile("h100-x16", 128, 1024, "H100", 16)
 
 # snu-ai: 8 H100 guaranteed, may borrow 8; nova: 16, lends all; kist: 4, lends none; other: another cohort
 SHARES = {
@@ -125,3 +131,31 @@ def test_shares_come_from_the_ceiling_and_the_sharing_of_tenants_yaml(
         timedelta(minutes=30),
         5,
     )
+
+
+def test_admission_takes_what_the_queue_lets_a_tenant_borrow() -> None:
+    full = usage(hold("alice", H100_X4), hold("bob", H100_X4, "b"))  # 8 of 8 H100
+    ask = Request(user="carol", server="", profile=H100_X1)
+    assert admit(SNU, ask, full).code == "gpus"
+    assert admit(SNU, ask, full, borrowed={"H100": 1}).allowed
+    assert admit(SNU, ask, full, borrowed={"A100": 4}).code == "gpus"  # another type's loan does not count
+
+
+@pytest.mark.parametrize(
+    ("sharing", "queue", "profile", "code", "waits"),
+    [
+        (Sharing(), QueuePolicy(), H100_X4, "gpus", True),  # fits the ceiling (8) once servers stop
+        (Sharing(), QueuePolicy(), H100_X4, "gpus-busy", True),  # the machine's GPUs are busy
+        (Sharing(), QueuePolicy(max_wait=timedelta(0)), H100_X4, "gpus", False),  # no queue
+        (Sharing(), QueuePolicy(), H100_X4, "budget", False),  # waiting would not help
+        (Sharing(), QueuePolicy(), H100_X4, "servers_per_user", False),
+        (Sharing(), QueuePolicy(), CPU_SMALL, "gpus", False),
+        (Sharing(), QueuePolicy(), H100_X16, "gpus", False),  # more than the tenant could ever hold
+        (Sharing(borrow={"H100": 8}), QueuePolicy(), H100_X16, "gpus", True),  # 8 + 8 borrowed
+    ],
+)
+def test_which_refusals_wait_in_the_queue(
+    sharing: Sharing, queue: QueuePolicy, profile: Profile, code: str, waits: bool
+) -> None:
+    tenant = dataclasses.replace(SNU, sharing=sharing, queue=queue)
+    assert may_wait(tenant, profile, code) is waits
