@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -196,7 +196,12 @@ class Store:
         self._reconcile_pending = True
 
     def reserve(
-        self, tenant: Tenant, request: Request, now: datetime, hold: Callable[[Holding], None] | None = None
+        self,
+        tenant: Tenant,
+        request: Request,
+        now: datetime,
+        hold: Callable[[Holding], None] | None = None,
+        borrowed: Mapping[str, int] | None = None,
     ) -> tuple[Decision, str | None]:
         """Decide ``request`` and, if allowed, hold its resources: one transaction.
 
@@ -204,7 +209,8 @@ class Store:
         ``hold(holding)``, if given, takes what lives outside the database (the embedded mode's
         GPUs) once admission allows, inside the transaction: if it raises, no run is written and
         the exception propagates, so a spawn refused for want of a free GPU leaves no run in the
-        ledger and the open runs never hold more GPUs than the machine has.
+        ledger and the open runs never hold more GPUs than the machine has. ``borrowed``: GPUs per
+        type the GPU queue lets the tenant hold beyond its ceiling (:func:`quotas.policy.admit`).
         """
         self._reconcile(now)
         try:
@@ -219,7 +225,7 @@ class Store:
                 open_runs = self._open_runs(conn, tenant.id)
                 applicable = self._limits_for(conn, tenant.id, request.user, request.groups)
                 usage = self._usage(conn, tenant, open_runs, applicable, now)
-                decision = admit(tenant, request, usage, applicable)
+                decision = admit(tenant, request, usage, applicable, borrowed)
                 if not decision.allowed or decision.holding is None:
                     self._count_refusal(conn, tenant.id, decision.code, now)
                     return decision, None

@@ -12,20 +12,26 @@ import functools
 import os
 import shutil
 import sys
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from jupyterhub import orm
-from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import Integer, TraitError, Unicode, default, validate
+from jupyterhub.spawner import LocalProcessSpawner, SpawnException
+from traitlets import Float, Integer, TraitError, Unicode, default, validate
 
+from quotas.gpu_queue import Plan, Running, Waiting, decide, may_wait, shares_for
 from quotas.model import Profile
 from quotas.policy import Holding
+from quotas.quantity import format_duration
+from quotas.store import QueueFull
 
 from . import cgroups
 from .accounts import Account, AccountError, account_name, check_reachable, ensure_account, ensure_home
 from .gpus import NoFreeGpus
+from .profiles import Choice
 from .start_failures import OWN_SETTINGS, STREAK, StartFailure, judge, own_settings_in
 from .tenancy import TenantSpawnerMixin, counted_failure, options_form_html, refusal
 from .workspaces import (
@@ -153,9 +159,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         # processes a crash left behind are adopted or stopped before any GPU is handed out
         await self.platform.reconciled(self._reconcile_workspaces)
         try:
-            holding = await self.admit_spawn(hold=self._take_gpus)
-        except NoFreeGpus as e:
-            raise refusal(str(e), reason="gpus-busy", status=503) from None
+            holding = await self._admit_or_wait()
         except BaseException:
             if self._gpus_taken:  # taken, but the reservation was not written
                 self.platform.gpus.release(self.server_key)
@@ -204,6 +208,131 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
 
     _account: Account | None = None
     _cgroup: list[Path] = []
+
+    # -- the GPU queue (issue 14): a GPU request that does not fit now waits instead of being refused
+
+    queue_poll_interval = Float(
+        1.0,
+        help="""Seconds between two looks at the GPU queue by a waiting spawn. For example ``0.5``.""",
+    ).tag(config=True)
+
+    queue_rejoin_grace = Float(
+        300,
+        help="""Seconds after the hub starts during which the places in the GPU queue of spawns that
+        died with the previous hub process are kept, for their people to start again; then they are
+        dropped so that they do not hold up the line. For example ``600``.""",
+    ).tag(config=True)
+
+    _queue_status: str | None = None
+    _base_start_timeout: int | None = None
+    _waiting: ClassVar[set[tuple[str, str]]] = set()  # servers whose spawns wait in this hub process
+
+    def options_applied(self, choice: Choice) -> None:
+        """A GPU spawn may wait in its tenant's queue: ``start_timeout`` (which JupyterHub reads
+        before ``start`` runs) grows by the tenant's ``queue.max_wait``."""
+        if self._base_start_timeout is None:
+            self._base_start_timeout = int(self.start_timeout)  # type: ignore[has-type]
+        wait = choice.tenant.queue.max_wait.total_seconds() if choice.profile.gpu_type else 0
+        self.start_timeout = self._base_start_timeout + int(wait)
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        """JupyterHub's progress events: while the spawn waits in the GPU queue, its place and why,
+        each time they change."""
+        last = None
+        while True:
+            status = self._queue_status
+            if status is not None and status != last:
+                yield {"progress": 10, "message": status}
+            last = status
+            await asyncio.sleep(0.5)
+
+    async def _admit_once(self, borrowed: dict[str, int] | None = None) -> Holding:
+        try:
+            return await self.admit_spawn(hold=self._take_gpus, borrowed=borrowed)
+        except NoFreeGpus as e:
+            raise refusal(str(e), reason="gpus-busy", status=503) from None
+
+    async def _admit_or_wait(self) -> Holding:
+        """Admit now, or wait in the tenant's GPU queue when the refusal is one that waiting can
+        end (:func:`quotas.gpu_queue.may_wait`); every other refusal is raised at once."""
+        try:
+            return await self._admit_once()
+        except SpawnException as e:
+            choice = self.asked
+            if choice is None or not may_wait(choice.tenant, choice.profile, _refusal_code(e)):
+                raise
+            first = str(getattr(e, "jupyterhub_message", "") or e)
+        return await self._wait_in_queue(choice, first)
+
+    async def _wait_in_queue(self, choice: Choice, first: str) -> Holding:
+        """Wait in ``choice.tenant``'s GPU queue until :func:`quotas.gpu_queue.decide` admits this
+        server (on the tenant's own GPUs or borrowed ones), then reserve as usual. Raises a refusal
+        when the queue is full or ``queue.max_wait`` passes; a cancelled spawn leaves the queue."""
+        store, key = self.platform.store, self.server_key
+        tenant, profile = choice.tenant, choice.profile
+        gpu_type = profile.gpu_type or ""
+        try:
+            store.enqueue(tenant, key[0], key[1], profile, True, datetime.now(UTC))
+        except QueueFull as e:
+            raise refusal(f"{first} {e}", reason="queue-full", status=503) from None
+        TenantLocalSpawner._waiting.add(key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + tenant.queue.max_wait.total_seconds()
+        self.log.info("%s waits in tenant %s's GPU queue: %s", self._log_name, tenant.id, first)
+        try:
+            while True:
+                plan = self._queue_plan(gpu_type)
+                admitted = next((a for a in plan.admit if a.key == key), None)
+                if admitted is not None:
+                    try:
+                        holding = await self._admit_once({gpu_type: admitted.borrowed} if admitted.borrowed else None)
+                    except SpawnException as e:
+                        if not may_wait(tenant, profile, _refusal_code(e)):
+                            raise
+                    else:
+                        self.log.info("%s leaves the GPU queue: admitted", self._log_name)
+                        return holding
+                position = plan.waiting.get(key)
+                self._queue_status = position.reason if position is not None else first
+                if loop.time() >= deadline:
+                    raise refusal(
+                        f"Your server waited {format_duration(tenant.queue.max_wait)} in tenant {tenant.id}'s GPU queue,"
+                        f" the longest it may, and was not started ({self._queue_status}). Try again later, pick a"
+                        f" smaller profile, or ask a tenant admin.",
+                        reason="queue-timeout",
+                        status=503,
+                    )
+                await asyncio.sleep(self.queue_poll_interval)
+        finally:
+            self._queue_status = None
+            TenantLocalSpawner._waiting.discard(key)
+            store.dequeue(key)
+
+    def _queue_plan(self, gpu_type: str) -> Plan:
+        """:func:`quotas.gpu_queue.decide` for ``gpu_type`` on this machine: the tenants' shares, the
+        servers holding that type (from the ledger's open runs) and everyone waiting for it."""
+        platform = self.platform
+        store = platform.store
+        queued = [q for q in store.queued() if q.gpu_type == gpu_type]
+        if time.monotonic() - _HUB_STARTED > self.queue_rejoin_grace:
+            for q in queued:
+                if q.key not in TenantLocalSpawner._waiting:  # its spawn died with an earlier hub
+                    store.dequeue(q.key)
+            queued = [q for q in queued if q.key in TenantLocalSpawner._waiting]
+        running = [
+            Running(
+                (r.holding.user, r.holding.server),
+                r.holding.tenant,
+                r.holding.gpus.get(gpu_type, 0),
+                r.started.timestamp(),
+            )
+            for r in store.open_runs()
+            if r.holding.gpus.get(gpu_type, 0)
+        ]
+        waiting = [Waiting(q.key, q.tenant, q.gpu_count, q.id, q.may_borrow) for q in queued]
+        return decide(
+            shares_for(platform.config, gpu_type), running, waiting, platform.gpus.capacity(gpu_type), gpu_type
+        )
 
     async def _isolate(self, record: Record, indices: list[str], profile: Profile) -> None:
         """With ``isolation = "users"``: the person's Unix account (made on first use) and the
@@ -555,6 +684,14 @@ def _labelled_options_form(spawner: TenantLocalSpawner) -> str:
         " your files and use any GPU. Do not keep anything private here.</div>"
     )
     return notice + form
+
+
+_HUB_STARTED = time.monotonic()  # this module is imported as the hub starts
+
+
+def _refusal_code(e: SpawnException) -> str:
+    """The admission code of a refusal raised by :meth:`admit_spawn` (``quota-gpus`` -> ``gpus``)."""
+    return str(getattr(e, "reason", "") or "").removeprefix("quota-")
 
 
 def _proc_devices() -> str:

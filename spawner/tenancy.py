@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -67,6 +67,7 @@ class TenantSpawnerMixin(paths.PlatformState):
         return _apply_user_options
 
     choice: Choice | None = None
+    asked: Choice | None = None  # what the last admission decided on (the queue needs its tenant and profile)
     _platform: Platform | None = None
     held: Holding | None = None
     # the profile as admitted (a reload may change or remove it while the server starts)
@@ -89,7 +90,9 @@ class TenantSpawnerMixin(paths.PlatformState):
     def user_groups(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.user.groups)  # type: ignore[attr-defined]
 
-    async def admit_spawn(self, hold: Callable[[Holding], None] | None = None) -> Holding:
+    async def admit_spawn(
+        self, hold: Callable[[Holding], None] | None = None, borrowed: Mapping[str, int] | None = None
+    ) -> Holding:
         """Re-resolve ``user_options`` and reserve the tenant's resources.
 
         Returns what the server now holds (also kept in ``self.held``, its ledger run in
@@ -104,15 +107,20 @@ class TenantSpawnerMixin(paths.PlatformState):
         # applied (an await or more ago) may have changed the tenant's profiles or ceiling
         choice = self.resolve_choice()
         self.choice = None
+        self.asked = choice
         request = Request(user=user, server=self.name or "", profile=choice.profile, groups=groups)  # type: ignore[attr-defined]
         # one short database transaction, on the event loop like JupyterHub's own database calls:
         # handing it to a thread costs more (GIL and lock hand-offs) than the few ms it takes
-        decision, run = platform.store.reserve(choice.tenant, request, datetime.now(UTC), hold)
+        decision, run = platform.store.reserve(choice.tenant, request, datetime.now(UTC), hold, borrowed)
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
             raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403)
         self.held, self.run_id, self.held_profile = decision.holding, run, choice.profile
         return decision.holding
+
+    def options_applied(self, choice: Choice) -> None:
+        """Called once the spawn's options are resolved, before JupyterHub calls ``start`` (a
+        backend may adjust its timeouts to the tenant's queue here)."""
 
     def tenant_env(self) -> dict[str, str]:
         """What the workspace is told about itself, in both backends: ``AIDC_TENANT`` (who pays),
@@ -207,6 +215,7 @@ def refusal(message: str, reason: str, status: int) -> SpawnException:
 def _apply_user_options(spawner: TenantSpawnerMixin, user_options: Any) -> None:
     spawner.check_request_body()
     spawner.choice = spawner.resolve_choice()
+    spawner.options_applied(spawner.choice)
 
 
 def options_form_html(spawner: TenantSpawnerMixin) -> str:

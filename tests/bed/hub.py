@@ -280,7 +280,7 @@ class Client:
                         if event.get("failed"):
                             return str(event["message"])
             raise AssertionError("no failure event")
-        assert r.status_code == 500, f"{r.status_code}: {r.text}"
+        assert r.status_code >= 400, f"{r.status_code}: {r.text}"
         return str(r.json()["message"])
 
     def stop_server(self, server: str = "") -> None:
