@@ -62,15 +62,18 @@ def shares_for(config: PlatformConfig, gpu_type: str) -> dict[str, Share]:
     }
 
 
-def may_wait(tenant: Tenant, profile: Profile, refusal_code: str) -> bool:
+def may_wait(tenant: Tenant, profile: Profile, refusal_code: str, borrowing: bool = True) -> bool:
     """Whether a request that admission refused with ``refusal_code`` waits in ``tenant``'s queue
     instead: refused for the tenant's GPU ceiling (``gpus``) or for this machine's free GPUs
     (``gpus-busy``), with a queue (``max_wait`` > 0), and small enough to fit the ceiling plus what
     the tenant may borrow once servers stop. Every other refusal (limits, budgets, servers, a
-    request larger than the tenant could ever hold) stays a refusal at once."""
+    request larger than the tenant could ever hold) stays a refusal at once. ``borrowing`` False:
+    where borrowed GPUs cannot be reclaimed yet, only the ceiling counts."""
     if refusal_code not in ("gpus", "gpus-busy") or not profile.gpu_type or tenant.queue.max_wait <= timedelta(0):
         return False
-    reach = tenant.quota.gpus.get(profile.gpu_type, 0) + tenant.sharing.borrow.get(profile.gpu_type, 0)
+    reach = tenant.quota.gpus.get(profile.gpu_type, 0) + (
+        tenant.sharing.borrow.get(profile.gpu_type, 0) if borrowing else 0
+    )
     return 0 < profile.gpu_count <= reach
 
 

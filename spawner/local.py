@@ -259,7 +259,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             return await self._admit_once()
         except SpawnException as e:
             choice = self.asked
-            if choice is None or not may_wait(choice.tenant, choice.profile, _refusal_code(e)):
+            if choice is None or not may_wait(choice.tenant, choice.profile, _refusal_code(e), BORROWING):
                 raise
             first = str(getattr(e, "jupyterhub_message", "") or e)
         return await self._wait_in_queue(choice, first)
@@ -272,7 +272,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         tenant, profile = choice.tenant, choice.profile
         gpu_type = profile.gpu_type or ""
         try:
-            store.enqueue(tenant, key[0], key[1], profile, True, datetime.now(UTC))
+            store.enqueue(tenant, key[0], key[1], profile, BORROWING, datetime.now(UTC))
         except QueueFull as e:
             raise refusal(f"{first} {e}", reason="queue-full", status=503) from None
         TenantLocalSpawner._waiting.add(key)
@@ -287,7 +287,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                     try:
                         holding = await self._admit_once({gpu_type: admitted.borrowed} if admitted.borrowed else None)
                     except SpawnException as e:
-                        if not may_wait(tenant, profile, _refusal_code(e)):
+                        if not may_wait(tenant, profile, _refusal_code(e), BORROWING):
                             raise
                     else:
                         self.log.info("%s leaves the GPU queue: admitted", self._log_name)
@@ -687,6 +687,9 @@ def _labelled_options_form(spawner: TenantLocalSpawner) -> str:
 
 
 _HUB_STARTED = time.monotonic()  # this module is imported as the hub starts
+# Borrowing waits for preemption (issue 14): GPUs lent to another tenant must be reclaimable before
+# a request may run on them, so embedded requests wait for their own tenant's GPUs only, for now.
+BORROWING = False
 
 
 def _refusal_code(e: SpawnException) -> str:

@@ -159,3 +159,9 @@ def test_which_refusals_wait_in_the_queue(
 ) -> None:
     tenant = dataclasses.replace(SNU, sharing=sharing, queue=queue)
     assert may_wait(tenant, profile, code) is waits
+
+
+def test_without_borrowing_only_the_ceiling_counts() -> None:
+    tenant = dataclasses.replace(SNU, sharing=Sharing(borrow={"H100": 8}))
+    assert may_wait(tenant, H100_X16, "gpus") and not may_wait(tenant, H100_X16, "gpus", borrowing=False)
+    assert may_wait(tenant, H100_X4, "gpus", borrowing=False)
