@@ -7,6 +7,7 @@ started only when a test needs it), ``postgres_url`` (a fresh empty database per
 cannot start it errors; it is never skipped.
 """
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,3 +61,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/quotas.sqlite"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def root() -> None:
+    """For tests of what only root can do (Unix accounts, cgroups, isolated workspaces): `make test`
+    runs as root; anywhere else they fail, saying why, rather than being skipped."""
+    if os.geteuid() != 0:
+        pytest.fail("this test makes Unix accounts and cgroups: run it as root (as `make test` does in CI)")

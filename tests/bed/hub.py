@@ -283,6 +283,16 @@ class Client:
         assert r.status_code >= 400, f"{r.status_code}: {r.text}"
         return str(r.json()["message"])
 
+    def wait_settled(self, timeout: float = 90) -> None:
+        """Until no server is starting or stopping (this client needs the admin's view of all users)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            users = self.api("GET", "/users?state=active").json()
+            if not any(s["pending"] for u in users for s in u["servers"].values()):
+                return
+            time.sleep(0.3)
+        raise AssertionError("servers still pending after the restart")
+
     def stop_server(self, server: str = "") -> None:
         path = f"/users/{self.name}/servers/{server}" if server else f"/users/{self.name}/server"
         r = self.api("DELETE", path)

@@ -68,16 +68,6 @@ def hub_servers(admin: Client) -> dict[tuple[str, str], tuple[int | None, list[s
     }
 
 
-def wait_settled(admin: Client, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        users = admin.api("GET", "/users?state=active").json()
-        if not any(s["pending"] for u in users for s in u["servers"].values()):
-            return
-        time.sleep(0.3)
-    raise AssertionError("servers still pending after the restart")
-
-
 def assert_consistent(hub: Hub, admin: Client, what: str, timeout: float = 20) -> dict[int, list[str]]:
     """No GPU in two live workspaces at any sample; and, once the hub's poll caught up with
     processes that were exiting when it restarted, the live processes are exactly the hub's."""
@@ -129,7 +119,7 @@ def test_sigkill_at_any_instant_of_a_spawn_or_stop_leaves_no_orphan_and_no_gpu_t
         thread.join(30)
         hub.start()
 
-        wait_settled(admin)
+        admin.wait_settled()
         before = assert_consistent(hub, admin, what)
         assert ("alice", "base") in hub_servers(admin), f"{what}: the running server was not adopted"
         # the next GPU spawn, of another tenant, gets a GPU no live process has

@@ -69,12 +69,17 @@ def progress_until(client: Client, server: str, words: str, timeout: float = 30)
     raise AssertionError(f"no progress event with {words!r}: {seen}")
 
 
-def test_a_request_waits_sees_its_place_and_starts_when_gpus_are_freed(hub: Hub, clients: dict[str, Client]) -> None:
-    alice, bob, carol = clients["alice"], clients["bob"], clients["carol"]
-    assert alice.spawn(tenant="lab", profile="h100-x2").status_code in (201, 202)
-    assert bob.spawn(tenant="lab", profile="h100-x2").status_code in (201, 202)
+def fill_lab(alice: Client, bob: Client) -> None:
+    """lab's 4 H100 all held: 2 by alice, 2 by bob."""
+    for client in (alice, bob):
+        assert client.spawn(tenant="lab", profile="h100-x2").status_code in (201, 202)
     alice.wait_ready()
     bob.wait_ready()
+
+
+def test_a_request_waits_sees_its_place_and_starts_when_gpus_are_freed(hub: Hub, clients: dict[str, Client]) -> None:
+    alice, bob, carol = clients["alice"], clients["bob"], clients["carol"]
+    fill_lab(alice, bob)
     # lab holds 4 of 4: carol's request waits instead of being refused, then alice's second one
     assert carol.spawn(tenant="lab", profile="h100-x1").status_code == 202
     message = progress_until(carol, "", "you are 1st of 1")
@@ -113,10 +118,7 @@ def test_after_the_longest_wait_the_request_is_refused_with_why(clients: dict[st
 
 def test_a_place_in_the_queue_survives_a_crash_of_the_hub(hub: Hub, clients: dict[str, Client]) -> None:
     alice, bob, carol = clients["alice"], clients["bob"], clients["carol"]
-    assert alice.spawn(tenant="lab", profile="h100-x2").status_code in (201, 202)
-    assert bob.spawn(tenant="lab", profile="h100-x2").status_code in (201, 202)
-    alice.wait_ready()
-    bob.wait_ready()
+    fill_lab(alice, bob)
     assert carol.spawn(tenant="lab", profile="h100-x1").status_code == 202
     progress_until(carol, "", "you are 1st of 1")
     place = queued(hub)

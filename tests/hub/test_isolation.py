@@ -20,7 +20,7 @@ import pytest
 
 from tests.bed.hub import PASSWORDS, TENANTS, Client, Hub, stop_all_servers
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs root; CI runs as root")
+pytestmark = pytest.mark.usefixtures("root")
 
 GIB = 2**30
 

@@ -33,17 +33,6 @@ def ledger(hub: Hub) -> Store:
     return Store(f"sqlite:///{hub.data_dir / 'quotas.sqlite'}", migrate=False)
 
 
-def wait_settled(admin: Client, timeout: float = 90) -> None:
-    """Until no server is starting or stopping."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        users = admin.api("GET", "/users?state=active").json()
-        if not any(s["pending"] for u in users for s in u["servers"].values()):
-            return
-        time.sleep(0.5)
-    raise AssertionError("servers still pending after the restart")
-
-
 def test_sigkill_during_spawns_and_stops_keeps_the_ledger_exact(hub: Hub) -> None:
     clients = {name: hub.login(name, PASSWORDS[name]) for name in (*PEOPLE, "admin")}
     admin = clients["admin"]
@@ -73,10 +62,10 @@ def test_sigkill_during_spawns_and_stops_keeps_the_ledger_exact(hub: Hub) -> Non
     hub.start()
     clients = {name: hub.login(name, PASSWORDS[name]) for name in (*PEOPLE, "admin")}
     admin = clients["admin"]
-    wait_settled(admin)
+    admin.wait_settled()
     # the first admission after the restart closes runs no surviving server holds
     assert clients["bob"].spawn("three", tenant="lab", profile="cpu").status_code in (201, 202, 403)
-    wait_settled(admin)
+    admin.wait_settled()
 
     store = ledger(hub)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pwd
 import shutil
 import stat
@@ -24,7 +23,7 @@ from spawner.accounts import (
     owner_mark,
 )
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="making accounts needs root; CI runs as root")
+root_only = pytest.mark.usefixtures("root")
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import pytest
 from spawner import cgroups
 from spawner.cgroups import Device, Hierarchy, Limits
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root; CI runs as root")
+root_only = pytest.mark.usefixtures("root")
 
 PROC_DEVICES = """Character devices:
   1 mem
