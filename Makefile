@@ -41,6 +41,7 @@ test: setup
 	bash tests/bed/controlplane/build.sh
 	bash tests/bed/dex/build.sh
 	bash tests/bed/helm/build.sh
+	bash tests/bed/kueue/build.sh
 	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider

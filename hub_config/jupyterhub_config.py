@@ -12,6 +12,7 @@ from aidc import reload
 from authenticators.local import AccountStore
 from quotas import paths
 from quotas.loader import ConfigError
+from quotas.notices import notices_var
 from quotas.rbac import tenant_groups, tenant_roles
 from quotas.service.app import hub_roles, hub_service
 from quotas.snapshot import HUB_STATE, platform_dir, shared_holder
@@ -87,7 +88,8 @@ settings = {
         ),
     ],
     "JupyterHub.template_paths": [str(paths.REPO / "hub_config" / "templates")],
-    "JupyterHub.template_vars": {"aidc_local_accounts": True},
+    # aidc_notices: servers about to be stopped (preempted) and why recent ones stopped (quotas/notices.py)
+    "JupyterHub.template_vars": {"aidc_local_accounts": True, "aidc_notices": notices_var(db_url)},
     "ConfigurableHTTPProxy.command": [str(paths.REPO / "node_modules" / ".bin" / "configurable-http-proxy")],
     "ConfigurableHTTPProxy.api_url": f"http://127.0.0.1:{env('AIDC_PROXY_API_PORT', '8001')}",
     "ConfigurableHTTPProxy.pid_file": str(data_dir / "proxy.pid"),
@@ -122,7 +124,7 @@ if auth == "oidc":
             # manage_roles), so the config assigns none
             "JupyterHub.load_groups": {},
             "JupyterHub.load_roles": hub_roles() + ssh_hub_roles(),
-            "JupyterHub.template_vars": {"aidc_local_accounts": False},
+            "JupyterHub.template_vars": {"aidc_local_accounts": False, "aidc_notices": notices_var(db_url)},
             "OIDCAuthenticator.client_secret": env("AIDC_OIDC_CLIENT_SECRET", ""),
             "OIDCAuthenticator.oauth_callback_url": f"{bind_url}/hub/oauth_callback",
             "OIDCAuthenticator.tenants_file": tenants_file,

@@ -121,6 +121,7 @@ class Plan:
     admit: list[Admission] = field(default_factory=list)
     preempt: list[Key] = field(default_factory=list)
     waiting: dict[Key, Position] = field(default_factory=dict)
+    reclaimed_by: dict[Key, str] = field(default_factory=dict)  # preempted server -> the tenant it gives GPUs back to
 
 
 class _State:
@@ -218,6 +219,7 @@ def decide(
         if trial.why_not(w) is None:
             for r in chosen:
                 plan.preempt.append(r.key)
+                plan.reclaimed_by[r.key] = w.tenant
                 candidates.remove(r)
                 state.give_back(r.tenant, r.count)
             freeing = []  # what was stopping is counted for this head

@@ -29,6 +29,8 @@ class Holding:
     cpu: Decimal
     memory: Decimal
     groups: tuple[str, ...] = ()  # the user's groups when the server started (for group limits)
+    # GPUs per type beyond the tenant's ceiling, borrowed from idle GPUs of its cohort (issue 14)
+    borrowed: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -206,6 +208,7 @@ def admit(
         cpu=profile.cpu,
         memory=profile.memory,
         groups=tuple(sorted(request.groups)),
+        borrowed=_borrowed(profile, holdings, quota.gpus),
     )
     return Decision(True, holding=holding)
 
@@ -310,7 +313,7 @@ def _gpu_refusal(
     borrowed: int = 0,
 ) -> Decision | None:
     ceiling = tenant.quota.gpus.get(gpu_type, 0)
-    in_use = sum(h.gpus.get(gpu_type, 0) for h in holdings)
+    in_use = _gpus_in_use(holdings, gpu_type)
     if in_use + count <= ceiling + borrowed:
         return None
     asked = f"You asked for {count} {gpu_type} GPU{_s(count)} (profile {profile.id}); tenant {tenant.id}"
@@ -323,6 +326,20 @@ def _gpu_refusal(
         f" Stop a server, pick a smaller profile, or {ask} for more.",
         "gpus",
     )
+
+
+def _borrowed(profile: Profile, holdings: Sequence[Holding], ceilings: Mapping[str, int]) -> dict[str, int]:
+    """The GPUs per type of a server admitted beyond its tenant's ceiling: borrowed from the cohort."""
+    borrowed = {}
+    for gpu_type, count in profile.gpus.items():
+        beyond = min(count, _gpus_in_use(holdings, gpu_type) + count - ceilings.get(gpu_type, 0))
+        if beyond > 0:
+            borrowed[gpu_type] = beyond
+    return borrowed
+
+
+def _gpus_in_use(holdings: Sequence[Holding], gpu_type: str) -> int:
+    return sum(h.gpus.get(gpu_type, 0) for h in holdings)
 
 
 def _gpus_of(gpu_type: str) -> Callable[[Holding], int]:

@@ -17,7 +17,11 @@ and a unit test checks that the migrations give exactly these tables.
 - ``ssh_keys``: people's SSH public keys, by which the SSH gateway knows who connects. A
   fingerprint is unique: one key belongs to one person.
 - ``gpu_queue``: GPU requests waiting in their tenant's queue (issue 14), one row per server;
-  the id is the place in line (first in, first out), kept across hub restarts.
+  the id is the place in line (first in, first out), kept across hub restarts; ``position``,
+  ``length`` and ``reason`` are where it waits as the hub last decided (what people are shown).
+- A run on GPUs borrowed from its cohort says how many in ``borrowed`` (charged to its own tenant,
+  summed as ``borrowed_gpu_ms`` in the roll-ups); a run to be preempted has ``stop_at`` and
+  ``stop_note`` (when and why), and ``end_reason`` ``preempted`` once marked.
 """
 
 from __future__ import annotations
@@ -85,6 +89,11 @@ runs = Table(
     Column("started", UTCDateTime, nullable=False),
     Column("ended", UTCDateTime, nullable=True),
     Column("end_reason", String(32), nullable=True),
+    # GPUs per type held beyond the tenant's ceiling, borrowed from idle GPUs of its cohort (issue 14)
+    Column("borrowed", JSON, nullable=False, server_default="{}"),
+    # set when the server is to be stopped (preempted to give a tenant its GPUs back): when, and why
+    Column("stop_at", UTCDateTime, nullable=True),
+    Column("stop_note", Text, nullable=True),
 )
 Index(
     "ux_runs_open_server",
@@ -116,6 +125,7 @@ usage_rollups = Table(
     Column("gpu_ms", BigInteger, nullable=False),  # GPUs x milliseconds
     Column("cpu_milli_ms", BigInteger, nullable=False),  # millicores x milliseconds
     Column("runs", Integer, nullable=False),  # runs that ended in this period
+    Column("borrowed_gpu_ms", BigInteger, nullable=False, server_default="0"),  # the borrowed part of gpu_ms
     PrimaryKeyConstraint("tenant", "period", "start", "kind", "subject", name="pk_usage_rollups"),
 )
 Index("ix_rollups_subject", usage_rollups.c.tenant, usage_rollups.c.kind, usage_rollups.c.subject)
@@ -174,6 +184,10 @@ gpu_queue = Table(
     Column("gpu_count", Integer, nullable=False),
     Column("may_borrow", Boolean, nullable=False),
     Column("enqueued", UTCDateTime, nullable=False),
+    # where it waits, as the hub last decided: place in its tenant's line, its length, and why
+    Column("position", Integer, nullable=True),
+    Column("length", Integer, nullable=True),
+    Column("reason", Text, nullable=True),
     UniqueConstraint("user", "server", name="uq_gpu_queue_server"),
 )
 Index("ix_gpu_queue_tenant", gpu_queue.c.tenant)

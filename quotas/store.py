@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
@@ -42,6 +42,7 @@ from .schema import gpu_queue, limits, refusals, runs, ssh_keys, tenant_locks, u
 
 ServerKey = tuple[str, str]  # (user, server name)
 MS_PER_HOUR = Decimal(3_600_000)
+PREEMPTED = "preempted"  # the ledger's end_reason of a server stopped to give its GPUs back (issue 14)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -99,6 +100,8 @@ class Run:
     started: datetime
     ended: datetime | None = None
     end_reason: str | None = None
+    stop_at: datetime | None = None  # when it is to be stopped (preempted), and why
+    stop_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class Queued:
     gpu_count: int
     may_borrow: bool
     enqueued: datetime
+    position: int | None = None  # where it waits in its tenant's line, as the hub last decided, and why
+    length: int | None = None
+    reason: str | None = None
 
     @property
     def key(self) -> ServerKey:
@@ -156,6 +162,7 @@ class UsageRow:
     gpu_hours: Decimal
     cpu_hours: Decimal
     runs: int
+    borrowed_gpu_hours: Decimal = Decimal(0)  # the part of gpu_hours on GPUs borrowed from the cohort
 
 
 class Store:
@@ -273,6 +280,40 @@ class Store:
             marked = conn.execute(update(runs).where(_open_run_of(key)).values(end_reason=reason))
             return bool(marked.rowcount)
 
+    def mark_preempted(self, key: ServerKey, stop_at: datetime, note: str) -> bool:
+        """Mark server ``key``'s open run to be stopped at ``stop_at`` for ``note`` (why, for its
+        person): preempted to give a tenant its own GPUs back. False if it has no open run or is
+        marked to end already (by an earlier preemption or the culler): a server is warned once."""
+        with self._tx() as conn:
+            marked = conn.execute(
+                update(runs)
+                .where(_open_run_of(key), runs.c.end_reason.is_(None))
+                .values(end_reason=PREEMPTED, stop_at=stop_at, stop_note=note)
+            )
+            return bool(marked.rowcount)
+
+    def call_off_preemption(self, key: ServerKey) -> bool:
+        """Take back server ``key``'s preemption (no one waits for its GPUs any more); False if none."""
+        with self._tx() as conn:
+            done = conn.execute(
+                update(runs)
+                .where(_open_run_of(key), runs.c.end_reason == PREEMPTED)
+                .values(end_reason=None, stop_at=None, stop_note=None)
+            )
+            return bool(done.rowcount)
+
+    def runs_of(self, user: str, ended_since: datetime) -> list[Run]:
+        """``user``'s open runs and those that ended after ``ended_since``, newest first (what the
+        hub's home page tells them: servers about to be stopped, and why recent ones stopped)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs)
+                .where(runs.c.user == user, or_(runs.c.ended.is_(None), runs.c.ended > ended_since))
+                .order_by(runs.c.started.desc(), runs.c.id)
+                .limit(100)
+            )
+            return [_run(r) for r in rows]
+
     def release_run(self, run_id: str, now: datetime, reason: str = "stopped") -> bool:
         """Close run ``run_id`` if it is open; False if it was closed already (harmless)."""
         with self._tx() as conn:
@@ -319,13 +360,15 @@ class Store:
         # the end's day and month always get a bucket: that is where the run is counted, even when
         # it ends at 00:00 or lasted under a millisecond
         buckets: dict[tuple[str, date], list[int]] = {
-            ("day", ended.date()): [0, 0],
-            ("month", ended.date().replace(day=1)): [0, 0],
+            ("day", ended.date()): [0, 0, 0],
+            ("month", ended.date().replace(day=1)): [0, 0, 0],
         }
+        borrowed = sum((row.borrowed or {}).values())
         for period, start, ms in _split(row.started, ended):
-            cell = buckets.setdefault((period, start), [0, 0])
+            cell = buckets.setdefault((period, start), [0, 0, 0])
             cell[0] += row.gpu_count * ms
             cell[1] += row.cpu_milli * ms
+            cell[2] += borrowed * ms
         last = {"day": ended.date(), "month": ended.date().replace(day=1)}
         values = [
             {
@@ -337,8 +380,9 @@ class Store:
                 "gpu_ms": gpu_ms,
                 "cpu_milli_ms": cpu_ms,
                 "runs": int(last[period] == start),
+                "borrowed_gpu_ms": borrowed_ms,
             }
-            for (period, start), (gpu_ms, cpu_ms) in buckets.items()
+            for (period, start), (gpu_ms, cpu_ms, borrowed_ms) in buckets.items()
             for kind, subject in subjects
         ]
         stmt = self._insert(usage_rollups).values(values)  # one statement for every bucket
@@ -349,6 +393,7 @@ class Store:
                     "gpu_ms": usage_rollups.c.gpu_ms + stmt.excluded.gpu_ms,
                     "cpu_milli_ms": usage_rollups.c.cpu_milli_ms + stmt.excluded.cpu_milli_ms,
                     "runs": usage_rollups.c.runs + stmt.excluded.runs,
+                    "borrowed_gpu_ms": usage_rollups.c.borrowed_gpu_ms + stmt.excluded.borrowed_gpu_ms,
                 },
             )
         )
@@ -573,6 +618,7 @@ class Store:
         gpu: dict[tuple[str, date | None], int] = defaultdict(int)
         cpu: dict[tuple[str, date | None], int] = defaultdict(int)
         count: dict[tuple[str, date | None], int] = defaultdict(int)
+        lent: dict[tuple[str, date | None], int] = defaultdict(int)  # GPU-ms on borrowed GPUs
         with self.engine.connect() as conn:
             for period, lo, hi in [("day", start, end)] if daily else _cover(start, end):
                 rows = conn.execute(
@@ -582,6 +628,7 @@ class Store:
                         usage_rollups.c.gpu_ms,
                         usage_rollups.c.cpu_milli_ms,
                         usage_rollups.c.runs,
+                        usage_rollups.c.borrowed_gpu_ms,
                     ).where(
                         usage_rollups.c.tenant == tenant,
                         usage_rollups.c.period == period,
@@ -595,6 +642,7 @@ class Store:
                     gpu[key] += r.gpu_ms
                     cpu[key] += r.cpu_milli_ms
                     count[key] += r.runs
+                    lent[key] += r.borrowed_gpu_ms
             begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
             finish = min(now, datetime(end.year, end.month, end.day, tzinfo=UTC))
             for r in self._open_rows(conn, tenant):
@@ -606,6 +654,7 @@ class Store:
                         key = (subject, day if daily else None)
                         gpu[key] += r.gpu_count * ms
                         cpu[key] += r.cpu_milli * ms
+                        lent[key] += sum((r.borrowed or {}).values()) * ms
                         count.setdefault(key, 0)
         return sorted(
             (
@@ -615,6 +664,7 @@ class Store:
                     gpu_hours=Decimal(gpu[(subject, day)]) / MS_PER_HOUR,
                     cpu_hours=Decimal(cpu[(subject, day)]) / MS_PER_HOUR / 1000,
                     runs=count[(subject, day)],
+                    borrowed_gpu_hours=Decimal(lent[(subject, day)]) / MS_PER_HOUR,
                 )
                 for subject, day in set(gpu) | set(count)
             ),
@@ -683,6 +733,34 @@ class Store:
             query = query.where(gpu_queue.c.tenant == tenant)
         with self.engine.connect() as conn:
             return [_queued(r) for r in conn.execute(query)]
+
+    def place(self, places: Mapping[ServerKey, tuple[int, int, str]]) -> None:
+        """Write where each of ``places``' requests waits (position, length of its line, why), as the
+        hub decided; only rows that changed are written, and a request no longer queued is skipped."""
+        if not places:
+            return
+        with self._tx() as conn:
+            keys = list(places)
+            for chunk in range(0, len(keys), 500):
+                part = keys[chunk : chunk + 500]
+                rows = conn.execute(
+                    select(
+                        gpu_queue.c.id,
+                        gpu_queue.c.user,
+                        gpu_queue.c.server,
+                        gpu_queue.c.position,
+                        gpu_queue.c.length,
+                        gpu_queue.c.reason,
+                    ).where(tuple_(gpu_queue.c.user, gpu_queue.c.server).in_(part))
+                )
+                for r in rows:
+                    new = places[(r.user, r.server)]
+                    if (r.position, r.length, r.reason) != new:
+                        conn.execute(
+                            update(gpu_queue)
+                            .where(gpu_queue.c.id == r.id)
+                            .values(position=new[0], length=new[1], reason=new[2])
+                        )
 
     def dequeue(self, key: ServerKey) -> bool:
         """Take ``key``'s request out of its queue (admitted, cancelled or expired); False if none waited."""
@@ -790,6 +868,7 @@ def _run_values(run_id: str, holding: Holding, started: datetime) -> dict[str, A
         "started": started,
         "ended": None,
         "end_reason": None,
+        "borrowed": dict(holding.borrowed),
     }
 
 
@@ -803,11 +882,12 @@ def _holding(row: Any) -> Holding:
         cpu=Decimal(row.cpu_milli) / 1000,
         memory=Decimal(row.memory_bytes),
         groups=tuple(row.groups),
+        borrowed=dict(row.borrowed or {}),
     )
 
 
 def _run(row: Any) -> Run:
-    return Run(row.id, _holding(row), row.started, row.ended, row.end_reason)
+    return Run(row.id, _holding(row), row.started, row.ended, row.end_reason, row.stop_at, row.stop_note)
 
 
 def _limits_of(tenant: str, rows: Iterable[Any]) -> list[Limit]:
@@ -870,4 +950,7 @@ def _queued(row: Any) -> Queued:
         gpu_count=row.gpu_count,
         may_borrow=bool(row.may_borrow),
         enqueued=row.enqueued,
+        position=row.position,
+        length=row.length,
+        reason=row.reason,
     )

@@ -12,17 +12,16 @@ import functools
 import os
 import shutil
 import sys
-import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
 
-from quotas.gpu_queue import Plan, Running, Waiting, decide, may_wait, shares_for
+from quotas.gpu_queue import may_wait
 from quotas.model import Profile
 from quotas.policy import Holding
 from quotas.quantity import format_duration
@@ -32,6 +31,7 @@ from . import cgroups
 from .accounts import Account, AccountError, account_name, check_reachable, ensure_account, ensure_home
 from .gpus import NoFreeGpus
 from .profiles import Choice
+from .queue_keeper import QueueKeeper
 from .start_failures import OWN_SETTINGS, STREAK, StartFailure, judge, own_settings_in
 from .tenancy import TenantSpawnerMixin, counted_failure, options_form_html, refusal
 from .workspaces import (
@@ -43,6 +43,7 @@ from .workspaces import (
     orphans,
     process_start,
     stop_processes,
+    tell_terminals,
 )
 
 STATE_KEY = "aidc"
@@ -213,7 +214,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
 
     queue_poll_interval = Float(
         1.0,
-        help="""Seconds between two looks at the GPU queue by a waiting spawn. For example ``0.5``.""",
+        help="""Seconds between two looks at the GPU queue (the hub decides for every waiting spawn at
+        once, and at once when a server stops). For example ``0.5``.""",
     ).tag(config=True)
 
     queue_rejoin_grace = Float(
@@ -223,9 +225,13 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         dropped so that they do not hold up the line. For example ``600``.""",
     ).tag(config=True)
 
-    _queue_status: str | None = None
+    preemption_grace = Float(
+        300,
+        help="""Seconds between the warning to a server on borrowed GPUs that their owner needs them
+        back (in the workspace's terminals and on the hub's home page) and its stop. For example ``600``.""",
+    ).tag(config=True)
+
     _base_start_timeout: int | None = None
-    _waiting: ClassVar[set[tuple[str, str]]] = set()  # servers whose spawns wait in this hub process
 
     def options_applied(self, choice: Choice) -> None:
         """A GPU spawn may wait in its tenant's queue: ``start_timeout`` (which JupyterHub reads
@@ -235,16 +241,42 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         wait = choice.tenant.queue.max_wait.total_seconds() if choice.profile.gpu_type else 0
         self.start_timeout = self._base_start_timeout + int(wait)
 
+    @property
+    def _queue_status(self) -> str | None:
+        """Where this spawn waits and why, as the keeper last decided (None: it does not wait)."""
+        if self._queue_first is None:
+            return None
+        position = self.platform.keeper.position(self.server_key) if self.platform.keeper else None
+        return position.reason if position is not None else self._queue_first
+
+    _queue_first: str | None = None  # the refusal that sent the spawn to the queue
+    _borrowed_note: str | None = None  # said once admitted on borrowed GPUs
+
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """JupyterHub's progress events: while the spawn waits in the GPU queue, its place and why,
-        each time they change."""
+        each time they change; then, if it runs on borrowed GPUs, that it may be stopped for them."""
         last = None
         while True:
-            status = self._queue_status
+            status = self._queue_status or self._borrowed_note
             if status is not None and status != last:
-                yield {"progress": 10, "message": status}
+                yield {"progress": 10 if self._queue_first else 50, "message": status}
             last = status
             await asyncio.sleep(0.5)
+
+    def _keeper(self) -> QueueKeeper:
+        """The hub process's one :class:`~spawner.queue_keeper.QueueKeeper` (made at first use)."""
+        platform = self.platform
+        if platform.keeper is None:
+            platform.keeper = QueueKeeper(
+                platform,
+                _stop_server,
+                _notify_server,
+                interval=self.queue_poll_interval,
+                grace=timedelta(seconds=self.preemption_grace),
+                rejoin_grace=self.queue_rejoin_grace,
+                log=self.log,
+            )
+        return platform.keeper
 
     async def _admit_once(self, borrowed: dict[str, int] | None = None) -> Holding:
         try:
@@ -254,85 +286,75 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
 
     async def _admit_or_wait(self) -> Holding:
         """Admit now, or wait in the tenant's GPU queue when the refusal is one that waiting can
-        end (:func:`quotas.gpu_queue.may_wait`); every other refusal is raised at once."""
+        end (:func:`quotas.gpu_queue.may_wait`); every other refusal is raised at once. While others
+        wait for the same GPU type, a request that may wait joins the line behind them (first in,
+        first out) instead of taking GPUs that free up before they do."""
+        choice = self.resolve_choice()  # what admission will decide on (resolved again there)
+        if may_wait(choice.tenant, choice.profile, "gpus", choice.may_borrow):
+            gpu_type = choice.profile.gpu_type
+            if any(q.gpu_type == gpu_type for q in await asyncio.to_thread(self.platform.store.queued)):
+                return await self._wait_in_queue(choice, f"waiting for {choice.profile.gpu_count} × {gpu_type}")
         try:
-            return await self._admit_once()
+            holding = await self._admit_once()
         except SpawnException as e:
-            choice = self.asked
-            if choice is None or not may_wait(choice.tenant, choice.profile, _refusal_code(e), BORROWING):
+            asked = self.asked
+            if asked is None or not may_wait(asked.tenant, asked.profile, _refusal_code(e), asked.may_borrow):
                 raise
-            first = str(getattr(e, "jupyterhub_message", "") or e)
-        return await self._wait_in_queue(choice, first)
+            return await self._wait_in_queue(asked, str(getattr(e, "jupyterhub_message", "") or e))
+        return self._said_if_borrowed(holding)
 
     async def _wait_in_queue(self, choice: Choice, first: str) -> Holding:
-        """Wait in ``choice.tenant``'s GPU queue until :func:`quotas.gpu_queue.decide` admits this
-        server (on the tenant's own GPUs or borrowed ones), then reserve as usual. Raises a refusal
-        when the queue is full or ``queue.max_wait`` passes; a cancelled spawn leaves the queue."""
+        """Wait in ``choice.tenant``'s GPU queue until the keeper admits this server (on the
+        tenant's own GPUs or borrowed ones), then reserve as usual. Raises a refusal when the queue
+        is full or ``queue.max_wait`` passes; a cancelled spawn leaves the queue."""
         store, key = self.platform.store, self.server_key
         tenant, profile = choice.tenant, choice.profile
         gpu_type = profile.gpu_type or ""
         try:
-            store.enqueue(tenant, key[0], key[1], profile, BORROWING, datetime.now(UTC))
+            await asyncio.to_thread(
+                store.enqueue, tenant, key[0], key[1], profile, choice.may_borrow, datetime.now(UTC)
+            )
         except QueueFull as e:
             raise refusal(f"{first} {e}", reason="queue-full", status=503) from None
-        TenantLocalSpawner._waiting.add(key)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + tenant.queue.max_wait.total_seconds()
         self.log.info("%s waits in tenant %s's GPU queue: %s", self._log_name, tenant.id, first)
+        self._queue_first = first
+        keeper = self._keeper()
         try:
             while True:
-                plan = self._queue_plan(gpu_type)
-                admitted = next((a for a in plan.admit if a.key == key), None)
-                if admitted is not None:
-                    try:
-                        holding = await self._admit_once({gpu_type: admitted.borrowed} if admitted.borrowed else None)
-                    except SpawnException as e:
-                        if not may_wait(tenant, profile, _refusal_code(e), BORROWING):
-                            raise
-                    else:
-                        self.log.info("%s leaves the GPU queue: admitted", self._log_name)
-                        return holding
-                position = plan.waiting.get(key)
-                self._queue_status = position.reason if position is not None else first
-                if loop.time() >= deadline:
+                try:
+                    admitted = await asyncio.wait_for(keeper.wait(key, gpu_type), max(0.0, deadline - loop.time()))
+                except TimeoutError:
                     raise refusal(
                         f"Your server waited {format_duration(tenant.queue.max_wait)} in tenant {tenant.id}'s GPU queue,"
                         f" the longest it may, and was not started ({self._queue_status}). Try again later, pick a"
                         f" smaller profile, or ask a tenant admin.",
                         reason="queue-timeout",
                         status=503,
-                    )
-                await asyncio.sleep(self.queue_poll_interval)
+                    ) from None
+                try:
+                    holding = await self._admit_once({gpu_type: admitted.borrowed} if admitted.borrowed else None)
+                except SpawnException as e:
+                    if not may_wait(tenant, profile, _refusal_code(e), choice.may_borrow):
+                        raise
+                    continue  # another spawn took the GPUs first: keep the place, wait on
+                self.log.info("%s leaves the GPU queue: admitted", self._log_name)
+                return self._said_if_borrowed(holding)
         finally:
-            self._queue_status = None
-            TenantLocalSpawner._waiting.discard(key)
-            store.dequeue(key)
+            self._queue_first = None
+            await asyncio.to_thread(store.dequeue, key)
+            keeper.kick()  # the line moved
 
-    def _queue_plan(self, gpu_type: str) -> Plan:
-        """:func:`quotas.gpu_queue.decide` for ``gpu_type`` on this machine: the tenants' shares, the
-        servers holding that type (from the ledger's open runs) and everyone waiting for it."""
-        platform = self.platform
-        store = platform.store
-        queued = [q for q in store.queued() if q.gpu_type == gpu_type]
-        if time.monotonic() - _HUB_STARTED > self.queue_rejoin_grace:
-            for q in queued:
-                if q.key not in TenantLocalSpawner._waiting:  # its spawn died with an earlier hub
-                    store.dequeue(q.key)
-            queued = [q for q in queued if q.key in TenantLocalSpawner._waiting]
-        running = [
-            Running(
-                (r.holding.user, r.holding.server),
-                r.holding.tenant,
-                r.holding.gpus.get(gpu_type, 0),
-                r.started.timestamp(),
+    def _said_if_borrowed(self, holding: Holding) -> Holding:
+        if holding.borrowed:
+            gpus = ", ".join(f"{n} × {t}" for t, n in holding.borrowed.items())
+            self._borrowed_note = (
+                f"Starting on borrowed GPUs ({gpus}) of another tenant of {holding.tenant}'s cohort: when their"
+                " owner needs them back, this server is stopped after a warning. Save your work often."
             )
-            for r in store.open_runs()
-            if r.holding.gpus.get(gpu_type, 0)
-        ]
-        waiting = [Waiting(q.key, q.tenant, q.gpu_count, q.id, q.may_borrow) for q in queued]
-        return decide(
-            shares_for(platform.config, gpu_type), running, waiting, platform.gpus.capacity(gpu_type), gpu_type
-        )
+            self.log.info("%s runs on borrowed GPUs: %s", self._log_name, gpus)
+        return holding
 
     async def _isolate(self, record: Record, indices: list[str], profile: Profile) -> None:
         """With ``isolation = "users"``: the person's Unix account (made on first use) and the
@@ -548,6 +570,16 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             await self._remove_cgroup()  # what it started in the background goes with it
         finally:
             self._release()
+            if self.platform.keeper is not None:
+                self.platform.keeper.kick()  # GPUs are free: someone waiting may start
+
+    async def notify(self, message: str) -> None:
+        """Tell the people in this workspace ``message``: on each terminal its processes have (the
+        JupyterLab terminals, SSH sessions), as ``wall`` does."""
+        if self._record is not None:
+            pids = cgroups.pids(self._cgroup) if self._cgroup else set()
+            told = await asyncio.to_thread(tell_terminals, self._record.id, message, pids)
+            self.log.info("%s: told %d terminal(s): %s", self._log_name, told, message)
 
     def clear_state(self) -> None:
         """Forget the stopped server; also the path JupyterHub takes when a workspace died
@@ -572,6 +604,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         if freed:
             self.log.info("Released GPUs [%s] of %s", ",".join(freed), self._log_name)
         self.gpu_indices = []
+        self._borrowed_note = None
 
     def get_state(self) -> dict[str, Any]:
         """LocalProcessSpawner's pid plus what this server holds, so a restarted hub can re-hold it."""
@@ -595,6 +628,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             # the hub restores every running server (this call) before its first await: the reconcile
             # then runs at once, so processes a crash left behind do not wait for the next spawn
             asyncio.ensure_future(self.platform.reconciled(self._reconcile_workspaces))
+            self._keeper().kick()  # preemptions an earlier hub process began go on
         saved = state.get(STATE_KEY)
         pid: int = self.pid  # type: ignore[has-type]
         if not saved or not pid:
@@ -686,10 +720,38 @@ def _labelled_options_form(spawner: TenantLocalSpawner) -> str:
     return notice + form
 
 
-_HUB_STARTED = time.monotonic()  # this module is imported as the hub starts
-# Borrowing waits for preemption (issue 14): GPUs lent to another tenant must be reclaimable before
-# a request may run on them, so embedded requests wait for their own tenant's GPUs only, for now.
-BORROWING = False
+async def _hub_spawner(key: tuple[str, str]) -> tuple[Any, Any] | None:
+    """The hub's (user, spawner) of server ``key`` in this process, if it is active."""
+    from jupyterhub.app import JupyterHub
+
+    app = JupyterHub.instance()
+    try:
+        user = app.users[key[0]]
+    except KeyError:
+        return None
+    spawner = user.spawners.get(key[1])  # dict.get: never makes a spawner
+    return None if spawner is None or not spawner.active else (user, spawner)
+
+
+async def _stop_server(key: tuple[str, str]) -> None:
+    """Stop server ``key`` the way the hub stops one whose process ended (its route, then the
+    spawner, the hub's records and the ledger run, which keeps its ``preempted`` reason)."""
+    from jupyterhub.app import JupyterHub
+
+    found = await _hub_spawner(key)
+    if found is None:
+        return
+    user, spawner = found
+    if spawner.pending:  # starting or stopping already: the next look tries again
+        raise RuntimeError(f"{spawner._log_name} is {spawner.pending}; it is stopped once that ends")
+    await JupyterHub.instance().proxy.delete_user(user, key[1])
+    await user.stop(key[1])
+
+
+async def _notify_server(key: tuple[str, str], message: str) -> None:
+    found = await _hub_spawner(key)
+    if found is not None and isinstance(found[1], TenantLocalSpawner):
+        await found[1].notify(message)
 
 
 def _refusal_code(e: SpawnException) -> str:

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from quotas.model import PlatformConfig
 from quotas.snapshot import PlatformHolder, shared_holder
@@ -27,6 +28,7 @@ class Platform:
     store: Store
     gpus: GpuAllocator
     workspaces: Registry
+    keeper: Any = None  # the embedded mode's spawner.queue_keeper.QueueKeeper, made at first use
     _reconciled: asyncio.Future[None] | None = field(default=None, repr=False)
 
     async def reconciled(self, reconcile: Callable[[], Awaitable[None]]) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 from quotas.model import PlatformConfig, Profile, Tenant
 from quotas.quantity import format_bytes, format_cpu
 
-ALLOWED_OPTIONS = ("tenant", "profile")
+ALLOWED_OPTIONS = ("tenant", "profile", "borrow")
+BORROW_VALUES = {"yes": True, "no": False}  # the ``borrow`` option: may the server run on borrowed GPUs
 
 
 class OptionsRefused(Exception):
@@ -32,6 +33,9 @@ class OptionsRefused(Exception):
 class Choice:
     tenant: Tenant
     profile: Profile
+    # the person accepts GPUs borrowed from another tenant of the cohort, which may be reclaimed
+    # (the server stopped after a warning); else a request waits for its tenant's own GPUs
+    may_borrow: bool = True
 
     @property
     def value(self) -> str:
@@ -84,12 +88,19 @@ def check_option_shape(options: Any) -> None:
     if unknown:
         raise OptionsRefused(
             400,
-            f"Unknown server option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. Only 'tenant' and"
-            " 'profile' can be chosen; GPUs, CPU, memory and image come from the profile.",
+            f"Unknown server option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. Only 'tenant',"
+            " 'profile' and 'borrow' can be chosen; GPUs, CPU, memory and image come from the profile.",
         )
     for key in ALLOWED_OPTIONS:
         if key in options and not isinstance(options[key], str):
             raise OptionsRefused(400, f"Server option {key!r} must be a string, not {type(options[key]).__name__}.")
+    if "borrow" in options and options["borrow"] not in BORROW_VALUES:
+        raise OptionsRefused(
+            400,
+            f"Server option 'borrow' must be 'yes' (the server may start on GPUs borrowed from another tenant,"
+            f" and be stopped when they need them back) or 'no' (wait for your tenant's own GPUs), not"
+            f" {str(options['borrow'])[:40]!r}.",
+        )
 
 
 def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], options: Any) -> Choice:
@@ -141,7 +152,7 @@ def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], op
             status,
             f"Profile {profile_id!r} {what} tenant {tenant.id}. Its profiles: {', '.join(tenant.profiles) or 'none'}.",
         )
-    return Choice(tenant, config.profiles[profile_id])
+    return Choice(tenant, config.profiles[profile_id], BORROW_VALUES[options.get("borrow", "yes")])
 
 
 def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, str]:
@@ -173,6 +184,7 @@ def render_form(
     choices: list[Choice],
     usage_notes: Mapping[str, str] | None = None,
     selected: str | None = None,
+    may_borrow: bool = True,
 ) -> str:
     """HTML for JupyterHub's spawn page: one group of radio buttons per tenant.
 
@@ -211,5 +223,25 @@ def render_form(
                 + "</label></div>"
             )
         parts.append("</fieldset>")
+    lenders = sorted({c.tenant.id for c in choices if any(c.tenant.sharing.borrow.get(t) for t in c.profile.gpus)})
+    if lenders:
+        parts.append(_borrow_choice(lenders, may_borrow))
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _borrow_choice(tenants: list[str], may_borrow: bool) -> str:
+    """The notice and choice about borrowed GPUs, for tenants that may borrow from their cohort."""
+    esc = html.escape
+    yes, no = (" checked", "") if may_borrow else ("", " checked")
+    return (
+        '<fieldset class="mb-3 aidc-borrow" id="aidc-borrow"><legend class="h6">If your tenant\'s GPUs are all in use'
+        f' <small class="text-muted">({esc(", ".join(tenants))} may borrow idle GPUs of other tenants)</small></legend>'
+        '<div class="form-check"><input class="form-check-input" type="radio" name="borrow" id="borrow-yes"'
+        f' value="yes"{yes}><label class="form-check-label" for="borrow-yes">Start on <strong>borrowed GPUs</strong>'
+        " of another tenant. Their owner may need them back: the server is then stopped, after a warning in the"
+        " workspace and on the hub's home page. Save your work often.</label></div>"
+        '<div class="form-check"><input class="form-check-input" type="radio" name="borrow" id="borrow-no"'
+        f' value="no"{no}><label class="form-check-label" for="borrow-no">Wait in the queue for my tenant\'s own'
+        " GPUs, which are never taken back.</label></div></fieldset>"
+    )

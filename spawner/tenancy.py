@@ -239,7 +239,8 @@ def options_form_html(spawner: TenantSpawnerMixin) -> str:
     # preselect what was asked last: the refused choice when the form comes back with a reason
     last = spawner.user_options or {}  # type: ignore[attr-defined]
     selected = f"{last.get('tenant')}/{last.get('profile')}" if isinstance(last, dict) else None
-    return render_form(config, choices, notes, selected=selected)
+    may_borrow = not (isinstance(last, dict) and last.get("borrow") == "no")
+    return render_form(config, choices, notes, selected=selected, may_borrow=may_borrow)
 
 
 def counted_failure(person: str, message: str, log: logging.Logger | logging.LoggerAdapter[Any]) -> Exception:

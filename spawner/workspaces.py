@@ -169,3 +169,39 @@ async def stop_processes(pids: Iterable[int], grace: float = 10) -> list[int]:
         if not left:
             break
     return sorted(left)
+
+
+def terminals(pids: Iterable[int]) -> set[str]:
+    """The terminals (``/dev/pts/N``) that processes ``pids`` read or write (their fds 0, 1 and 2)."""
+    found = set()
+    for pid in pids:
+        for fd in (0, 1, 2):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/dev/pts/") and target[len("/dev/pts/") :].isdigit():
+                found.add(target)
+    return found
+
+
+def tell_terminals(record_id: str, message: str, pids: Iterable[int] = ()) -> int:
+    """Write ``message`` on every terminal of workspace ``record_id`` (its marked processes and
+    ``pids``, those of its cgroup), as ``wall`` does; returns how many were told. Control characters
+    are left out, so that nothing in the message (a server's name) can drive the terminal."""
+    text = "".join(ch for ch in message if ch.isprintable())
+    data = f"\r\n\a*** {text} ***\r\n".encode()
+    told = 0
+    for tty in sorted(terminals({*marked_processes([record_id]).get(record_id, []), *pids})):
+        try:
+            fd = os.open(tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            os.write(fd, data)
+            told += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return told

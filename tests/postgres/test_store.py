@@ -315,3 +315,50 @@ def test_the_gpu_queue_keeps_order_and_places_across_restarts(store: Store, db_u
         assert [q.user for q in restarted.queued("snu-ai")] == ["bob", "carol"] and third.id > second.id
     finally:
         restarted.close()
+
+
+def test_borrowed_gpus_are_recorded_and_charged_to_the_borrower_as_borrowed(store: Store) -> None:
+    tenant = with_quota(gpus={"H100": 4})
+    store.reserve(tenant, ask("alice", H100_X4), NOV_2)  # the ceiling, all its own
+    decision, run = store.reserve(tenant, ask("bob", H100_X4), NOV_2, borrowed={"H100": 3})
+    assert not decision.allowed  # 4 more do not fit 4 + 3 borrowed
+    decision, run = store.reserve(tenant, ask("bob", H100_X1, "b"), NOV_2, borrowed={"H100": 1})
+    assert decision.allowed and decision.holding is not None and decision.holding.borrowed == {"H100": 1}
+    assert run is not None
+    assert store.held_by(("alice", "")).borrowed == {}  # type: ignore[union-attr]
+    end = NOV_2 + timedelta(hours=2)
+    now = end + timedelta(hours=1)
+    open_report = store.usage_report("snu-ai", date(2026, 11, 1), date(2026, 12, 1), end)
+    assert [(r.subject, r.gpu_hours, r.borrowed_gpu_hours) for r in open_report] == [
+        ("alice", Decimal(8), Decimal(0)),
+        ("bob", Decimal(2), Decimal(2)),
+    ]
+    assert store.release_run(run, end, "preempted")
+    report = store.usage_report("snu-ai", date(2026, 11, 1), date(2026, 12, 1), now, by="tenant")
+    assert [(r.gpu_hours, r.borrowed_gpu_hours) for r in report] == [(Decimal(4 * 3 + 2), Decimal(2))]
+
+
+def test_a_preemption_is_marked_once_can_be_called_off_and_ends_the_run_preempted(store: Store) -> None:
+    _, run = store.reserve(SNU, ask("alice", H100_X1), NOV_2)
+    assert run is not None
+    stop_at = NOV_2 + timedelta(minutes=5)
+    assert store.mark_preempted(("alice", ""), stop_at, "tenant x needs them back")
+    assert not store.mark_preempted(("alice", ""), stop_at + timedelta(hours=1), "again")  # warned once
+    (marked,) = store.open_runs()
+    assert (marked.end_reason, marked.stop_at, marked.stop_note) == ("preempted", stop_at, "tenant x needs them back")
+    assert store.call_off_preemption(("alice", "")) and not store.call_off_preemption(("alice", ""))
+    assert store.open_runs()[0].stop_at is None and store.open_runs()[0].end_reason is None
+    assert not store.mark_preempted(("nobody", ""), stop_at, "no run")
+    store.mark_preempted(("alice", ""), stop_at, "tenant x needs them back")
+    assert store.release(("alice", ""), stop_at) is not None
+    (ended,) = store.runs_of("alice", NOV_2)
+    assert (ended.end_reason, ended.stop_note) == ("preempted", "tenant x needs them back")
+    assert store.runs_of("alice", stop_at) == []  # ended at stop_at, not after
+
+
+def test_places_in_the_queue_are_written_for_the_waiting_only(store: Store) -> None:
+    store.enqueue(SNU, "alice", "", H100_X4, True, NOV_2)
+    store.place({("alice", ""): (1, 1, "waiting for 4 × H100"), ("gone", ""): (2, 2, "left the line")})
+    (waiting,) = store.queued()
+    assert (waiting.position, waiting.length, waiting.reason) == (1, 1, "waiting for 4 × H100")
+    store.place({})  # nothing to write
