@@ -235,7 +235,7 @@ def decide(
         else:
             why = state.why_not(head) or f"tenant {tenant}'s first request waits"
         for i, w in enumerate(line, start=1):
-            reason = f"waiting for {_n(w.count, gpu_type)}: {why}; you are {_ordinal(i)} of {len(line)}"
+            reason = f"waiting for {_n(w.count, gpu_type)}: {why}; you are {ordinal(i)} of {len(line)}"
             plan.waiting[w.key] = Position(i, len(line), reason)
     return plan
 
@@ -244,6 +244,6 @@ def _n(count: int, gpu_type: str) -> str:
     return f"{count} × {gpu_type}"
 
 
-def _ordinal(n: int) -> str:
+def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"

@@ -280,6 +280,20 @@ class Store:
             marked = conn.execute(update(runs).where(_open_run_of(key)).values(end_reason=reason))
             return bool(marked.rowcount)
 
+    def admitted(self, key: ServerKey, now: datetime, borrowed: Mapping[str, int]) -> bool:
+        """Server ``key``'s request left the GPU queue and holds its GPUs from ``now`` (Kubernetes:
+        Kueue admitted its pod), ``borrowed`` of them from the cohort: its open run starts now, so
+        that time in the queue is never charged. False if it has no open run."""
+        with self._tx() as conn:
+            row = conn.execute(
+                update(runs).where(_open_run_of(key)).values(started=now, borrowed=dict(borrowed)).returning(runs.c.id)
+            ).first()
+        if row is None:
+            return False
+        with self._lock:
+            self._seen.pop(row.id, None)  # it changed: read it again
+        return True
+
     def mark_preempted(self, key: ServerKey, stop_at: datetime, note: str) -> bool:
         """Mark server ``key``'s open run to be stopped at ``stop_at`` for ``note`` (why, for its
         person): preempted to give a tenant its own GPUs back. False if it has no open run or is

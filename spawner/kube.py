@@ -5,25 +5,42 @@ policy as the embedded mode), turns the profile into KubeSpawner settings with t
 pure :func:`spawner.kube_objects.profile_settings`, and lets KubeSpawner make the
 API calls. Two refusals only Kubernetes can give are turned into reasons for people
 within seconds: the tenant's ResourceQuota (403) and an unschedulable pod.
+
+With ``kueue`` (issue 14) every pod goes through its tenant's LocalQueue: the hub keeps deciding
+limits, servers per person and budgets, and Kueue the GPU ceiling, the queue, borrowing and
+reclaim. While Kueue holds a pod back (its scheduling gate), the request is in the quotas store's
+GPU queue with its place from Kueue's visibility API and why from its Workload, shown in the
+spawn's progress; it is refused after the tenant's ``queue.max_wait``; its run (GPU-hours) starts
+when Kueue admits it; a pod Kueue preempts to give GPUs back ends its run ``preempted``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import wait_for_http_server
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Float, Unicode, default
+from traitlets import Bool, Float, Unicode, default
 
-from .kube_objects import profile_settings, tenant_namespace
+from quotas.gpu_queue import may_wait, ordinal
+from quotas.quantity import format_duration
+from quotas.store import QueueFull
+
+from .kube_objects import LOCAL_QUEUE, PRIORITY_CLASS, PRIORITY_LABEL, QUEUE_LABEL, profile_settings, tenant_namespace
+from .profiles import Choice
 from .start_failures import STREAK
 from .tenancy import TenantSpawnerMixin, counted_failure, refusal
 
 STATE_KEY = "aidc"
+# admission's allowance beyond a tenant's GPU ceiling for a request that may wait in Kueue's queue:
+# any, since its ClusterQueue keeps the ceiling (running and queued pods counted there, not here)
+KUEUE_KEEPS_THE_CEILING = 1_000_000
 
 
 class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
@@ -40,6 +57,24 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         help="""Seconds a pod may stay unschedulable (no node with the GPUs it asks for) before
         the spawn is refused with the scheduler's reason, instead of waiting for start_timeout;
         e.g. 30 where a cluster autoscaler adds GPU nodes.""",
+    ).tag(config=True)
+
+    kueue = Bool(
+        False,
+        help="""Send every pod through its tenant's Kueue LocalQueue (``aidc reconcile --kueue`` makes the
+        queues): GPU requests that do not fit now wait in the tenant's queue, may borrow idle GPUs of its
+        cohort and are reclaimed by preemption. Needs Kueue v0.17 in the cluster.""",
+    ).tag(config=True)
+
+    preemption_grace = Float(
+        300,
+        help="""Seconds a preempted workspace keeps running after Kueue asks for its GPUs back (its pod's
+        termination grace; the hub's pages warn its person meanwhile). For example ``600``.""",
+    ).tag(config=True)
+
+    queue_poll_interval = Float(
+        1.0,
+        help="""Seconds between two looks at a queued pod's place in its tenant's Kueue queue. For example ``2``.""",
     ).tag(config=True)
 
     home_capacity = Unicode(
@@ -119,7 +154,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         before any API call when options or quota say no, 403 when the tenant's
         ResourceQuota refuses the pod, and 503 when no node can take it.
         """
-        holding = await self.admit_spawn()
+        holding = await self.admit_spawn(borrowed=self._queued_by_kueue())
         config = self.platform.config
         tenant, profile = config.tenants[holding.tenant], config.profiles[holding.profile]
         gpu_type = config.gpu_types.get(profile.gpu_type) if profile.gpu_type else None
@@ -136,6 +171,18 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             *settings["volumes"],
         ]
         settings["volume_mounts"] = [{"name": "home", "mountPath": self.home_mount_path}, *settings["volume_mounts"]]
+        if self.kueue:
+            settings["extra_labels"] = {
+                **settings["extra_labels"],
+                QUEUE_LABEL: LOCAL_QUEUE,
+                PRIORITY_LABEL: PRIORITY_CLASS,
+            }
+            settings["extra_pod_config"] = {
+                **(self.extra_pod_config or {}),  # type: ignore[has-type]
+                "terminationGracePeriodSeconds": int(self.preemption_grace) + 30,
+            }
+            # a preempted workspace keeps running for the grace, while the hub's pages warn its person
+            settings["lifecycle_hooks"] = {"preStop": {"exec": {"command": ["sleep", str(int(self.preemption_grace))]}}}
         for trait, value in settings.items():
             setattr(self, trait, value)
         self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
@@ -176,14 +223,17 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     async def _start_or_refuse(self) -> Any:
         start = asyncio.ensure_future(super().start())
         watch = asyncio.ensure_future(self._watch_unschedulable())
+        queue = asyncio.ensure_future(self._follow_queue()) if self.kueue else None
         try:
-            done, _ = await asyncio.wait({start, watch}, return_when=asyncio.FIRST_COMPLETED)
-            reason = watch.result() if watch in done else None
-            if reason is not None:
+            watchers = {watch} | ({queue} if queue else set())
+            done, _ = await asyncio.wait({start} | watchers, return_when=asyncio.FIRST_COMPLETED)
+            failed = next((w for w in watchers if w in done and w.result() is not None), None)
+            if failed is not None:
+                code, reason = failed.result() or ("", "")
                 start.cancel()
                 await asyncio.gather(start, return_exceptions=True)
                 await KubeSpawner.stop(self, now=True)
-                raise refusal(reason, reason="unschedulable", status=503)
+                raise refusal(reason, reason=code, status=503)
             return await start
         except ApiException as e:
             body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body or "")
@@ -192,8 +242,11 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             raise
         finally:
             watch.cancel()
+            if queue is not None:
+                queue.cancel()
+                await asyncio.gather(queue, return_exceptions=True)
 
-    async def _watch_unschedulable(self) -> str | None:
+    async def _watch_unschedulable(self) -> tuple[str, str] | None:
         """The scheduler's reason once the pod has been unschedulable for ``unschedulable_timeout``."""
         ref_key = f"{self.namespace}/{self.pod_name}"
         since: float | None = None
@@ -208,11 +261,208 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                 continue
             since = since or loop.time()
             if loop.time() - since >= self.unschedulable_timeout:
-                return (
+                return "unschedulable", (
                     f"No node can run this server now: the cluster has no free capacity for profile"
                     f" {self.held.profile if self.held else '?'} (the scheduler says: {condition}). Try again"
                     " later, pick a smaller profile, or ask a platform admin."
                 )
+
+    # -- the GPU queue with Kueue ------------------------------------------------------------------
+
+    _queue_status: str | None = None
+    _queued_choice: Choice | None = None
+
+    def _queued_by_kueue(self) -> dict[str, int] | None:
+        """With Kueue, a GPU request that may wait is not held to the tenant's GPU ceiling here: its
+        pod waits in the tenant's Kueue queue instead (its ClusterQueue keeps the ceiling); the other
+        checks (limits, servers, budgets, a request larger than the tenant could ever hold) stay."""
+        self._queued_choice = None
+        if not self.kueue:
+            return None
+        choice = self.resolve_choice()
+        gpu_type = choice.profile.gpu_type
+        if not gpu_type or not may_wait(choice.tenant, choice.profile, "gpus", True):
+            return None
+        self._queued_choice = choice
+        return {gpu_type: KUEUE_KEEPS_THE_CEILING}
+
+    def options_applied(self, choice: Choice) -> None:
+        """A GPU spawn may wait in its tenant's Kueue queue: ``start_timeout`` grows by ``queue.max_wait``."""
+        if not self.kueue:
+            return
+        if self._base_start_timeout is None:
+            self._base_start_timeout = int(self.start_timeout)  # type: ignore[has-type]
+        wait = choice.tenant.queue.max_wait.total_seconds() if choice.profile.gpu_type else 0
+        self.start_timeout = self._base_start_timeout + int(wait)
+
+    _base_start_timeout: int | None = None
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        """KubeSpawner's events, and while the pod waits in the tenant's queue its place and why."""
+        events = super().progress().__aiter__()
+        pending: asyncio.Future[Any] | None = None
+        last = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(events.__anext__())
+                done, _ = await asyncio.wait({pending}, timeout=0.5)
+                if pending in done:
+                    try:
+                        event = pending.result()
+                    except StopAsyncIteration:
+                        return
+                    pending = None
+                    yield event
+                if self._queue_status is not None and self._queue_status != last:
+                    last = self._queue_status
+                    yield {"progress": 10, "message": self._queue_status}
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    def _pod(self) -> dict[str, Any] | None:
+        reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
+        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+
+    async def _follow_queue(self) -> tuple[str, str] | None:
+        """While Kueue holds the pod back: its place and why (the quotas store's GPU queue and the
+        spawn's progress); once admitted, the run starts (and says what is borrowed). Returns a
+        refusal (code, message) when the tenant's ``queue.max_wait`` passes or its queue is full."""
+        choice = self._queued_choice
+        store, key = self.platform.store, self.server_key
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (choice.tenant.queue.max_wait.total_seconds() if choice else 0)
+        queued = False
+        try:
+            while True:
+                await asyncio.sleep(self.queue_poll_interval)
+                pod = self._pod()
+                if pod is None:
+                    continue
+                if not _gated(pod):
+                    await self._kueue_admitted(choice)
+                    return None
+                if choice is None:
+                    continue  # within the ceiling: Kueue admits it as soon as reclaim frees its GPUs
+                if not queued:
+                    try:
+                        await asyncio.to_thread(
+                            store.enqueue, choice.tenant, key[0], key[1], choice.profile, True, datetime.now(UTC)
+                        )
+                    except QueueFull as e:
+                        return "queue-full", str(e)
+                    queued = True
+                position, length, why = await self._place_in_queue(choice)
+                self._queue_status = f"waiting for {choice.profile.gpu_count} × {choice.profile.gpu_type}: {why}" + (
+                    f"; you are {ordinal(position)} of {length}" if position else ""
+                )
+                await asyncio.to_thread(store.place, {key: (position or 0, length, self._queue_status)})
+                if loop.time() >= deadline:
+                    tenant = choice.tenant
+                    return "queue-timeout", (
+                        f"Your server waited {format_duration(tenant.queue.max_wait)} in tenant {tenant.id}'s GPU"
+                        f" queue, the longest it may, and was not started ({self._queue_status}). Try again later,"
+                        " pick a smaller profile, or ask a tenant admin."
+                    )
+        finally:
+            self._queue_status = None
+            if queued:
+                await asyncio.to_thread(store.dequeue, key)
+
+    async def _place_in_queue(self, choice: Choice) -> tuple[int | None, int, str]:
+        """(position, length, why) of this pod's Workload in its LocalQueue, from Kueue's visibility
+        API and the Workload's ``QuotaReserved`` condition."""
+        path = (
+            f"/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}"
+            f"/localqueues/{LOCAL_QUEUE}/pendingworkloads"
+        )
+        why = f"tenant {choice.tenant.id}'s GPUs are in use"
+        try:
+            pending = await self._kube_get(path)
+            workloads = await self._kube_get(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads")
+        except ApiException as e:
+            self.log.warning("Could not read %s's place in the Kueue queue: %s", self._log_name, e.reason)
+            return None, 0, why
+        mine = next(
+            (
+                w
+                for w in workloads.get("items", [])
+                if any(o.get("name") == self.pod_name for o in w["metadata"].get("ownerReferences", []))
+            ),
+            None,
+        )
+        items = pending.get("items", [])
+        position = None
+        if mine is not None:
+            name = mine["metadata"]["name"]
+            position = next(
+                (int(i.get("positionInLocalQueue", 0)) + 1 for i in items if i["metadata"]["name"] == name), None
+            )
+            for condition in mine.get("status", {}).get("conditions", []):
+                if condition.get("type") == "QuotaReserved" and condition.get("status") == "False":
+                    why = str(condition.get("message") or why)
+        return position, len(items), why
+
+    async def _kube_get(self, path: str) -> dict[str, Any]:
+        data = await self.api.api_client.call_api(
+            path,
+            "GET",
+            header_params={"Accept": "application/json"},
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+        return dict(data or {})
+
+    async def _kueue_admitted(self, choice: Choice | None) -> None:
+        """Kueue admitted the pod: its run starts now, with what it borrows beyond the tenant's own."""
+        held = self.held
+        if held is None or choice is None:
+            return
+        store = self.platform.store
+        gpu_type = choice.profile.gpu_type or ""
+        waiting = {q.key for q in await asyncio.to_thread(store.queued, held.tenant)} - {self.server_key}
+        in_use = sum(
+            r.holding.gpus.get(gpu_type, 0)
+            for r in await asyncio.to_thread(store.open_runs, held.tenant)
+            if (r.holding.user, r.holding.server) not in waiting
+        )
+        beyond = min(held.gpus.get(gpu_type, 0), in_use - choice.tenant.quota.gpus.get(gpu_type, 0))
+        borrowed = {gpu_type: beyond} if beyond > 0 else {}
+        await asyncio.to_thread(store.admitted, self.server_key, datetime.now(UTC), borrowed)
+        self.log.info("Kueue admitted %s%s", self._log_name, f" on borrowed GPUs {borrowed}" if borrowed else "")
+
+    async def poll(self) -> int | None:
+        """KubeSpawner's poll; a pod Kueue preempts (to give borrowed GPUs back) is marked in the
+        ledger (when it stops and why, shown on the hub's pages), and its run ends ``preempted``.
+        Kueue marks the pod (``TerminationTarget``) and its Workload (``Preempted``) before deleting
+        the pod; once the pod is gone the Workload still says so until it is collected."""
+        status: int | None = await super().poll()
+        if not self.kueue or self.held is None:
+            return status
+        pod = self._pod()
+        preempted = pod is not None and _preempted(pod)
+        if not preempted and status is not None:
+            preempted = await self._workload_preempted()
+        if preempted:
+            stop_at = datetime.now(UTC) + (timedelta(seconds=self.preemption_grace) if status is None else timedelta(0))
+            note = f"its GPUs were borrowed from another tenant of {self.held.tenant}'s cohort, who needs them back"
+            if await asyncio.to_thread(self.platform.store.mark_preempted, self.server_key, stop_at, note):
+                self.log.info("%s is preempted by Kueue: %s", self._log_name, note)
+        return status
+
+    async def _workload_preempted(self) -> bool:
+        try:
+            workloads = await self._kube_get(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads")
+        except ApiException:
+            return False
+        for w in workloads.get("items", []):
+            if any(o.get("name") == self.pod_name for o in w["metadata"].get("ownerReferences", [])):
+                conditions = w.get("status", {}).get("conditions", [])
+                if any(c.get("type") == "Preempted" and c.get("status") == "True" for c in conditions):
+                    return True
+        return False
 
     def _quota_message(self, e: ApiException) -> str:
         try:
@@ -258,6 +508,19 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         saved = state.get(STATE_KEY)
         if saved:
             self.restore_held(saved)
+
+
+def _gated(pod: dict[str, Any]) -> bool:
+    """Kueue still holds the pod back (its ``kueue.x-k8s.io/admission`` scheduling gate)."""
+    return any(g.get("name") == "kueue.x-k8s.io/admission" for g in pod.get("spec", {}).get("schedulingGates") or [])
+
+
+def _preempted(pod: dict[str, Any]) -> bool:
+    """Kueue evicts a preempted pod with a ``TerminationTarget`` (or ``DisruptionTarget``) condition."""
+    return any(
+        c.get("type") in ("TerminationTarget", "DisruptionTarget") and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions") or []
+    )
 
 
 def _unschedulable_condition(pod: dict[str, Any] | None) -> str | None:

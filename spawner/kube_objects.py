@@ -21,6 +21,15 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 METADATA_ADDRESS = "169.254.169.254/32"
 
+# Kueue (issue 14): the GPU queue, borrowing and reclaim on Kubernetes (sigs.k8s.io/kueue v0.17)
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+LOCAL_QUEUE = "aidc"  # each tenant namespace's one LocalQueue
+PRIORITY_CLASS = "aidc-workspace"
+CPU_FLAVOR = "aidc-cpu"
+UNLIMITED = {"cpu": "100000", "memory": "100Pi"}  # a ClusterQueue's nominal quota where the tenant has no ceiling
+
 
 def tenant_namespace(tenant_id: str, template: str = "aidc-{tenant}") -> str:
     """``snu-ai`` -> ``aidc-snu-ai``. Tenant ids are DNS labels of at most 40 characters."""
@@ -104,13 +113,25 @@ def make_namespace(name: str, tenant: Tenant, pod_security: str = "restricted") 
     }
 
 
-def make_resource_quota(namespace: str, tenant: Tenant, gpu_types: dict[str, GpuType]) -> dict[str, Any]:
+def make_resource_quota(
+    namespace: str, tenant: Tenant, gpu_types: dict[str, GpuType], kueue: bool = False
+) -> dict[str, Any]:
     """The Kubernetes backstop of the tenant's ceiling: what the hub admits, enforced again.
 
-    GPU types sharing one resource (H100 and A100 are both ``nvidia.com/gpu``) add up.
+    GPU types sharing one resource (H100 and A100 are both ``nvidia.com/gpu``) add up. With
+    ``kueue`` the tenant's ClusterQueue is the backstop of GPUs, CPU and memory (a ResourceQuota
+    counts queued pods and would refuse them, and borrowing pods beyond the ceiling), and
+    :func:`make_queue_policy` refuses every pod that does not go through the tenant's LocalQueue;
+    the ResourceQuota keeps storage and the number of pods (servers plus the queue's length).
     """
     quota = tenant.quota
     hard: dict[str, str] = {}
+    if kueue:
+        if quota.storage is not None:
+            hard["requests.storage"] = _quantity(quota.storage)
+        if quota.servers is not None:
+            hard["pods"] = str(quota.servers + tenant.queue.max_length)
+        return _resource_quota(namespace, tenant, hard)
     for name, count in quota.gpus.items():
         key = f"requests.{gpu_types[name].resource}"
         hard[key] = str(int(hard.get(key, "0")) + count)
@@ -126,12 +147,176 @@ def make_resource_quota(namespace: str, tenant: Tenant, gpu_types: dict[str, Gpu
         hard["requests.storage"] = _quantity(quota.storage)
     if quota.servers is not None:
         hard["pods"] = str(quota.servers)
+    return _resource_quota(namespace, tenant, hard)
+
+
+def _resource_quota(namespace: str, tenant: Tenant, hard: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
         "metadata": {"name": "aidc-tenant-ceiling", "namespace": namespace, "labels": tenant_labels(tenant)},
         "spec": {"hard": hard},
     }
+
+
+# ---------------------------------------------------------------------------
+# Kueue: one ResourceFlavor per GPU type, one ClusterQueue and LocalQueue per tenant
+
+
+def gpu_flavor(gpu_type: str) -> str:
+    """``H100`` -> ``aidc-h100``, ``A100-1g.10gb`` -> ``aidc-a100-1g-10gb`` (a DNS name)."""
+    return "aidc-" + "".join(c if c.isalnum() else "-" for c in gpu_type.lower()).strip("-")
+
+
+def make_resource_flavors(gpu_types: dict[str, GpuType]) -> list[dict[str, Any]]:
+    """A flavor per GPU type (the nodes of its product, whose GPU taint its pods tolerate) and one for
+    CPU and memory, which any node offers."""
+    flavors = [
+        {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": CPU_FLAVOR, "labels": MANAGED_BY}}
+    ]
+    for name, gpu_type in sorted(gpu_types.items()):
+        spec: dict[str, Any] = {"nodeLabels": {GPU_PRODUCT_LABEL: gpu_type.product}} if gpu_type.product else {}
+        flavors.append(
+            {
+                "apiVersion": KUEUE_API,
+                "kind": "ResourceFlavor",
+                "metadata": {"name": gpu_flavor(name), "labels": MANAGED_BY},
+                "spec": spec,
+            }
+        )
+    return flavors
+
+
+def make_priority_class() -> dict[str, Any]:
+    """Every workspace's Kueue priority: one class, so that reclaim (not priority) decides preemption."""
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "WorkloadPriorityClass",
+        "metadata": {"name": PRIORITY_CLASS, "labels": MANAGED_BY},
+        "value": 0,
+        "description": "AIDC Hub workspaces",
+    }
+
+
+def cluster_queue_name(tenant_id: str) -> str:
+    return f"aidc-{tenant_id}"
+
+
+def make_cluster_queue(tenant: Tenant, gpu_types: dict[str, GpuType]) -> dict[str, Any]:
+    """The tenant's ClusterQueue: its ceiling as nominal quota (guaranteed), what it may borrow from
+    idle GPUs of its cohort and what of its own it lends, first in first out, and reclaim: a request
+    within its nominal quota preempts borrowers of its cohort (never its own tenant's servers)."""
+    quota, sharing = tenant.quota, tenant.sharing
+    cpu = {
+        "name": CPU_FLAVOR,
+        "resources": [
+            {"name": "cpu", "nominalQuota": _quantity(quota.cpu) if quota.cpu is not None else UNLIMITED["cpu"]},
+            {
+                "name": "memory",
+                "nominalQuota": _quantity(quota.memory) if quota.memory is not None else UNLIMITED["memory"],
+            },
+        ],
+    }
+    groups: list[dict[str, Any]] = [{"coveredResources": ["cpu", "memory"], "flavors": [cpu]}]
+    resources = sorted({g.resource for g in gpu_types.values()})
+    if resources:
+        flavors = []
+        for name, gpu_type in sorted(gpu_types.items()):
+            entries = []
+            for resource in resources:
+                entry: dict[str, Any] = {
+                    "name": resource,
+                    "nominalQuota": str(quota.gpus.get(name, 0) if resource == gpu_type.resource else 0),
+                }
+                if resource == gpu_type.resource:
+                    entry["borrowingLimit"] = str(sharing.borrow.get(name, 0))
+                    if name in sharing.lend:
+                        entry["lendingLimit"] = str(min(sharing.lend[name], quota.gpus.get(name, 0)))
+                entries.append(entry)
+            flavors.append({"name": gpu_flavor(name), "resources": entries})
+        groups.append({"coveredResources": resources, "flavors": flavors})
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "ClusterQueue",
+        "metadata": {"name": cluster_queue_name(tenant.id), "labels": tenant_labels(tenant)},
+        "spec": {
+            "cohortName": sharing.cohort,
+            "namespaceSelector": {"matchLabels": {TENANT_LABEL: tenant.id}},
+            "queueingStrategy": "StrictFIFO",
+            "preemption": {
+                "reclaimWithinCohort": "Any",
+                "withinClusterQueue": "Never",
+                "borrowWithinCohort": {"policy": "Never"},
+            },
+            "resourceGroups": groups,
+        },
+    }
+
+
+def make_local_queue(namespace: str, tenant: Tenant) -> dict[str, Any]:
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "LocalQueue",
+        "metadata": {"name": LOCAL_QUEUE, "namespace": namespace, "labels": tenant_labels(tenant)},
+        "spec": {"clusterQueue": cluster_queue_name(tenant.id)},
+    }
+
+
+QUEUE_POLICY = "aidc-pods-through-kueue"
+
+
+def make_queue_policy() -> list[dict[str, Any]]:
+    """The backstop with Kueue: a ValidatingAdmissionPolicy (and its binding) that refuses a pod in a
+    tenant namespace unless it goes through the tenant's LocalQueue, so none escapes its ClusterQueue."""
+    message = (
+        f"pods in tenant namespaces go through the tenant's GPU queue: label them {QUEUE_LABEL}={LOCAL_QUEUE}"
+        " (the hub does); this one does not"
+    )
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": QUEUE_POLICY, "labels": MANAGED_BY},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": (
+                            f"has(object.metadata.labels) && '{QUEUE_LABEL}' in object.metadata.labels"
+                            f" && object.metadata.labels['{QUEUE_LABEL}'] == '{LOCAL_QUEUE}'"
+                        ),
+                        "message": message,
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": QUEUE_POLICY, "labels": MANAGED_BY},
+            "spec": {
+                "policyName": QUEUE_POLICY,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {
+                        "matchExpressions": [{"key": TENANT_LABEL, "operator": "Exists"}],
+                        "matchLabels": MANAGED_BY,
+                    }
+                },
+            },
+        },
+    ]
+
+
+def cluster_objects(gpu_types: dict[str, GpuType]) -> list[dict[str, Any]]:
+    """What Kueue needs once for the whole cluster: flavors, the priority class, the backstop policy."""
+    return [*make_resource_flavors(gpu_types), make_priority_class(), *make_queue_policy()]
 
 
 def make_limit_range(namespace: str, tenant: Tenant) -> dict[str, Any]:
@@ -220,6 +405,13 @@ HUB_RULES = [
         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+    # the GPU queue: the tenant's Workloads (why a pod waits, whether it was preempted) and its place
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["get", "list", "watch"]},
+    {
+        "apiGroups": ["visibility.kueue.x-k8s.io"],
+        "resources": ["localqueues/pendingworkloads"],
+        "verbs": ["get", "list"],
+    },
 ]
 
 
@@ -252,12 +444,17 @@ def tenant_objects(
     hub_namespace: str,
     hub_service_account: str,
     allowed_from: dict[str, str],
+    kueue: bool = False,
 ) -> list[dict[str, Any]]:
-    """Everything the reconciler keeps in sync for one tenant, namespace first."""
+    """Everything the reconciler keeps in sync for one tenant, namespace first (with ``kueue``, its
+    ClusterQueue before the namespace, and its LocalQueue)."""
     ns = tenant_namespace(tenant.id, namespace_template)
+    queues = [make_cluster_queue(tenant, gpu_types)] if kueue else []
     return [
+        *queues,
         make_namespace(ns, tenant),
-        make_resource_quota(ns, tenant, gpu_types),
+        *([make_local_queue(ns, tenant)] if kueue else []),
+        make_resource_quota(ns, tenant, gpu_types, kueue),
         make_limit_range(ns, tenant),
         *make_network_policies(ns, tenant, hub_namespace, allowed_from),
         make_hub_role(ns, tenant),

@@ -1,5 +1,8 @@
 """The tenant namespace reconciler: keeps every tenant's namespace, ResourceQuota,
-LimitRange, NetworkPolicies and hub RoleBinding equal to the tenant config.
+LimitRange, NetworkPolicies and hub RoleBinding equal to the tenant config; with Kueue
+(issue 14), also the ResourceFlavors of the GPU types, each tenant's ClusterQueue and
+LocalQueue, the workspaces' WorkloadPriorityClass and the policy that sends every pod of a
+tenant namespace through its queue.
 
 Objects are written with server-side apply (field manager ``aidc-reconciler``), so a
 run is idempotent and only the fields it owns are changed. A tenant removed from the
@@ -19,7 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from quotas.model import PlatformConfig
 
-from .kube_objects import MANAGED_BY, TENANT_LABEL, tenant_objects
+from .kube_objects import KUEUE_API, MANAGED_BY, TENANT_LABEL, cluster_objects, tenant_objects
 
 FIELD_MANAGER = "aidc-reconciler"
 REMOVED_LABEL = "aidc.io/removed"
@@ -37,6 +40,18 @@ _PATHS = {
         "rbac.authorization.k8s.io/v1",
         "RoleBinding",
     ): "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}",
+    (KUEUE_API, "ResourceFlavor"): f"/apis/{KUEUE_API}/resourceflavors/{{name}}",
+    (KUEUE_API, "WorkloadPriorityClass"): f"/apis/{KUEUE_API}/workloadpriorityclasses/{{name}}",
+    (KUEUE_API, "ClusterQueue"): f"/apis/{KUEUE_API}/clusterqueues/{{name}}",
+    (KUEUE_API, "LocalQueue"): f"/apis/{KUEUE_API}/namespaces/{{namespace}}/localqueues/{{name}}",
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+    ): "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{name}",
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+    ): "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{name}",
 }
 
 
@@ -67,8 +82,10 @@ class TenantReconciler:
         hub_namespace: str = "aidc",
         hub_service_account: str = "hub",
         allowed_from: Mapping[str, str] | None = None,
+        kueue: bool = False,
     ):
         self.api = api
+        self.kueue = kueue
         self.config = config
         self.namespace_template = namespace_template
         self.hub_namespace = hub_namespace
@@ -76,7 +93,7 @@ class TenantReconciler:
         self.allowed_from = dict(allowed_from or {"hub": "hub", "proxy": "proxy", "sshgateway": "sshgateway"})
 
     def desired(self) -> list[dict[str, Any]]:
-        return [
+        return [*(cluster_objects(dict(self.config.gpu_types)) if self.kueue else [])] + [
             obj
             for tenant in self.config.tenants.values()
             for obj in tenant_objects(
@@ -86,6 +103,7 @@ class TenantReconciler:
                 self.hub_namespace,
                 self.hub_service_account,
                 self.allowed_from,
+                self.kueue,
             )
         ]
 

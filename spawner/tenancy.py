@@ -175,7 +175,7 @@ class TenantSpawnerMixin(paths.PlatformState):
         return {
             "tenant": h.tenant,
             "profile": h.profile,
-            "holds": {"gpus": dict(h.gpus), "cpu": str(h.cpu), "memory": str(h.memory)},
+            "holds": {"gpus": dict(h.gpus), "cpu": str(h.cpu), "memory": str(h.memory), "borrowed": dict(h.borrowed)},
             "groups": list(h.groups),
             "run": self.run_id,
         }
@@ -193,6 +193,7 @@ class TenantSpawnerMixin(paths.PlatformState):
             cpu=Decimal(holds["cpu"]),
             memory=Decimal(holds["memory"]),
             groups=tuple(saved.get("groups", ())),
+            borrowed={str(t): int(n) for t, n in holds.get("borrowed", {}).items()},
         )
         self.held, self.run_id = holding, self.platform.store.restore(holding, saved.get("run"), datetime.now(UTC))
         return holding

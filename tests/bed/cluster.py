@@ -24,29 +24,25 @@ Run ``python -m tests.bed.cluster`` for a self-check (quota + scheduling + admis
 
 from __future__ import annotations
 
-import atexit
 import copy
-import ctypes
 import functools
 import ipaddress
 import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
 from urllib3.exceptions import InsecureRequestWarning
+
+from tests.bed.procs import Servers, log_tail, run_build, self_check_main, terminate
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SH = REPO / "tests" / "bed" / "controlplane" / "build.sh"
@@ -130,35 +126,7 @@ def free_ports(n: int) -> list[int]:
 
 def build(*, quiet: bool = False) -> Path:
     """Run build.sh (a no-op once cached) and return the bin dir it prints last."""
-    if os.environ.get("AIDC_CONTROLPLANE_BIN"):
-        return Path(os.environ["AIDC_CONTROLPLANE_BIN"])
-    proc = subprocess.run(
-        ["bash", str(BUILD_SH)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if quiet else None,
-        text=True,
-    )
-    if proc.returncode != 0:
-        detail = "\n".join((proc.stderr or "").splitlines()[-60:]) if quiet else "see its output above"
-        raise ControlPlaneError(f"{BUILD_SH} failed with exit code {proc.returncode}:\n{detail}")
-    lines = proc.stdout.strip().splitlines()
-    if not lines or not Path(lines[-1]).is_dir():
-        raise ControlPlaneError(f"{BUILD_SH} printed no bin dir on its last line: {proc.stdout!r}")
-    return Path(lines[-1])
-
-
-_PR_SET_PDEATHSIG = 1
-try:  # looked up here, not in the forked child (dlopen after fork can deadlock)
-    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):
-    _prctl = None
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the thread that started the plane dies
-    # (with its process, even by SIGKILL), the kernel sends SIGKILL to this child.
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return run_build(BUILD_SH, bin_env="AIDC_CONTROLPLANE_BIN", error=ControlPlaneError, quiet=quiet)
 
 
 def free_pod_cidr() -> str:
@@ -181,10 +149,66 @@ def _port_free(ip: str, port: int) -> bool:
     return True
 
 
-class ControlPlane:
+# ------------------------------------------------------------------- PKI (openssl)
+
+
+def openssl(cwd: Path, *args: str, error: type[Exception] = ControlPlaneError) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise error(f"openssl {' '.join(args)} failed:\n{proc.stderr}")
+
+
+def make_ca(pki: Path, name: str, subject: str, *, error: type[Exception] = ControlPlaneError) -> None:
+    """``pki/<name>.key`` (EC P-256) and the self-signed CA certificate ``pki/<name>.crt``."""
+    o = functools.partial(openssl, pki, error=error)
+    o("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key")
+    o(
+        "req", "-x509", "-new", "-key", f"{name}.key", "-sha256", "-days", "3650", "-subj", subject,
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-out", f"{name}.crt",
+    )  # fmt: skip
+
+
+def make_cert(
+    pki: Path,
+    name: str,
+    subject: str,
+    usage: str,
+    sans: str | None = None,
+    *,
+    ca: str | None = "ca",
+    error: type[Exception] = ControlPlaneError,
+) -> None:
+    """``pki/<name>.key`` (EC P-256) and ``pki/<name>.crt`` for ``usage`` (``serverAuth``,
+    ``clientAuth``), signed by ``pki/<ca>.{crt,key}``, or self-signed when ``ca`` is None."""
+    o = functools.partial(openssl, pki, error=error)
+    o("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key")
+    ext = [
+        "basicConstraints=critical,CA:FALSE",
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        f"extendedKeyUsage={usage}",
+    ]
+    if sans:
+        ext.append(f"subjectAltName={sans}")
+    if ca is None:
+        addext = [*(a for e in ext for a in ("-addext", e)), "-out", f"{name}.crt"]
+        o("req", "-x509", "-new", "-key", f"{name}.key", "-sha256", "-days", "3650", "-subj", subject, *addext)
+        return
+    o("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr")
+    (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
+    o(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+        "-sha256", "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+    )  # fmt: skip
+
+
+class ControlPlane(Servers):
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on loopback."""
 
     COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+    error = ControlPlaneError
+    what = "control plane"
 
     def __init__(
         self,
@@ -212,54 +236,28 @@ class ControlPlane:
         self.server = ""
         self.timings: dict[str, float] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._logs: dict[str, Any] = {}
-        self._atexit_registered = False
 
     # ------------------------------------------------------------------ public
 
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> ControlPlane:
         """Build (cached), then start a fresh cluster: etcd data from an earlier start is wiped."""
+        return super().start()
+
+    def _check_startable(self) -> None:
         if self._procs:
             raise ControlPlaneError("this ControlPlane is already started")
-        t0 = time.monotonic()
-        try:
-            if self.bin_dir is None:
-                self.bin_dir = build()
-            self.timings["build"] = time.monotonic() - t0
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self._check_bins()
-        except ControlPlaneError:
-            raise
-        except Exception as e:
-            raise ControlPlaneError(f"control plane failed to start: {e!r}") from e
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-        attempts = 3  # free ports are picked before the servers bind them: another process may win the race
-        for attempt in range(1, attempts + 1):
-            offsets = {n: self.log_path(n).stat().st_size if self.log_path(n).exists() else 0 for n in self.COMPONENTS}
-            try:
-                self._start_once()
-                break
-            except BaseException as e:
-                detail = self.log_tails()
-                self.stop()
-                if not isinstance(e, Exception):
-                    raise
-                if attempt < attempts and self._lost_port_race(offsets):
-                    continue
-                if isinstance(e, ControlPlaneError):
-                    raise ControlPlaneError(f"{e}\n{detail}") from None
-                raise ControlPlaneError(f"control plane failed to start: {e!r}\n{detail}") from e
-        self.timings["start"] = time.monotonic() - t0
-        return self
+
+    def _build(self) -> Path:
+        return build()
+
+    def _running(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self._procs
+
+    def _log_files(self) -> list[Path]:
+        return [self.log_path(n) for n in self.COMPONENTS]
+
+    def _tails(self) -> str:
+        return self.log_tails()
 
     def _start_once(self) -> None:
         shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
@@ -278,27 +276,10 @@ class ControlPlane:
         self._phase("nodes", self._create_nodes)
         self._phase("service-account", lambda: self.wait_for_service_account("default"))
 
-    def _lost_port_race(self, offsets: dict[str, int]) -> bool:
-        for name, offset in offsets.items():
-            path = self.log_path(name)
-            if path.exists():
-                with path.open("rb") as f:
-                    f.seek(offset)
-                    if b"address already in use" in f.read():
-                        return True
-        return False
-
     def stop(self) -> None:
         """End every process group started, newest first. Safe to call twice."""
         for name in reversed(list(self._procs)):
-            proc = self._procs.pop(name)
-            _terminate(proc)
-        for f in self._logs.values():
-            try:
-                f.close()
-            except OSError:
-                pass
-        self._logs.clear()
+            terminate(self._procs.pop(name))
 
     def api_client(self) -> Any:
         """A kubernetes.client.ApiClient authenticated as the admin (system:masters)."""
@@ -320,10 +301,7 @@ class ControlPlane:
             path = self.log_path(name)
             if not path.exists():
                 continue
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-            proc = self._procs.get(name)
-            state = "" if proc is None else f" (exit code {proc.poll()})" if proc.poll() is not None else " (running)"
-            out.append(f"--- {path}{state}, last {len(tail)} lines:\n" + "\n".join(tail))
+            out.append(log_tail(path, self._procs.get(name), lines))
         return "\n".join(out)
 
     def alive(self) -> dict[str, bool]:
@@ -338,11 +316,6 @@ class ControlPlane:
 
     # --------------------------------------------------------------- internals
 
-    def _phase(self, name: str, fn: Callable[[], object]) -> None:
-        t = time.monotonic()
-        fn()
-        self.timings[name] = time.monotonic() - t
-
     def _check_bins(self) -> None:
         assert self.bin_dir is not None
         for b in (*self.COMPONENTS, "kubectl"):
@@ -352,21 +325,10 @@ class ControlPlane:
         if not sorted(stages.glob("*/*/*.yaml")):
             raise ControlPlaneError(f"no kwok stage definitions under {stages}")
 
-    def _openssl(self, *args: str) -> None:
-        proc = subprocess.run(["openssl", *args], cwd=self.pki, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{proc.stderr}")
-
     def _make_pki(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
-        o = self._openssl
-        o("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key")
-        o(
-            "req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "3650", "-subj", "/CN=aidc-test-ca",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-            "-out", "ca.crt",
-        )  # fmt: skip
+        o = functools.partial(openssl, self.pki)
+        make_ca(self.pki, "ca", "/CN=aidc-test-ca")
         # Service-account tokens: RSA, as every OIDC/JWT consumer takes RS256.
         o("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key")
         o("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub")
@@ -387,32 +349,13 @@ class ControlPlane:
         self._cert("kube-scheduler", "/CN=system:kube-scheduler", "clientAuth")
         # The front proxy (aggregated APIs): without it every component logs a missing
         # requestheader CA bundle forever.
-        o("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "front-proxy-ca.key")
-        o(
-            "req", "-x509", "-new", "-key", "front-proxy-ca.key", "-sha256", "-days", "3650",
-            "-subj", "/CN=aidc-front-proxy-ca", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature", "-out", "front-proxy-ca.crt",
-        )  # fmt: skip
+        make_ca(self.pki, "front-proxy-ca", "/CN=aidc-front-proxy-ca")
         self._cert("front-proxy-client", "/CN=front-proxy-client", "clientAuth", ca="front-proxy-ca")
         # kwok writes node and pod status and node leases: admin rights, as kwokctl gives it.
         self._cert("kwok", "/O=system:masters/CN=kwok-controller", "clientAuth")
 
     def _cert(self, name: str, subject: str, usage: str, sans: str | None = None, ca: str = "ca") -> None:
-        o = self._openssl
-        o("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key")
-        o("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr")
-        ext = [
-            "basicConstraints=critical,CA:FALSE",
-            "keyUsage=critical,digitalSignature,keyEncipherment",
-            f"extendedKeyUsage={usage}",
-        ]
-        if sans:
-            ext.append(f"subjectAltName={sans}")
-        (self.pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
-        o(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-sha256", "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
-        )  # fmt: skip
+        make_cert(self.pki, name, subject, usage, sans, ca=ca)
 
     def _kubeconfig(self, path: Path, user: str) -> None:
         cfg = {
@@ -441,53 +384,13 @@ class ControlPlane:
         for user in ("kube-controller-manager", "kube-scheduler", "kwok"):
             self._kubeconfig(self.workdir / f"{user}.kubeconfig", user)
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        assert self.bin_dir is not None
-        log = open(self.log_path(name), "ab")  # closed in stop()
-        self._logs[name] = log
-        log.write(f"\n=== {time.strftime('%H:%M:%S')} {name} {' '.join(args)}\n".encode())
-        log.flush()
-        env = {**os.environ, "HOME": str(self.workdir)}  # kwok reads ~/.kwok/kwok.yaml if present: not ours
-        proc = subprocess.Popen(
-            [str(self.bin_dir / name), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=env,
-            start_new_session=True,
-            # PR_SET_PDEATHSIG fires when the starting *thread* exits: only tie the
-            # children to the main thread, whose end is the process's end.
-            preexec_fn=_die_with_parent
-            if self.die_with_parent and threading.current_thread() is threading.main_thread()
-            else None,
-        )
-        self._procs[name] = proc
-        return proc
-
-    def _wait(self, what: str, ready: Callable[[], bool], timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout or self.start_timeout)
-        last: Exception | None = None
-        while True:
-            for name, proc in self._procs.items():
-                if proc.poll() is not None:
-                    raise ControlPlaneError(f"{name} exited with code {proc.returncode} while waiting for {what}")
-            try:
-                if ready():
-                    return
-            except Exception as e:  # connection refused, not yet created, ...
-                last = e
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"timed out after {timeout or self.start_timeout:.0f}s waiting for {what}"
-                    + (f" (last error: {last!r})" if last else "")
-                )
-            time.sleep(0.1)
+    def _start(self, name: str, args: list[str]) -> None:
+        self._procs[name] = self._spawn(name, args, self.log_path(name))
 
     def _start_etcd(self) -> None:
         client = f"http://127.0.0.1:{self.ports['etcd']}"
         peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
-        self._spawn(
+        self._start(
             "etcd",
             [
                 "--name=aidc",
@@ -515,7 +418,7 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         p = self.pki
-        self._spawn(
+        self._start(
             "kube-apiserver",
             [
                 f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
@@ -575,7 +478,7 @@ class ControlPlane:
     def _start_controllers(self) -> None:
         p = self.pki
         kcm_kc = str(self.workdir / "kube-controller-manager.kubeconfig")
-        self._spawn(
+        self._start(
             "kube-controller-manager",
             [
                 f"--kubeconfig={kcm_kc}",
@@ -597,7 +500,7 @@ class ControlPlane:
             ],
         )
         sched_kc = str(self.workdir / "kube-scheduler.kubeconfig")
-        self._spawn(
+        self._start(
             "kube-scheduler",
             [
                 f"--kubeconfig={sched_kc}",
@@ -613,7 +516,7 @@ class ControlPlane:
         stages = sorted((self.bin_dir or Path()).parent.joinpath("kwok-stages").glob("*/*/*.yaml"))
         kwok_cfg = self.workdir / "kwok.yaml"
         kwok_cfg.write_text("\n---\n".join(s.read_text().strip() for s in stages) + "\n")
-        self._spawn(
+        self._start(
             "kwok",
             [
                 f"--kubeconfig={self.workdir / 'kwok.kubeconfig'}",
@@ -655,28 +558,6 @@ def _healthy_self_signed(url: str) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureRequestWarning)
         return requests.get(url, verify=False, timeout=2).status_code == 200
-
-
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        _killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    # The group may hold children even after the leader exited.
-    _killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ---------------------------------------------------------------- self-check
@@ -788,8 +669,4 @@ def _self_check(workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        _self_check(Path(sys.argv[1]))
-    else:
-        with tempfile.TemporaryDirectory(prefix="aidc-controlplane-") as d:
-            _self_check(Path(d))
+    self_check_main(_self_check, "aidc-controlplane-")

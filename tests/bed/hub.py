@@ -54,6 +54,23 @@ def stop_all_servers(clients: Iterable[Client]) -> None:
             client.stop_server(server)
 
 
+def progress_until(client: Client, server: str, words: str, timeout: float = 60) -> str:
+    """Follow the spawn's progress events until one has ``words``; its message."""
+    path = f"/users/{client.name}/servers/{server}/progress" if server else f"/users/{client.name}/server/progress"
+    deadline = time.monotonic() + timeout
+    seen = []
+    with client.api("GET", path, stream=True) as events:
+        for line in events.iter_lines():
+            if line.startswith(b"data:"):
+                message = str(json.loads(line[5:]).get("message", ""))
+                seen.append(message)
+                if words in message:
+                    return message
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError(f"no progress event with {words!r}: {seen}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -39,26 +39,23 @@ Run ``python -m tests.bed.kueue`` for a self-check (a fresh ControlPlane, Kueue 
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
 
-from tests.bed.cluster import ControlPlane, _die_with_parent, _terminate, free_ports
+from tests.bed.cluster import ControlPlane, free_ports, make_ca, make_cert
+from tests.bed.procs import Servers, log_tail, run_build, self_check_main, terminate
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SH = REPO / "tests" / "bed" / "kueue" / "build.sh"
@@ -97,39 +94,10 @@ class _Fatal(Exception):
 
 def build(*, quiet: bool = False) -> Path:
     """Run build.sh (a no-op once cached) and return the bin dir it prints last."""
-    if os.environ.get("AIDC_KUEUE_BIN"):
-        return Path(os.environ["AIDC_KUEUE_BIN"])
-    proc = subprocess.run(
-        ["bash", str(BUILD_SH)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if quiet else None,
-        text=True,
-    )
-    if proc.returncode != 0:
-        detail = "\n".join((proc.stderr or "").splitlines()[-60:]) if quiet else "see its output above"
-        raise KueueError(f"{BUILD_SH} failed with exit code {proc.returncode}:\n{detail}")
-    lines = proc.stdout.strip().splitlines()
-    if not lines or not Path(lines[-1]).is_dir():
-        raise KueueError(f"{BUILD_SH} printed no bin dir on its last line: {proc.stdout!r}")
-    return Path(lines[-1])
-
-
-def _openssl(cwd: Path, *args: str) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise KueueError(f"openssl {' '.join(args)} failed:\n{proc.stderr}")
+    return run_build(BUILD_SH, bin_env="AIDC_KUEUE_BIN", error=KueueError, quiet=quiet)
 
 
 SERVING_SANS = "IP:127.0.0.1,DNS:localhost"
-
-
-def _serving_ext(path: Path) -> None:
-    path.write_text(
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName={SERVING_SANS}\n"
-    )
 
 
 def _valid_pair(crt: Path, key: Path) -> bool:
@@ -172,25 +140,19 @@ def ensure_fixed_certs(dirs: Sequence[Path] = FIXED_CERT_DIRS) -> None:
                 continue
             with tempfile.TemporaryDirectory(dir=d, prefix=".new-") as tmp:
                 t = Path(tmp)
-                _openssl(t, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "tls.key")
-                _openssl(
-                    t, "req", "-x509", "-new", "-key", "tls.key", "-sha256", "-days", "3650",
-                    "-subj", "/CN=aidc-kueue-test",
-                    "-addext", "basicConstraints=critical,CA:FALSE",
-                    "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
-                    "-addext", "extendedKeyUsage=serverAuth",
-                    "-addext", f"subjectAltName={SERVING_SANS}",
-                    "-out", "tls.crt",
-                )  # fmt: skip
+                make_cert(t, "tls", "/CN=aidc-kueue-test", "serverAuth", SERVING_SANS, ca=None, error=KueueError)
                 (t / "tls.key").chmod(0o600)
                 os.replace(t / "tls.key", key)
                 os.replace(t / "tls.crt", crt)
 
 
-class Kueue:
+class Kueue(Servers):
     """kueue (controller manager + webhooks + visibility API server) against a ControlPlane."""
 
     NAME = "kueue"
+    error = KueueError
+    what = "Kueue"
+    fatal = (_Fatal,)
 
     def __init__(
         self,
@@ -225,9 +187,7 @@ class Kueue:
         self.crds: list[str] = []  # names of the CRDs applied
         self.ca_bundle = ""  # base64 of workdir/pki/ca.crt, the webhook server's CA
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
         self._registered = False
-        self._atexit_registered = False
 
     # ------------------------------------------------------------------ public
 
@@ -246,51 +206,31 @@ class Kueue:
         """The visibility API server itself (not through the kube-apiserver)."""
         return f"https://127.0.0.1:{self.ports['visibility']}"
 
-    def __enter__(self) -> Kueue:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> Kueue:
+        return super().start()
+
+    def _check_startable(self) -> None:
         if self._proc is not None:
             raise KueueError("this Kueue is already started")
         if not self.plane.server or self.plane.bin_dir is None:
             raise KueueError("the ControlPlane is not started")
-        t0 = time.monotonic()
-        try:
-            if self.bin_dir is None:
-                self.bin_dir = build()
-            self.timings["build"] = time.monotonic() - t0
-            if not os.access(self.bin_dir / "kueue", os.X_OK):
-                raise KueueError(f"{self.bin_dir / 'kueue'} is missing or not executable")
-            self.workdir.mkdir(parents=True, exist_ok=True)
-        except KueueError:
-            raise
-        except Exception as e:
-            raise KueueError(f"Kueue failed to start: {e!r}") from e
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-        attempts = 3  # free ports are picked before kueue binds them: another process may win the race
-        for attempt in range(1, attempts + 1):
-            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            try:
-                self._start_once()
-                break
-            except BaseException as e:
-                detail = self.log_tail()
-                self.stop()
-                if not isinstance(e, Exception):
-                    raise
-                if attempt < attempts and self._lost_port_race(offset):
-                    continue
-                if isinstance(e, KueueError):
-                    raise KueueError(f"{e}\n{detail}") from None
-                raise KueueError(f"Kueue failed to start: {e!r}\n{detail}") from e
-        self.timings["start"] = time.monotonic() - t0
-        return self
+
+    def _build(self) -> Path:
+        return build()
+
+    def _check_bins(self) -> None:
+        assert self.bin_dir is not None
+        if not os.access(self.bin_dir / self.NAME, os.X_OK):
+            raise KueueError(f"{self.bin_dir / self.NAME} is missing or not executable")
+
+    def _running(self) -> dict[str, subprocess.Popen[bytes]]:
+        return {} if self._proc is None else {self.NAME: self._proc}
+
+    def _log_files(self) -> list[Path]:
+        return [self.log_path]
+
+    def _tails(self) -> str:
+        return self.log_tail()
 
     def stop(self) -> None:
         """Unregister the webhooks and the visibility API, then end kueue. Safe to call twice."""
@@ -310,11 +250,7 @@ class Kueue:
                     self.plane.kubectl("delete", kind, name, *ns, "--ignore-not-found", "--wait=false", check=False)
         if self._proc is not None:
             proc, self._proc = self._proc, None
-            _terminate(proc)
-        if self._log is not None:
-            with contextlib.suppress(OSError):
-                self._log.close()
-            self._log = None
+            terminate(proc)
 
     @property
     def log_path(self) -> Path:
@@ -323,10 +259,7 @@ class Kueue:
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return f"--- {self.log_path}: no log"
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        proc = self._proc
-        state = "" if proc is None else f" (exit code {proc.poll()})" if proc.poll() is not None else " (running)"
-        return f"--- {self.log_path}{state}, last {len(tail)} lines:\n" + "\n".join(tail)
+        return log_tail(self.log_path, self._proc, lines)
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -370,11 +303,6 @@ class Kueue:
             "apply", "--server-side", "--force-conflicts", "--field-manager=aidc-kueue-bed", "-f", "-", input=doc
         )
 
-    def _phase(self, name: str, fn: Callable[[], object]) -> None:
-        t = time.monotonic()
-        fn()
-        self.timings[name] = time.monotonic() - t
-
     def _start_once(self) -> None:
         ports = free_ports(3)
         self.ports = dict(zip(("webhook", "health", "visibility"), ports, strict=True))
@@ -385,33 +313,6 @@ class Kueue:
         self._phase("register", self._register)
         self._phase("webhook", self._wait_webhook)
         self._phase("visibility", self._wait_visibility)
-
-    def _lost_port_race(self, offset: int) -> bool:
-        if not self.log_path.exists():
-            return False
-        with self.log_path.open("rb") as f:
-            f.seek(offset)
-            return b"address already in use" in f.read()
-
-    def _wait(self, what: str, ready: Callable[[], bool], timeout: float | None = None) -> None:
-        timeout = timeout or self.start_timeout
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise KueueError(f"kueue exited with code {self._proc.returncode} while waiting for {what}")
-            try:
-                if ready():
-                    return
-            except _Fatal as e:
-                raise KueueError(f"while waiting for {what}: {e}") from None
-            except Exception as e:  # connection refused, not yet served, ...
-                last = e
-            if time.monotonic() > deadline:
-                raise KueueError(
-                    f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last!r})" if last else "")
-                )
-            time.sleep(0.2)
 
     def conversion_crds(self) -> list[str]:
         """The CRDs Kueue converts between v1beta1 and v1beta2 by its conversion webhook (``/convert``):
@@ -448,21 +349,8 @@ class Kueue:
         self.cert_dir.mkdir(parents=True, exist_ok=True)
         p = self.pki
         if not ((p / "ca.crt").exists() and _valid_pair(self.cert_dir / "tls.crt", self.cert_dir / "tls.key")):
-            o = functools.partial(_openssl, p)
-            o("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key")
-            o(
-                "req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "3650", "-subj", "/CN=aidc-kueue-ca",
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-                "-out", "ca.crt",
-            )  # fmt: skip
-            o("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "webhook.key")
-            o("req", "-new", "-key", "webhook.key", "-subj", "/CN=kueue-webhook", "-out", "webhook.csr")
-            _serving_ext(p / "webhook.ext")
-            o(
-                "x509", "-req", "-in", "webhook.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-sha256", "-days", "3650", "-extfile", "webhook.ext", "-out", "webhook.crt",
-            )  # fmt: skip
+            make_ca(p, "ca", "/CN=aidc-kueue-ca", error=KueueError)
+            make_cert(p, "webhook", "/CN=kueue-webhook", "serverAuth", SERVING_SANS, error=KueueError)
             for src, dst in (("webhook.crt", "tls.crt"), ("webhook.key", "tls.key")):
                 (self.cert_dir / dst).write_bytes((p / src).read_bytes())
             (self.cert_dir / "tls.key").chmod(0o600)
@@ -503,23 +391,7 @@ class Kueue:
             f"--visibility-server-port={self.ports['visibility']}",
             "--zap-log-level=info",
         ]
-        log = open(self.log_path, "ab")  # closed in stop()
-        self._log = log
-        log.write(f"\n=== {time.strftime('%H:%M:%S')} kueue {' '.join(args)}\n".encode())
-        log.flush()
-        env = {**os.environ, "HOME": str(self.workdir), "KUBECONFIG": str(self.plane.kubeconfig)}
-        self._proc = subprocess.Popen(
-            [str(self.bin_dir / "kueue"), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent
-            if self.die_with_parent and threading.current_thread() is threading.main_thread()
-            else None,
-        )
+        self._proc = self._spawn(self.NAME, args, self.log_path, env={"KUBECONFIG": str(self.plane.kubeconfig)})
         url = f"http://127.0.0.1:{self.ports['health']}/readyz"
         self._wait(f"kueue {url}", lambda: requests.get(url, timeout=2).status_code == 200)
 
@@ -648,8 +520,4 @@ def _self_check(workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        _self_check(Path(sys.argv[1]))
-    else:
-        with tempfile.TemporaryDirectory(prefix="aidc-kueue-") as d:
-            _self_check(Path(d))
+    self_check_main(_self_check, "aidc-kueue-")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.bed.hub import PASSWORDS, TENANTS, Client, Hub, stop_all_servers
+from tests.bed.hub import PASSWORDS, TENANTS, Client, Hub, progress_until, stop_all_servers
 
 
 @pytest.fixture(scope="module")
@@ -59,23 +59,6 @@ def queued(hub: Hub) -> list[tuple[int, str, str]]:
         return [tuple(r) for r in db.execute('SELECT id, "user", server FROM gpu_queue ORDER BY id')]
     finally:
         db.close()
-
-
-def progress_until(client: Client, server: str, words: str, timeout: float = 30) -> str:
-    """Follow the spawn's progress events until one has ``words``; its message."""
-    path = f"/users/{client.name}/servers/{server}/progress" if server else f"/users/{client.name}/server/progress"
-    deadline = time.monotonic() + timeout
-    seen = []
-    with client.api("GET", path, stream=True) as events:
-        for line in events.iter_lines():
-            if line.startswith(b"data:"):
-                message = str(json.loads(line[5:]).get("message", ""))
-                seen.append(message)
-                if words in message:
-                    return message
-            if time.monotonic() > deadline:
-                break
-    raise AssertionError(f"no progress event with {words!r}: {seen}")
 
 
 def fill_lab(alice: Client, bob: Client) -> None:

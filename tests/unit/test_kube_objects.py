@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
+from types import MappingProxyType
 
-from quotas.model import GpuType, Image
+from quotas.model import GpuType, Image, Sharing
 from spawner.kube_objects import (
+    make_cluster_queue,
     make_hub_role_binding,
     make_namespace,
+    make_queue_policy,
+    make_resource_flavors,
     make_resource_quota,
     profile_settings,
     tenant_namespace,
@@ -135,7 +140,14 @@ def test_tenant_objects_namespace_first_and_all_in_it() -> None:
     assert [peer["podSelector"]["matchLabels"]["component"] for peer in ingress[0]["from"]] == ["hub", "proxy"]
     role = next(o for o in objects if o["kind"] == "Role")
     resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert resources == {"pods", "persistentvolumeclaims", "services", "events"}
+    assert resources == {
+        "pods",
+        "persistentvolumeclaims",
+        "services",
+        "events",
+        "workloads",
+        "localqueues/pendingworkloads",
+    }
     assert "secrets" not in resources
 
 
@@ -150,3 +162,56 @@ def test_tenant_datasets_are_mounted_read_only() -> None:
     assert settings["volume_mounts"][1:] == [
         {"name": "dataset-imagenet", "mountPath": "/datasets/imagenet", "readOnly": True}
     ]
+
+
+def test_kueue_cluster_queue_is_the_tenants_share_of_each_gpu_type() -> None:
+    tenant = dataclasses.replace(
+        with_quota(gpus=MappingProxyType({"H100": 8, "A100-1g.10gb": 7}), cpu=Decimal("96.5"), memory=None),
+        sharing=Sharing(
+            cohort="universities", borrow=MappingProxyType({"H100": 4}), lend=MappingProxyType({"H100": 2})
+        ),
+    )
+    queue = make_cluster_queue(tenant, GPU_TYPES)
+    assert queue["metadata"]["name"] == "aidc-snu-ai"
+    spec = queue["spec"]
+    assert spec["cohortName"] == "universities" and spec["queueingStrategy"] == "StrictFIFO"
+    assert spec["namespaceSelector"] == {"matchLabels": {"aidc.io/tenant": "snu-ai"}}
+    assert spec["preemption"] == {
+        "reclaimWithinCohort": "Any",
+        "withinClusterQueue": "Never",
+        "borrowWithinCohort": {"policy": "Never"},
+    }
+    cpu, gpus = spec["resourceGroups"]
+    assert cpu["flavors"][0]["resources"] == [
+        {"name": "cpu", "nominalQuota": "96500m"},
+        {"name": "memory", "nominalQuota": "100Pi"},  # no memory ceiling
+    ]
+    assert gpus["coveredResources"] == ["nvidia.com/gpu", "nvidia.com/mig-1g.10gb"]
+    flavors = {f["name"]: f["resources"] for f in gpus["flavors"]}
+    assert flavors["aidc-h100"] == [
+        {"name": "nvidia.com/gpu", "nominalQuota": "8", "borrowingLimit": "4", "lendingLimit": "2"},
+        {"name": "nvidia.com/mig-1g.10gb", "nominalQuota": "0"},
+    ]
+    assert flavors["aidc-a100"][0] == {"name": "nvidia.com/gpu", "nominalQuota": "0", "borrowingLimit": "0"}
+    assert flavors["aidc-a100-1g-10gb"][1] == {
+        "name": "nvidia.com/mig-1g.10gb",
+        "nominalQuota": "7",
+        "borrowingLimit": "0",
+    }
+
+
+def test_with_kueue_the_tenant_gets_its_queues_and_the_quota_only_storage_and_pods() -> None:
+    objects = tenant_objects(SNU, GPU_TYPES, "aidc-{tenant}", "aidc", "hub", {}, kueue=True)
+    kinds = [o["kind"] for o in objects]
+    assert kinds[:3] == ["ClusterQueue", "Namespace", "LocalQueue"]
+    local = objects[2]
+    assert local["metadata"]["namespace"] == "aidc-snu-ai" and local["spec"] == {"clusterQueue": "aidc-snu-ai"}
+    quota = next(o for o in objects if o["kind"] == "ResourceQuota")
+    assert set(quota["spec"]["hard"]) <= {"requests.storage", "pods"}
+    assert quota["spec"]["hard"]["pods"] == str(SNU.quota.servers + SNU.queue.max_length)  # type: ignore[operator]
+    flavors = make_resource_flavors(GPU_TYPES)
+    assert [f["metadata"]["name"] for f in flavors] == ["aidc-cpu", "aidc-a100", "aidc-a100-1g-10gb", "aidc-h100"]
+    assert flavors[3]["spec"] == {"nodeLabels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}
+    policy, binding = make_queue_policy()
+    assert "kueue.x-k8s.io/queue-name" in policy["spec"]["validations"][0]["expression"]
+    assert binding["spec"]["validationActions"] == ["Deny"]

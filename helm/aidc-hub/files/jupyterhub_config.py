@@ -77,6 +77,8 @@ settings: dict[str, Any] = {
     "TenantKubeSpawner.namespace_template": spawner["namespaceTemplate"],
     "TenantKubeSpawner.home_storage_class": spawner["homeStorageClass"],
     "TenantKubeSpawner.home_capacity": spawner["homeCapacity"],
+    "TenantKubeSpawner.kueue": spawner["kueue"],
+    "TenantKubeSpawner.preemption_grace": spawner["preemptionGrace"],
 }
 if values["publicUrl"]:
     settings["JupyterHub.public_url"] = values["publicUrl"]

@@ -5,15 +5,11 @@
 #   kwok + its stage definitions                                       (sigs.k8s.io/kwok)
 # Everything comes from the Go module proxy; nothing else is downloaded.
 #
-# Output: ${XDG_CACHE_HOME:-$HOME/.cache}/aidc/controlplane/<versions-hash>/bin/
-# The last line of stdout is that bin dir. Progress goes to stderr.
-#
-# A build is taken as complete only when <hash>/.complete exists; it is written
-# after every binary was built and answered --version, and the directory is
-# moved into place with a rename, so an interrupted build is never reused.
-# The Go build cache (go env GOCACHE) is left at its default, so a rebuild after
-# a version bump of one component is quick for the others.
+# Output: ${XDG_CACHE_HOME:-$HOME/.cache}/aidc/controlplane/<versions-hash>/bin/ (and kwok-stages/),
+# complete once every binary answered --version; caching, locking and the last line of stdout:
+# tests/bed/build-lib.sh.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../build-lib.sh"
 
 K8S_VERSION="${AIDC_K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${AIDC_ETCD_VERSION:-v3.6.14}"
@@ -21,66 +17,9 @@ KWOK_VERSION="${AIDC_KWOK_VERSION:-v0.8.0}"
 # Bump when the recipe below changes in a way that changes the output.
 RECIPE=1
 
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export CGO_ENABLED=0
-export GOFLAGS=-mod=mod
-
-log() { printf '[controlplane/build] %s\n' "$*" >&2; }
-die() {
-    printf '\n[controlplane/build] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
-command -v go >/dev/null 2>&1 || die "the 'go' command is not on PATH (need Go >= 1.26 to build Kubernetes ${K8S_VERSION})"
-command -v flock >/dev/null 2>&1 || die "the 'flock' command (util-linux) is not on PATH"
-
-VERSIONS="k8s=${K8S_VERSION} etcd=${ETCD_VERSION} kwok=${KWOK_VERSION} recipe=${RECIPE}"
-HASH="$(printf '%s' "${VERSIONS}" | sha256sum | cut -c1-16)"
-ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/aidc/controlplane"
-OUT="${ROOT}/${HASH}"
-BIN="${OUT}/bin"
-STAMP="${OUT}/.complete"
-
-mkdir -p "${ROOT}"
-
-if [[ -f "${STAMP}" ]]; then
-    echo "${BIN}"
-    exit 0
-fi
-
-# One builder at a time (two test sessions starting at once must not race).
-exec 9>"${ROOT}/.lock"
-log "waiting for the build lock ${ROOT}/.lock"
-flock 9
-if [[ -f "${STAMP}" ]]; then
-    echo "${BIN}"
-    exit 0
-fi
-
-log "building ${VERSIONS} into ${OUT} (first build takes a long while)"
-log "go: $(go version)"
-
-STAGE="${ROOT}/${HASH}.partial"
-# Leftovers of builds that died (any versions): we hold the lock, so nobody is using them.
-rm -rf "${ROOT}"/*.partial "${ROOT}"/work.*
-WORK="$(mktemp -d "${ROOT}/work.XXXXXX")"
-cleanup() { rm -rf "${WORK}" "${STAGE}"; }
-trap cleanup EXIT
-# The stamp is written before the rename, so a final dir without it is not
-# ours to trust (e.g. hand-edited): start over.
-rm -rf "${OUT}"
-mkdir -p "${STAGE}/bin" "${STAGE}/kwok-stages"
-
-go_step() { # go_step DESCRIPTION CMD...
-    local what="$1"
-    shift
-    local t0=${SECONDS}
-    log "${what} ..."
-    if ! "$@" >&2; then
-        die "${what} failed (command: $*). Output above."
-    fi
-    log "${what}: done in $((SECONDS - t0))s"
-}
+bed_begin controlplane "k8s=${K8S_VERSION} etcd=${ETCD_VERSION} kwok=${KWOK_VERSION} recipe=${RECIPE}" \
+    "Go >= 1.26 to build Kubernetes ${K8S_VERSION}"
+mkdir -p "${STAGE}/kwok-stages"
 
 # ---------------------------------------------------------------- Kubernetes
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) with
@@ -93,18 +32,12 @@ K8S_MINOR="$(echo "${K8S_VERSION#v}" | cut -d. -f2)"
 
 (
     cd "${WORK}" && mkdir k8s && cd k8s
-    K8S_GOMOD="$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" |
-        sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+    K8S_GOMOD="$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | go_mod_field GoMod)"
     [[ -n "${K8S_GOMOD}" && -f "${K8S_GOMOD}" ]] || die "could not download k8s.io/kubernetes@${K8S_VERSION} from the Go module proxy"
-    GO_LINE="$(grep -m1 '^go ' "${K8S_GOMOD}")"
-    GODEBUG_LINE="$(grep -m1 '^godebug ' "${K8S_GOMOD}" || true)"
     STAGING="$(awk '/^replace \(/{inblock=1; next} inblock && /^\)/{inblock=0} inblock && $1 ~ /^k8s\.io\// && $2 == "=>" {print $1}' "${K8S_GOMOD}")"
     [[ -n "${STAGING}" ]] || die "found no k8s.io/* replace entries in ${K8S_GOMOD}"
     {
-        echo "module aidc.local/controlplane-k8s"
-        echo
-        echo "${GO_LINE}"
-        [[ -z "${GODEBUG_LINE}" ]] || echo "${GODEBUG_LINE}"
+        go_mod_header aidc.local/controlplane-k8s "${K8S_GOMOD}"
         echo
         echo "require k8s.io/kubernetes ${K8S_VERSION}"
         echo
@@ -113,14 +46,14 @@ K8S_MINOR="$(echo "${K8S_VERSION#v}" | cut -d. -f2)"
         echo ")"
     } >go.mod
     log "kubernetes wrapper go.mod: $(echo "${STAGING}" | wc -l) staging modules pinned to ${STAGING_VERSION}"
-    LDFLAGS="-s -w"
-    LDFLAGS+=" -X k8s.io/component-base/version.gitVersion=${K8S_VERSION}"
-    LDFLAGS+=" -X k8s.io/component-base/version.gitMajor=${K8S_MAJOR}"
-    LDFLAGS+=" -X k8s.io/component-base/version.gitMinor=${K8S_MINOR}"
-    LDFLAGS+=" -X k8s.io/component-base/version.gitTreeState=clean"
-    LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}"
-    LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitMajor=${K8S_MAJOR}"
-    LDFLAGS+=" -X k8s.io/client-go/pkg/version.gitMinor=${K8S_MINOR}"
+    LDFLAGS="$(go_ldflags \
+        "k8s.io/component-base/version.gitVersion=${K8S_VERSION}" \
+        "k8s.io/component-base/version.gitMajor=${K8S_MAJOR}" \
+        "k8s.io/component-base/version.gitMinor=${K8S_MINOR}" \
+        "k8s.io/component-base/version.gitTreeState=clean" \
+        "k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}" \
+        "k8s.io/client-go/pkg/version.gitMajor=${K8S_MAJOR}" \
+        "k8s.io/client-go/pkg/version.gitMinor=${K8S_MINOR}")"
     go_step "go mod download (kubernetes ${K8S_VERSION})" go mod download k8s.io/kubernetes
     go_step "go build kube-apiserver kube-controller-manager kube-scheduler kubectl" \
         go build -trimpath -ldflags "${LDFLAGS}" -o "${STAGE}/bin/" \
@@ -149,19 +82,12 @@ K8S_MINOR="$(echo "${K8S_VERSION#v}" | cut -d. -f2)"
     GOFLAGS='' GOBIN="${STAGE}/bin" go_step "go install kwok ${KWOK_VERSION}" \
         go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
         "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
-    KWOK_DIR="$(GOFLAGS='' go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" |
-        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+    KWOK_DIR="$(GOFLAGS='' go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" | go_mod_field Dir)"
     [[ -d "${KWOK_DIR}/kustomize/stage" ]] || die "kwok stage definitions not found under ${KWOK_DIR}/kustomize/stage"
     for s in node/fast node/heartbeat-with-lease pod/fast; do
         mkdir -p "${STAGE}/kwok-stages/${s}"
-        found=0
-        for f in "${KWOK_DIR}/kustomize/stage/${s}"/*.yaml; do
-            [[ "$(basename "$f")" == kustomization.yaml ]] && continue
-            cp "$f" "${STAGE}/kwok-stages/${s}/"
-            chmod u+w "${STAGE}/kwok-stages/${s}/$(basename "$f")"
-            found=1
-        done
-        [[ ${found} == 1 ]] || die "no stage YAML in ${KWOK_DIR}/kustomize/stage/${s}"
+        copy_yaml "${KWOK_DIR}/kustomize/stage/${s}" "${STAGE}/kwok-stages/${s}" ||
+            die "no stage YAML in ${KWOK_DIR}/kustomize/stage/${s}"
     done
 )
 
@@ -178,8 +104,4 @@ got="$("${STAGE}/bin/etcd" --version 2>&1)" || die "etcd --version failed: ${got
 grep -q "etcd Version: ${ETCD_VERSION#v}" <<<"${got}" || die "etcd reports '${got}', expected ${ETCD_VERSION}"
 "${STAGE}/bin/kwok" --version >/dev/null 2>&1 || die "kwok --version failed"
 
-printf '%s\n' "${VERSIONS}" >"${STAGE}/versions"
-date -u +%Y-%m-%dT%H:%M:%SZ >"${STAGE}/.complete"
-mv -T "${STAGE}" "${OUT}"
-log "complete: ${OUT}"
-echo "${BIN}"
+bed_finish

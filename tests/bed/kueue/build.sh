@@ -10,77 +10,17 @@
 #   crd-conversion/*.yaml  the conversion-webhook patches config/components/crd/kustomization.yaml applies
 #   webhook/*.yaml      config/components/webhook
 #   visibility/*.yaml   config/components/visibility (when the module has it)
-# The last line of stdout is the bin dir. Progress goes to stderr.
-#
-# A build is taken as complete only when <hash>/.complete exists; it is written
-# after the binary was built and answered --version, and the directory is moved
-# into place with a rename, so an interrupted build is never reused.
+# complete once bin/kueue proved built from that version; caching, locking and the last line
+# of stdout (the bin dir): tests/bed/build-lib.sh.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../build-lib.sh"
 
 KUEUE_VERSION="${AIDC_KUEUE_VERSION:-v0.17.0}"
 # Bump when the recipe below changes in a way that changes the output.
 RECIPE=2
 
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export CGO_ENABLED=0
-export GOFLAGS=-mod=mod
-
-log() { printf '[kueue/build] %s\n' "$*" >&2; }
-die() {
-    printf '\n[kueue/build] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
-command -v go >/dev/null 2>&1 || die "the 'go' command is not on PATH (need Go >= 1.26 to build Kueue ${KUEUE_VERSION})"
-command -v flock >/dev/null 2>&1 || die "the 'flock' command (util-linux) is not on PATH"
-
-VERSIONS="kueue=${KUEUE_VERSION} recipe=${RECIPE}"
-HASH="$(printf '%s' "${VERSIONS}" | sha256sum | cut -c1-16)"
-ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/aidc/kueue"
-OUT="${ROOT}/${HASH}"
-BIN="${OUT}/bin"
-STAMP="${OUT}/.complete"
-
-mkdir -p "${ROOT}"
-
-if [[ -f "${STAMP}" ]]; then
-    echo "${BIN}"
-    exit 0
-fi
-
-# One builder at a time (two test sessions starting at once must not race).
-exec 9>"${ROOT}/.lock"
-log "waiting for the build lock ${ROOT}/.lock"
-flock 9
-if [[ -f "${STAMP}" ]]; then
-    echo "${BIN}"
-    exit 0
-fi
-
-log "building ${VERSIONS} into ${OUT} (first build takes a long while)"
-log "go: $(go version)"
-
-STAGE="${ROOT}/${HASH}.partial"
-# Leftovers of builds that died (any versions): we hold the lock, so nobody is using them.
-rm -rf "${ROOT}"/*.partial "${ROOT}"/work.*
-WORK="$(mktemp -d "${ROOT}/work.XXXXXX")"
-cleanup() { rm -rf "${WORK}" "${STAGE}"; }
-trap cleanup EXIT
-# The stamp is written before the rename, so a final dir without it is not
-# ours to trust (e.g. hand-edited): start over.
-rm -rf "${OUT}"
-mkdir -p "${STAGE}/bin" "${STAGE}/crd" "${STAGE}/crd-conversion" "${STAGE}/webhook" "${STAGE}/visibility"
-
-go_step() { # go_step DESCRIPTION CMD...
-    local what="$1"
-    shift
-    local t0=${SECONDS}
-    log "${what} ..."
-    if ! "$@" >&2; then
-        die "${what} failed (command: $*). Output above."
-    fi
-    log "${what}: done in $((SECONDS - t0))s"
-}
+bed_begin kueue "kueue=${KUEUE_VERSION} recipe=${RECIPE}" "Go >= 1.26 to build Kueue ${KUEUE_VERSION}"
+mkdir -p "${STAGE}/crd" "${STAGE}/crd-conversion" "${STAGE}/webhook" "${STAGE}/visibility"
 
 # --------------------------------------------------------------------- kueue
 # sigs.k8s.io/kueue's go.mod has no local replaces, but its main package is
@@ -90,39 +30,23 @@ go_step() { # go_step DESCRIPTION CMD...
     cd "${WORK}" && mkdir kueue && cd kueue
     KUEUE_JSON="$(go mod download -json "sigs.k8s.io/kueue@${KUEUE_VERSION}")" ||
         die "could not download sigs.k8s.io/kueue@${KUEUE_VERSION} from the Go module proxy"
-    KUEUE_GOMOD="$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p' <<<"${KUEUE_JSON}")"
-    KUEUE_DIR="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"${KUEUE_JSON}")"
+    KUEUE_GOMOD="$(go_mod_field GoMod <<<"${KUEUE_JSON}")"
+    KUEUE_DIR="$(go_mod_field Dir <<<"${KUEUE_JSON}")"
     [[ -n "${KUEUE_GOMOD}" && -f "${KUEUE_GOMOD}" ]] || die "no go.mod for sigs.k8s.io/kueue@${KUEUE_VERSION}"
     [[ -d "${KUEUE_DIR}/config/components/crd/bases" ]] || die "no CRDs under ${KUEUE_DIR}/config/components/crd/bases"
-    GO_LINE="$(grep -m1 '^go ' "${KUEUE_GOMOD}")"
-    GODEBUG_LINE="$(grep -m1 '^godebug ' "${KUEUE_GOMOD}" || true)"
     {
-        echo "module aidc.local/kueue"
-        echo
-        echo "${GO_LINE}"
-        [[ -z "${GODEBUG_LINE}" ]] || echo "${GODEBUG_LINE}"
+        go_mod_header aidc.local/kueue "${KUEUE_GOMOD}"
         echo
         echo "require sigs.k8s.io/kueue ${KUEUE_VERSION}"
     } >go.mod
     # kueue's Makefile stamps the version into pkg/version.
-    LDFLAGS="-s -w"
-    LDFLAGS+=" -X sigs.k8s.io/kueue/pkg/version.GitVersion=${KUEUE_VERSION}"
-    LDFLAGS+=" -X sigs.k8s.io/kueue/pkg/version.GitCommit=${KUEUE_VERSION}"
+    LDFLAGS="$(go_ldflags \
+        "sigs.k8s.io/kueue/pkg/version.GitVersion=${KUEUE_VERSION}" \
+        "sigs.k8s.io/kueue/pkg/version.GitCommit=${KUEUE_VERSION}")"
     go_step "go mod download (kueue ${KUEUE_VERSION})" go mod download sigs.k8s.io/kueue
     go_step "go build kueue ${KUEUE_VERSION}" \
         go build -trimpath -ldflags "${LDFLAGS}" -o "${STAGE}/bin/kueue" sigs.k8s.io/kueue/cmd/kueue
 
-    copy_yaml() { # copy_yaml SRC_DIR DEST_DIR
-        local found=0 f
-        for f in "$1"/*.yaml; do
-            [[ -e "$f" ]] || continue
-            [[ "$(basename "$f")" == kustomization.yaml ]] && continue
-            cp "$f" "$2/"
-            chmod u+w "$2/$(basename "$f")"
-            found=1
-        done
-        [[ ${found} == 1 ]]
-    }
     copy_yaml "${KUEUE_DIR}/config/components/crd/bases" "${STAGE}/crd" ||
         die "no CRD YAML in ${KUEUE_DIR}/config/components/crd/bases"
     # Only the patches the kustomization uses (some are listed but commented out).
@@ -149,8 +73,4 @@ for d in crd crd-conversion webhook; do
     ls "${STAGE}/${d}"/*.yaml >/dev/null 2>&1 || die "no ${d} manifests in ${STAGE}/${d}"
 done
 
-printf '%s\n' "${VERSIONS}" >"${STAGE}/versions"
-date -u +%Y-%m-%dT%H:%M:%SZ >"${STAGE}/.complete"
-mv -T "${STAGE}" "${OUT}"
-log "complete: ${OUT}"
-echo "${BIN}"
+bed_finish

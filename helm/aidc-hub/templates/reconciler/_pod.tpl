@@ -34,6 +34,9 @@ spec:
         - --hub-namespace={{ .Release.Namespace }}
         - --hub-service-account=hub
         - --namespace-template={{ .Values.hub.spawner.namespaceTemplate }}
+        {{- if .Values.hub.spawner.kueue }}
+        - --kueue
+        {{- end }}
       {{- include "aidc.containerSecurity" . | nindent 6 }}
       {{- if .Values.catalog }}
       env:
