@@ -12,6 +12,9 @@
     aidc quota show           the limits tenant admins delegated (through the quotas API)
     aidc quota set            set or remove a user's or a group's limit (through the quotas API)
     aidc quota usage          GPU- and CPU-hours per user, group or tenant (through the quotas API)
+    aidc quota servers        the running servers charged to a tenant (through the quotas API)
+    aidc quota stop           stop a server charged to a tenant (through the quotas API)
+    aidc quota queue [TENANT] the GPU requests waiting in a tenant's queue, their place and why
     aidc ssh-config           print a ~/.ssh/config block to reach one's workspaces through the SSH gateway
 
 Exit codes: 0 done, 1 refused or not found (the message says why), 2 wrong usage or bad input,
@@ -34,7 +37,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,7 +46,7 @@ from quotas import paths
 from quotas.limits import SCALAR_FIELDS
 from quotas.limits import SUBJECT as LIMIT_SUBJECT
 from quotas.loader import USER_PATTERN, ConfigError, load_platform
-from quotas.quantity import QuantityError, format_number, parse_quantity
+from quotas.quantity import QuantityError, format_duration, format_number, parse_quantity
 from quotas.snapshot import HUB_STATE, QUOTAS_STATE, ReloadOutcome, digest_of, platform_dir, read_state
 from spawner.gpus import InventoryError, detect_inventory
 
@@ -292,6 +295,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         namespace_template=args.namespace_template,
         hub_namespace=args.hub_namespace,
         hub_service_account=args.hub_service_account,
+        kueue=args.kueue,
     )
     for line in reconciler.reconcile().lines():
         print(line)
@@ -959,19 +963,35 @@ def format_servers(servers: Sequence[Mapping[str, Any]]) -> str:
     return format_table(["USER", "SERVER", "PROFILE", "GPUS", "CPU", "MEMORY", "STARTED", "GPU-HOURS"], rows)
 
 
-def cmd_quota_servers(args: argparse.Namespace) -> int:
+def _show_list(
+    args: argparse.Namespace,
+    what: str,
+    table: Callable[[list[dict[str, Any]]], str],
+    none: Callable[[str], str],
+) -> int:
+    """``GET api/tenants/T/<what>`` printed as the API's JSON (``--json``), as ``table`` of its
+    ``<what>`` items, or, when there are none, ``none(tenant)`` on standard error."""
     api = _quotas_api(args)
     tenant = _resolve_tenant(api, args)
-    raw, doc = api.json("GET", api.url("tenants", tenant, "servers"))
+    raw, doc = api.json("GET", api.url("tenants", tenant, what))
     if args.json:
         _write(raw)
         return OK
-    servers = _items(doc, "servers")
-    if servers:
-        print(format_servers(servers))
+    items = _items(doc, what)
+    if items:
+        print(table(items))
     else:
-        print(f"No server charged to tenant {tenant} that you may see is running.", file=sys.stderr)
+        print(none(tenant), file=sys.stderr)
     return OK
+
+
+def cmd_quota_servers(args: argparse.Namespace) -> int:
+    return _show_list(
+        args,
+        "servers",
+        format_servers,
+        lambda tenant: f"No server charged to tenant {tenant} that you may see is running.",
+    )
 
 
 def cmd_quota_stop(args: argparse.Namespace) -> int:
@@ -981,6 +1001,45 @@ def cmd_quota_stop(args: argparse.Namespace) -> int:
     label = f"server {user}/{server}" if server else f"{user}'s default server"
     print(f"Stopped {label}, charged to tenant {args.tenant}.", file=sys.stderr)
     return OK
+
+
+def format_queue(queue: Sequence[Mapping[str, Any]], now: datetime) -> str:
+    """Waiting GPU requests (the API's JSON, ``GET api/tenants/T/queue``) as a table, first in line first."""
+    rows = [
+        [
+            f"{q['position']}/{q['length']}" if q.get("position") and q.get("length") else "-",
+            str(q.get("user", "")),
+            str(q.get("server") or "(default)"),
+            f"{q.get('gpu_type', '?')}={q.get('gpu_count', '?')}",
+            _since(q.get("enqueued"), now),
+            str(q.get("reason") or "just joined: its place is decided within a second"),
+        ]
+        for q in queue
+    ]
+    return format_table(["PLACE", "USER", "SERVER", "GPUS", "WAITING SINCE", "WHY"], rows)
+
+
+def _since(value: Any, now: datetime) -> str:
+    """``"2026-11-20 14:05 UTC (3m 20s)"`` of the API's ISO time; the text as it is if it is not one."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return _cell(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({format_duration(now - moment)})"
+
+
+def cmd_quota_queue(args: argparse.Namespace) -> int:
+    return _show_list(
+        args,
+        "queue",
+        lambda queue: format_queue(queue, datetime.now(UTC)),
+        lambda tenant: (
+            f"No one waits in tenant {tenant}'s GPU queue (that you may see: tenant admins see everyone,"
+            " members their own requests)."
+        ),
+    )
 
 
 def _server_ref(value: str) -> str:
@@ -1085,6 +1144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace-template", default="aidc-{tenant}")
     p.add_argument("--hub-namespace", default="aidc", help="namespace the hub runs in")
     p.add_argument("--hub-service-account", default="hub", help="the hub's service account")
+    p.add_argument(
+        "--kueue",
+        action="store_true",
+        help="also Kueue's GPU queues: ResourceFlavors, each tenant's ClusterQueue and LocalQueue (Kueue v0.17 installed)",
+    )
     p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser(
@@ -1209,6 +1273,17 @@ def _add_quota_parser(sub: Any) -> None:
         "server", type=_server_ref, metavar="USER[/SERVER]", help="whose server (without /SERVER: the default)"
     )
     p.set_defaults(func=cmd_quota_stop)
+
+    p = actions.add_parser(
+        "queue",
+        parents=[connection],
+        allow_abbrev=False,
+        help="the GPU requests waiting in a tenant's queue: place in line, whose, GPUs, since when, why"
+        " (tenant admins: everyone's; members: their own)",
+    )
+    p.add_argument("tenant", nargs="?", metavar="TENANT", help="tenant id (default: your only tenant)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON as it is")
+    p.set_defaults(func=cmd_quota_queue)
 
 
 def _username(value: str) -> str:

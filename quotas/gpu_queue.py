@@ -158,6 +158,11 @@ class _State:
             return f"all {self.capacity} GPUs of this type on this machine are in use"
         return None
 
+    def borrows(self, w: Waiting) -> bool:
+        """Whether ``w`` would take its tenant beyond its nominal share."""
+        share = self.shares.get(w.tenant)
+        return share is not None and self.used[w.tenant] + w.count > share.nominal
+
     def take(self, tenant: str, count: int) -> None:
         self.used[tenant] += count
 
@@ -187,7 +192,8 @@ def decide(
     progress = True
     while progress:
         progress = False
-        for w in sorted((line[0] for line in lines.values() if line), key=lambda w: w.order):
+        # Kueue admits heads within their nominal share before heads that would borrow, then by arrival
+        for w in sorted((line[0] for line in lines.values() if line), key=lambda w: (state.borrows(w), w.order)):
             if state.why_not(w) is None:
                 nominal = shares[w.tenant].nominal
                 borrowed = max(0, min(w.count, state.used[w.tenant] + w.count - nominal))
@@ -217,6 +223,12 @@ def decide(
             chosen.append(r)
             trial.give_back(r.tenant, r.count)
         if trial.why_not(w) is None:
+            for r in reversed(chosen[:-1]):  # Kueue's fill back: keep those that turn out not to be needed
+                trial.take(r.tenant, r.count)
+                if trial.why_not(w) is None:
+                    chosen.remove(r)
+                else:
+                    trial.give_back(r.tenant, r.count)
             for r in chosen:
                 plan.preempt.append(r.key)
                 plan.reclaimed_by[r.key] = w.tenant

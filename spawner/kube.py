@@ -191,6 +191,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         )
         try:
             url = await self._start_or_refuse()
+            self._pod_uid = ((self._pod() or {}).get("metadata") or {}).get("uid")
             await self._wait_answering(url)
         except SpawnException:
             self.release_reservation()
@@ -433,18 +434,22 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         await asyncio.to_thread(store.admitted, self.server_key, datetime.now(UTC), borrowed)
         self.log.info("Kueue admitted %s%s", self._log_name, f" on borrowed GPUs {borrowed}" if borrowed else "")
 
+    _pod_uid: str | None = None
+
     async def poll(self) -> int | None:
         """KubeSpawner's poll; a pod Kueue preempts (to give borrowed GPUs back) is marked in the
         ledger (when it stops and why, shown on the hub's pages), and its run ends ``preempted``.
-        Kueue marks the pod (``TerminationTarget``) and its Workload (``Preempted``) before deleting
-        the pod; once the pod is gone the Workload still says so until it is collected."""
+        Kueue marks the pod (``TerminationTarget``) and records a ``Stopped`` event on it before
+        deleting it; the event outlives the pod, so a pod gone between two polls is still known."""
         status: int | None = await super().poll()
         if not self.kueue or self.held is None:
             return status
         pod = self._pod()
+        if pod is not None:
+            self._pod_uid = pod["metadata"].get("uid")
         preempted = pod is not None and _preempted(pod)
         if not preempted and status is not None:
-            preempted = await self._workload_preempted()
+            preempted = await self._stopped_by_kueue()
         if preempted:
             stop_at = datetime.now(UTC) + (timedelta(seconds=self.preemption_grace) if status is None else timedelta(0))
             note = f"its GPUs were borrowed from another tenant of {self.held.tenant}'s cohort, who needs them back"
@@ -452,17 +457,18 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                 self.log.info("%s is preempted by Kueue: %s", self._log_name, note)
         return status
 
-    async def _workload_preempted(self) -> bool:
-        try:
-            workloads = await self._kube_get(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads")
-        except ApiException:
+    async def _stopped_by_kueue(self) -> bool:
+        """Whether Kueue stopped this server's pod to preempt it (its ``Stopped`` event says so)."""
+        if self._pod_uid is None:
             return False
-        for w in workloads.get("items", []):
-            if any(o.get("name") == self.pod_name for o in w["metadata"].get("ownerReferences", [])):
-                conditions = w.get("status", {}).get("conditions", [])
-                if any(c.get("type") == "Preempted" and c.get("status") == "True" for c in conditions):
-                    return True
-        return False
+        try:
+            events = await self.api.list_namespaced_event(
+                self.namespace, field_selector=f"involvedObject.uid={self._pod_uid},reason=Stopped"
+            )
+        except ApiException as e:
+            self.log.warning("Could not read the events of %s's pod: %s", self._log_name, e.reason)
+            return False
+        return any("Preempted" in (e.message or "") for e in events.items)
 
     def _quota_message(self, e: ApiException) -> str:
         try:

@@ -11,6 +11,7 @@ from ..model import Tenant
 from ..policy import limits_for
 from ..quantity import month_period, report_hours
 from ..store import Store
+from .api_queue import queued_json
 from .api_servers import server_json
 from .api_tenants import about_tenant_json, ceiling_json, in_use_json, visible_tenants
 from .base import BaseHandler, Caller
@@ -18,7 +19,8 @@ from .base import BaseHandler, Caller
 
 def my_tenant(store: Store, tenant: Tenant, caller: Caller, now: datetime) -> dict[str, Any]:
     """The caller's view of one tenant: role, the limits that apply to them (their own and their
-    groups'), their GPU-hours this month, their servers, and the tenant's ceiling and use now."""
+    groups'), their GPU-hours this month, their servers, their GPU requests waiting in the tenant's
+    queue (with their place in line and why), and the tenant's ceiling and use now."""
     start, end, period = month_period(now)
     usage = store.usage(tenant, now)
     mine = [
@@ -26,6 +28,7 @@ def my_tenant(store: Store, tenant: Tenant, caller: Caller, now: datetime) -> di
     ]
     limits = limits_for(store.limits(tenant.id), caller.name, caller.groups)
     servers = [r for r in store.open_runs(tenant.id) if r.holding.user == caller.name]
+    queued = [q for q in store.queued(tenant.id) if q.user == caller.name]
     return {
         **about_tenant_json(tenant, caller),
         "limits": [limit_to_json(lim) for lim in limits],
@@ -36,6 +39,7 @@ def my_tenant(store: Store, tenant: Tenant, caller: Caller, now: datetime) -> di
             "period_resets": end.date(),
         },
         "servers": [server_json(r, now) for r in servers],
+        "queued": [queued_json(q) for q in queued],
         "ceiling": ceiling_json(tenant),
         "in_use": in_use_json(tenant, usage),
     }

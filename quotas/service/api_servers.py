@@ -25,20 +25,24 @@ from .base import ApiError, BaseHandler
 
 
 def server_json(run: Run, now: datetime) -> dict[str, Any]:
-    """One reservation: who, which server, what it holds, since when, GPU-hours so far."""
+    """One reservation: who, which server, what it holds (and of that, what it borrowed from other
+    tenants), since when, GPU-hours so far; and, for a server to be preempted, when it stops and why."""
     holding = run.holding
     gpu_hours = Decimal(sum(holding.gpus.values()) * elapsed_ms(run.started, now)) / MS_PER_HOUR
+    stopping = {"stop_at": run.stop_at, "stop_note": run.stop_note} if run.stop_at is not None else {}
     return {
         "user": holding.user,
         "server": holding.server,
         "profile": holding.profile,
         "gpus": dict(holding.gpus),
+        "borrowed": dict(holding.borrowed),
         "cpu": format_number(holding.cpu),
         "memory": exact_bytes(holding.memory),
         "groups": list(holding.groups),
         "started": run.started,
         "gpu_hours": report_hours(gpu_hours),
         "run": run.id,
+        **stopping,
     }
 
 

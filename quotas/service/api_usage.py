@@ -91,6 +91,7 @@ def row_json(row: UsageRow) -> dict[str, Any]:
         "subject": row.subject,
         "day": row.day,
         "gpu_hours": report_hours(row.gpu_hours),
+        "borrowed_gpu_hours": report_hours(row.borrowed_gpu_hours),
         "cpu_hours": report_hours(row.cpu_hours),
         "runs": row.runs,
     }
@@ -142,6 +143,7 @@ class UsageHandler(BaseHandler):
             self.finish(usage_csv(rows, query.by, query.daily))
             return
         total_gpu = sum((r.gpu_hours for r in rows), start=Decimal(0))
+        total_borrowed = sum((r.borrowed_gpu_hours for r in rows), start=Decimal(0))
         total_cpu = sum((r.cpu_hours for r in rows), start=Decimal(0))
         self.write_json(
             {
@@ -153,6 +155,7 @@ class UsageHandler(BaseHandler):
                 "rows": [row_json(r) for r in rows],
                 "total": {
                     "gpu_hours": report_hours(total_gpu),
+                    "borrowed_gpu_hours": report_hours(total_borrowed),
                     "cpu_hours": report_hours(total_cpu),
                     "runs": sum(r.runs for r in rows),
                 },

@@ -35,7 +35,18 @@ from ..loader import ConfigError
 from ..model import PlatformConfig
 from ..snapshot import QUOTAS_STATE, PlatformHolder, ReloadOutcome, read_state, write_state
 from ..store import Store
-from . import api_limits, api_me, api_servers, api_ssh_keys, api_tenants, api_usage, metrics, openapi, page
+from . import (
+    api_limits,
+    api_me,
+    api_queue,
+    api_servers,
+    api_ssh_keys,
+    api_tenants,
+    api_usage,
+    metrics,
+    openapi,
+    page,
+)
 from .base import ApiError, BaseHandler, HubRoles
 
 SERVICE_NAME = "quotas"
@@ -54,7 +65,7 @@ SERVICE_SCOPES = (
     "delete:servers",  # the culler stops idle servers (never starts one: no start:servers)
 )
 
-API_MODULES = (api_me, api_tenants, api_limits, api_usage, api_servers, api_ssh_keys, openapi, metrics)
+API_MODULES = (api_me, api_tenants, api_limits, api_usage, api_servers, api_queue, api_ssh_keys, openapi, metrics)
 
 
 def hub_service(port: int, environment: dict[str, str], hub_state_file: str = "") -> dict[str, Any]:

@@ -169,12 +169,23 @@ SCHEMAS: dict[str, Any] = {
             "server": {"type": "string", "description": "Server name; empty for the default server"},
             "profile": {"type": "string"},
             "gpus": GPUS,
+            "borrowed": {
+                **GPUS,
+                "description": "The part of `gpus` borrowed from idle GPUs of other tenants (per type; {} if none):"
+                " their owner may take them back, by stopping the server after a warning",
+            },
             "cpu": {"type": "string"},
             "memory": {"type": "string"},
             "groups": {"type": "array", "items": {"type": "string"}},
             "started": {"type": "string", "format": "date-time"},
             "gpu_hours": HOURS,
             "run": {"type": "string", "description": "Ledger run id"},
+            "stop_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "Only for a server to be preempted: when it is stopped (its borrowed GPUs go back)",
+            },
+            "stop_note": {"type": "string", "description": "Only with stop_at: why it is stopped, for people"},
         },
     },
     "Servers": {
@@ -187,6 +198,10 @@ SCHEMAS: dict[str, Any] = {
             "subject": {"type": "string", "description": "User, group or tenant (see `by`)"},
             "day": {"type": ["string", "null"], "format": "date", "description": "With daily=1; else null"},
             "gpu_hours": HOURS,
+            "borrowed_gpu_hours": {
+                **HOURS,
+                "description": "The part of gpu_hours on GPUs borrowed from other tenants, exact to 1/10,000",
+            },
             "cpu_hours": HOURS,
             "runs": {"type": "integer", "description": "Runs that ended in the range (or that day)"},
         },
@@ -202,7 +217,12 @@ SCHEMAS: dict[str, Any] = {
             "rows": {"type": "array", "items": _ref("UsageRow")},
             "total": {
                 "type": "object",
-                "properties": {"gpu_hours": HOURS, "cpu_hours": HOURS, "runs": {"type": "integer"}},
+                "properties": {
+                    "gpu_hours": HOURS,
+                    "borrowed_gpu_hours": HOURS,
+                    "cpu_hours": HOURS,
+                    "runs": {"type": "integer"},
+                },
             },
         },
     },
@@ -230,6 +250,11 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
             "servers": {"type": "array", "items": _ref("Server"), "description": "The caller's own servers"},
+            "queued": {
+                "type": "array",
+                "items": _ref("Queued"),
+                "description": "The caller's own GPU requests waiting in the tenant's queue, in line order",
+            },
             "ceiling": _ref("Ceiling"),
             "in_use": _ref("InUse"),
         },
@@ -248,6 +273,48 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+}
+
+SCHEMAS["Queued"] = {
+    "type": "object",
+    "description": "A GPU request waiting in its tenant's queue (issue 14)",
+    "required": [
+        "user",
+        "server",
+        "profile",
+        "gpu_type",
+        "gpu_count",
+        "may_borrow",
+        "enqueued",
+        "position",
+        "length",
+        "reason",
+    ],
+    "properties": {
+        "user": {"type": "string"},
+        "server": {"type": "string", "description": "Server name; empty for the default server"},
+        "profile": {"type": "string"},
+        "gpu_type": {"type": "string"},
+        "gpu_count": {"type": "integer", "minimum": 1},
+        "may_borrow": {"type": "boolean", "description": "Whether it may start on GPUs borrowed from other tenants"},
+        "enqueued": {"type": "string", "format": "date-time", "description": "When it joined the queue"},
+        "position": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "Its place in its tenant's line (1: next); null for a moment after it joined",
+        },
+        "length": {"type": ["integer", "null"], "description": "How many wait in that line"},
+        "reason": {
+            "type": ["string", "null"],
+            "description": "Why it waits, for people, e.g. 'waiting for 2 × H100: tenant lab uses 4 of 4;"
+            " you are 2nd of 2'",
+        },
+    },
+}
+SCHEMAS["Queue"] = {
+    "type": "object",
+    "required": ["tenant", "queue"],
+    "properties": {"tenant": {"type": "string"}, "queue": {"type": "array", "items": _ref("Queued")}},
 }
 
 SCHEMAS["SshKey"] = {
@@ -336,7 +403,8 @@ PATHS: dict[str, Any] = {
     },
     "/api/me": {
         "get": {
-            "summary": "The caller and, for each of their tenants, their limits, hours this month and servers",
+            "summary": "The caller and, for each of their tenants, their limits, hours this month, servers and"
+            " waiting GPU requests",
             "description": ANYONE,
             "responses": {"200": _json(_ref("Me"), "The caller"), **_errors(403)},
         }
@@ -457,6 +525,15 @@ PATHS: dict[str, Any] = {
             "summary": "Servers charged to the tenant now",
             "description": "Platform admins and tenant admins: every server. Members: their own.",
             "responses": {"200": _json(_ref("Servers"), "Servers, oldest first"), **_errors(403, 404)},
+        },
+    },
+    "/api/tenants/{tenant}/queue": {
+        "parameters": [TENANT_PARAM],
+        "get": {
+            "summary": "GPU requests waiting in the tenant's queue, in line order, with their place and why",
+            "description": "Platform admins and tenant admins: every request. Members: their own. Places and"
+            " reasons are what the hub's queue keeper last wrote (every second while anyone waits).",
+            "responses": {"200": _json(_ref("Queue"), "Waiting requests, first in line first"), **_errors(403, 404)},
         },
     },
     "/api/tenants/{tenant}/servers/{user}": {

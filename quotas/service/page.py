@@ -1,10 +1,11 @@
 """The quotas web page: ``GET /services/quotas/?tenant=<id>&month=YYYY-MM``.
 
-Everyone sees their tenants, the limits that apply to them, their own use in the month and
-their running servers, and their tenant's totals now; and their own SSH keys, which they add and
-remove there (``POST``/``DELETE api/ssh-keys``). Tenant admins (of that tenant) and
-platform admins also see who used what: GPU-hours per day stacked per person, a per-person
-table, every running server, and the limits table, which they edit in place (the page's
+Everyone sees their tenants, the limits that apply to them, their own use in the month, their
+running servers and GPU requests waiting in the tenant's queue, and their tenant's totals now;
+and their own SSH keys, which they add and remove there (``POST``/``DELETE api/ssh-keys``).
+Tenant admins (of that tenant) and platform admins also see who used what: GPU-hours per day
+stacked per person, a per-person table, every running server, the tenant's GPU queue (everyone
+waiting, their place and why), and the limits table, which they edit in place (the page's
 script calls the REST API: ``PUT``/``DELETE api/tenants/<t>/limits/<users|groups>/<name>``).
 
 What a caller may see is decided here, on the server, by the same rules as the API
@@ -17,7 +18,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -42,7 +43,7 @@ from ..quantity import (
     next_month,
     previous_month,
 )
-from ..store import Run, SshKey, Store, UsageRow
+from ..store import Queued, Run, SshKey, Store, UsageRow
 from .api_tenants import visible_tenants
 from .base import ApiError, BaseHandler, Caller
 from .charts import Meter, meters, stacked_bars
@@ -58,6 +59,7 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_env.filters["duration"] = format_duration
 
 
 # -- what the page shows: plain values, built from the store by `gather` ---------------------------
@@ -82,6 +84,23 @@ class ServerRow:
     memory: str
     started: str
     running_for: str
+    borrowed: str = ""  # the GPUs of `gpus` borrowed from other tenants ("1 H100"); "" if none
+    stops: str = ""  # a server to be preempted: "14:05 UTC (why)"; "" otherwise
+
+
+@dataclass(frozen=True)
+class QueuedRow:
+    """A GPU request waiting in the tenant's queue, as the "GPU queue" sections list it."""
+
+    user: str
+    server: str  # for people: "(default)" for the default server
+    name: str  # as the hub names it ("" for the default server)
+    place: str  # "1 of 2"; "—" until the hub's queue keeper has placed it (within a second)
+    gpus: str  # "2 × H100"
+    profile: str
+    since: str
+    waited: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,7 @@ class MyView:
     gpu_hours_limit: str
     gpus_now: str
     servers: list[ServerRow]
+    queued: list[QueuedRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,7 @@ class AdminView:
     servers: list[ServerRow]
     limits: list[LimitRow]
     gpu_types: list[str]
+    queue: list[QueuedRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -217,8 +238,35 @@ def server_rows(runs: Iterable[Run], now: datetime) -> list[ServerRow]:
             memory=format_bytes(r.holding.memory),
             started=_minute(r.started),
             running_for=format_duration(now - r.started),
+            borrowed=gpus_text(r.holding.borrowed) if any(r.holding.borrowed.values()) else "",
+            stops=_stops(r),
         )
         for r in runs
+    ]
+
+
+def _stops(run: Run) -> str:
+    """When a server to be preempted stops, and why: ``"14:05 UTC (tenant lab needs them back)"``."""
+    if run.stop_at is None:
+        return ""
+    when = f"{run.stop_at.astimezone(UTC):%H:%M} UTC"
+    return f"{when} ({run.stop_note})" if run.stop_note else when
+
+
+def queued_rows(requests: Iterable[Queued], now: datetime) -> list[QueuedRow]:
+    return [
+        QueuedRow(
+            user=q.user,
+            server=q.server or "(default)",
+            name=q.server,
+            place=f"{q.position} of {q.length}" if q.position and q.length else "—",
+            gpus=f"{q.gpu_count} × {q.gpu_type}",
+            profile=q.profile,
+            since=_minute(q.enqueued),
+            waited=format_duration(now - q.enqueued),
+            reason=q.reason or "joined the queue just now; its place is decided within a second (reload the page)",
+        )
+        for q in requests
     ]
 
 
@@ -298,6 +346,7 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
     in a worker thread). Other people's rows are read only for callers who administer the tenant."""
     is_admin = caller.can_admin_tenant(tenant.id)
     runs = store.open_runs(tenant.id)
+    waiting = store.queued(tenant.id)
     usage = store.usage(tenant, now)
     all_limits = store.limits(tenant.id)
     month_rows = store.usage_report(tenant.id, start, end, now, by="user")
@@ -319,6 +368,7 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
         gpu_hours_limit=format_number(hour_limits[0]) if hour_limits else "",
         gpus_now=gpus_text(my_gpus),
         servers=server_rows(my_runs, now),
+        queued=queued_rows((q for q in waiting if q.user == caller.name), now),
     )
     view = TenantView(
         tenant=tenant,
@@ -361,6 +411,7 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
         servers=server_rows(runs, now),
         limits=[_limit_row(lim) for lim in all_limits],
         gpu_types=gpu_types,
+        queue=queued_rows(waiting, now),
     )
     return replace(view, admin=admin)
 

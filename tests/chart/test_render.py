@@ -343,3 +343,30 @@ def test_hub_refuses_to_start_without_its_database_password(
     monkeypatch.setenv("AIDC_CHART_VALUES", str(tmp_path / "hub.json"))
     with pytest.raises(SystemExit, match="database.type is postgresql but AIDC_DB_PASSWORD is empty"):
         PyFileConfigLoader("jupyterhub_config.py", str(tmp_path)).load_config()
+
+
+def test_kueue_turns_on_the_queue_in_the_hub_and_the_reconciler(
+    helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = tmp_path / "kueue.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"spawner": {"kueue": True, "preemptionGrace": 600}}}))
+    objects = helm.objects(values)
+    for kind in ("Job", "CronJob"):
+        obj = find(objects, kind, "aidc-reconcile")
+        pod = obj["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else obj["spec"]["template"]
+        assert "--kueue" in pod["spec"]["containers"][0]["command"]
+    rules = find(objects, "ClusterRole", "aidc-reconciler-aidc")["rules"]
+    kueue = next(r for r in rules if r["apiGroups"] == ["kueue.x-k8s.io"])
+    assert set(kueue["resources"]) == {"resourceflavors", "clusterqueues", "localqueues", "workloadpriorityclasses"}
+    assert set(kueue["verbs"]) == {"get", "create", "patch"}  # no delete, no workloads
+    policy = next(r for r in rules if r["apiGroups"] == ["admissionregistration.k8s.io"])
+    assert policy["resourceNames"] == ["aidc-pods-through-kueue"]
+    (tmp_path / "hub").mkdir()
+    c = _hub_config(helm, (values,), tmp_path / "hub", monkeypatch)
+    assert c.TenantKubeSpawner.kueue is True and c.TenantKubeSpawner.preemption_grace == 600
+    # without it (the default) neither the flag nor the rights
+    default = helm.objects()
+    assert (
+        "--kueue" not in find(default, "Job", "aidc-reconcile")["spec"]["template"]["spec"]["containers"][0]["command"]
+    )
+    assert not [r for r in find(default, "ClusterRole", "aidc-reconciler-aidc")["rules"] if "kueue" in str(r)]

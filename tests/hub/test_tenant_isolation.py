@@ -333,7 +333,8 @@ def test_start_for_someone_else(hub: Hub, people: dict[str, Client]) -> None:
 
 
 def test_quotas_service_shows_each_tenant_its_own_servers(hub: Hub, people: dict[str, Client]) -> None:
-    """``GET api/tenants/{t}/servers`` and ``GET|DELETE api/tenants/{t}/servers/{user}/{server}``
+    """``GET api/tenants/{t}/servers``, ``GET|DELETE api/tenants/{t}/servers/{user}/{server}`` and
+    ``GET api/tenants/{t}/queue``
     by every role, for every server in both tenants' URLs: the tenant is the hub's record of the
     server, so erin never reaches carol's `labsrv` (charged to lab), as `lab` or as `startup`."""
     admin = people["admin"]
@@ -341,6 +342,9 @@ def test_quotas_service_shows_each_tenant_its_own_servers(hub: Hub, people: dict
     wrong = []
     for caller in CALLERS:
         for tenant in TENANTS:
+            queue = quotas(people[caller], "GET", f"api/tenants/{tenant}/queue")  # the GPU queue: the same rule
+            if queue.status_code != (200 if reads_tenant(caller, tenant) else 403):
+                wrong.append(f"{caller} GET queue of {tenant}: {queue.status_code}")
             r = quotas(people[caller], "GET", f"api/tenants/{tenant}/servers")
             if not reads_tenant(caller, tenant):
                 if r.status_code != 403:

@@ -154,13 +154,15 @@ def test_resource_quota_is_a_backstop_behind_the_hub(api: client.ApiClient, reco
     assert info.value.status == 403 and "exceeded quota" in info.value.body
 
 
-def _can(api: client.ApiClient, verb: str, resource: str, namespace: str) -> bool:
+def hub_can(api: client.ApiClient, verb: str, resource: str, namespace: str, group: str = "", sub: str = "") -> bool:
+    """Whether the hub's service account may ``verb`` ``resource`` (of API ``group``) in ``namespace``."""
+    attributes = {"verb": verb, "resource": resource, "namespace": namespace, "group": group, "subresource": sub}
     review = client.AuthorizationV1Api(api).create_subject_access_review(
         {
             "spec": {
                 "user": "system:serviceaccount:aidc:hub",
                 "groups": ["system:serviceaccounts", "system:serviceaccounts:aidc", "system:authenticated"],
-                "resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace},
+                "resourceAttributes": attributes,
             }
         }
     )
@@ -170,7 +172,9 @@ def _can(api: client.ApiClient, verb: str, resource: str, namespace: str) -> boo
 def test_hub_service_account_is_limited_to_tenant_workloads(
     api: client.ApiClient, reconciler: TenantReconciler
 ) -> None:
-    assert _can(api, "create", "pods", "aidc-lab") and _can(api, "delete", "persistentvolumeclaims", "aidc-startup")
+    assert hub_can(api, "create", "pods", "aidc-lab") and hub_can(
+        api, "delete", "persistentvolumeclaims", "aidc-startup"
+    )
     for verb, resource, namespace in [
         ("get", "secrets", "kube-system"),
         ("list", "secrets", "aidc-lab"),
@@ -180,7 +184,7 @@ def test_hub_service_account_is_limited_to_tenant_workloads(
         ("delete", "resourcequotas", "aidc-lab"),
         ("create", "rolebindings", "aidc-lab"),
     ]:
-        assert not _can(api, verb, resource, namespace), (verb, resource, namespace)
+        assert not hub_can(api, verb, resource, namespace), (verb, resource, namespace)
 
 
 def test_reconciler_is_idempotent(api: client.ApiClient, reconciler: TenantReconciler) -> None:

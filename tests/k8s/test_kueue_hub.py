@@ -11,6 +11,7 @@ only: the other k8s tests see the cluster as before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -31,7 +32,7 @@ from tests.bed.hub import PASSWORDS, TENANTS, Client, Hub, progress_until, stop_
 from tests.bed.kueue import Kueue
 from tests.bed.podrunner import PodRunner
 from tests.k8s.conftest import HOME_CLASS, HUB_NAMESPACE, REPO
-from tests.k8s.test_kube_spawner import pod_outside_the_hub
+from tests.k8s.test_kube_spawner import hub_can, pod_outside_the_hub
 
 GROUP, VERSION = KUEUE_API.split("/")
 
@@ -49,19 +50,21 @@ def tenants_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def kueue(
-    cluster: ControlPlane, api: client.ApiClient, reconciler: TenantReconciler, tenants_file: Path
-) -> Iterator[TenantReconciler]:
-    bed = Kueue(cluster, cluster.workdir / "kueue-hub")
+@contextlib.contextmanager
+def kueue_for(
+    cluster: ControlPlane, api: client.ApiClient, reconciler: TenantReconciler, tenants_file: Path, name: str
+) -> Iterator[tuple[Kueue, TenantReconciler]]:
+    """Kueue on the session's cluster with the queues of ``tenants_file`` (reconciled with ``kueue=True``);
+    afterwards their LocalQueues and ClusterQueues and the backstop policy are deleted, Kueue stopped and
+    the session's plain objects reconciled again, so that the other k8s tests see the cluster as before."""
+    bed = Kueue(cluster, cluster.workdir / name)
     bed.start()
     queued = TenantReconciler(
         api, load_platform(tenants_file, REPO / "images" / "catalog.yaml"), hub_namespace=HUB_NAMESPACE, kueue=True
     )
     try:
         queued.reconcile()
-        queued.reconcile()  # idempotent
-        yield queued
+        yield bed, queued
     finally:
         custom = client.CustomObjectsApi(api)
         for tenant in queued.config.tenants:
@@ -80,6 +83,15 @@ def kueue(
         _gone(lambda: admission.delete_validating_admission_policy(QUEUE_POLICY))
         bed.stop()
         reconciler.reconcile()  # the other tests' ResourceQuotas again
+
+
+@pytest.fixture(scope="module")
+def kueue(
+    cluster: ControlPlane, api: client.ApiClient, reconciler: TenantReconciler, tenants_file: Path
+) -> Iterator[TenantReconciler]:
+    with kueue_for(cluster, api, reconciler, tenants_file, "kueue-hub") as (_, queued):
+        queued.reconcile()  # idempotent
+        yield queued
 
 
 def _gone(delete: Any) -> None:
@@ -191,6 +203,19 @@ def test_a_pod_behind_the_hubs_back_is_refused_or_held_back(api: client.ApiClien
         assert pod.spec.node_name is None
     finally:
         core.delete_namespaced_pod("queued-sneaky", "aidc-lab", grace_period_seconds=0)
+
+
+def test_the_hub_reads_workloads_and_places_in_tenant_namespaces_only(
+    api: client.ApiClient, kueue: TenantReconciler
+) -> None:
+    for namespace in ("aidc-lab", "aidc-startup"):
+        assert hub_can(api, "list", "workloads", namespace, group=GROUP)
+        assert hub_can(api, "get", "localqueues", namespace, group="visibility.kueue.x-k8s.io", sub="pendingworkloads")
+        assert not hub_can(api, "delete", "workloads", namespace, group=GROUP)
+        assert not hub_can(api, "patch", "localqueues", namespace, group=GROUP)
+    for namespace in ("kube-system", "default", "kueue-system", ""):
+        assert not hub_can(api, "list", "workloads", namespace, group=GROUP), namespace
+    assert not hub_can(api, "get", "clusterqueues", "", group=GROUP)
 
 
 def test_queue_borrowing_and_reclaim_through_kueue(api: client.ApiClient, hub: Hub, people: dict[str, Client]) -> None:
