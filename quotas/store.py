@@ -710,7 +710,9 @@ class Store:
     ) -> Queued:
         """Put ``user``'s request for ``server`` at the end of ``tenant``'s queue and return it; a
         request of that server already queued keeps its place (a retried spawn does not lose it).
-        Raises :class:`QueueFull` when ``tenant.queue.max_length`` requests wait already."""
+        Raises :class:`QueueFull` when ``tenant.queue.max_length`` requests wait already, or when the
+        person's servers running or waiting in the tenant reach its ``servers_per_user`` (so that no
+        one person fills the tenant's line)."""
         with self._tx() as conn:
             self._lock_tenant(conn, tenant.id)
             there = conn.execute(
@@ -718,6 +720,24 @@ class Store:
             ).first()
             if there is not None:
                 return _queued(there)
+            cap = tenant.quota.servers_per_user
+            if cap is not None:
+                mine = {
+                    *conn.execute(
+                        select(runs.c.server).where(
+                            runs.c.tenant == tenant.id, runs.c.user == user, runs.c.ended.is_(None)
+                        )
+                    ).scalars(),
+                    *conn.execute(
+                        select(gpu_queue.c.server).where(gpu_queue.c.tenant == tenant.id, gpu_queue.c.user == user)
+                    ).scalars(),
+                } - {server}
+                if len(mine) >= cap:
+                    names = ", ".join(repr(n) if n else "your default server" for n in sorted(mine))
+                    raise QueueFull(
+                        f"You already have {len(mine)} of the {cap} servers each person may have running or waiting"
+                        f" in tenant {tenant.id} ({names}). Stop one, or cancel one that waits, and try again."
+                    )
             waiting = conn.execute(select(func.count()).where(gpu_queue.c.tenant == tenant.id)).scalar_one()
             if waiting >= tenant.queue.max_length:
                 raise QueueFull(

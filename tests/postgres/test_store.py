@@ -362,3 +362,20 @@ def test_places_in_the_queue_are_written_for_the_waiting_only(store: Store) -> N
     (waiting,) = store.queued()
     assert (waiting.position, waiting.length, waiting.reason) == (1, 1, "waiting for 4 × H100")
     store.place({})  # nothing to write
+
+
+def test_one_person_cannot_fill_the_tenants_queue(store: Store) -> None:
+    tenant = dataclasses.replace(with_quota(servers_per_user=2), queue=QueuePolicy(max_length=50))
+    store.reserve(tenant, ask("alice", H100_X1), NOV_2)  # running: her default server
+    store.enqueue(tenant, "alice", "a", H100_X4, True, NOV_2)  # waiting: her second
+    with pytest.raises(QueueFull) as refused:
+        store.enqueue(tenant, "alice", "b", H100_X4, True, NOV_2)
+    message = str(refused.value)
+    assert "You already have 2 of the 2 servers each person may have running or waiting in tenant snu-ai" in message
+    assert "(your default server, 'a')" in message
+    assert store.enqueue(tenant, "alice", "a", H100_X4, True, NOV_2).server == "a"  # its own place, kept
+    store.enqueue(tenant, "bob", "", H100_X4, True, NOV_2)  # others are not held back by her
+    # on Kubernetes the request's own run is open while it waits: it is not counted twice
+    store.reserve(tenant, ask("carol", H100_X1, "k"), NOV_2)
+    assert store.enqueue(tenant, "carol", "k", H100_X1, True, NOV_2).server == "k"
+    assert [q.user for q in store.queued("snu-ai")] == ["alice", "bob", "carol"]
