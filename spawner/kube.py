@@ -452,7 +452,10 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             preempted = await self._stopped_by_kueue()
         if preempted:
             stop_at = datetime.now(UTC) + (timedelta(seconds=self.preemption_grace) if status is None else timedelta(0))
-            note = f"its GPUs were borrowed from another tenant of {self.held.tenant}'s cohort, who needs them back"
+            note = (
+                f"it runs on GPUs that tenant {self.held.tenant} borrowed from another tenant of its cohort,"
+                " which needs them back"
+            )
             if await asyncio.to_thread(self.platform.store.mark_preempted, self.server_key, stop_at, note):
                 self.log.info("%s is preempted by Kueue: %s", self._log_name, note)
         return status

@@ -191,13 +191,16 @@ class QueueKeeper:
             if run is None or key in self.preemptions:
                 continue
             by_tenant = plan.reclaimed_by[key]
+            # for its person and their tenant's admins: not which other tenant reclaims (the log says)
             note = (
-                f"it runs on {gpu_type} GPUs that tenant {run.holding.tenant} borrowed from its cohort, and"
-                f" tenant {by_tenant} needs them back"
+                f"it runs on {gpu_type} GPUs that tenant {run.holding.tenant} borrowed from another tenant of its"
+                " cohort, which needs them back"
             )
             if not await asyncio.to_thread(self.platform.store.mark_preempted, key, stop_at, note):
                 continue  # stopped meanwhile, or marked by the culler
-            self.log.info("Preempting %s in %s: %s", _label(key), format_duration(self.grace), note)
+            self.log.info(
+                "Preempting %s in %s for tenant %s: %s", _label(key), format_duration(self.grace), by_tenant, note
+            )
             marked = Run(run.id, run.holding, run.started, None, PREEMPTED, stop_at, note)
             self._follow(marked, by_tenant)
 

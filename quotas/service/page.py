@@ -246,7 +246,7 @@ def server_rows(runs: Iterable[Run], now: datetime) -> list[ServerRow]:
 
 
 def _stops(run: Run) -> str:
-    """When a server to be preempted stops, and why: ``"14:05 UTC (tenant lab needs them back)"``."""
+    """When a server to be preempted stops, and why: ``"14:05 UTC (… which needs them back)"``."""
     if run.stop_at is None:
         return ""
     when = f"{run.stop_at.astimezone(UTC):%H:%M} UTC"

@@ -188,7 +188,7 @@ def test_borrowed_gpus_are_reclaimed_by_preemption_with_a_warning(hub: Hub, clie
     # dave is warned on the hub (every page, the home page too) and in the workspace's terminals
     home = page(dave, "/hub/home")
     assert "Your server &#39;borrowed&#39; will be stopped at" in home, home
-    assert "tenant lab needs them back" in home
+    assert "borrowed from another tenant of its cohort, which needs them back" in home
     seen = hub.homes / dave.name / "terminal-seen.txt"
     deadline = time.monotonic() + 20
     while not seen.exists() and time.monotonic() < deadline:
@@ -203,4 +203,4 @@ def test_borrowed_gpus_are_reclaimed_by_preemption_with_a_warning(hub: Hub, clie
     assert runs["borrowed"][:2] == ({"H100": 1}, "preempted") and runs["borrowed"][2] is not None
     assert runs[""][:2] == ({}, None)
     home = page(dave, "/hub/home")
-    assert "Your server &#39;borrowed&#39; was stopped at" in home and "tenant lab needs them back" in home
+    assert "Your server &#39;borrowed&#39; was stopped at" in home and "which needs them back" in home

@@ -222,7 +222,8 @@ def test_borrowed_gpus_and_a_coming_preemption_show_in_servers_and_usage(hub: Hu
     assert marked["server"] == "borrowed" and marked["borrowed"] == {"H100": 1}
     stop_at = datetime.fromisoformat(marked["stop_at"])
     assert 0 < (stop_at - datetime.now(UTC)).total_seconds() <= GRACE
-    assert "tenant lab needs them back" in marked["stop_note"]
+    assert "borrowed from another tenant of its cohort, which needs them back" in marked["stop_note"]
+    assert "lab" not in marked["stop_note"]  # startup's people are not told which tenant reclaims
     mine = call(dave, "api/me").json()["tenants"][0]["servers"]
     assert [s.get("stop_at") for s in mine if s["server"] == "borrowed"] == [marked["stop_at"]]
     [waiting] = queue_of(kim, "lab")
