@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 export AIDC_FAKE_GPUS ?= H100:6,A100:2
 
-.PHONY: up test setup host lint lock bench clean
+.PHONY: up test setup host lint lock bench bench-k8s clean
 
 # Exactly the locked versions, with hashes (requirements/dev.txt; `make lock` writes it), then this
 # package itself without dependencies or build isolation (setuptools and wheel come from the lock).
@@ -59,6 +59,13 @@ bench: setup
 	$(PY) -P benchmarks/admission.py --write benchmarks/README.md
 	$(PY) -P benchmarks/quotas.py --write benchmarks/README.md
 	$(PY) -P benchmarks/ssh.py --write benchmarks/README.md
+
+## make bench-k8s: the benchmarks on the test control plane and Kueue (about 25 minutes)
+bench-k8s: setup
+	bash tests/bed/controlplane/build.sh
+	bash tests/bed/kueue/build.sh
+	$(PY) -P benchmarks/spawn_k8s.py --write benchmarks/README.md
+	$(PY) -P benchmarks/sharing.py --write benchmarks/README.md
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts

@@ -65,6 +65,7 @@ if str(REPO) not in sys.path:  # run as a script: the test bed lives in tests/be
     sys.path.insert(0, str(REPO))
 
 from benchmarks._readme import cpus, write_section  # noqa: E402
+from benchmarks._stats import nearest_rank  # noqa: E402
 from quotas.loader import load_platform  # noqa: E402
 from quotas.quantity import parse_quantity  # noqa: E402
 from spawner.reconciler import TenantReconciler  # noqa: E402
@@ -564,13 +565,6 @@ class Variant:
     @property
     def ok(self) -> bool:
         return len(self.storm.ready) == self.users == self.answered and not self.leftovers
-
-
-def nearest_rank(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def median(values: Sequence[float]) -> float:

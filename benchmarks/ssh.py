@@ -49,6 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks._readme import cpus, write_section  # noqa: E402
+from benchmarks._stats import nearest_rank  # noqa: E402
 
 SECTION = "ssh"
 CIPHER = "aes128-gcm@openssh.com"
@@ -58,15 +59,6 @@ PATHS = ("gateway", "direct")
 
 
 # -- pure parts ------------------------------------------------------------------------------------
-
-
-def nearest_rank(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0 < q <= 1) of ``values`` by nearest rank."""
-    if not values:
-        raise ValueError("no values to take a quantile of")
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 1))
-    return ordered[int(rank) - 1]
 
 
 @dataclass(frozen=True)
