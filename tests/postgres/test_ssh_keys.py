@@ -12,10 +12,10 @@ import asyncssh
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, Table, inspect
 
 from quotas.store import MIGRATIONS, Store, make_engine
-from tests.unit.builders import H100_X1, SNU, hold
+from tests.unit.builders import H100_X1, SNU
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -144,14 +144,34 @@ def test_upgrade_from_0001_keeps_the_ledger_and_adds_keys(db_url: str) -> None:
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
     assert "ssh_keys" not in inspect(engine).get_table_names()
+    # a run as 0001 wrote it (today's Store writes columns that 0001 does not have)
+    runs = Table("runs", MetaData(), autoload_with=engine)
+    naive = NOW.replace(tzinfo=None)
+    run = "0" * 32
+    with engine.begin() as conn:
+        conn.execute(
+            runs.insert().values(
+                id=run,
+                tenant=SNU.id,
+                user="alice",
+                server="",
+                profile=H100_X1.id,
+                groups=[],
+                gpus={"H100": 1},
+                gpu_count=1,
+                cpu_milli=8000,
+                memory_bytes=2**30,
+                started=naive - timedelta(hours=2),
+                ended=naive,
+                end_reason="stopped",
+            )
+        )
     engine.dispose()
-    old = Store(db_url, migrate=False)
-    run = old.record_run(hold("alice", H100_X1, tenant=SNU.id), NOW - timedelta(hours=2), NOW)
-    old.close()
 
     store = Store(db_url)  # upgrades to the newest migration
     try:
-        assert [r.id for r in store.runs_between(SNU.id, NOW - timedelta(days=1), NOW)] == [run]
+        (kept,) = store.runs_between(SNU.id, NOW - timedelta(days=1), NOW)
+        assert (kept.id, kept.holding.gpus, kept.holding.borrowed, kept.ended) == (run, {"H100": 1}, {}, NOW)
         assert store.add_ssh_key("alice", public_line(ED25519), "laptop", NOW).user == "alice"
     finally:
         store.close()
