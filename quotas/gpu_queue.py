@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .model import PlatformConfig, Profile, Tenant
+from .quantity import format_gpus
 
 Key = tuple[str, str]  # (user, server name)
 
@@ -247,13 +248,16 @@ def decide(
         else:
             why = state.why_not(head) or f"tenant {tenant}'s first request waits"
         for i, w in enumerate(line, start=1):
-            reason = f"waiting for {_n(w.count, gpu_type)}: {why}; you are {ordinal(i)} of {len(line)}"
+            reason = waiting_reason(w.count, gpu_type, why, i, len(line))
             plan.waiting[w.key] = Position(i, len(line), reason)
     return plan
 
 
-def _n(count: int, gpu_type: str) -> str:
-    return f"{count} × {gpu_type}"
+def waiting_reason(count: int, gpu_type: str, why: str, position: int | None = None, length: int = 0) -> str:
+    """What a waiting person reads, in both backends: ``"waiting for 2 × H100: tenant lab uses 4 of
+    4; you are 2nd of 3"`` (without the place when it is not known yet)."""
+    text = f"waiting for {format_gpus({gpu_type: count})}: {why}"
+    return text + (f"; you are {ordinal(position)} of {length}" if position else "")
 
 
 def ordinal(n: int) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .quantity import format_duration
+from .quantity import format_duration, format_gpus
 from .store import PREEMPTED, Run, Store
 
 RECENT = timedelta(hours=24)  # how long a stop's reason stays on the person's pages
@@ -50,7 +50,7 @@ def server_notices(runs: Sequence[Run], now: datetime) -> list[Notice]:
                 )
             )
         elif run.ended is None and run.holding.borrowed:
-            gpus = ", ".join(f"{n} × {t}" for t, n in sorted(run.holding.borrowed.items()))
+            gpus = format_gpus(run.holding.borrowed)
             notices.append(
                 Notice(
                     "info",

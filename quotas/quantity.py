@@ -10,6 +10,7 @@ so ``0.1 + 0.2`` style drift cannot turn an allowed request into a refusal.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -171,6 +172,11 @@ def format_hours(value: Decimal) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Durations and months
+
+
+def format_gpus(gpus: Mapping[str, int]) -> str:
+    """``{"H100": 2}`` -> ``"2 × H100"``; several types by name, joined by commas."""
+    return ", ".join(f"{count} × {gpu_type}" for gpu_type, count in sorted(gpus.items()))
 
 
 def format_duration(value: timedelta) -> str:

@@ -768,6 +768,14 @@ class Store:
         with self.engine.connect() as conn:
             return [_queued(r) for r in conn.execute(query)]
 
+    def anyone_waiting(self, gpu_type: str) -> bool:
+        """Whether any request waits for ``gpu_type`` (read on every GPU spawn: at most one row)."""
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(select(gpu_queue.c.id).where(gpu_queue.c.gpu_type == gpu_type).limit(1)).first()
+                is not None
+            )
+
     def place(self, places: Mapping[ServerKey, tuple[int, int, str]]) -> None:
         """Write where each of ``places``' requests waits (position, length of its line, why), as the
         hub decided; only rows that changed are written, and a request no longer queued is skipped."""

@@ -28,14 +28,13 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Bool, Float, Unicode, default
 
-from quotas.gpu_queue import may_wait, ordinal
-from quotas.quantity import format_duration
+from quotas.gpu_queue import may_wait, waiting_reason
 from quotas.store import QueueFull
 
 from .kube_objects import LOCAL_QUEUE, PRIORITY_CLASS, PRIORITY_LABEL, QUEUE_LABEL, profile_settings, tenant_namespace
 from .profiles import Choice
 from .start_failures import STREAK
-from .tenancy import TenantSpawnerMixin, counted_failure, refusal
+from .tenancy import TenantSpawnerMixin, counted_failure, queue_timeout_message, refusal
 
 STATE_KEY = "aidc"
 # admission's allowance beyond a tenant's GPU ceiling for a request that may wait in Kueue's queue:
@@ -287,16 +286,9 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         self._queued_choice = choice
         return {gpu_type: KUEUE_KEEPS_THE_CEILING}
 
-    def options_applied(self, choice: Choice) -> None:
-        """A GPU spawn may wait in its tenant's Kueue queue: ``start_timeout`` grows by ``queue.max_wait``."""
-        if not self.kueue:
-            return
-        if self._base_start_timeout is None:
-            self._base_start_timeout = int(self.start_timeout)  # type: ignore[has-type]
-        wait = choice.tenant.queue.max_wait.total_seconds() if choice.profile.gpu_type else 0
-        self.start_timeout = self._base_start_timeout + int(wait)
-
-    _base_start_timeout: int | None = None
+    @property
+    def queues_gpus(self) -> bool:
+        return bool(self.kueue)
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """KubeSpawner's events, and while the pod waits in the tenant's queue its place and why."""
@@ -354,26 +346,21 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                     except QueueFull as e:
                         return "queue-full", str(e)
                     queued = True
-                position, length, why = await self._place_in_queue(choice)
-                self._queue_status = f"waiting for {choice.profile.gpu_count} × {choice.profile.gpu_type}: {why}" + (
-                    f"; you are {ordinal(position)} of {length}" if position else ""
+                position, length, why = await self._place_in_queue(choice, pod["metadata"]["uid"])
+                self._queue_status = waiting_reason(
+                    choice.profile.gpu_count, choice.profile.gpu_type or "", why, position, length
                 )
                 await asyncio.to_thread(store.place, {key: (position or 0, length, self._queue_status)})
                 if loop.time() >= deadline:
-                    tenant = choice.tenant
-                    return "queue-timeout", (
-                        f"Your server waited {format_duration(tenant.queue.max_wait)} in tenant {tenant.id}'s GPU"
-                        f" queue, the longest it may, and was not started ({self._queue_status}). Try again later,"
-                        " pick a smaller profile, or ask a tenant admin."
-                    )
+                    return "queue-timeout", queue_timeout_message(choice.tenant, self._queue_status)
         finally:
             self._queue_status = None
             if queued:
                 await asyncio.to_thread(store.dequeue, key)
 
-    async def _place_in_queue(self, choice: Choice) -> tuple[int | None, int, str]:
-        """(position, length, why) of this pod's Workload in its LocalQueue, from Kueue's visibility
-        API and the Workload's ``QuotaReserved`` condition."""
+    async def _place_in_queue(self, choice: Choice, pod_uid: str) -> tuple[int | None, int, str]:
+        """(position, length, why) of this pod's Workload (Kueue labels it with the pod's UID) in its
+        LocalQueue, from Kueue's visibility API and the Workload's ``QuotaReserved`` condition."""
         path = (
             f"/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}"
             f"/localqueues/{LOCAL_QUEUE}/pendingworkloads"
@@ -381,18 +368,14 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         why = f"tenant {choice.tenant.id}'s GPUs are in use"
         try:
             pending = await self._kube_get(path)
-            workloads = await self._kube_get(f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads")
+            workloads = await self._kube_get(
+                f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads",
+                [("labelSelector", f"kueue.x-k8s.io/job-uid={pod_uid}")],
+            )
         except ApiException as e:
             self.log.warning("Could not read %s's place in the Kueue queue: %s", self._log_name, e.reason)
             return None, 0, why
-        mine = next(
-            (
-                w
-                for w in workloads.get("items", [])
-                if any(o.get("name") == self.pod_name for o in w["metadata"].get("ownerReferences", []))
-            ),
-            None,
-        )
+        mine = next(iter(workloads.get("items", [])), None)
         items = pending.get("items", [])
         position = None
         if mine is not None:
@@ -405,10 +388,11 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                     why = str(condition.get("message") or why)
         return position, len(items), why
 
-    async def _kube_get(self, path: str) -> dict[str, Any]:
+    async def _kube_get(self, path: str, query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
         data = await self.api.api_client.call_api(
             path,
             "GET",
+            query_params=query or [],
             header_params={"Accept": "application/json"},
             response_types_map={200: "object"},
             auth_settings=["BearerToken"],

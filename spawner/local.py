@@ -24,7 +24,7 @@ from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from quotas.gpu_queue import may_wait
 from quotas.model import Profile
 from quotas.policy import Holding
-from quotas.quantity import format_duration
+from quotas.quantity import format_gpus
 from quotas.store import QueueFull
 
 from . import cgroups
@@ -33,7 +33,7 @@ from .gpus import NoFreeGpus
 from .profiles import Choice
 from .queue_keeper import QueueKeeper
 from .start_failures import OWN_SETTINGS, STREAK, StartFailure, judge, own_settings_in
-from .tenancy import TenantSpawnerMixin, counted_failure, options_form_html, refusal
+from .tenancy import TenantSpawnerMixin, counted_failure, options_form_html, queue_timeout_message, refusal
 from .workspaces import (
     MARKER,
     Record,
@@ -231,15 +231,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         back (in the workspace's terminals and on the hub's home page) and its stop. For example ``600``.""",
     ).tag(config=True)
 
-    _base_start_timeout: int | None = None
-
-    def options_applied(self, choice: Choice) -> None:
-        """A GPU spawn may wait in its tenant's queue: ``start_timeout`` (which JupyterHub reads
-        before ``start`` runs) grows by the tenant's ``queue.max_wait``."""
-        if self._base_start_timeout is None:
-            self._base_start_timeout = int(self.start_timeout)  # type: ignore[has-type]
-        wait = choice.tenant.queue.max_wait.total_seconds() if choice.profile.gpu_type else 0
-        self.start_timeout = self._base_start_timeout + int(wait)
+    queues_gpus = True  # every GPU spawn of the embedded mode may wait in its tenant's queue
 
     @property
     def _queue_status(self) -> str | None:
@@ -291,9 +283,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         first out) instead of taking GPUs that free up before they do."""
         choice = self.resolve_choice()  # what admission will decide on (resolved again there)
         if may_wait(choice.tenant, choice.profile, "gpus", choice.may_borrow):
-            gpu_type = choice.profile.gpu_type
-            if any(q.gpu_type == gpu_type for q in await asyncio.to_thread(self.platform.store.queued)):
-                return await self._wait_in_queue(choice, f"waiting for {choice.profile.gpu_count} × {gpu_type}")
+            if await asyncio.to_thread(self.platform.store.anyone_waiting, choice.profile.gpu_type or ""):
+                return await self._wait_in_queue(choice, f"waiting for {format_gpus(choice.profile.gpus)}")
         try:
             holding = await self._admit_once()
         except SpawnException as e:
@@ -324,14 +315,10 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         try:
             while True:
                 try:
-                    admitted = await asyncio.wait_for(keeper.wait(key, gpu_type), max(0.0, deadline - loop.time()))
+                    admitted = await asyncio.wait_for(keeper.wait(key), max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     raise refusal(
-                        f"Your server waited {format_duration(tenant.queue.max_wait)} in tenant {tenant.id}'s GPU queue,"
-                        f" the longest it may, and was not started ({self._queue_status}). Try again later, pick a"
-                        f" smaller profile, or ask a tenant admin.",
-                        reason="queue-timeout",
-                        status=503,
+                        queue_timeout_message(tenant, self._queue_status), reason="queue-timeout", status=503
                     ) from None
                 try:
                     holding = await self._admit_once({gpu_type: admitted.borrowed} if admitted.borrowed else None)
@@ -348,7 +335,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
 
     def _said_if_borrowed(self, holding: Holding) -> Holding:
         if holding.borrowed:
-            gpus = ", ".join(f"{n} × {t}" for t, n in holding.borrowed.items())
+            gpus = format_gpus(holding.borrowed)
             self._borrowed_note = (
                 f"Starting on borrowed GPUs ({gpus}) of another tenant of {holding.tenant}'s cohort: when their"
                 " owner needs them back, this server is stopped after a warning. Save your work often."
@@ -720,7 +707,7 @@ def _labelled_options_form(spawner: TenantLocalSpawner) -> str:
     return notice + form
 
 
-async def _hub_spawner(key: tuple[str, str]) -> tuple[Any, Any] | None:
+def _hub_spawner(key: tuple[str, str]) -> tuple[Any, Any] | None:
     """The hub's (user, spawner) of server ``key`` in this process, if it is active."""
     from jupyterhub.app import JupyterHub
 
@@ -738,7 +725,7 @@ async def _stop_server(key: tuple[str, str]) -> None:
     spawner, the hub's records and the ledger run, which keeps its ``preempted`` reason)."""
     from jupyterhub.app import JupyterHub
 
-    found = await _hub_spawner(key)
+    found = _hub_spawner(key)
     if found is None:
         return
     user, spawner = found
@@ -749,7 +736,7 @@ async def _stop_server(key: tuple[str, str]) -> None:
 
 
 async def _notify_server(key: tuple[str, str], message: str) -> None:
-    found = await _hub_spawner(key)
+    found = _hub_spawner(key)
     if found is not None and isinstance(found[1], TenantLocalSpawner):
         await found[1].notify(message)
 

@@ -42,7 +42,6 @@ Notify = Callable[[Key, str], Awaitable[None]]
 
 @dataclass
 class _Waiter:
-    gpu_type: str
     admitted: asyncio.Future[Admission]
     position: Position | None = None
 
@@ -51,7 +50,7 @@ class _Waiter:
 class _Preemption:
     run: Run
     by_tenant: str | None  # None: found marked after a restart (who asked is not known any more)
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    task: asyncio.Task[None] | None = field(default=None, repr=False)  # held: the loop keeps no reference
 
 
 class QueueKeeper:
@@ -67,13 +66,11 @@ class QueueKeeper:
         grace: timedelta = timedelta(minutes=5),
         rejoin_grace: float = 300.0,
         log: logging.Logger | None = None,
-        clock: Callable[[], float] | None = None,
     ):
         self.platform, self.stop, self.notify = platform, stop, notify
         self.interval, self.grace, self.rejoin_grace = interval, grace, rejoin_grace
         self.log = log or logging.getLogger("aidc.queue")
-        self._clock = clock or time.monotonic
-        self._born = self._clock()
+        self._born = time.monotonic()
         self.waiters: dict[Key, _Waiter] = {}
         self.preemptions: dict[Key, _Preemption] = {}
         self._task: asyncio.Task[None] | None = None
@@ -81,11 +78,11 @@ class QueueKeeper:
 
     # -- what spawns call ------------------------------------------------------------------------
 
-    async def wait(self, key: Key, gpu_type: str) -> Admission:
+    async def wait(self, key: Key) -> Admission:
         """Wait until the keeper admits ``key`` (queued in the store already); its place meanwhile is
         :meth:`position`. Cancelling (the person cancels, ``max_wait`` passes) leaves the line here;
         the caller takes the request out of the store."""
-        waiter = _Waiter(gpu_type, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(asyncio.get_running_loop().create_future())
         self.waiters[key] = waiter
         self.kick()
         try:
@@ -170,7 +167,7 @@ class QueueKeeper:
     async def _drop_abandoned(self, queued: list[Queued]) -> list[Queued]:
         """Requests whose spawn died with an earlier hub keep their places for ``rejoin_grace`` after
         this hub started (for their people to start again), then leave the line."""
-        if self._clock() - self._born <= self.rejoin_grace:
+        if time.monotonic() - self._born <= self.rejoin_grace:
             return queued
         kept = []
         for q in queued:

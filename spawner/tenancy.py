@@ -23,8 +23,9 @@ from tornado import web
 from traitlets import Unicode, default
 
 from quotas import paths
-from quotas.model import Profile
+from quotas.model import Profile, Tenant
 from quotas.policy import Holding, Request
+from quotas.quantity import format_duration
 from sshgateway.workspace_keys import load_secret, server_public_key
 
 from .platform import Platform
@@ -118,9 +119,23 @@ class TenantSpawnerMixin(paths.PlatformState):
         self.held, self.run_id, self.held_profile = decision.holding, run, choice.profile
         return decision.holding
 
+    _base_start_timeout: int | None = None
+
+    @property
+    def queues_gpus(self) -> bool:
+        """Whether a GPU spawn of this backend may wait in its tenant's queue (issue 14)."""
+        return False
+
     def options_applied(self, choice: Choice) -> None:
-        """Called once the spawn's options are resolved, before JupyterHub calls ``start`` (a
-        backend may adjust its timeouts to the tenant's queue here)."""
+        """Called once the spawn's options are resolved, before JupyterHub calls ``start``: a GPU
+        spawn that may wait in its tenant's queue (:attr:`queues_gpus`) gets ``start_timeout``
+        (which JupyterHub reads before ``start`` runs) raised by the tenant's ``queue.max_wait``."""
+        if not self.queues_gpus:
+            return
+        if self._base_start_timeout is None:
+            self._base_start_timeout = int(self.start_timeout)  # type: ignore[attr-defined,has-type]
+        wait = choice.tenant.queue.max_wait.total_seconds() if choice.profile.gpu_type else 0
+        self.start_timeout = self._base_start_timeout + int(wait)
 
     def tenant_env(self) -> dict[str, str]:
         """What the workspace is told about itself, in both backends: ``AIDC_TENANT`` (who pays),
@@ -211,6 +226,16 @@ def refusal(message: str, reason: str, status: int) -> SpawnException:
     e = SpawnException(message, reason=reason, status_code=status)
     e.jupyterhub_message = message  # type: ignore[attr-defined]
     return e
+
+
+def queue_timeout_message(tenant: Tenant, status: str | None) -> str:
+    """The refusal of a spawn that waited ``tenant``'s longest wait in its GPU queue; ``status``: where
+    it waited and why, as last shown."""
+    return (
+        f"Your server waited {format_duration(tenant.queue.max_wait)} in tenant {tenant.id}'s GPU queue, the"
+        f" longest it may, and was not started ({status}). Try again later, pick a smaller profile, or ask a"
+        " tenant admin."
+    )
 
 
 def _apply_user_options(spawner: TenantSpawnerMixin, user_options: Any) -> None:

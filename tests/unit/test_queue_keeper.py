@@ -102,7 +102,7 @@ def test_the_newest_borrower_is_warned_then_stopped(platform: Platform) -> None:
 
     async def scenario() -> None:
         keeper = QueueKeeper(platform, seen.stop, seen.notify, interval=0.05, grace=timedelta(seconds=0.5))  # type: ignore[arg-type]
-        waiting = asyncio.ensure_future(keeper.wait(("bob", ""), "H100"))
+        waiting = asyncio.ensure_future(keeper.wait(("bob", "")))
         await until(lambda: seen.told)
         (run,) = [r for r in platform.store.open_runs() if r.holding.server == "b"]
         assert run.end_reason == "preempted" and run.stop_at is not None
@@ -125,7 +125,7 @@ def test_a_preemption_no_one_needs_any_more_is_called_off(platform: Platform) ->
 
     async def scenario() -> None:
         keeper = QueueKeeper(platform, seen.stop, seen.notify, interval=0.05, grace=timedelta(seconds=0.5))  # type: ignore[arg-type]
-        waiting = asyncio.ensure_future(keeper.wait(("bob", ""), "H100"))
+        waiting = asyncio.ensure_future(keeper.wait(("bob", "")))
         await until(lambda: seen.told)
         waiting.cancel()  # bob gives up: his request leaves the line
         platform.store.dequeue(("bob", ""))
