@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,12 +27,13 @@ from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import wait_for_http_server
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Bool, Float, Integer, Unicode, default
 
 from quotas.gpu_queue import may_wait, waiting_reason
 from quotas.store import QueueFull
 
 from .kube_objects import LOCAL_QUEUE, PRIORITY_CLASS, PRIORITY_LABEL, QUEUE_LABEL, profile_settings, tenant_namespace
+from .pacing import Pacer, backoff, retry_after
 from .profiles import Choice
 from .start_failures import STREAK
 from .tenancy import TenantSpawnerMixin, counted_failure, queue_timeout_message, refusal
@@ -40,6 +42,21 @@ STATE_KEY = "aidc"
 # admission's allowance beyond a tenant's GPU ceiling for a request that may wait in Kueue's queue:
 # any, since its ClusterQueue keeps the ceiling (running and queued pods counted there, not here)
 KUEUE_KEEPS_THE_CEILING = 1_000_000
+# every pod and home volume a spawn creates is marked with that spawn's id: a create whose answer was
+# lost (timed out) but which succeeded is recognised as this spawn's own, never created twice
+SPAWN_ANNOTATION = "aidc.io/spawn"
+# a create is given this many times the recent 90th-percentile answer time (issue 15)
+TIMEOUT_FACTOR = 4.0
+# the hub process's one line of creates (spawner.pacing); made on first use with k8s_creates_in_flight
+_PACER: Pacer | None = None
+
+
+def pacer(slots: int) -> Pacer:
+    """The hub process's line of Kubernetes creates, shared by all its spawners."""
+    global _PACER
+    if _PACER is None:
+        _PACER = Pacer(slots)
+    return _PACER
 
 
 class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
@@ -74,6 +91,15 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     queue_poll_interval = Float(
         1.0,
         help="""Seconds between two looks at a queued pod's place in its tenant's Kueue queue. For example ``2``.""",
+    ).tag(config=True)
+
+    k8s_creates_in_flight = Integer(
+        16,
+        help="""At most this many creates (pods, home volumes) sent to the Kubernetes API at once by the
+        hub, for all spawns together; the others wait their turn, first come first served, and their
+        progress says how many servers are ahead. Bounds the load a spawn storm puts on the API server
+        (each create is admitted, validated and written to etcd). For example ``32`` for a larger
+        control plane.""",
     ).tag(config=True)
 
     home_capacity = Unicode(
@@ -188,10 +214,20 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         self.log.info(
             "Starting %s as pod %s/%s (profile %s)", self._log_name, self.namespace, self.pod_name, profile.id
         )
+        self._spawn_id = uuid.uuid4().hex
         try:
-            url = await self._start_or_refuse()
-            self._pod_uid = ((self._pod() or {}).get("metadata") or {}).get("uid")
-            await self._wait_answering(url)
+            # JupyterHub cancels a start after start_timeout and answers a bare 500; this ends it just
+            # before, saying where it was
+            async with asyncio.timeout(max(1.0, float(self.start_timeout) - 2)):
+                try:
+                    url = await self._start_or_refuse()
+                    self._pod_uid = ((self._pod() or {}).get("metadata") or {}).get("uid")
+                    await self._wait_answering(url)
+                except TimeoutError as e:  # a step's own timeout, with its message: a failure
+                    raise _StepTimedOut(str(e) or "a step of the start timed out") from e
+        except TimeoutError:  # start_timeout's
+            self.release_reservation()
+            raise refusal(self._late_message(), reason="timeout", status=503) from None
         except SpawnException:
             self.release_reservation()
             raise
@@ -204,6 +240,147 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             raise
         STREAK.clear()
         return url
+
+    def _late_message(self) -> str:
+        """Why a start ran out of ``start_timeout``: where it was then, and what to do."""
+        pod = self._pod()
+        if self._pace_status is not None:
+            where = f"still waiting for its turn at the hub ({self._pace_status})"
+        elif pod is None:
+            where = f"still creating its pod {self.namespace}/{self.pod_name} (the Kubernetes API was slow)"
+        else:
+            phase = pod.get("status", {}).get("phase") or "Pending"
+            where = f"its pod {self.namespace}/{self.pod_name} was created but is {phase}"
+        return (
+            f"Your server did not start within {float(self.start_timeout):g} seconds: it was {where}, and was"
+            " stopped. The platform is busy; try again in a few minutes. If it keeps happening, tell the"
+            " platform admins (the hub's log has the details)."
+        )
+
+    # -- creates, paced (issue 15) -------------------------------------------------------------------
+
+    _spawn_id: str = ""
+    _pace_status: str | None = None
+
+    async def get_pod_manifest(self) -> Any:
+        pod = await super().get_pod_manifest()
+        pod.metadata.annotations = {**(pod.metadata.annotations or {}), SPAWN_ANNOTATION: self._spawn_id}
+        return pod
+
+    def get_pvc_manifest(self) -> Any:
+        pvc = super().get_pvc_manifest()
+        pvc.metadata.annotations = {**(pvc.metadata.annotations or {}), SPAWN_ANNOTATION: self._spawn_id}
+        return pvc
+
+    async def _make_create_pod_request(self, pod: Any, request_timeout: float) -> bool:
+        """Create the pod through the hub's line of creates (replaces KubeSpawner's single try, which its
+        caller repeats): retried after a timeout or a refusal for load only once a read shows that it
+        does not exist; one that exists from an earlier spawn is deleted first, as KubeSpawner does."""
+        name = pod.metadata.name
+        await self._create_paced(
+            f"pod {self.namespace}/{name}",
+            lambda: self.api.create_namespaced_pod(self.namespace, pod),
+            lambda: self.api.read_namespaced_pod(name, self.namespace),
+            stale=lambda: KubeSpawner.stop(self, now=True),
+        )
+        return True
+
+    async def _make_create_pvc_request(self, pvc: Any, request_timeout: float) -> bool:
+        """Create the home volume claim through the hub's line of creates; one that exists already (from
+        an earlier spawn, or this one's create that timed out) is the person's home: kept."""
+        name = pvc.metadata.name
+        await self._create_paced(
+            f"home volume claim {self.namespace}/{name}",
+            lambda: self.api.create_namespaced_persistent_volume_claim(namespace=self.namespace, body=pvc),
+            lambda: self.api.read_namespaced_persistent_volume_claim(name=name, namespace=self.namespace),
+            stale=None,
+        )
+        return True
+
+    async def _create_paced(
+        self,
+        what: str,
+        create: Callable[[], Awaitable[Any]],
+        read: Callable[[], Awaitable[Any]],
+        stale: Callable[[], Awaitable[Any]] | None,
+    ) -> None:
+        """Send ``create`` in its turn, with a timeout that follows the API server's load, until it is
+        answered or a read shows the object exists: as this spawn's own (its ``aidc.io/spawn``), or for
+        a home volume at all. An object of an earlier spawn is removed with ``stale`` first (None: it
+        is kept as created). Refusals for load (429, 5xx) and timeouts are retried with backoff for
+        ``k8s_api_request_retry_timeout`` seconds of asking (the time in the hub's line not counted);
+        then the spawn is refused (503) with what failed."""
+        line = pacer(self.k8s_creates_in_flight)
+        loop = asyncio.get_running_loop()
+        asking, attempt, last = 0.0, 0, ""
+        while True:
+            attempt += 1
+            wait: float | None = None
+            timeout = line.timeout(self.k8s_api_request_timeout, self.k8s_api_request_retry_timeout, TIMEOUT_FACTOR)
+            async with line.slot(lambda ahead: self._waiting_turn(ahead, line.slots)):
+                self._pace_status = None
+                self.log.info("Attempting to create %s, with timeout %.1f", what, timeout)  # as KubeSpawner logs it
+                began = loop.time()
+                try:
+                    await asyncio.wait_for(create(), timeout)
+                    line.answered(loop.time() - began)
+                    return
+                except TimeoutError:
+                    line.answered(timeout)
+                    last, exists = f"no answer within {timeout:.0f} s", await self._existing(read, timeout)
+                except ApiException as e:
+                    line.answered(loop.time() - began)
+                    if e.status == 409 or (e.status == 403 and stale is None):
+                        # 403: a home volume over the storage quota may exist already (KubeSpawner's check)
+                        exists = await self._existing(read, timeout)
+                        if exists is None and e.status == 403:
+                            raise
+                        last = "it exists already"
+                    elif e.status == 429 or e.status >= 500:
+                        exists, wait = None, retry_after(e.headers)
+                        last = f"the API server answered {e.status} {e.reason or ''}".rstrip()
+                    else:
+                        raise
+                finally:
+                    asking += loop.time() - began
+            if exists is not None:
+                annotations = getattr(exists.metadata, "annotations", None) or {}
+                if stale is None or annotations.get(SPAWN_ANNOTATION) == self._spawn_id:
+                    if attempt > 1 or last:
+                        self.log.info("%s: %s was created (%s; not sent again)", self._log_name, what, last)
+                    return
+                self.log.info("%s: %s exists from an earlier spawn; removing it", self._log_name, what)
+                await stale()
+            if asking >= self.k8s_api_request_retry_timeout:
+                self.log.warning("%s: could not create %s after %d tries: %s", self._log_name, what, attempt, last)
+                raise refusal(
+                    f"The hub could not create your server's {what}: the Kubernetes API server is overloaded or"
+                    f" failing ({last}; {attempt} tries in {asking:.0f} seconds). Nothing was started. Try again in"
+                    " a few minutes; if it keeps failing, tell the platform admins (the hub's log has the details).",
+                    reason="kubernetes-busy",
+                    status=503,
+                )
+            delay = backoff(attempt, wait)
+            asking += delay
+            self.log.info("%s: %s not created yet (%s); trying again in %.1f s", self._log_name, what, last, delay)
+            await asyncio.sleep(delay)
+
+    async def _existing(self, read: Callable[[], Awaitable[Any]], timeout: float) -> Any:
+        """The object as the API server has it, or None when it does not exist or cannot be read now."""
+        try:
+            return await asyncio.wait_for(read(), timeout)
+        except TimeoutError:
+            return None
+        except ApiException as e:
+            if e.status != 404:
+                self.log.info("%s: could not read back what it created: %s %s", self._log_name, e.status, e.reason)
+            return None
+
+    def _waiting_turn(self, ahead: int, slots: int) -> None:
+        self._pace_status = (
+            f"Starting: {ahead} {'server' if ahead == 1 else 'servers'} ahead of you at the hub, which sends"
+            f" Kubernetes {slots} at a time"
+        )
 
     async def _wait_answering(self, url: str) -> None:
         """Return once the pod's server answers HTTP (as JupyterHub's own check after ``start``,
@@ -248,24 +425,16 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
 
     async def _watch_unschedulable(self) -> tuple[str, str] | None:
         """The scheduler's reason once the pod has been unschedulable for ``unschedulable_timeout``."""
-        ref_key = f"{self.namespace}/{self.pod_name}"
-        since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(0.5)
-            reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
-            pod = reflector.pods.get(ref_key) if reflector else None
-            condition = _unschedulable_condition(pod)
-            if condition is None:
-                since = None
-                continue
-            since = since or loop.time()
-            if loop.time() - since >= self.unschedulable_timeout:
-                return "unschedulable", (
-                    f"No node can run this server now: the cluster has no free capacity for profile"
-                    f" {self.held.profile if self.held else '?'} (the scheduler says: {condition}). Try again"
-                    " later, pick a smaller profile, or ask a platform admin."
-                )
+        reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
+        if reflector is None:
+            return None
+        key = f"{self.namespace}/{self.pod_name}"
+        condition = await _UNSCHEDULABLE.watch(key, reflector.pods, self.unschedulable_timeout)
+        return "unschedulable", (
+            f"No node can run this server now: the cluster has no free capacity for profile"
+            f" {self.held.profile if self.held else '?'} (the scheduler says: {condition}). Try again"
+            " later, pick a smaller profile, or ask a platform admin."
+        )
 
     # -- the GPU queue with Kueue ------------------------------------------------------------------
 
@@ -307,9 +476,10 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                         return
                     pending = None
                     yield event
-                if self._queue_status is not None and self._queue_status != last:
-                    last = self._queue_status
-                    yield {"progress": 10, "message": self._queue_status}
+                status = self._queue_status or self._pace_status
+                if status is not None and status != last:
+                    last = status
+                    yield {"progress": 10, "message": status}
         finally:
             if pending is not None:
                 pending.cancel()
@@ -501,6 +671,55 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         saved = state.get(STATE_KEY)
         if saved:
             self.restore_held(saved)
+
+
+class _UnschedulableWatch:
+    """One loop per hub process over the pods of every starting spawn, instead of one per spawn (a
+    storm of a thousand spawns would wake the hub a thousand times each :attr:`interval`): a pod
+    that stayed unschedulable for its spawn's timeout gives that spawn the scheduler's reason."""
+
+    interval = 0.5
+
+    def __init__(self) -> None:
+        self._spawns: dict[str, tuple[Mapping[str, Any], float, asyncio.Future[str]]] = {}
+        self._since: dict[str, float] = {}
+        self._task: asyncio.Future[None] | None = None
+
+    async def watch(self, key: str, pods: Mapping[str, Any], timeout: float) -> str:
+        """Wait until pod ``key`` (``namespace/name`` in ``pods``, a pod reflector's) has been unschedulable
+        for ``timeout`` seconds; returns the scheduler's message. Cancel it to stop watching."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._spawns[key] = (pods, timeout, future)
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = asyncio.ensure_future(self._run())
+        try:
+            return await future
+        finally:
+            if self._spawns.get(key, (None, None, None))[2] is future:
+                del self._spawns[key]
+            self._since.pop(key, None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._spawns:
+            await asyncio.sleep(self.interval)
+            now = loop.time()
+            for key, (pods, timeout, future) in list(self._spawns.items()):
+                condition = _unschedulable_condition(pods.get(key))
+                if condition is None:
+                    self._since.pop(key, None)
+                    continue
+                since = self._since.setdefault(key, now)
+                if now - since >= timeout and not future.done():
+                    future.set_result(condition)
+
+
+_UNSCHEDULABLE = _UnschedulableWatch()
+
+
+class _StepTimedOut(Exception):
+    """A step of the start timed out on its own (not ``start_timeout``): a failure, not a late start."""
 
 
 def _gated(pod: dict[str, Any]) -> bool:
