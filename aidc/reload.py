@@ -196,7 +196,8 @@ async def apply_to_hub(app: Any, old: PlatformConfig, new: PlatformConfig) -> No
     db.commit()
     if isinstance(auth, TenantGroupsMixin):
         for user in db.query(orm.User).all():
-            auth.sync_tenant_groups(user)
+            auth.sync_tenant_groups(user, commit=False)
+        db.commit()
     if auth.manage_groups or managed:
         # JupyterHub re-asks the authenticator (refresh_user) at the next request of a user whose
         # auth it last refreshed longer than auth_refresh_age ago, or never

@@ -147,7 +147,9 @@ class TenantGroupsMixin(Authenticator, paths.PlatformFiles):
     for a login.
     """
 
-    def sync_tenant_groups(self, user: Any) -> None:
+    def sync_tenant_groups(self, user: Any, *, commit: bool = True) -> None:
+        """``commit=False``: the caller commits (the hub's start commits once after every user, instead
+        of once per user: a thousand commits are seconds of a hub start)."""
         config = shared_holder(self.tenants_file, self.catalog_file).config
         # JupyterHub passes the User wrapper, or the orm.User while loading groups at startup
         orm_user = getattr(user, "orm_user", user)
@@ -184,14 +186,16 @@ class TenantGroupsMixin(Authenticator, paths.PlatformFiles):
                 orm_user.roles.append(role)
                 self.log.info("Granted role %s to %s", name, user.name)
                 changed = True
-        if changed:
+        if changed and commit:
             db.commit()
 
     async def add_user(self, user: Any) -> None:
         result = super().add_user(user)
         if inspect.isawaitable(result):
             await result
-        self.sync_tenant_groups(user)
+        # JupyterHub passes the orm.User only while it loads users and groups at start, and commits
+        # after them all; at run time (a new user) it passes the User wrapper
+        self.sync_tenant_groups(user, commit=hasattr(user, "orm_user"))
 
     async def refresh_user(self, user: Any, handler: Any = None) -> Any:
         self.sync_tenant_groups(user)

@@ -349,7 +349,9 @@ def test_kueue_turns_on_the_queue_in_the_hub_and_the_reconciler(
     helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     values = tmp_path / "kueue.yaml"
-    values.write_text(yaml.safe_dump({"hub": {"spawner": {"kueue": True, "preemptionGrace": 600}}}))
+    values.write_text(
+        yaml.safe_dump({"hub": {"spawner": {"kueue": True, "preemptionGrace": 600, "createsInFlight": 8}}})
+    )
     objects = helm.objects(values)
     for kind in ("Job", "CronJob"):
         obj = find(objects, kind, "aidc-reconcile")
@@ -364,6 +366,8 @@ def test_kueue_turns_on_the_queue_in_the_hub_and_the_reconciler(
     (tmp_path / "hub").mkdir()
     c = _hub_config(helm, (values,), tmp_path / "hub", monkeypatch)
     assert c.TenantKubeSpawner.kueue is True and c.TenantKubeSpawner.preemption_grace == 600
+    assert c.TenantKubeSpawner.k8s_creates_in_flight == 8
+    assert c.JupyterHub.concurrent_spawn_limit == 2000  # a storm waits in the hub's paced line, not 429
     # without it (the default) neither the flag nor the rights
     default = helm.objects()
     assert (

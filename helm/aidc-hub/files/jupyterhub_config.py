@@ -73,12 +73,14 @@ settings: dict[str, Any] = {
     "ConfigurableHTTPProxy.api_url": f"http://proxy-api.{namespace}.svc:8001",
     "Spawner.poll_interval": hub["pollInterval"],
     "Spawner.consecutive_failure_limit": hub["consecutiveFailureLimit"],
+    "JupyterHub.concurrent_spawn_limit": hub["concurrentSpawnLimit"],
     "TenantKubeSpawner.hub_connect_url": hub_url,
     "TenantKubeSpawner.namespace_template": spawner["namespaceTemplate"],
     "TenantKubeSpawner.home_storage_class": spawner["homeStorageClass"],
     "TenantKubeSpawner.home_capacity": spawner["homeCapacity"],
     "TenantKubeSpawner.kueue": spawner["kueue"],
     "TenantKubeSpawner.preemption_grace": spawner["preemptionGrace"],
+    "TenantKubeSpawner.k8s_creates_in_flight": spawner["createsInFlight"],
 }
 if values["publicUrl"]:
     settings["JupyterHub.public_url"] = values["publicUrl"]
