@@ -27,7 +27,8 @@ instead (``tests/bed/podrunner.py``), for a small N only.
     .venv/bin/python benchmarks/spawn_k8s.py --homes new,existing --rounds 2 --write benchmarks/README.md
     .venv/bin/python benchmarks/spawn_k8s.py --users 10 --real-servers
 
-Target: TenantKubeSpawner reaches at least 0.95x the spawns per second of stock KubeSpawner.
+Targets (issue 15): every spawn ready, TenantKubeSpawner reaches at least the spawns per second of
+stock KubeSpawner (whose failed spawns count as not ready), with at most 3 ms more hub CPU per spawn.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ from tests.bed.podrunner import SELECTOR, PodRunner  # noqa: E402
 SECTION = "spawn_k8s"
 CONFIG = REPO / "benchmarks" / "k8s_baseline_config.py"
 CATALOG = REPO / "images" / "catalog.yaml"
-TARGET_RATIO = 0.95
+TARGET_RATIO = 1.0  # issue 15: at least stock's throughput (its failed spawns count as not ready)
+TARGET_CPU_MS = 3.0  # and at most 3 ms more hub CPU per spawn than stock
 TENANT, PROFILE, NAMESPACE = "bench", "cpu", "aidc-bench"  # k8s_baseline_config.py names the same
 PROFILE_CPU, PROFILE_MEMORY = "1", "2Gi"
 HOME_CLASS, HOME_CAPACITY = "aidc-home", "10Gi"
@@ -789,12 +791,14 @@ def _ratio_line(runs: Sequence[Variant]) -> str:
         f"{a.throughput / s.throughput:.2f}x" for a in aidc for s in stock if a.round == s.round and s.throughput
     ]
     verdict = "meets" if throughput >= TARGET_RATIO else "MISSES"
+    cpu_verdict = "meets" if extra_ms * 1000 <= TARGET_CPU_MS else "MISSES"
     rounds = len({v.round for v in runs})
     return (
         f"**{HOMES[runs[0].homes].split(' (')[0].capitalize()}, AIDC / stock"
         f" (median{'s' if rounds > 1 else ''} of {rounds} round{'s' if rounds > 1 else ''}):"
         f" throughput {throughput:.2f}x** (target ≥ {TARGET_RATIO}x: {verdict} it; per round {', '.join(per_round)}),"
-        f" p95 latency {p95:.2f}x, hub CPU {cpu:.2f}x ({extra_ms * 1000:+.1f} ms of hub CPU per spawn)."
+        f" p95 latency {p95:.2f}x, hub CPU {cpu:.2f}x ({extra_ms * 1000:+.1f} ms of hub CPU per spawn; target"
+        f" ≤ +{TARGET_CPU_MS:g} ms: {cpu_verdict} it)."
     )
 
 
@@ -816,7 +820,8 @@ def report(runs: Sequence[Variant], *, real_servers: bool, started_on: str, runt
         f" plane and hub for every run, in this order: {order}. Latency: from a user's POST to its 201 answer"
         " (the server is `ready`). *Pods created*: the hub's last pod create request; *serving*: every pod"
         " Running and answering HTTP; *wall*: the last server ready; all in seconds after the first POST."
-        " *Create retries*: pod creates KubeSpawner sent again after its 3 s client timeout. *Load*: 1-minute"
+        " *Create retries*: pod creates sent again (stock KubeSpawner: after its 3 s client timeout;"
+        " TenantKubeSpawner: only after reading back that the first did not create the pod). *Load*: 1-minute"
         " load average as the storm began; *other planes*: other test control planes running on the machine then.",
         "",
         "| homes | round | spawner | ready | pods created | serving | wall | spawns/s | p50 | p95 | max |"
@@ -940,7 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(section)
     if args.write:
-        write_section(args.write, SECTION, section)
+        # the storm of 200 (new and existing homes) and the one of 1,000 are recorded side by side
+        write_section(args.write, SECTION if args.users == 200 else f"{SECTION}_{args.users}", section)
         log(f"recorded in {args.write}")
     return 0 if all(v.ok for v in runs) else 1
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aidc import reload
 from authenticators.local import AccountStore
+from hub_config.intake import raise_listen_backlog
 from quotas import paths
 from quotas.loader import ConfigError
 from quotas.notices import notices_var
@@ -21,6 +22,7 @@ from sshgateway.server import hub_roles as ssh_hub_roles
 from sshgateway.server import hub_service as ssh_hub_service
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+raise_listen_backlog()  # a storm of a thousand POSTs waits for the hub instead of being reset (issue 15)
 
 env = os.environ.get
 data_dir = Path(paths.data_dir()).resolve()
