@@ -152,12 +152,20 @@ def cpu_nodes_for(pods: int) -> list[dict[str, Any]]:
     return [*copy.deepcopy(NODES), *extra]
 
 
-def create_homes(core: Any, workdir: Path, users: Sequence[str], *, existing: bool) -> None:
+def create_homes(
+    core: Any,
+    workdir: Path,
+    users: Sequence[str],
+    *,
+    existing: bool,
+    namespace_of: Callable[[str], str] = lambda _user: NAMESPACE,
+) -> None:
     """A static hostPath volume per person (the bed has no provisioner), as tests/k8s does.
 
-    ``existing``: people who have spawned before, whose home PVCs ``home-<user>`` exist and are
-    bound already (KubeSpawner then finds the claim instead of creating it). They are written
-    bound, as the controller-manager leaves them, instead of being bound by it at ~5 per second.
+    ``existing``: people who have spawned before, whose home PVCs ``home-<user>`` exist (in
+    ``namespace_of(user)``, their tenant's namespace) and are bound already (KubeSpawner then finds
+    the claim instead of creating it). They are written bound, as the controller-manager leaves
+    them, instead of being bound by it at ~5 per second.
     """
 
     def one(i: int, user: str) -> None:
@@ -166,10 +174,11 @@ def create_homes(core: Any, workdir: Path, users: Sequence[str], *, existing: bo
         pv, pvc = f"home-pv-{i}", f"home-{user}"
         access, size = ["ReadWriteOnce"], {"storage": HOME_CAPACITY}
         claim_ref: dict[str, Any] = {}
+        namespace = namespace_of(user)
         if existing:
             created = _retry_conflict(
                 core.create_namespaced_persistent_volume_claim,
-                NAMESPACE,
+                namespace,
                 {
                     "metadata": {
                         "name": pvc,
@@ -190,7 +199,7 @@ def create_homes(core: Any, workdir: Path, users: Sequence[str], *, existing: bo
                 "claimRef": {
                     "apiVersion": "v1",
                     "kind": "PersistentVolumeClaim",
-                    "namespace": NAMESPACE,
+                    "namespace": namespace,
                     "name": pvc,
                     "uid": created.metadata.uid,
                 }
@@ -211,7 +220,7 @@ def create_homes(core: Any, workdir: Path, users: Sequence[str], *, existing: bo
         if existing:
             core.patch_persistent_volume_status(pv, {"status": {"phase": "Bound"}})
             core.patch_namespaced_persistent_volume_claim_status(
-                pvc, NAMESPACE, {"status": {"phase": "Bound", "accessModes": access, "capacity": size}}
+                pvc, namespace, {"status": {"phase": "Bound", "accessModes": access, "capacity": size}}
             )
 
     with ThreadPoolExecutor(8) as pool:

@@ -221,13 +221,28 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             async with asyncio.timeout(max(1.0, float(self.start_timeout) - 2)):
                 try:
                     url = await self._start_or_refuse()
-                    self._pod_uid = ((self._pod() or {}).get("metadata") or {}).get("uid")
-                    await self._wait_answering(url)
-                except TimeoutError as e:  # a step's own timeout, with its message: a failure
-                    raise _StepTimedOut(str(e) or "a step of the start timed out") from e
+                except TimeoutError as e:  # one of KubeSpawner's requests or waits timed out on its own
+                    raise _KubernetesSlow(self._where(), str(e)) from e
+                self._pod_uid = ((self._pod() or {}).get("metadata") or {}).get("uid")
+                await self._wait_answering(url)
         except TimeoutError:  # start_timeout's
             self.release_reservation()
-            raise refusal(self._late_message(), reason="timeout", status=503) from None
+            raise refusal(
+                f"Your server did not start within {float(self.start_timeout):g} seconds: it was {self._where()},"
+                f" and was stopped. {BUSY}",
+                reason="timeout",
+                status=503,
+            ) from None
+        except _KubernetesSlow as e:
+            self.release_reservation()
+            self.log.warning(
+                "%s: Kubernetes timed out while %s: %s", self._log_name, e.where, e.detail or "(no detail)"
+            )
+            raise refusal(
+                f"Your server could not be started: Kubernetes did not answer in time while it was {e.where}. {BUSY}",
+                reason="kubernetes-busy",
+                status=503,
+            ) from None
         except SpawnException:
             self.release_reservation()
             raise
@@ -241,21 +256,15 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         STREAK.clear()
         return url
 
-    def _late_message(self) -> str:
-        """Why a start ran out of ``start_timeout``: where it was then, and what to do."""
+    def _where(self) -> str:
+        """Where a start is, for a person: in the hub's line, creating its pod, or its pod's phase."""
         pod = self._pod()
         if self._pace_status is not None:
-            where = f"still waiting for its turn at the hub ({self._pace_status})"
-        elif pod is None:
-            where = f"still creating its pod {self.namespace}/{self.pod_name} (the Kubernetes API was slow)"
-        else:
-            phase = pod.get("status", {}).get("phase") or "Pending"
-            where = f"its pod {self.namespace}/{self.pod_name} was created but is {phase}"
-        return (
-            f"Your server did not start within {float(self.start_timeout):g} seconds: it was {where}, and was"
-            " stopped. The platform is busy; try again in a few minutes. If it keeps happening, tell the"
-            " platform admins (the hub's log has the details)."
-        )
+            return f"still waiting for its turn at the hub ({self._pace_status})"
+        if pod is None:
+            return f"still creating its pod {self.namespace}/{self.pod_name}"
+        phase = pod.get("status", {}).get("phase") or "Pending"
+        return f"waiting for its pod {self.namespace}/{self.pod_name}, created and {phase}"
 
     # -- creates, paced (issue 15) -------------------------------------------------------------------
 
@@ -355,8 +364,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                 self.log.warning("%s: could not create %s after %d tries: %s", self._log_name, what, attempt, last)
                 raise refusal(
                     f"The hub could not create your server's {what}: the Kubernetes API server is overloaded or"
-                    f" failing ({last}; {attempt} tries in {asking:.0f} seconds). Nothing was started. Try again in"
-                    " a few minutes; if it keeps failing, tell the platform admins (the hub's log has the details).",
+                    f" failing ({last}; {attempt} tries in {asking:.0f} seconds). Nothing was started. {BUSY}",
                     reason="kubernetes-busy",
                     status=503,
                 )
@@ -385,13 +393,13 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     async def _wait_answering(self, url: str) -> None:
         """Return once the pod's server answers HTTP (as JupyterHub's own check after ``start``,
         done here so that its failure goes through :func:`spawner.tenancy.counted_failure`); after
-        ``http_timeout`` seconds the pod is deleted and ``TimeoutError`` raised with a message."""
+        ``http_timeout`` seconds the pod is deleted and :class:`_NotAnswering` raised with a message."""
         base_url = self.server.base_url if self.server is not None else "/"  # type: ignore[attr-defined]
         try:
             await wait_for_http_server(url.rstrip("/") + base_url, timeout=self.http_timeout)
         except TimeoutError:
             await KubeSpawner.stop(self, now=True)
-            raise TimeoutError(
+            raise _NotAnswering(
                 f"its pod {self.namespace}/{self.pod_name} ran but its server did not answer within"
                 f" {self.http_timeout:g} seconds, and was stopped. If you changed ~/.jupyter settings, fix or move"
                 " them aside and start again; otherwise the platform admins see it in the hub's log."
@@ -718,8 +726,24 @@ class _UnschedulableWatch:
 _UNSCHEDULABLE = _UnschedulableWatch()
 
 
-class _StepTimedOut(Exception):
-    """A step of the start timed out on its own (not ``start_timeout``): a failure, not a late start."""
+# what a person is told to do when the platform was too busy to start their server
+BUSY = (
+    "The platform is busy; try again in a few minutes. If it keeps happening, tell the platform admins"
+    " (the hub's log has the details)."
+)
+
+
+class _KubernetesSlow(Exception):
+    """One of KubeSpawner's own requests or waits timed out (not ``start_timeout``): the API server is
+    too busy; ``where`` the start was then (for a person), ``detail`` the timeout's text (for the log)."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(where)
+        self.where, self.detail = where, detail
+
+
+class _NotAnswering(Exception):
+    """The pod ran but its server did not answer within ``http_timeout``: a failure of the start."""
 
 
 def _gated(pod: dict[str, Any]) -> bool:
