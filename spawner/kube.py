@@ -27,6 +27,7 @@ from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import wait_for_http_server
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
+from kubespawner.spawner import EventReflector, PodReflector
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from quotas.gpu_queue import may_wait, waiting_reason
@@ -91,6 +92,16 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     queue_poll_interval = Float(
         1.0,
         help="""Seconds between two looks at a queued pod's place in its tenant's Kueue queue. For example ``2``.""",
+    ).tag(config=True)
+
+    watch_all_namespaces = Bool(
+        True,
+        help="""Watch the workspace pods (and their events) of every tenant namespace with one watch each,
+        instead of one per namespace. KubeSpawner's per-namespace watches each hold one of the Kubernetes
+        client's 100 connections: beyond about 50 tenant namespaces with servers, creates and reads wait
+        for a connection and spawns stall (docs/scale.md). Needs ``list`` and ``watch`` of pods and events
+        in all namespaces (the chart's ClusterRole ``<release>-hub-watch``). ``False`` for a hub that may
+        only read its tenant namespaces.""",
     ).tag(config=True)
 
     k8s_creates_in_flight = Integer(
@@ -167,6 +178,40 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     @default("pod_security_context")
     def _default_pod_security_context(self) -> dict[str, Any]:
         return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+    def _get_reflector_key(self, kind: str) -> tuple[str, str | None]:
+        return (kind, None) if self.watch_all_namespaces else (kind, self.namespace)
+
+    async def _start_watching_pods(self, replace: bool = False) -> Any:
+        """KubeSpawner's pod watch, for all tenant namespaces at once with :attr:`watch_all_namespaces`."""
+        if not self.watch_all_namespaces:
+            return await super()._start_watching_pods(replace=replace)
+        return await self._start_reflector(
+            kind="pods",
+            reflector_class=PodReflector,
+            labels={"component": self.component_label},
+            omit_namespace=True,
+            replace=replace,
+        )
+
+    async def _start_watching_events(self, replace: bool = False) -> Any:
+        """KubeSpawner's event watch, for all tenant namespaces at once with :attr:`watch_all_namespaces`."""
+        if not self.watch_all_namespaces:
+            return await super()._start_watching_events(replace=replace)
+        return await self._start_reflector(
+            kind="events",
+            reflector_class=EventReflector,
+            fields={"involvedObject.kind": "Pod"},
+            omit_namespace=True,
+            replace=replace,
+        )
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """KubeSpawner's events of this server's pod (it matches them by pod name alone), of its own
+        namespace only: with one watch for all namespaces, a person's pod of the same name in another
+        tenant is not this one."""
+        return [e for e in super().events if e["involvedObject"].get("namespace") == self.namespace]
 
     async def load_user_options(self) -> None:
         """Options are ``tenant`` and ``profile``, resolved by the tenant policy, not

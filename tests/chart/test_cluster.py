@@ -101,6 +101,9 @@ def test_hub_may_run_workspaces_in_tenant_namespaces_only(cluster: ControlPlane,
         ("list", "events"),
     ):
         assert _allowed(cluster, hub, verb, resource, "aidc-demo"), f"hub cannot {verb} {resource} in aidc-demo"
+    # one read-only watch of workspace pods and their events for every tenant namespace (docs/scale.md)
+    for verb, resource in (("list", "pods"), ("watch", "pods"), ("list", "events"), ("watch", "events")):
+        assert _allowed(cluster, hub, verb, resource, ""), f"hub cannot {verb} {resource} in all namespaces"
     refused = [
         ("get", "secrets", "kube-system"),
         ("get", "secrets", "aidc-demo"),
@@ -112,6 +115,11 @@ def test_hub_may_run_workspaces_in_tenant_namespaces_only(cluster: ControlPlane,
         ("update", "resourcequotas", "aidc-demo"),
         ("create", "rolebindings", "aidc-demo"),
         ("list", "namespaces", ""),
+        # the cluster-wide watch reads; it changes nothing outside tenant namespaces
+        ("delete", "pods", ""),
+        ("delete", "pods", "kube-system"),
+        ("create", "events", ""),
+        ("patch", "pods", "default"),
     ]
     for verb, resource, namespace in refused:
         group = "rbac.authorization.k8s.io" if resource == "rolebindings" else ""

@@ -75,6 +75,8 @@ def test_template_renders_every_component(helm: Helm, name: str) -> None:
         ("ServiceAccount", "sshgateway"),
         ("ServiceAccount", "aidc-reconciler"),
         ("ClusterRole", "aidc-reconciler-aidc"),
+        ("ClusterRole", "aidc-hub-watch-aidc"),
+        ("ClusterRoleBinding", "aidc-hub-watch-aidc"),
         ("Job", "aidc-reconcile"),
         ("CronJob", "aidc-reconcile"),
         ("Secret", "hub"),
@@ -266,6 +268,8 @@ def test_default_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.Monk
     assert c.TenantKubeSpawner.hub_connect_url == "http://hub.aidc.svc:8081"
     # hub.pollInterval, hub.consecutiveFailureLimit and hub.spawner, as traits
     assert c.Spawner.poll_interval == 30 and c.Spawner.consecutive_failure_limit == 5
+    assert c.JupyterHub.concurrent_spawn_limit == 2000 and c.TenantKubeSpawner.k8s_creates_in_flight == 16
+    assert c.TenantKubeSpawner.watch_all_namespaces is True
     assert c.TenantKubeSpawner.namespace_template == "aidc-{tenant}"
     assert c.TenantKubeSpawner.home_storage_class == "" and c.TenantKubeSpawner.home_capacity == "10Gi"
     assert "public_url" not in c.JupyterHub  # publicUrl is empty
@@ -366,7 +370,7 @@ def test_kueue_turns_on_the_queue_in_the_hub_and_the_reconciler(
     (tmp_path / "hub").mkdir()
     c = _hub_config(helm, (values,), tmp_path / "hub", monkeypatch)
     assert c.TenantKubeSpawner.kueue is True and c.TenantKubeSpawner.preemption_grace == 600
-    assert c.TenantKubeSpawner.k8s_creates_in_flight == 8
+    assert c.TenantKubeSpawner.k8s_creates_in_flight == 8 and c.TenantKubeSpawner.watch_all_namespaces is True
     assert c.JupyterHub.concurrent_spawn_limit == 2000  # a storm waits in the hub's paced line, not 429
     # without it (the default) neither the flag nor the rights
     default = helm.objects()
@@ -374,3 +378,14 @@ def test_kueue_turns_on_the_queue_in_the_hub_and_the_reconciler(
         "--kueue" not in find(default, "Job", "aidc-reconcile")["spec"]["template"]["spec"]["containers"][0]["command"]
     )
     assert not [r for r in find(default, "ClusterRole", "aidc-reconciler-aidc")["rules"] if "kueue" in str(r)]
+
+
+def test_the_hub_watches_every_tenant_namespace_read_only_unless_told_not_to(helm: Helm, tmp_path: Path) -> None:
+    rules = find(helm.objects(), "ClusterRole", "aidc-hub-watch-aidc")["rules"]
+    assert rules == [{"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list", "watch"]}]
+    binding = find(helm.objects(), "ClusterRoleBinding", "aidc-hub-watch-aidc")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "aidc"}]
+    values = tmp_path / "per-namespace.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"spawner": {"watchAllNamespaces": False}}}))
+    objects = helm.objects(values)
+    assert not [o for o in objects if o["metadata"]["name"].startswith("aidc-hub-watch")]

@@ -81,6 +81,7 @@ settings: dict[str, Any] = {
     "TenantKubeSpawner.kueue": spawner["kueue"],
     "TenantKubeSpawner.preemption_grace": spawner["preemptionGrace"],
     "TenantKubeSpawner.k8s_creates_in_flight": spawner["createsInFlight"],
+    "TenantKubeSpawner.watch_all_namespaces": spawner["watchAllNamespaces"],
 }
 if values["publicUrl"]:
     settings["JupyterHub.public_url"] = values["publicUrl"]
