@@ -478,11 +478,10 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
 
     async def _watch_unschedulable(self) -> tuple[str, str] | None:
         """The scheduler's reason once the pod has been unschedulable for ``unschedulable_timeout``."""
-        reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
-        if reflector is None:
-            return None
         key = f"{self.namespace}/{self.pod_name}"
-        condition = await _UNSCHEDULABLE.watch(key, reflector.pods, self.unschedulable_timeout)
+        # looked up at every round: KubeSpawner starts the pod watch in this same start (the hub's first
+        # spawn), and replaces it when it breaks
+        condition = await _UNSCHEDULABLE.watch(key, self._pods_watched, self.unschedulable_timeout)
         return "unschedulable", (
             f"No node can run this server now: the cluster has no free capacity for profile"
             f" {self.held.profile if self.held else '?'} (the scheduler says: {condition}). Try again"
@@ -537,9 +536,14 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             if pending is not None:
                 pending.cancel()
 
-    def _pod(self) -> dict[str, Any] | None:
+    def _pods_watched(self) -> Mapping[str, Any]:
+        """The pods KubeSpawner's pod watch holds now, by ``namespace/name`` (none before it starts)."""
         reflector = self.__class__.reflectors.get(self._get_reflector_key("pods"))
-        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        return reflector.pods if reflector else {}
+
+    def _pod(self) -> dict[str, Any] | None:
+        pod: dict[str, Any] | None = self._pods_watched().get(f"{self.namespace}/{self.pod_name}")
+        return pod
 
     async def _follow_queue(self) -> tuple[str, str] | None:
         """While Kueue holds the pod back: its place and why (the quotas store's GPU queue and the
@@ -734,13 +738,13 @@ class _UnschedulableWatch:
     interval = 0.5
 
     def __init__(self) -> None:
-        self._spawns: dict[str, tuple[Mapping[str, Any], float, asyncio.Future[str]]] = {}
+        self._spawns: dict[str, tuple[Callable[[], Mapping[str, Any]], float, asyncio.Future[str]]] = {}
         self._since: dict[str, float] = {}
         self._task: asyncio.Future[None] | None = None
 
-    async def watch(self, key: str, pods: Mapping[str, Any], timeout: float) -> str:
-        """Wait until pod ``key`` (``namespace/name`` in ``pods``, a pod reflector's) has been unschedulable
-        for ``timeout`` seconds; returns the scheduler's message. Cancel it to stop watching."""
+    async def watch(self, key: str, pods: Callable[[], Mapping[str, Any]], timeout: float) -> str:
+        """Wait until pod ``key`` (``namespace/name`` in ``pods()``, a pod reflector's) has been
+        unschedulable for ``timeout`` seconds; returns the scheduler's message. Cancel it to stop."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._spawns[key] = (pods, timeout, future)
         loop = asyncio.get_running_loop()
@@ -759,7 +763,7 @@ class _UnschedulableWatch:
             await asyncio.sleep(self.interval)
             now = loop.time()
             for key, (pods, timeout, future) in list(self._spawns.items()):
-                condition = _unschedulable_condition(pods.get(key))
+                condition = _unschedulable_condition(pods().get(key))
                 if condition is None:
                     self._since.pop(key, None)
                     continue

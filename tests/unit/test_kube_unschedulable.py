@@ -48,9 +48,9 @@ def test_one_watch_for_every_spawn_gives_each_its_reason_after_its_timeout(monke
     pods: dict[str, Any] = {"t/a": pod("Pending", "Unschedulable", INSUFFICIENT), "t/b": None}
 
     async def main() -> tuple[str, bool, bool]:
-        a = asyncio.ensure_future(watch.watch("t/a", pods, 0.1))
-        b = asyncio.ensure_future(watch.watch("t/b", pods, 0.1))
-        c = asyncio.ensure_future(watch.watch("t/c", pods, 0.1))  # never created: never unschedulable
+        a = asyncio.ensure_future(watch.watch("t/a", lambda: pods, 0.1))
+        b = asyncio.ensure_future(watch.watch("t/b", lambda: pods, 0.1))
+        c = asyncio.ensure_future(watch.watch("t/c", lambda: {}, 0.1))  # never created: never unschedulable
         reason = await asyncio.wait_for(a, 2)
         pods["t/b"] = pod("Pending", "Unschedulable", INSUFFICIENT)
         await asyncio.sleep(0.05)
