@@ -413,7 +413,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                     reason="kubernetes-busy",
                     status=503,
                 )
-            delay = backoff(attempt, wait)
+            delay = min(backoff(attempt, wait), max(0.0, self.k8s_api_request_retry_timeout - asking))
             asking += delay
             self.log.info("%s: %s not created yet (%s); trying again in %.1f s", self._log_name, what, last, delay)
             await asyncio.sleep(delay)

@@ -24,6 +24,12 @@ from tests.bed.podrunner import PodRunner
 REPO = Path(__file__).resolve().parents[2]
 HUB_NAMESPACE = "aidc"
 HOME_CLASS = "aidc-home"
+# what every hub of this tier runs with: TenantKubeSpawner, home volumes of the bed's static class
+KUBE_HUB_TRAITS = {
+    "JupyterHub.spawner_class": "aidc-kube",
+    "TenantKubeSpawner.home_storage_class": HOME_CLASS,
+    "TenantKubeSpawner.home_capacity": "10Gi",
+}
 
 
 def _home_volumes(api: client.ApiClient, workdir: Path, count: int = 12) -> None:
@@ -118,10 +124,8 @@ def hub(
     cluster: ControlPlane, reconciler: TenantReconciler, runner: PodRunner, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hub]:
     traits = {
-        "JupyterHub.spawner_class": "aidc-kube",
+        **KUBE_HUB_TRAITS,
         "Spawner.poll_interval": 2,
-        "TenantKubeSpawner.home_storage_class": HOME_CLASS,
-        "TenantKubeSpawner.home_capacity": "10Gi",
         # two of the platform's failures in a row stop the hub (z2jh's intent): one person's cannot
         "Spawner.consecutive_failure_limit": 2,
         "Spawner.http_timeout": 20,

@@ -31,7 +31,7 @@ from tests.bed.cluster import ControlPlane
 from tests.bed.hub import PASSWORDS, TENANTS, Client, Hub, progress_until, stop_all_servers
 from tests.bed.kueue import Kueue
 from tests.bed.podrunner import PodRunner
-from tests.k8s.conftest import HOME_CLASS, HUB_NAMESPACE, REPO
+from tests.k8s.conftest import HUB_NAMESPACE, KUBE_HUB_TRAITS, REPO
 from tests.k8s.test_kube_spawner import hub_can, pod_outside_the_hub
 
 GROUP, VERSION = KUEUE_API.split("/")
@@ -111,10 +111,8 @@ def hub(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Hub]:
     traits = {
-        "JupyterHub.spawner_class": "aidc-kube",
+        **KUBE_HUB_TRAITS,
         "Spawner.poll_interval": 1,
-        "TenantKubeSpawner.home_storage_class": HOME_CLASS,
-        "TenantKubeSpawner.home_capacity": "10Gi",
         "TenantKubeSpawner.kueue": True,
         "TenantKubeSpawner.queue_poll_interval": 0.5,
         "TenantKubeSpawner.preemption_grace": 2,
