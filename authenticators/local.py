@@ -172,7 +172,7 @@ class TenantGroupsMixin(Authenticator, paths.PlatformFiles):
             changed = True
         # tenant-admin roles, exactly: the hub's load_roles assigns them at start only
         held = {r.name: r for r in orm_user.roles if r.name.startswith(tenant_role_name(""))}
-        admin_of = {tenant_role_name(t.id) for t in config.tenants.values() if t.has_admin(user.name)}
+        admin_of = {tenant_role_name(t.id) for t in config.tenants_administered_by(user.name)}
         for name, role in held.items():
             if name not in admin_of:
                 orm_user.roles.remove(role)

@@ -4,6 +4,8 @@ each use them."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,3 +105,28 @@ def test_limits_that_apply_to_a_person() -> None:
     assert limits_for(limits, "carol", ()) == []
     assert limit_applies("group", "ml", "carol", ("ml",))
     assert not limit_applies("user", "ml", "carol", ("ml",))  # a person's limit, not the group's
+
+
+def test_tenants_of_is_has_member_of_every_tenant_in_config_order(with_groups: PlatformConfig) -> None:
+    """The index behind ``tenants_of`` (a hub start asks it for every person) says what asking each
+    tenant's ``has_member`` says, in the order the config declares them."""
+    rng = random.Random(15)
+    people = [f"p{i}" for i in range(40)]
+    groups = [f"g{i}" for i in range(8)]
+    base = next(iter(with_groups.tenants.values()))
+    tenants = {}
+    for i in range(25):
+        tid = f"t{i:02d}"
+        tenants[tid] = dataclasses.replace(
+            base,
+            id=tid,
+            member_users=frozenset(rng.sample(people, rng.randint(0, 10))),
+            member_groups=frozenset(rng.sample(groups, rng.randint(0, 2))),
+            admins=tuple(rng.sample(people, rng.randint(0, 2))),
+        )
+    config = dataclasses.replace(with_groups, tenants=tenants)
+    for person in [*people, "nobody"]:
+        for held in ((), tuple(rng.sample(groups, 2)), ("t03",), ("t07", "g1", "unknown")):
+            expected = [t for t in tenants.values() if t.has_member(person, held)]
+            assert config.tenants_of(person, held) == expected, (person, held)
+        assert config.tenants_administered_by(person) == [t for t in tenants.values() if t.has_admin(person)]
