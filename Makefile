@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 export AIDC_FAKE_GPUS ?= H100:6,A100:2
 
-.PHONY: up test setup host lint lock bench bench-k8s clean
+.PHONY: up test setup host lint lock bench bench-k8s bench-scale clean
 
 # Exactly the locked versions, with hashes (requirements/dev.txt; `make lock` writes it), then this
 # package itself without dependencies or build isolation (setuptools and wheel come from the lock).
@@ -60,12 +60,19 @@ bench: setup
 	$(PY) -P benchmarks/quotas.py --write benchmarks/README.md
 	$(PY) -P benchmarks/ssh.py --write benchmarks/README.md
 
-## make bench-k8s: the benchmarks on the test control plane and Kueue (about 25 minutes)
+## make bench-k8s: the benchmarks on the test control plane and Kueue (about 45 minutes)
 bench-k8s: setup
 	bash tests/bed/controlplane/build.sh
 	bash tests/bed/kueue/build.sh
-	$(PY) -P benchmarks/spawn_k8s.py --write benchmarks/README.md
+	$(PY) -P benchmarks/spawn_k8s.py --homes new,existing --rounds 2 --write benchmarks/README.md
+	$(PY) -P benchmarks/spawn_k8s.py --users 1000 --homes existing --timeout 900 --write benchmarks/README.md
 	$(PY) -P benchmarks/sharing.py --write benchmarks/README.md
+
+## make bench-scale: one hub at data-center size on KWOK, at 1/10, 1/3 and all of 1,000 GPU nodes,
+## 500 tenants, 10,000 users, 3,000 running servers (about 25 minutes; docs/scale.md)
+bench-scale: setup
+	bash tests/bed/controlplane/build.sh
+	$(PY) -P benchmarks/scale.py --rest-small 180 --write benchmarks/README.md
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts

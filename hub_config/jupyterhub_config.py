@@ -102,6 +102,12 @@ settings = {
     # as z2jh: restart a hub whose spawns keep failing; refusals (quota, no capacity) and a person's
     # own failures (their settings, their home: spawner/start_failures.py) do not count
     "Spawner.consecutive_failure_limit": 5,
+    # aidc-kube: KubeSpawner's pod and event watches list every pod again each time a watch ends
+    # (10 s by default); at 3,000 pods that is 1.5 s of the hub's event loop every 12 s
+    # (docs/scale.md). A watch lasts 5 minutes instead, and the client waits longer than that.
+    "ResourceReflector.timeout_seconds": 300,
+    "ResourceReflector.restart_seconds": 300,
+    "ResourceReflector.request_timeout": 330,
     "TenantSpawnerMixin.tenants_file": tenants_file,
     "TenantSpawnerMixin.catalog_file": catalog_file,
     "TenantSpawnerMixin.data_dir": str(data_dir),
