@@ -260,6 +260,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             "Starting %s as pod %s/%s (profile %s)", self._log_name, self.namespace, self.pod_name, profile.id
         )
         self._spawn_id = uuid.uuid4().hex
+        self._admission_recorded = False
         try:
             # JupyterHub cancels a start after start_timeout and answers a bare 500; this ends it just
             # before, saying where it was
@@ -464,7 +465,15 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                 await asyncio.gather(start, return_exceptions=True)
                 await KubeSpawner.stop(self, now=True)
                 raise refusal(reason, reason=code, status=503)
-            return await start
+            url = await start
+            if queue is not None:
+                # the pod may run before the queue's next look saw Kueue admit it: its run starts now,
+                # not at the request (which would charge the wait)
+                queue.cancel()
+                await asyncio.gather(queue, return_exceptions=True)
+                if not self._admission_recorded:
+                    await self._kueue_admitted(self._queued_choice)
+            return url
         except ApiException as e:
             body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body or "")
             if e.status == 403 and "exceeded quota" in body:
@@ -627,11 +636,14 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         )
         return dict(data or {})
 
+    _admission_recorded = False
+
     async def _kueue_admitted(self, choice: Choice | None) -> None:
         """Kueue admitted the pod: its run starts now, with what it borrows beyond the tenant's own."""
         held = self.held
         if held is None or choice is None:
             return
+        self._admission_recorded = True
         store = self.platform.store
         gpu_type = choice.profile.gpu_type or ""
         waiting = {q.key for q in await asyncio.to_thread(store.queued, held.tenant)} - {self.server_key}
