@@ -27,7 +27,6 @@ from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import wait_for_http_server
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from kubespawner.spawner import EventReflector, PodReflector
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from quotas.gpu_queue import may_wait, waiting_reason
@@ -182,29 +181,12 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     def _get_reflector_key(self, kind: str) -> tuple[str, str | None]:
         return (kind, None) if self.watch_all_namespaces else (kind, self.namespace)
 
-    async def _start_watching_pods(self, replace: bool = False) -> Any:
-        """KubeSpawner's pod watch, for all tenant namespaces at once with :attr:`watch_all_namespaces`."""
-        if not self.watch_all_namespaces:
-            return await super()._start_watching_pods(replace=replace)
-        return await self._start_reflector(
-            kind="pods",
-            reflector_class=PodReflector,
-            labels={"component": self.component_label},
-            omit_namespace=True,
-            replace=replace,
-        )
-
-    async def _start_watching_events(self, replace: bool = False) -> Any:
-        """KubeSpawner's event watch, for all tenant namespaces at once with :attr:`watch_all_namespaces`."""
-        if not self.watch_all_namespaces:
-            return await super()._start_watching_events(replace=replace)
-        return await self._start_reflector(
-            kind="events",
-            reflector_class=EventReflector,
-            fields={"involvedObject.kind": "Pod"},
-            omit_namespace=True,
-            replace=replace,
-        )
+    async def _start_reflector(self, kind: str, reflector_class: Any, replace: bool = False, **kwargs: Any) -> Any:
+        """KubeSpawner's watches (pods, events), for all tenant namespaces at once with
+        :attr:`watch_all_namespaces` (KubeSpawner does so only with ``enable_user_namespaces``)."""
+        if self.watch_all_namespaces:
+            kwargs["omit_namespace"] = True
+        return await super()._start_reflector(kind, reflector_class, replace=replace, **kwargs)
 
     @property
     def events(self) -> list[dict[str, Any]]:
