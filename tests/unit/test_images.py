@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import configparser
 import copy
+import importlib.machinery
+import importlib.util
 import os
 import re
 import shlex
@@ -99,13 +101,8 @@ class Dockerfile:
         return self.assignments("LABEL")
 
     def version_pins(self) -> dict[str, str]:
-        """Every ``*_VERSION`` of ARG and ENV, and the version in the tag of a python base image."""
-        pins = {k: v for k, v in {**self.assignments("ENV"), **self.args}.items() if k.endswith("_VERSION")}
-        for image in self.all("FROM"):
-            match = re.match(r"python:(\d+\.\d+\.\d+)-", image)
-            if match:
-                pins["PYTHON_VERSION"] = match.group(1)
-        return pins
+        """Every ``*_VERSION`` of ARG and ENV."""
+        return {k: v for k, v in {**self.assignments("ENV"), **self.args}.items() if k.endswith("_VERSION")}
 
 
 def dockerfile(ident: str) -> Dockerfile:
@@ -187,13 +184,40 @@ def test_every_dockerfile_pin_is_stated_in_the_catalog(ident: str) -> None:
 
 
 @pytest.mark.parametrize("ident", WORKSPACE_IDS)
-def test_cuda_comes_from_the_pinned_nvidia_base(ident: str) -> None:
-    root = ancestry(ident)[-1]
-    (base_image,) = dockerfile(root).all("FROM")
-    match = re.fullmatch(r"nvidia/cuda:(\d+\.\d+)\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base_image)
-    assert match, f"{root} is not built FROM an exactly tagged nvidia/cuda cudnn runtime: {base_image}"
-    assert ENTRIES[ident]["cuda"] == match.group(1)
+def test_cuda_is_nvidias_wheels_in_the_lock(ident: str) -> None:
+    """No nvidia/cuda base: the CUDA runtime, cuBLAS and NCCL are NVIDIA's pip wheels, in base's lock
+    and at the same versions in every image built from it, of the catalog's CUDA."""
+    locked = LOCK.pins(image_lock(ident))
+    base = LOCK.pins(image_lock("base"))
+    for package in ("nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12", "nvidia-nccl-cu12"):
+        assert locked.get(package) == base[package], f"{ident}: {package} {locked.get(package)}, base {base[package]}"
+    assert ".".join(locked["nvidia-cuda-runtime-cu12"].split(".")[:2]) == ENTRIES[ident]["cuda"]
     assert dockerfile(ident).args.get("CUDA_VERSION") == ENTRIES[ident]["cuda"]
+
+
+def images_build_module() -> Any:
+    loader = importlib.machinery.SourceFileLoader("images_build", str(BUILD))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("images_build", loader))
+    sys.modules["images_build"] = module  # its dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+def test_from_lines_name_only_bases_the_images_tier_builds() -> None:
+    """Every Dockerfile is built FROM a catalog image or from a Debian slim image that
+    `images/build --local-base` makes from Debian's packages (the images tier builds with it)."""
+    build = images_build_module()
+    refs = {e["image"] for e in ENTRIES.values()}
+    for path in all_dockerfiles():
+        file = Dockerfile.read(path)
+        for image in file.all("FROM"):
+            if image == "${BASE_IMAGE}":
+                image = file.args["BASE_IMAGE"]
+            assert image in refs or build.DEBIAN_BASE.match(image), (
+                f"{path.relative_to(REPO)}: FROM {image}, which neither the catalog nor --local-base builds"
+            )
+    with pytest.raises(build.BuildError, match="makes Debian's slim images"):
+        build.local_base_commands("podman", "nvidia/cuda:12.8.1-runtime-ubuntu24.04", "/tmp")
 
 
 @pytest.mark.parametrize("ident", list(ENTRIES))
@@ -212,7 +236,9 @@ def test_from_tags_and_labels_follow_the_catalog(ident: str) -> None:
         assert froms[0] == "${BASE_IMAGE}"
         assert file.args["BASE_IMAGE"] == ENTRIES[entry["from"]]["image"]
     else:
-        assert "$" not in froms[0] and re.search(r":[0-9][^:]*$", froms[0]), f"{ident}: FROM {froms[0]} is not pinned"
+        assert re.fullmatch(r"debian:[a-z]+-slim", froms[0]), (
+            f"{ident}: FROM {froms[0]} is not a Debian release's slim image"
+        )
     assert file.all("SHELL") == ['["/bin/bash", "-o", "pipefail", "-c"]']
 
 
@@ -222,15 +248,28 @@ def test_base_has_what_the_issue_asks_for() -> None:
         "jupyterhub-singleuser must be the hub's version"
     )
     run = " ".join(base.all("RUN"))
-    for package in ("openssh-server", "rsync", "git", "tmux", "htop", "nvtop"):
+    for package in ("openssh-server", "rsync", "git", "tmux", "htop", "tini"):
         assert re.search(rf"\s{re.escape(package)}\s", run), f"base does not apt-get install {package}"
     assert "--no-install-recommends" in run and "rm -rf /var/lib/apt/lists/*" in run
-    assert base.all("USER") == ["${NB_UID}"] and base.args["NB_UID"] == "1000" and base.args["NB_USER"] == "jovyan"
+    assert base.all("USER")[-1] == "${NB_UID}" and base.args["NB_UID"] == "1000" and base.args["NB_USER"] == "jovyan"
     assert base.assignments("ENV")["HOME"] == "/home/${NB_USER}"
     assert base.all("CMD") == ['["jupyterhub-singleuser"]']
     assert any(c.endswith("images/base/aidc-gpu-check /usr/local/bin/aidc-gpu-check") for c in base.all("COPY"))
     for ident in ("pytorch", "tensorflow", "jax"):
         assert not dockerfile(ident).all("USER"), f"{ident} must keep base's user (uid 1000)"
+
+
+@pytest.mark.parametrize("ident", list(ENTRIES))
+def test_downloads_in_a_build_trust_a_proxy_ca_that_no_image_keeps(ident: str) -> None:
+    """Every RUN that installs from PyPI mounts the secret ca-certificates for that step alone;
+    nothing copies a certificate or pip configuration into an image."""
+    file = dockerfile(ident)
+    installs = [r for r in file.all("RUN") if re.search(r"\bpip install\b[^&]*-r ", r)]
+    assert installs, f"{ident} installs nothing from its lock"
+    for run in installs:
+        assert run.startswith("--mount=type=secret,id=ca-certificates"), f"{ident}: {run[:80]}..."
+    for source in copy_sources(file):
+        assert not re.search(r"\.(crt|pem)$|pip\.conf", source), f"{ident} copies {source} into the image"
 
 
 def test_hub_image_installs_this_package_at_the_tested_versions() -> None:
@@ -243,6 +282,8 @@ def test_hub_image_installs_this_package_at_the_tested_versions() -> None:
     assert "pip install --no-cache-dir --require-hashes --no-deps -r /tmp/aidc/requirements.txt" in run
     assert "--no-deps --no-build-isolation /tmp/aidc/src" in run, "the package itself must add nothing to the lock"
     assert LOCK.pins(image_lock("hub"))["jupyterhub"] == ENTRIES["hub"]["toolchain"]["jupyterhub"]
+    # the image's Python (Debian's) is the minor version the tests run the hub with
+    assert ENTRIES["hub"]["toolchain"]["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     copied = " ".join(dockerfile("hub").all("COPY"))
     for package in parser["options"]["packages"].split(","):
         top = package.strip().split(".")[0]
@@ -385,6 +426,7 @@ def test_every_ignored_hadolint_rule_says_why() -> None:
 def run_build(*args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "SOURCE_DATE_EPOCH": "1790000000", "AIDC_IMAGE_SOURCE": "https://example.org/aidc"}
     environment.pop("AIDC_CONTAINER_ENGINE", None)
+    environment.pop("PIP_CERT", None)
     environment.update(env)
     if path is not None:
         environment["PATH"] = path
@@ -452,6 +494,26 @@ def test_dry_run_selection_registry_check_and_push() -> None:
         ["podman", "push", "registry.example.com/ai/aidc/base:2026.11"],
         ["podman", "push", "registry.example.com/ai/aidc/jax:2026.11"],
     ]
+
+
+def test_dry_run_with_a_local_base_and_a_ca_bundle(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    plan = planned("base", "hub", "--engine", "podman", "--local-base", "--ca-bundle", str(bundle))
+    # the Debian base first, made from Debian's packages and imported under the registry's name
+    assert plan[0][0] == "mmdebstrap" and "--variant=minbase" in plan[0]
+    assert plan[0][plan[0].index("bookworm") + 1].endswith("/bookworm-slim.tar")
+    assert "deb http://deb.debian.org/debian-security bookworm-security main" in plan[0]
+    assert plan[1][:2] == ["podman", "import"] and plan[1][-1] == "docker.io/library/debian:bookworm-slim"
+    assert plan[1][-2] == plan[0][plan[0].index("bookworm") + 1]
+    for cmd in plan[2:]:
+        assert cmd[:2] == ["podman", "build"]
+        assert cmd[-6:] == ["--secret", f"id=ca-certificates,src={bundle}", "--format", "docker", "--pull=never", "."]
+    assert len(plan) == 4
+
+    missing = run_build("--dry-run", "--ca-bundle", str(tmp_path / "nowhere.crt"))
+    assert missing.returncode == 2 and "nowhere.crt" in missing.stderr and "is not a file" in missing.stderr
+    assert missing.stdout == ""
 
 
 def test_check_runs_aidc_gpu_check_with_all_gpus_in_workspace_images_only() -> None:
