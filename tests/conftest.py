@@ -1,5 +1,5 @@
 """Tiers by folder: tests/unit -> unit, tests/hub -> hub, tests/browser -> browser, tests/k8s -> k8s,
-tests/postgres -> postgres, tests/ssh -> ssh, tests/chart -> chart. A test anywhere that uses the PostgreSQL server is marked `postgres` too.
+tests/postgres -> postgres, tests/ssh -> ssh, tests/chart -> chart, tests/images -> images. A test anywhere that uses the PostgreSQL server is marked `postgres` too.
 
 PostgreSQL fixtures (tests/bed/postgres.py): ``postgres_server`` (one server per session,
 started only when a test needs it), ``postgres_url`` (a fresh empty database per test) and
@@ -16,7 +16,7 @@ import pytest
 
 from tests.bed.postgres import PostgresServer
 
-TIERS = ("unit", "hub", "browser", "k8s", "postgres", "ssh", "chart")
+TIERS = ("unit", "hub", "browser", "k8s", "postgres", "ssh", "chart", "images")
 _POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
 
 
