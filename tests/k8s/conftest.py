@@ -8,6 +8,7 @@ only MIG slices, two CPU nodes. Tenants (tests/hub/tenants.yaml): `lab` (4 H100)
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 HUB_NAMESPACE = "aidc"
 HOME_CLASS = "aidc-home"
 # what every hub of this tier runs with: TenantKubeSpawner, home volumes of the bed's static class
+GATEWAY_TOKEN = secrets.token_hex(16)
 KUBE_HUB_TRAITS = {
     "JupyterHub.spawner_class": "aidc-kube",
     "TenantKubeSpawner.home_storage_class": HOME_CLASS,
@@ -130,7 +132,8 @@ def hub(
         "Spawner.consecutive_failure_limit": 2,
         "Spawner.http_timeout": 20,
     }
-    env = {"KUBECONFIG": str(cluster.kubeconfig)}
+    # the gateway's token fixed, as the chart gives it (a Secret): a second gateway may run with it
+    env = {"KUBECONFIG": str(cluster.kubeconfig), "AIDC_SSHGATEWAY_API_TOKEN": GATEWAY_TOKEN}
     with running_hub(tmp_path_factory.mktemp("k8s-hub"), env=env, traits=traits) as h:
         yield h
 
