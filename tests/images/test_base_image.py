@@ -166,3 +166,20 @@ def test_aidc_gpu_check_passes_its_cpu_path_and_can_fail(images: dict[str, str])
         "run", "--rm", "--env", "AIDC_GPU_CHECK_CORRUPT=matmul", images["base"], "aidc-gpu-check", "--cpu", check=False
     )
     assert corrupt.returncode == 1 and "matmul" in corrupt.stdout
+
+
+def test_no_build_secret_or_pip_configuration_is_left_in_the_images(images: dict[str, str]) -> None:
+    """The proxy's CA bundle reached the download steps as a build secret only: no image holds it
+    (nor any pip or uv configuration that would name it)."""
+    host_bundle = podman.HOST_CA_BUNDLE.read_text() if podman.HOST_CA_BUNDLE.is_file() else ""
+    for ident, ref in images.items():
+        script = (
+            "ls -A /run/secrets 2>/dev/null; cat /etc/pip.conf /etc/xdg/pip/pip.conf ~/.config/pip/pip.conf"
+            " /opt/venv/pip.conf ~/.config/uv/uv.toml 2>/dev/null; env | grep -iE 'cert|ca_bundle|index_url|trusted_host'; true"
+        )
+        leftovers = run(ref, "bash", "-c", script)
+        assert leftovers.returncode == 0 and leftovers.stdout.strip() == "", f"{ident}: {leftovers.stdout}"
+        bundle = run(ref, "cat", "/etc/ssl/certs/ca-certificates.crt")
+        assert bundle.returncode == 0 and bundle.stdout.strip(), f"{ident} has no CA bundle of its own"
+        if host_bundle:
+            assert bundle.stdout != host_bundle, f"{ident} carries this machine's CA bundle"
