@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 export AIDC_FAKE_GPUS ?= H100:6,A100:2
 
-.PHONY: up test setup host lint lock bench bench-k8s bench-scale clean
+.PHONY: up test setup host lint lock bench bench-k8s bench-scale images clean
 
 # Exactly the locked versions, with hashes (requirements/dev.txt; `make lock` writes it), then this
 # package itself without dependencies or build isolation (setuptools and wheel come from the lock).
@@ -35,9 +35,9 @@ up: setup
 	$(VENV)/bin/aidc init
 	exec $(VENV)/bin/jupyterhub -f hub_config/jupyterhub_config.py
 
-## make test: set everything up and run every tier (unit, hub, browser, k8s)
+## make test: set everything up and run every tier (unit, hub, browser, k8s, chart, postgres, ssh, images)
 test: setup
-	bash tests/bed/debian-packages.sh chromium openssl postgresql-15 openssh-client openssh-server rsync
+	bash tests/bed/debian-packages.sh chromium openssl postgresql-15 openssh-client openssh-server rsync podman buildah mmdebstrap runc
 	bash tests/bed/controlplane/build.sh
 	bash tests/bed/dex/build.sh
 	bash tests/bed/helm/build.sh
@@ -73,6 +73,13 @@ bench-k8s: setup
 bench-scale: setup
 	bash tests/bed/controlplane/build.sh
 	$(PY) -P benchmarks/scale.py --rest-small 180 --write benchmarks/README.md
+
+## make images: build every image of images/catalog.yaml with podman here (the framework images
+## download several GB: not in CI), check the workspace images in containers (images/check) and
+## record sizes, build times and results in docs/images.md
+images: setup
+	bash tests/bed/debian-packages.sh podman buildah mmdebstrap runc
+	$(PY) -P benchmarks/images.py --write docs/images.md
 
 clean:
 	rm -rf $(VENV) node_modules test-artifacts

@@ -125,10 +125,11 @@ def build(*ids: str, log: Path) -> float:
     if HOST_CA_BUNDLE.is_file():  # downloads inside the build pass the host's TLS proxy
         command += ["--ca-bundle", str(HOST_CA_BUNDLE)]
     command += ids
-    started = time.monotonic()
     with _build_lock(), open(log, "ab") as out:
+        started = time.monotonic()  # not the wait for another build's lock
         status = subprocess.run(command, cwd=REPO, env=environment(), stdout=out, stderr=subprocess.STDOUT).returncode
+        seconds = time.monotonic() - started
     if status != 0:
         tail = log.read_text(errors="replace").splitlines()[-40:]
         raise RuntimeError(f"images/build {' '.join(ids)} failed ({status}); the end of {log}:\n" + "\n".join(tail))
-    return time.monotonic() - started
+    return seconds

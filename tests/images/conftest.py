@@ -25,7 +25,7 @@ from tests.bed import podman
 from tests.bed.procs import spawn, terminate
 from tests.chart.conftest import Helm, build_helm, find
 
-ARTIFACTS = Path(os.environ.get("AIDC_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="session")

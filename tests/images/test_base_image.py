@@ -20,6 +20,9 @@ def test_the_workspace_user_is_uid_1000_and_cannot_become_root(images: dict[str,
     config = json.loads(podman.podman("image", "inspect", images["base"]).stdout)[0]["Config"]
     assert config["User"] == "1000"
     assert config["Cmd"] == ["jupyterhub-singleuser"] and config["Entrypoint"] == ["tini", "-g", "--"]
+    # the labels name this build's commit, even where every step came from the layer cache
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=podman.REPO).stdout.strip()
+    assert config["Labels"]["org.opencontainers.image.revision"] == head
     script = (
         "id -u; id -g; echo $HOME;"
         " command -v sudo doas || echo no-sudo;"

@@ -471,6 +471,12 @@ def test_dry_run_builds_every_image_parents_first_tagged_from_the_catalog() -> N
             "--tag",
             ENTRIES[ident]["image"],
             *[w for k, v in expected.items() for w in ("--build-arg", f"{k}={v}")],
+            "--label",
+            f"org.opencontainers.image.revision={expected['VCS_REF']}",
+            "--label",
+            f"org.opencontainers.image.created={expected['BUILD_DATE']}",
+            "--label",
+            f"org.opencontainers.image.source={expected['IMAGE_SOURCE']}",
             ".",
         ]
 
