@@ -33,6 +33,14 @@ SELECTOR = "component=singleuser-server"
 USER_LABEL = "hub.jupyter.org/username"
 
 
+def _own(folder: Path, uid: int, gid: int) -> None:
+    """Give ``folder`` and everything in it to ``uid``:``gid``. In a cluster every pod of a person
+    runs as the same user, so the files of their home claim are that user's; here the runner's
+    local processes (root) may have written in the same folder before an image-backed pod mounts it."""
+    for path in [folder, *folder.rglob("*")]:
+        os.lchown(path, uid, gid)
+
+
 class PodRunner:
     def __init__(self, api: client.ApiClient, workdir: Path, interval: float = 0.3):
         self.core = client.CoreV1Api(api)
@@ -145,7 +153,7 @@ class PodRunner:
                 continue  # the service account token and secrets: nothing of the pod's server needs them here
             if volume.persistent_volume_claim is not None and mount.mount_path.startswith("/home/"):
                 home.mkdir(parents=True, exist_ok=True)
-                os.chown(home, uid, gid)  # a claim's volume, owned by the pod's user as fsGroup makes it
+                _own(home, uid, gid)
                 options += ["--volume", f"{home}:{mount.mount_path}"]
             elif volume.persistent_volume_claim is not None:  # a data set: the claim's own folder here
                 data = (
