@@ -32,7 +32,15 @@ from traitlets import Bool, Float, Integer, Unicode, default
 from quotas.gpu_queue import may_wait, waiting_reason
 from quotas.store import QueueFull
 
-from .kube_objects import LOCAL_QUEUE, PRIORITY_CLASS, PRIORITY_LABEL, QUEUE_LABEL, profile_settings, tenant_namespace
+from .kube_objects import (
+    LOCAL_QUEUE,
+    PRIORITY_CLASS,
+    PRIORITY_LABEL,
+    QUEUE_LABEL,
+    WORKSPACE_SSHD_PORT,
+    profile_settings,
+    tenant_namespace,
+)
 from .pacing import Pacer, backoff, retry_after
 from .profiles import Choice
 from .start_failures import STREAK
@@ -243,6 +251,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         )
         self._spawn_id = uuid.uuid4().hex
         self._admission_recorded = False
+        self.sshd_port = WORKSPACE_SSHD_PORT
         try:
             # JupyterHub cancels a start after start_timeout and answers a bare 500; this ends it just
             # before, saying where it was
@@ -251,7 +260,10 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                     url = await self._start_or_refuse()
                 except TimeoutError as e:  # one of KubeSpawner's requests or waits timed out on its own
                     raise _KubernetesSlow(self._where(), str(e)) from e
-                self._pod_uid = ((self._pod() or {}).get("metadata") or {}).get("uid")
+                pod = self._pod() or {}
+                self._pod_uid = (pod.get("metadata") or {}).get("uid")
+                # the gateway dials the pod's own address; the NetworkPolicy opens the port to it alone
+                self.sshd_host = str((pod.get("status") or {}).get("podIP") or "")
                 await self._wait_answering(url)
         except TimeoutError:  # start_timeout's
             self.release_reservation()
@@ -697,8 +709,8 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             self.release_reservation()
 
     def get_env(self) -> dict[str, str]:
-        """KubeSpawner's environment plus the tenant's (:meth:`tenant_env`) and this server's SSH key
-        (:meth:`ssh_env`)."""
+        """KubeSpawner's environment plus the tenant's (:meth:`tenant_env`) and this server's SSH keys
+        and port (:meth:`ssh_env`)."""
         env: dict[str, str] = super().get_env()
         env.update(self.tenant_env())
         env.update(self.ssh_env())
@@ -707,6 +719,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
     def clear_state(self) -> None:
         """Forget the stopped server, and give back its quota (also when it stopped on its own)."""
         super().clear_state()
+        self.sshd_host, self.sshd_port = "", 0
         self.release_reservation()
 
     def get_state(self) -> dict[str, Any]:
@@ -714,11 +727,13 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         held = self.held_state()
         if held is not None:
             state[STATE_KEY] = held
-        return state
+        return self.with_sshd(state)
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """KubeSpawner's pod name and namespace, and re-hold the server's quota after a hub restart."""
+        """KubeSpawner's pod name and namespace, where its sshd listens, and re-hold the server's
+        quota after a hub restart."""
         super().load_state(state)
+        self.load_sshd(state)
         saved = state.get(STATE_KEY)
         if saved:
             self.restore_held(saved)

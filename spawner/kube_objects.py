@@ -20,6 +20,14 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "aidc-hub"}
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 METADATA_ADDRESS = "169.254.169.254/32"
+WORKSPACE_NOTEBOOK_PORT = 8888  # the Jupyter server in a workspace pod (KubeSpawner's default ``port``)
+WORKSPACE_SSHD_PORT = 2222  # the sshd the Jupyter server starts in a workspace pod, reached by the SSH gateway
+# which port of a workspace pod each of the hub's components (``allowed_from``'s keys) reaches
+WORKSPACE_PORT_OF = {
+    "hub": WORKSPACE_NOTEBOOK_PORT,
+    "proxy": WORKSPACE_NOTEBOOK_PORT,
+    "sshgateway": WORKSPACE_SSHD_PORT,
+}
 
 # Kueue (issue 14): the GPU queue, borrowing and reclaim on Kubernetes (sigs.k8s.io/kueue v0.17)
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
@@ -340,14 +348,25 @@ def make_limit_range(namespace: str, tenant: Tenant) -> dict[str, Any]:
 def make_network_policies(
     namespace: str, tenant: Tenant, hub_namespace: str, allowed_from: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """Default deny; ingress only from the hub's components; egress anywhere but the cloud
-    metadata address and other tenants' namespaces.
+    """Default deny; ingress only from the hub's components, each on the one port it needs (the
+    hub and the proxy on the Jupyter server's port, the SSH gateway on the sshd's); egress anywhere
+    but the cloud metadata address and other tenants' namespaces.
 
     ``allowed_from`` maps a component (``hub``, ``proxy``, ``sshgateway``) to the value of
-    its ``component`` label in ``hub_namespace``.
+    its ``component`` label in ``hub_namespace``; :data:`WORKSPACE_PORT_OF` says its port.
+    Pods of the tenant's own namespace do not reach each other's ports (no ingress rule admits them).
     """
+    unknown = sorted(set(allowed_from) - set(WORKSPACE_PORT_OF))
+    if unknown:
+        raise ValueError(
+            f"allowed_from names components {unknown} that reach no port of a workspace;"
+            f" the known ones are {sorted(WORKSPACE_PORT_OF)}"
+        )
     meta = {"namespace": namespace, "labels": tenant_labels(tenant)}
     hub_ns = {"kubernetes.io/metadata.name": hub_namespace}
+    by_port: dict[int, list[str]] = {}
+    for component, label in sorted(allowed_from.items(), key=lambda item: item[1]):
+        by_port.setdefault(WORKSPACE_PORT_OF[component], []).append(label)
     return [
         {
             "apiVersion": "networking.k8s.io/v1",
@@ -367,11 +386,13 @@ def make_network_policies(
                         "from": [
                             {
                                 "namespaceSelector": {"matchLabels": hub_ns},
-                                "podSelector": {"matchLabels": {"component": c}},
+                                "podSelector": {"matchLabels": {"component": label}},
                             }
-                            for c in sorted(allowed_from.values())
-                        ]
+                            for label in labels
+                        ],
+                        "ports": [{"protocol": "TCP", "port": port}],
                     }
+                    for port, labels in sorted(by_port.items())
                 ],
             },
         },

@@ -19,6 +19,7 @@ from typing import Any
 
 from jupyterhub import orm
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
+from jupyterhub.utils import random_port
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
 
 from quotas.gpu_queue import may_wait
@@ -192,6 +193,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         try:
             await self._isolate(self._record, indices, profile)
             await self._check_home()
+            # the workspace's sshd (issue 17): a free loopback port, on the server's own address
+            self.sshd_port, self.sshd_host = random_port(), _dial_address(self.ip)
             try:
                 address = await super().start()
             except OSError as e:  # the interpreter or a folder of the platform is missing or unreadable
@@ -572,6 +575,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         """Forget the stopped server; also the path JupyterHub takes when a workspace died
         on its own (poll saw it gone, so ``stop`` is not called): give back GPUs and quota."""
         super().clear_state()
+        self.sshd_host, self.sshd_port = "", 0
         self._release()
 
     def _release(self) -> None:
@@ -599,7 +603,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         held = self.held_state()
         if held is not None:
             state[STATE_KEY] = {**held, "gpus": self.gpu_indices}
-        return state
+        return self.with_sshd(state)
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore after a hub restart: the pid, and re-hold the server's quota and the GPUs its
@@ -607,6 +611,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         is told apart by its start time). Otherwise the pid is forgotten, so that the hub's check
         finds the server stopped and cleans it up."""
         super().load_state(state)
+        self.load_sshd(state)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -641,13 +646,13 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                 self.log.error("%s: %s", self._log_name, e)
 
     def get_env(self) -> dict[str, str]:
-        """LocalProcessSpawner's environment plus this server's SSH key (:meth:`ssh_env`)."""
+        """LocalProcessSpawner's environment plus this server's SSH keys and port (:meth:`ssh_env`)."""
         env: dict[str, str] = super().get_env()
         env.update(self.ssh_env())
         return env
 
     def get_args(self) -> list[str]:
-        args = super().get_args()
+        args = [*super().get_args(), *self.ssh_args()]
         if self.isolation == "none" and os.geteuid() == 0:
             # a hub run by root without isolation runs workspaces as root too
             args.append("--ServerApp.allow_root=True")
@@ -754,3 +759,12 @@ def _proc_devices() -> str:
 def workspace_cgroups(parent: str) -> cgroups.Hierarchy:
     """This host's cgroup hierarchy for workspaces under ``parent`` (found once per hub process)."""
     return cgroups.Hierarchy(parent=parent)
+
+
+def _dial_address(ip: str) -> str:
+    """Where the gateway reaches a server of this machine that listens on ``ip`` (its sshd listens
+    on the same address): the loopback address for every-address binds, else ``ip`` itself."""
+    ip = ip.strip("[]")
+    if ip in ("", "*", "0.0.0.0", "localhost"):
+        return "127.0.0.1"
+    return "::1" if ip == "::" else ip

@@ -26,7 +26,8 @@ from quotas import paths
 from quotas.model import Profile, Tenant
 from quotas.policy import Holding, Request
 from quotas.quantity import format_duration
-from sshgateway.workspace_keys import load_secret, server_public_key
+from sshgateway import workspace
+from sshgateway.workspace_keys import load_secret, server_host_key_text, server_public_key
 
 from .platform import Platform
 from .profiles import (
@@ -145,14 +146,44 @@ class TenantSpawnerMixin(paths.PlatformState):
         image = self.held_profile.image if self.held_profile else ""
         return {"AIDC_TENANT": self.held.tenant, "AIDC_PROFILE": self.held.profile, "AIDC_IMAGE": image}
 
+    # where this server's sshd listens: the port its backend chose before the start, the address
+    # the gateway dials (the pod IP, 127.0.0.1) once started; kept in the state under "sshd"
+    sshd_port: int = 0
+    sshd_host: str = ""
+
     def ssh_env(self) -> dict[str, str]:
-        """The workspace's SSH environment: ``AIDC_SSH_AUTHORIZED_KEY``, the ``authorized_keys`` line of
-        this server's own key, which the SSH gateway derives from the platform secret
-        (:func:`sshgateway.workspace_keys.server_key`). The workspace's sshd (:mod:`sshgateway.workspace`)
-        accepts that key alone; the secret itself never leaves the hub."""
+        """The workspace's SSH environment (:mod:`sshgateway.workspace`): ``AIDC_SSH_AUTHORIZED_KEY``,
+        the ``authorized_keys`` line of this server's own client key, and ``AIDC_SSH_HOST_KEY``, its
+        sshd's own host key, both derived from the platform secret
+        (:mod:`sshgateway.workspace_keys`), and ``AIDC_SSHD_PORT``. The workspace's sshd accepts the
+        gateway's key for this server alone and proves with the host key that it is this server's;
+        the secret itself never leaves the hub."""
         secret = _ssh_secret(self.data_dir)
-        line = server_public_key(secret, self.user.name, self.name or "")  # type: ignore[attr-defined]
-        return {"AIDC_SSH_AUTHORIZED_KEY": line}
+        user, server = self.server_key
+        env = {
+            workspace.KEY_ENV: server_public_key(secret, user, server),
+            workspace.HOST_KEY_ENV: server_host_key_text(secret, user, server),
+        }
+        if self.sshd_port:
+            env[workspace.PORT_ENV] = str(self.sshd_port)
+        return env
+
+    def ssh_args(self) -> list[str]:
+        """The workspace's Jupyter server starts its sshd as it starts (:mod:`sshgateway.workspace`).
+        Workspace images enable the extension themselves (``jupyter_server_config.d/aidc-sshd.json``
+        of images/base/workspace), since KubeSpawner passes no arguments to an image's own command."""
+        return [workspace.EXTENSION_ARG]
+
+    def with_sshd(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` plus where this server's sshd listens, for the SSH gateway (which reads the
+        state with ``admin:server_state``): ``{"sshd": {"host": "10.1.2.3", "port": 2222}}``."""
+        if self.sshd_host and self.sshd_port:
+            state[SSHD_STATE] = {"host": self.sshd_host, "port": self.sshd_port}
+        return state
+
+    def load_sshd(self, state: Mapping[str, Any]) -> None:
+        saved = state.get(SSHD_STATE) or {}
+        self.sshd_host, self.sshd_port = str(saved.get("host") or ""), int(saved.get("port") or 0)
 
     def resolve_choice(self) -> Choice:
         """The (tenant, profile) that ``user_options`` may have, or ``SpawnException`` 400/403."""
@@ -212,6 +243,9 @@ class TenantSpawnerMixin(paths.PlatformState):
         )
         self.held, self.run_id = holding, self.platform.store.restore(holding, saved.get("run"), datetime.now(UTC))
         return holding
+
+
+SSHD_STATE = "sshd"
 
 
 @functools.lru_cache(maxsize=8)

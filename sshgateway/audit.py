@@ -1,5 +1,7 @@
 """The audit trail: one JSON line per SSH session, appended to ``<data dir>/ssh-audit.jsonl``
-and written to the gateway's log."""
+and written to the gateway's log. Several processes append to the one file (``SSHGateway.workers``):
+each record is one ``write`` of its whole line to a descriptor opened ``O_APPEND``, which the
+kernel does not interleave with another's (on a pipe such as ``/dev/stdout``: lines up to 4 KiB)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def utcnow() -> str:
 class SessionRecord:
     """What one session did. ``kind`` is shell, exec, subsystem or forward; ``command`` is the exec
     command, the subsystem name or the forward's ``host:port``. ``bytes_in`` went from the person to
-    the workspace, ``bytes_out`` back."""
+    the workspace, ``bytes_out`` back. ``gateway`` is the pid of the gateway process that served it."""
 
     session: str
     user: str
@@ -36,6 +38,7 @@ class SessionRecord:
     bytes_out: int = 0
     exit_status: int | None = None
     error: str = ""
+    gateway: int = field(default_factory=os.getpid)  # the gateway process that served it
 
 
 class AuditLog:
@@ -50,7 +53,18 @@ class AuditLog:
             record.end = utcnow()
         line = json.dumps(asdict(record), sort_keys=True)
         log.info("session %s", line)
+        data = (line + "\n").encode()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a") as f:
-                f.write(line + "\n")
+            # opened at each record: a file that was rotated (renamed) meanwhile is created again
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                written = os.write(fd, data)
+            finally:
+                os.close(fd)
+        if written != len(data):
+            log.error(
+                "The audit file %s took %d of the %d bytes of a record: is its disk full?",
+                self.path,
+                written,
+                len(data),
+            )

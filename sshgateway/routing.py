@@ -8,6 +8,7 @@ alice then reaches her server ``gpu`` through the web only.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,23 @@ def plan_for(target: Target, server: dict[str, Any] | None, hub_url: str) -> Pla
     if not options:
         return Plan("refuse", message=_never_started(target, spawn_url))
     return Plan("start", options=dict(options))
+
+
+def sshd_address(state: dict[str, Any]) -> tuple[str, int] | None:
+    """Where the workspace's sshd listens, from the server's state as its spawner wrote it
+    (``{"sshd": {"host": "10.1.2.3", "port": 2222}}``): an IP address and a port, or None when the
+    state has none (a server started before the gateway reached sshd directly) or a malformed one.
+    Nothing the client sends takes part."""
+    saved = state.get("sshd")
+    if not isinstance(saved, dict):
+        return None
+    host, port = saved.get("host"), saved.get("port")
+    if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return None
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        return None
 
 
 def _never_started(target: Target, spawn_url: str) -> str:

@@ -11,9 +11,10 @@ named server ``gpu``). The gateway
 2. finds the workspace through the hub's REST API, starts it if it is stopped (with the options it
    last started with, printing the hub's progress on the session's stderr; a refusal, such as the
    tenant's quota, is printed and the session exits with status 1);
-3. opens a websocket to the workspace's sshd through the hub's proxy
-   (``/user/<name>/<server>/sshd/``, with the gateway's token) and an SSH client connection over it,
-   authenticated with the per-server key of :mod:`sshgateway.workspace_keys`;
+3. connects over plain TCP to the workspace's sshd, at the address the hub's spawner keeps in the
+   server's state (the pod's IP and sshd port on Kubernetes, a loopback port in the embedded mode),
+   authenticated with the per-server key of :mod:`sshgateway.workspace_keys` and accepting only the
+   per-server host key (:mod:`sshgateway.workspace`);
 4. bridges every session (shell with PTY, exec, sftp/scp/rsync) and local forwards to ports of that
    workspace (:mod:`sshgateway.bridge`); agent, X11 and remote forwarding are refused;
 5. writes one audit record per session (:mod:`sshgateway.audit`).
@@ -27,7 +28,10 @@ import itertools
 import os
 import pwd
 import secrets
+import socket
+import sqlite3
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,7 @@ import asyncssh
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from quotas import paths
-from services.lifecycle import ServiceApp
+from services.lifecycle import HUB_PID_VARIABLE, ServiceApp, hub_is_gone, hub_pid
 
 from . import workspace_keys
 from .audit import AuditLog, SessionRecord
@@ -43,8 +47,16 @@ from .bridge import ForwardBridge, Refusal, SessionBridge
 from .hubapi import HubClient, HubRefused
 from .procnet import account_of, landing_sockets, loopback_address, with_workspaces
 from .ratelimit import AuthThrottle
-from .routing import LOOPBACK_HOSTS, Target, accounts_isolated, forward_refusal, plan_for, target_for_login
-from .tunnel import TunnelError, WebSocketTunnel
+from .routing import (
+    LOOPBACK_HOSTS,
+    Target,
+    accounts_isolated,
+    forward_refusal,
+    plan_for,
+    sshd_address,
+    target_for_login,
+)
+from .workers import Supervisor, bind, usable_cpus
 
 SERVICE_NAME = "sshgateway"
 
@@ -58,14 +70,20 @@ CIPHERS = (
     "aes192-ctr",
     "aes256-ctr",
 )
+# the default number of worker processes at most (SSHGateway.workers): set more where more people
+# copy at once, with the CPUs to match
+DEFAULT_MAX_WORKERS = 8
+# Flow control both ways, towards people's OpenSSH clients and the workspaces' sshd: the channel
+# window (OpenSSH's own is 2 MiB) and the largest packet accepted (OpenSSH sends up to 32 KiB of data)
+WINDOW = 2 * 1024 * 1024
+MAX_PACKET = 32768
 
 # What the gateway's token may do at the hub, and why (least privilege):
 SERVICE_SCOPES = (
     "read:users:name",  # does a user named like the login exist ("alice.gpu")
     "read:servers",  # server models: ready, pending, url, user_options; spawn progress
     "servers",  # start a stopped server with its last options (the scope also allows stopping: never used)
-    "admin:server_state",  # the workspace's pid: which loopback ports are its own (embedded mode)
-    "access:servers",  # the websocket to the workspace's sshd through the proxy
+    "admin:server_state",  # where the workspace's sshd listens; its pid: which loopback ports are its own
     "access:services!service=quotas",  # who registered a key: api/ssh-keys/lookup
 )
 
@@ -164,9 +182,9 @@ class SSHGateway(ServiceApp):
 
     proxy_url = Unicode(
         "http://127.0.0.1:8000",
-        help="""Where the gateway reaches the hub's proxy, for the websocket to each workspace's sshd and
-        for the quotas service: ``http://127.0.0.1:8000`` (the default) in the embedded mode, where
-        the hub's own config passes ``$AIDC_BIND_URL``; ``http://proxy-public`` on Kubernetes.
+        help="""Where the gateway reaches the hub's proxy, for the quotas service (who registered a
+        key): ``http://127.0.0.1:8000`` (the default) in the embedded mode, where the hub's own config
+        passes ``$AIDC_BIND_URL``; ``http://proxy-public`` on Kubernetes.
         """,
     ).tag(config=True)
 
@@ -232,6 +250,25 @@ class SSHGateway(ServiceApp):
         e.g. 900 where GPU nodes take minutes to come up.""",
     ).tag(config=True)
 
+    workers = Integer(
+        min=1,
+        help="""Processes that serve the port, e.g. 4: SSH encryption is CPU-bound and one process keeps
+        one CPU busy, so many people copying at once need several. They share the host key, the
+        login throttle (``throttle_file``) and the audit file; a process that dies is started again.
+        Defaults to the CPUs the gateway may use: its CPU affinity, limited by its cgroup's CPU
+        quota (a container's CPU limit), and at most 8 (a pod without a CPU limit on a 96-CPU node
+        would otherwise fork 96 idle processes). 1: one process, nothing forked.
+        """,
+    ).tag(config=True)
+
+    throttle_file = Unicode(
+        help="""SQLite file in which the gateway's processes count failed logins together (``workers``), so
+        that guessing is slowed down and refused whichever process answers; emptied at each start.
+        Defaults to ``<data_dir>/ssh-throttle.sqlite``; e.g. ``/run/aidc/ssh-throttle.sqlite`` where the
+        data directory is read-only.
+        """,
+    ).tag(config=True)
+
     @default("data_dir")
     def _default_data_dir(self) -> str:
         return paths.data_dir()
@@ -239,6 +276,14 @@ class SSHGateway(ServiceApp):
     @default("audit_file")
     def _default_audit_file(self) -> str:
         return str(Path(self.data_dir) / "ssh-audit.jsonl")
+
+    @default("throttle_file")
+    def _default_throttle_file(self) -> str:
+        return str(Path(self.data_dir) / "ssh-throttle.sqlite")
+
+    @default("workers")
+    def _default_workers(self) -> int:
+        return min(usable_cpus(), DEFAULT_MAX_WORKERS)
 
     @default("hub_api_url")
     def _default_hub_api_url(self) -> str:
@@ -265,14 +310,30 @@ class SSHGateway(ServiceApp):
                 "The SSH gateway has no hub API token: run it as the hub's `sshgateway` service"
                 " (hub_config/jupyterhub_config.py), which sets JUPYTERHUB_API_TOKEN."
             )
+        # created here, once, before any worker is forked: workers never race to create them
         self.secret = workspace_keys.load_secret(self.data_dir)
         self.host_key = workspace_keys.load_host_key(self.data_dir)
         self.audit = AuditLog(self.audit_file)
         self.throttle = AuthThrottle(
-            self.auth_failure_delay, self.auth_max_delay, self.auth_max_failures, self.auth_failure_window
+            self.auth_failure_delay,
+            self.auth_max_delay,
+            self.auth_max_failures,
+            self.auth_failure_window,
+            path=self.throttle_file,
         )
+        try:
+            self.throttle.clear()  # a restart forgets the counts, as it always did
+        except (OSError, sqlite3.Error) as e:
+            self.exit_with(
+                f"The SSH gateway cannot write its login throttle file {self.throttle_file}: {e}. Set"
+                " SSHGateway.throttle_file to a file in a writable folder."
+            )
+        self.throttle.close()  # each process opens its own connection: SQLite's cannot cross a fork
         self.hub = HubClient(self.hub_api_url, self.quotas_url, self.api_token)
         self._ids = itertools.count(1)
+        if self.workers > 1:
+            # which process said it: the pid, as in the audit records' `gateway`
+            self.log_format = f"[%(levelname)1.1s %(asctime)s {self.name} %(process)d] %(message)s"
 
     def unix_user(self, hub_user: str, pid: int | None = None) -> str:
         """The account to log in as upstream: ``workspace_user``, else (the embedded mode) the
@@ -288,13 +349,17 @@ class SSHGateway(ServiceApp):
         return getpass.getuser()
 
     def new_connection_id(self) -> str:
+        """A connection's id, unique across the workers too: each process counts from 1 (the counter
+        is copied at the fork), and the random part comes from the kernel (``os.urandom``), not from
+        a generator state that a fork would copy."""
         return f"{secrets.token_hex(4)}-{next(self._ids)}"
 
-    async def _create_server(self) -> asyncssh.SSHAcceptor:
+    async def _create_server(self, sock: socket.socket | None = None) -> asyncssh.SSHAcceptor:
+        """The SSH server on ``ip``:``port``, or on ``sock``, a listening socket of the parent (a worker)."""
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": self.ip, "port": self.port}
         return await asyncssh.create_server(
             lambda: GatewayConnection(self),
-            self.ip,
-            self.port,
+            **where,
             server_host_keys=[self.host_key],
             line_editor=False,
             agent_forwarding=False,
@@ -306,21 +371,64 @@ class SSHGateway(ServiceApp):
             encryption_algs=list(CIPHERS),
         )
 
-    async def serve(self) -> None:
-        server = await self.listen(self._create_server, f"{self.ip}:{self.port}")
+    def _log_listening(self, how: str) -> None:
         self.log.info(
-            "SSH gateway listening on %s:%s, host key %s, token passwords %s",
+            "SSH gateway listening on %s:%s%s, host key %s, token passwords %s",
             self.ip,
             self.port,
+            how,
             self.host_key.get_fingerprint("sha256"),
             "on" if self.allow_token_password else "off",
         )
+
+    async def serve(self, sockets: Sequence[socket.socket] = ()) -> None:
+        """Serve until SIGTERM or SIGINT, or until the hub is gone: on ``ip``:``port``, or (a worker)
+        on the parent's listening ``sockets``."""
+        if sockets:
+            servers = [await self._create_server(sock) for sock in sockets]
+        else:
+            servers = [await self.listen(self._create_server, f"{self.ip}:{self.port}")]
+            self._log_listening("")
         await self.wait_for_stop()
-        server.close()
-        await server.wait_closed()
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
 
     def start(self) -> None:
-        asyncio.run(self.serve())
+        """Serve until stopped; return then (exit status 0). ``workers`` 1: in this process; more:
+        in that many forked workers, which this process binds the port for, restarts and stops."""
+        if self.workers == 1:
+            asyncio.run(self.serve())
+            return
+
+        # The parent binds the port and the workers accept on its one socket, rather than each
+        # binding its own with SO_REUSEPORT: connections waiting in the accept queue belong to the
+        # socket, which the parent keeps open, so a worker that dies loses none of them (with
+        # SO_REUSEPORT its queue is reset); a connection goes to whichever worker takes it first, an
+        # idle one rather than one busy encrypting (SO_REUSEPORT hashes addresses, busy or not); and
+        # no other program of this account can bind the port alongside and take a share.
+        async def bind_port() -> list[socket.socket]:
+            return bind(self.ip, self.port)
+
+        sockets = asyncio.run(self.listen(bind_port, f"{self.ip}:{self.port}"))
+        self._log_listening(f" with {self.workers} workers")
+        gateway, hub = os.getpid(), hub_pid()
+
+        def work(index: int) -> None:
+            # A worker follows the gateway that forked it as the gateway follows the hub: it stops
+            # when that process is gone (PR_SET_PDEATHSIG, and a check of its parent), even one that
+            # died before this line.
+            os.environ[HUB_PID_VARIABLE] = str(gateway)
+            self.watch_hub()
+            asyncio.run(self.serve(sockets))
+
+        try:
+            Supervisor(self.workers, work, self.log, lambda: hub_is_gone(hub)).run()
+        finally:
+            for sock in sockets:
+                sock.close()
+        self.log.info("Stopped the %s", self.service_title)
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -477,31 +585,52 @@ class GatewayConnection(asyncssh.SSHServer):
             (state.get("aidc") or {}).get("tenant") or (server.get("user_options") or {}).get("tenant") or ""
         )
         self.pid = state.get("pid") if isinstance(state.get("pid"), int) else None
-        url = self.gw.proxy_url.rstrip("/").replace("http", "ws", 1) + server["url"] + "sshd/"
-        tunnel = WebSocketTunnel(url, {"Authorization": f"token {self.gw.api_token}"})
+        # where to dial comes from the spawner's state alone, never from what the client sent
+        address = sshd_address(state)
+        if address is None:
+            raise Refusal(
+                f"The hub does not say where the SSH daemon of {target.describe} listens: it was started by an"
+                f" older version of the hub. Stop it and start it again ({self.gw.public_url.rstrip('/')}/hub/home),"
+                " then connect."
+            )
+        host, port = address
         key = workspace_keys.server_key(self.gw.secret, target.user, target.server)
+        host_key = workspace_keys.server_host_key(self.gw.secret, target.user, target.server).convert_to_public()
         last: Exception | None = None
-        for _ in range(10):  # the proxy may need a moment to route a server that just started
+        for _ in range(10):  # an sshd that restarts (it crashed) comes back within seconds
             try:
                 return await asyncssh.connect(
-                    "workspace",
-                    22,
-                    tunnel=tunnel,
+                    host,
+                    port,
                     username=self.gw.unix_user(target.user, self.pid),
                     client_keys=[key],
-                    known_hosts=None,  # reached through the hub's authenticated proxy route of this server
+                    # this server's own host key and no other: an address that another program took
+                    # over (the server stopped, the pod IP or port was reused) cannot pass for it
+                    known_hosts=([host_key], [], []),
+                    server_host_key_algs=["ssh-ed25519"],
                     agent_path=None,
                     config=None,
                     preferred_auth="publickey",
                     encryption_algs=list(CIPHERS),
+                    window=WINDOW,
+                    max_pktsize=MAX_PACKET,
+                    connect_timeout=10,
                     login_timeout=60,
                 )
-            except TunnelError as e:
+            except asyncssh.HostKeyNotVerifiable:
+                self.log.warning("%s:%s is not the sshd of %s: wrong host key", host, port, target.label)
+                raise Refusal(
+                    f"What answers at the address of {target.describe} is not its SSH daemon (it proved another"
+                    f" identity), so the gateway did not log in. Stop the server and start it again; if this"
+                    " persists, tell the platform's admins."
+                ) from None
+            except (OSError, asyncssh.ConnectionLost) as e:
                 last = e
-                if not e.retry:
-                    break
-                await asyncio.sleep(1)
-        raise Refusal(f"Cannot reach the SSH daemon of {target.describe}: {last}")
+                await asyncio.sleep(0.5)
+        raise Refusal(
+            f"Cannot reach the SSH daemon of {target.describe} ({last}). Its log is in the server's log; stopping"
+            " and starting the server starts it again."
+        )
 
     async def _follow_progress(self, target: Target, progress: Any) -> None:
         async def follow() -> None:

@@ -1,43 +1,58 @@
-"""The workspace side of SSH: an sshd per workspace, reachable only through the hub's proxy.
+"""The workspace side of SSH: an sshd per workspace, started with its Jupyter server.
 
-jupyter-server-proxy finds :func:`sshd_server` by its entry point (``jupyter_serverproxy_servers``,
-name ``sshd``) and, at the first websocket to ``<server url>/sshd/``, starts Debian's
-``/usr/sbin/sshd -D -e`` as the workspace's own user on a free port of 127.0.0.1; every websocket
-is then a raw TCP stream to it (``raw_socket_proxy``). The hub's proxy lets through only those
-whom the hub allows to reach this server (``access:servers``): the SSH gateway.
+The hub's spawner enables this module as a Jupyter server extension
+(``--ServerApp.jpserver_extensions=sshgateway.workspace=True``, :data:`EXTENSION_ARG`) and says on
+which port its sshd listens (``$AIDC_SSHD_PORT``). When the server loads the extension, before it
+answers the hub, Debian's ``/usr/sbin/sshd -D -e`` starts as the workspace's own user on the
+server's own address (``ServerApp.ip``: the pod's address on Kubernetes, 127.0.0.1 in the embedded
+mode) and lives as long as the server does. The SSH gateway connects to it over plain TCP, at the
+address the hub's spawner keeps in the server's state; on Kubernetes the tenant namespace's
+NetworkPolicy lets only the gateway's pods reach that port.
 
 What this sshd accepts is one key: ``$AIDC_SSH_AUTHORIZED_KEY``, the public half of this server's
-own key, which the hub's spawner derives from the platform secret (``sshgateway.workspace_keys``) and which
-only the gateway can compute the private half of. People's keys are checked by the gateway, never
-here. Everything lives in ``~/.aidc/sshd/`` and is rewritten at each start (except the host key):
+own client key, which the hub's spawner derives from the platform secret
+(``sshgateway.workspace_keys``) and which only the gateway can compute the private half of. It
+proves itself with this server's own host key ``$AIDC_SSH_HOST_KEY`` (derived the same way), the
+only one the gateway accepts at this address. People's keys are checked by the gateway, never
+here. Everything lives in ``~/.aidc/sshd/`` and is rewritten at each start:
 
-- ``sshd_config`` (:func:`sshd_config`): loopback only, public key only, no PAM, no agent or X11
-  forwarding, no remote forwarding, local forwarding to loopback targets only, sftp;
-- ``authorized_keys``: that one line;
+- ``sshd_config`` (:func:`sshd_config`): the server's address only, public key only, no PAM, no
+  agent or X11 forwarding, no remote forwarding, local forwarding to loopback targets only, sftp;
+- ``authorized_keys``: that one line; ``ssh_host_ed25519_key``: the host key;
 - ``environment`` (:func:`environment_file`) and ``session`` (:func:`session_script`): sshd gives
   sessions a bare environment and the home of the Unix account, so every session (shell, command,
   sftp, scp, rsync) goes through ``session`` (``ForceCommand``), which restores the workspace's
-  environment (``CUDA_VISIBLE_DEVICES``, ``PATH``, ...; not its hub API token) and home, as a
-  JupyterLab terminal has them.
+  environment (``CUDA_VISIBLE_DEVICES``, ``PATH``, ...; not its hub API token or keys) and home, as
+  a JupyterLab terminal has them.
 
-All functions but :func:`prepare` and :func:`sshd_server`'s command are pure: they take plain
-values and return text.
+All functions but :func:`prepare` and the extension's are pure: they take plain values and return
+text. The module needs the standard library only (the images install it on its own).
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import ipaddress
+import logging
 import os
 import pwd
 import re
 import shlex
-import shutil
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 KEY_ENV = "AIDC_SSH_AUTHORIZED_KEY"
+HOST_KEY_ENV = "AIDC_SSH_HOST_KEY"
+PORT_ENV = "AIDC_SSHD_PORT"
+# the spawner's argument that makes the workspace's Jupyter server load this module
+EXTENSION_ARG = "--ServerApp.jpserver_extensions=sshgateway.workspace=True"
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = "/run/sshd"  # compiled into sshd; needed when it runs as root
 SFTP_SERVERS = (
@@ -52,6 +67,7 @@ SESSION_ENV_SKIP = frozenset(
         "JUPYTERHUB_API_TOKEN",
         "JPY_API_TOKEN",
         KEY_ENV,
+        HOST_KEY_ENV,
         "TERM",
         "DISPLAY",
         "MAIL",
@@ -74,6 +90,7 @@ class SshdSettings:
     """What one workspace's sshd needs to know."""
 
     directory: str  # ~/.aidc/sshd
+    listen: str  # the address it listens on: the Jupyter server's own (listen_address)
     port: int
     user: str  # the Unix account the workspace runs as (the only one sshd lets in)
     root: bool  # sshd runs as root (the embedded mode run by root)
@@ -88,7 +105,7 @@ def sshd_config(s: SshdSettings) -> str:
     lines = [
         "# Written by sshgateway.workspace at each start of this workspace's sshd: edits are lost.",
         f"Port {s.port}",
-        "ListenAddress 127.0.0.1",
+        f"ListenAddress {s.listen}",
         f"HostKey {_quote(s.path('ssh_host_ed25519_key'))}",
         "PidFile none",
         f"AllowUsers {s.user}",
@@ -181,11 +198,51 @@ def _quote(path: str) -> str:
     return f'"{path}"' if any(c.isspace() for c in path) else path
 
 
-# -- what jupyter-server-proxy runs (not pure: reads the environment, writes files) ----------------
+def listen_address(server_ip: str) -> str:
+    """Where sshd listens, given the Jupyter server's ``ServerApp.ip``: the same address, so that it
+    is reachable where the server is (the pod's address) and nowhere else (127.0.0.1 in the
+    embedded mode). Every address (``""``, ``*``, ``0.0.0.0``) becomes ``0.0.0.0``; ``localhost``
+    becomes ``127.0.0.1`` (sshd would listen on every address the name has)."""
+    ip = server_ip.strip().strip("[]")
+    if ip in ("", "*", "0.0.0.0"):
+        return "0.0.0.0"
+    if ip == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise SshdUnavailable(
+            f"The Jupyter server listens on {server_ip!r}, which is not an IP address: sshd cannot listen"
+            " there. Start the server with --ip set to an address (the hub's spawners do)."
+        ) from None
 
 
-def prepare(port: int, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Write ``~/.aidc/sshd/`` for an sshd on ``port`` and return the command that runs it."""
+def host_key(text: str) -> str:
+    """The host key file's text (``$AIDC_SSH_HOST_KEY``: one OpenSSH private key), or
+    :class:`SshdUnavailable`."""
+    body = text.strip()
+    if not (
+        body.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and body.endswith("-----END OPENSSH PRIVATE KEY-----")
+    ):
+        raise SshdUnavailable(
+            f"${HOST_KEY_ENV} is {'empty' if not body else 'not an OpenSSH private key'}: this workspace was not"
+            " started by the AIDC hub's spawner, so the SSH gateway cannot trust its sshd. Restart the server from the hub."
+        )
+    return body + "\n"
+
+
+def sshd_port(text: str) -> int:
+    """The port in ``$AIDC_SSHD_PORT``, or :class:`SshdUnavailable`."""
+    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+        raise SshdUnavailable(f"${PORT_ENV} is {text!r}, not a TCP port (1-65535). Restart the server from the hub.")
+    return int(text)
+
+
+# -- what the workspace's Jupyter server runs (not pure: reads the environment, writes files) ------
+
+
+def prepare(port: int, listen: str = "127.0.0.1", environ: Mapping[str, str] | None = None) -> list[str]:
+    """Write ``~/.aidc/sshd/`` for an sshd on ``listen``:``port`` and return the command that runs it."""
     environ = os.environ if environ is None else environ
     if not os.access(SSHD, os.X_OK):
         raise SshdUnavailable(
@@ -193,6 +250,7 @@ def prepare(port: int, environ: Mapping[str, str] | None = None) -> list[str]:
             " Debian's openssh-server (apt-get install openssh-server) or ask a platform admin."
         )
     keys = authorized_keys(environ.get(KEY_ENV, ""))
+    host = host_key(environ.get(HOST_KEY_ENV, ""))
     uid = os.geteuid()
     try:
         account = pwd.getpwuid(uid)
@@ -207,20 +265,14 @@ def prepare(port: int, environ: Mapping[str, str] | None = None) -> list[str]:
     os.chmod(directory, 0o700)
     settings = SshdSettings(
         directory=str(directory),
+        listen=listen,
         port=port,
         user=account.pw_name,
         root=uid == 0,
         sftp_server=next((p for p in SFTP_SERVERS if os.access(p, os.X_OK)), None),
     )
-    host_key = Path(settings.path("ssh_host_ed25519_key"))
-    if not host_key.exists():
-        keygen = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-        subprocess.run(
-            [keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"aidc-workspace:{account.pw_name}", "-f", str(host_key)],
-            check=True,
-            stdin=subprocess.DEVNULL,
-        )
     env = session_environment({**environ, "HOME": home})
+    _write(settings.path("ssh_host_ed25519_key"), host, 0o600)
     _write(settings.path("authorized_keys"), keys, 0o600)
     _write(settings.path("environment"), environment_file(env), 0o600)
     _write(settings.path("session"), session_script(settings.path("environment")), 0o700)
@@ -240,17 +292,84 @@ def _write(path: str, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _command(port: int) -> list[str]:
-    # jupyter-server-proxy formats the returned strings with {port}: keep braces literal
-    return [arg.replace("{", "{{").replace("}", "}}") for arg in prepare(port)]
+def _die_with_parent() -> None:
+    # between fork and exec: sshd gets SIGTERM when the server's process dies, even by SIGKILL, so
+    # that no sshd outlives its server on a reused port
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def sshd_server() -> dict[str, Any]:
-    """The jupyter-server-proxy server ``sshd``: a raw TCP stream to this workspace's sshd at the
-    websocket ``<server url>/sshd/``, started at the first connection."""
-    return {
-        "command": _command,
-        "raw_socket_proxy": True,
-        "timeout": 15,
-        "launcher_entry": {"enabled": False},
-    }
+class SshdProcess:
+    """The workspace's sshd, restarted when it dies on its own (at most :attr:`restarts` times in a
+    row within :attr:`window` seconds: an sshd that cannot run is reported, not looped on)."""
+
+    restarts = 5
+    window = 60.0
+
+    def __init__(self, command: list[str], log: logging.Logger):
+        self.command, self.log = command, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.proc = self._spawn()
+        self._thread = threading.Thread(target=self._watch, name="aidc-sshd", daemon=True)
+        self._thread.start()
+        atexit.register(self.stop)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+    def _watch(self) -> None:
+        recent: list[float] = []
+        while self.proc is not None:
+            status = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            now = time.monotonic()
+            recent = [t for t in recent if now - t < self.window] + [now]
+            if len(recent) > self.restarts:
+                self.log.error(
+                    "sshd exited %d times within %d s (last status %s): SSH to this workspace is off until"
+                    " the server restarts. Its messages are above.",
+                    len(recent),
+                    self.window,
+                    status,
+                )
+                return
+            self.log.warning("sshd exited with status %s; starting it again", status)
+            time.sleep(min(5.0, 0.2 * 2 ** len(recent)))
+            if self._stopping.is_set():
+                return
+            self.proc = self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "sshgateway.workspace"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    """Start this workspace's sshd as the server starts (before it answers the hub), on the
+    server's own address and ``$AIDC_SSHD_PORT``. Without that variable (a server not started by
+    the hub's spawner) or without sshd, the server runs without SSH and says why in its log."""
+    log = serverapp.log
+    try:
+        port = sshd_port(os.environ.get(PORT_ENV, ""))
+        command = prepare(port, listen_address(serverapp.ip))
+    except SshdUnavailable as e:
+        log.warning("This workspace cannot be reached over SSH: %s", e)
+        return
+    process = SshdProcess(command, log)
+    process.start()
+    serverapp.aidc_sshd = process  # its lifetime is the server's
+    log.info("sshd of this workspace listens on %s port %d", listen_address(serverapp.ip), port)

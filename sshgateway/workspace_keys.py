@@ -1,9 +1,17 @@
 """Keys the gateway uses to reach workspaces, derived from one platform secret.
 
-Each server gets its own Ed25519 key, derived deterministically from the secret, the
-user and the server name: the hub's spawner hands only the public half to the workspace
-(``AIDC_SSH_AUTHORIZED_KEY``), and the gateway recomputes the private half when it
-connects. Workspaces never see the secret, so one workspace cannot reach another.
+Each server gets two Ed25519 keys, derived deterministically from the secret, the user and the
+server name:
+
+- its **client key** (:func:`server_key`): the hub's spawner hands only the public half to the
+  workspace (``AIDC_SSH_AUTHORIZED_KEY``), and the gateway recomputes the private half when it
+  connects, so one workspace cannot reach another;
+- its **host key** (:func:`server_host_key`): the workspace's sshd proves with it that it is this
+  server's (``AIDC_SSH_HOST_KEY``, the private half, handed to that workspace only), and the gateway
+  accepts no other at the address the hub gave. A pod IP or loopback port that another program
+  took over (the server stopped, the address was reused) cannot pass for the workspace.
+
+Workspaces never see the secret.
 
 The secret is ``$AIDC_SSH_SECRET`` or the file ``<data dir>/ssh_secret`` (0600, created once).
 """
@@ -25,24 +33,38 @@ SECRET_FILE = "ssh_secret"
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 
 
-def _seed(secret: bytes, user: str, server: str) -> bytes:
-    return hmac.new(secret, f"{user}\0{server}".encode(), hashlib.sha256).digest()
-
-
-def server_key(secret: bytes, user: str, server: str) -> asyncssh.SSHKey:
-    """The private Ed25519 key for ``user``'s server ``server`` ("" for the default server).
-
-    Same inputs, same key: the 32-byte seed is HMAC-SHA256(secret, "user\\0server").
-    """
+def _derived(secret: bytes, message: str) -> asyncssh.SSHKey:
     if not secret:
         raise ValueError("The SSH secret is empty: set AIDC_SSH_SECRET or remove the empty ssh_secret file.")
-    private = Ed25519PrivateKey.from_private_bytes(_seed(secret, user, server))
-    pem = private.private_bytes(
+    seed = hmac.new(secret, message.encode(), hashlib.sha256).digest()
+    pem = Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     )
     return asyncssh.import_private_key(pem)
+
+
+def server_key(secret: bytes, user: str, server: str) -> asyncssh.SSHKey:
+    """The private Ed25519 client key for ``user``'s server ``server`` ("" for the default server).
+
+    Same inputs, same key: the 32-byte seed is HMAC-SHA256(secret, "user\\0server").
+    """
+    return _derived(secret, f"{user}\0{server}")
+
+
+def server_host_key(secret: bytes, user: str, server: str) -> asyncssh.SSHKey:
+    """The private Ed25519 host key of the sshd of ``user``'s server ``server``.
+
+    The seed is HMAC-SHA256(secret, "host\\0user\\0server"): names hold no NUL, so no client key's
+    message (one NUL) is ever a host key's (two).
+    """
+    return _derived(secret, f"host\0{user}\0{server}")
+
+
+def server_host_key_text(secret: bytes, user: str, server: str) -> str:
+    """:func:`server_host_key` as an OpenSSH private key file's text (``AIDC_SSH_HOST_KEY``)."""
+    return server_host_key(secret, user, server).export_private_key("openssh").decode()
 
 
 def server_public_key(secret: bytes, user: str, server: str) -> str:

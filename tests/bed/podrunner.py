@@ -27,6 +27,7 @@ from urllib.parse import urlparse, urlunparse
 
 from kubernetes import client
 
+from sshgateway.workspace import EXTENSION_ARG
 from tests.bed import podman
 
 SELECTOR = "component=singleuser-server"
@@ -95,6 +96,9 @@ class PodRunner:
         home.mkdir(parents=True, exist_ok=True)
         env["HOME"] = str(home)
         args = [a for a in (container.args or []) if not a.startswith(("--ip", "--port"))]
+        # the workspace images enable the extension that starts sshd with the server
+        # (images/base/workspace/aidc-sshd.json); this environment is the repository's
+        args.append(EXTENSION_ARG)
         log = open(self.workdir / f"{pod.metadata.namespace}-{pod.metadata.name}.log", "ab")
         with log:
             return subprocess.Popen(

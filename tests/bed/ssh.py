@@ -3,6 +3,7 @@ Debian's ``ssh-keygen`` and registered through the quotas API, as people do on t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 from pathlib import Path
@@ -90,3 +91,53 @@ class SSH:
             command,
         ]
         return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+
+def gateway_pids(hub: Hub) -> list[int]:
+    """The processes of ``hub``'s SSH gateway (several with ``SSHGateway.workers``): ``-m sshgateway``
+    with this hub's data directory in their environment."""
+    marker = f"AIDC_DATA_DIR={hub.data_dir}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"sshgateway" in (proc / "cmdline").read_bytes() and marker in (proc / "environ").read_bytes().split(
+                b"\0"
+            ):
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    hexaddr, _, hexport = text.partition(":")
+    raw = b"".join(bytes.fromhex(hexaddr[i : i + 8])[::-1] for i in range(0, len(hexaddr), 8))
+    address = ipaddress.ip_address(raw)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(address), int(hexport, 16)
+
+
+def outbound(pids: list[int], listening_port: int) -> set[tuple[str, int]]:
+    """Where the processes ``pids`` have TCP connections open or opening to (remote address and port
+    from /proc/net/tcp{,6}, for the sockets among their file descriptors), leaving out the
+    connections people made to their ``listening_port``."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            fields = line.split()
+            # 01 ESTABLISHED, 02 SYN_SENT: a connection made, or being made
+            if fields[9] in inodes and fields[3] in ("01", "02"):
+                local, remote = _endpoint(fields[1]), _endpoint(fields[2])
+                if local[1] != listening_port:
+                    found.add(remote)
+    return found

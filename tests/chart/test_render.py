@@ -16,6 +16,7 @@ import yaml
 from traitlets.config.loader import PyFileConfigLoader
 
 from quotas.loader import ConfigError, load_catalog, load_platform, parse_platform
+from spawner.kube_objects import TENANT_LABEL, WORKSPACE_SSHD_PORT
 from tests.chart.conftest import CHART, PRODUCTION, REPO, Helm, find
 from tests.platform_variants import ACCEPTED, REFUSED, Variant
 
@@ -109,6 +110,28 @@ def test_rendered_platform_config_is_valid(helm: Helm, name: str, tmp_path: Path
         catalog.write_text(data["catalog.yaml"])
     platform = load_platform(str(tmp_path / "tenants.yaml"), str(catalog))
     assert platform.tenants
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_the_gateway_reaches_the_hub_the_proxy_dns_and_workspaces_sshd_only(helm: Helm, name: str) -> None:
+    spec = find(helm.objects(*_values(name)), "NetworkPolicy", "sshgateway")["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["egress"] == [
+        {"to": [{"podSelector": {"matchLabels": {"app": "aidc-hub", "component": "hub"}}}], "ports": [{"port": 8081}]},
+        {
+            "to": [{"podSelector": {"matchLabels": {"app": "aidc-hub", "component": "proxy"}}}],
+            "ports": [{"port": 8000}],
+        },
+        # the port the reconciler's policies open to the gateway in tenant namespaces: the same number
+        {
+            "to": [{"namespaceSelector": {"matchExpressions": [{"key": TENANT_LABEL, "operator": "Exists"}]}}],
+            "ports": [{"port": WORKSPACE_SSHD_PORT, "protocol": "TCP"}],
+        },
+        {
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+        },
+    ]
 
 
 def test_host_key_is_an_ed25519_key_the_gateway_reads(helm: Helm) -> None:
@@ -389,3 +412,22 @@ def test_the_hub_watches_every_tenant_namespace_read_only_unless_told_not_to(hel
     values.write_text(yaml.safe_dump({"hub": {"spawner": {"watchAllNamespaces": False}}}))
     objects = helm.objects(values)
     assert not [o for o in objects if o["metadata"]["name"].startswith("aidc-hub-watch")]
+
+
+def test_gateway_workers_and_its_writable_throttle_file(helm: Helm, tmp_path: Path) -> None:
+    """sshGateway.workers becomes SSHGateway.workers; unset, the gateway counts the pod's CPU limit.
+    The workers' shared throttle file is in an emptyDir: the data dir is the read-only Secret."""
+    values = tmp_path / "workers.yaml"
+    values.write_text(yaml.safe_dump({"sshGateway": {"workers": 4}}))
+    for extra, expected in (((), None), ((values,), 4)):
+        objects = helm.objects(*extra)
+        (tmp_path / "sshgateway_config.py").write_text(
+            find(objects, "ConfigMap", "sshgateway")["data"]["sshgateway_config.py"]
+        )
+        gateway = PyFileConfigLoader("sshgateway_config.py", str(tmp_path)).load_config().SSHGateway
+        assert gateway.get("workers") == expected
+        assert gateway.throttle_file == "/var/lib/sshgateway/ssh-throttle.sqlite"
+        pod = find(objects, "Deployment", "sshgateway")["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert not mounts["/var/lib/sshgateway"].get("readOnly")
+        assert {"name": mounts["/var/lib/sshgateway"]["name"], "emptyDir": {}} in pod["volumes"]

@@ -1,27 +1,28 @@
-"""The workspace side of SSH alone, behind a real hub and proxy: alice's server runs an sshd that
-is reachable as a websocket at ``/user/alice/sshd/`` by whoever the hub lets reach her server, and
-that accepts the key the gateway derives for that server only.
+"""The workspace side of SSH alone, behind a real hub: alice's server starts an sshd with itself,
+on its own address and the port that the hub's spawner chose and keeps in the server's state; it
+accepts the key the gateway derives for that server only, and proves itself with that server's own
+host key.
 
-The test plays the gateway: it opens the websocket with a platform admin's token (which has
-``access:servers``), bridges it to a local TCP port, and runs an SSH client (asyncssh) over it with
-``sshgateway.workspace_keys.server_key``.
+The test plays the gateway: it reads the address from the server's state (as the gateway does, with
+``admin:server_state``) and runs an SSH client (asyncssh) with ``sshgateway.workspace_keys``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 import pytest
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from sshgateway.workspace_keys import load_secret, server_key
+from sshgateway.procnet import landing_sockets
+from sshgateway.routing import sshd_address
+from sshgateway.workspace_keys import load_secret, server_host_key, server_key
 from tests.bed.hub import PASSWORDS, Client, Hub, running_hub, stop_all_servers
 
 
@@ -38,48 +39,21 @@ def people(hub: Hub) -> Iterator[dict[str, Client]]:
     stop_all_servers(clients.values())
 
 
-async def open_websocket(hub: Hub, path: str, token: str) -> WebSocketClientConnection:
-    url = f"{hub.url.replace('http://', 'ws://')}{path}"
-    request = HTTPRequest(url, headers={"Authorization": f"token {token}"}, connect_timeout=30, request_timeout=60)
-    return await websocket_connect(request)
+def state_of(admin: Client, user: str, server: str = "") -> dict[str, Any]:
+    state: dict[str, Any] = admin.api("GET", f"/users/{user}").json()["servers"][server]["state"]
+    return state
 
 
-@asynccontextmanager
-async def bridge(hub: Hub, path: str, token: str) -> AsyncIterator[int]:
-    """A local TCP port whose every connection is a new websocket to ``path`` (what the gateway does)."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ws = await open_websocket(hub, path, token)
-
-        async def upstream() -> None:
-            while data := await reader.read(65536):
-                await ws.write_message(data, binary=True)
-            ws.close()
-
-        async def downstream() -> None:
-            while (message := await ws.read_message()) is not None:
-                writer.write(message if isinstance(message, bytes) else message.encode())
-                await writer.drain()
-            writer.close()
-
-        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-
-
-def ssh(port: int, key: asyncssh.SSHKey, user: str) -> Any:
+def ssh(address: tuple[str, int], key: asyncssh.SSHKey, user: str, host_key: asyncssh.SSHKey | None) -> Any:
     return asyncssh.connect(
-        "127.0.0.1",
-        port,
+        address[0],
+        address[1],
         username=user,  # the workspace's account: the person's own (jupyter-alice) when the hub runs as root
         client_keys=[key],
-        known_hosts=None,
+        known_hosts=([host_key.convert_to_public()], [], []) if host_key else None,
         agent_path=None,
-        connect_timeout=60,
+        config=None,
+        connect_timeout=30,
     )
 
 
@@ -89,30 +63,37 @@ def test_the_gateway_key_of_the_server_gets_in_and_no_other(hub: Hub, people: di
     alice.wait_ready()
     secret = load_secret(str(hub.data_dir))  # the hub's: the spawner created it
     account = hub.account("alice")
+    address = sshd_address(state_of(admin, "alice"))
+    assert address is not None and address[0] == "127.0.0.1", state_of(admin, "alice")
+    # sshd listens on the server's own address only, from before the server answered the hub
+    assert {s.address for s in landing_sockets(*address)} == {"127.0.0.1"}
+    host = server_host_key(secret, "alice", "")
 
     async def run() -> None:
         t0 = time.monotonic()
-        async with bridge(hub, "/user/alice/sshd/", admin.token) as port:
-            async with ssh(port, server_key(secret, "alice", ""), account) as conn:
-                first = time.monotonic() - t0
-                result = await conn.run("whoami; pwd; echo gpus=$CUDA_VISIBLE_DEVICES token=$JUPYTERHUB_API_TOKEN")
-                t1 = time.monotonic()
-                assert (await conn.run("true")).exit_status == 0
-                again = time.monotonic() - t1
-            print(f"\nfirst connection (sshd started on demand) {first:.2f}s; a command on it {again * 1000:.0f}ms")
-            assert result.exit_status == 0, result.stderr
-            user, home, env = str(result.stdout).splitlines()
-            assert user == account
-            assert home == str(hub.homes / "alice")  # the workspace's home, not the account's
-            assert env.startswith("gpus=") and env != "gpus=" and env.endswith(" token=")  # its GPU, not its token
+        async with ssh(address, server_key(secret, "alice", ""), account, host) as conn:
+            first = time.monotonic() - t0
+            result = await conn.run("whoami; pwd; echo gpus=$CUDA_VISIBLE_DEVICES token=$JUPYTERHUB_API_TOKEN")
+            keys = await conn.run("echo host=${AIDC_SSH_HOST_KEY:-none}")
+        print(f"\nfirst connection {first * 1000:.0f}ms")
+        assert result.exit_status == 0, result.stderr
+        user, home, env = str(result.stdout).splitlines()
+        assert user == account
+        assert home == str(hub.homes / "alice")  # the workspace's home, not the account's
+        assert env.startswith("gpus=") and env != "gpus=" and env.endswith(" token=")  # its GPU, not its token
+        assert str(keys.stdout).strip() == "host=none"  # nor its sshd's host key
 
-            async with ssh(port, server_key(secret, "alice", ""), account) as conn:  # sshd runs on: a second connection
-                assert (await conn.run("exit 3")).exit_status == 3
+        async with ssh(address, server_key(secret, "alice", ""), account, host) as conn:  # a second connection
+            assert (await conn.run("exit 3")).exit_status == 3
 
-            for wrong in (server_key(secret, "bob", ""), server_key(secret, "alice", "other")):
-                with pytest.raises(asyncssh.PermissionDenied):
-                    async with ssh(port, wrong, account):
-                        pass
+        for wrong in (server_key(secret, "bob", ""), server_key(secret, "alice", "other")):
+            with pytest.raises(asyncssh.PermissionDenied):
+                async with ssh(address, wrong, account, host):
+                    pass
+        # the gateway expects bob's server's host key at bob's address: alice's sshd cannot pass for it
+        with pytest.raises(asyncssh.HostKeyNotVerifiable):
+            async with ssh(address, server_key(secret, "alice", ""), account, server_host_key(secret, "bob", "")):
+                pass
 
     asyncio.run(run())
     assert sshd_processes(hub), "the workspace's sshd should run while the server runs"
@@ -137,20 +118,19 @@ def sshd_processes(hub: Hub) -> list[int]:
     return found
 
 
-def test_only_those_the_hub_lets_reach_the_server_get_the_websocket(hub: Hub, people: dict[str, Client]) -> None:
-    alice, bob = people["alice"], people["bob"]
-    if "" not in alice.api("GET", "/users/alice").json()["servers"]:
-        assert alice.spawn(tenant="lab", profile="cpu").status_code in (201, 202)
+def test_sshd_dies_with_a_killed_server_and_its_address_is_forgotten(hub: Hub, people: dict[str, Client]) -> None:
+    alice, admin = people["alice"], people["admin"]
+    assert alice.spawn(tenant="lab", profile="cpu").status_code in (201, 202)
     alice.wait_ready()
-
-    async def run() -> None:
-        with pytest.raises(HTTPClientError) as refused:
-            await open_websocket(hub, "/user/alice/sshd/", bob.token)
-        assert refused.value.code in (302, 403)  # bob's token does not reach alice's server
-        ws = await open_websocket(hub, "/user/alice/sshd/", people["admin"].token)
-        ws.write_message(b"SSH-2.0-probe\r\n", binary=True)
-        banner = await asyncio.wait_for(ws.read_message(), 30)
-        assert isinstance(banner, bytes) and banner.startswith(b"SSH-2.0-OpenSSH")
-        ws.close()
-
-    asyncio.run(run())
+    state = state_of(admin, "alice")
+    assert sshd_address(state) is not None and sshd_processes(hub)
+    os.kill(state["pid"], signal.SIGKILL)  # not the hub's stop: the server's process dies at once
+    deadline = time.monotonic() + 15
+    while sshd_processes(hub) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert sshd_processes(hub) == [], "an sshd must not outlive its server (its port may be taken by another)"
+    deadline = time.monotonic() + 60  # the hub's poll finds the server gone and clears its state
+    while admin.api("GET", "/users/alice").json()["servers"].get("", {}).get("ready") and time.monotonic() < deadline:
+        time.sleep(1)
+    server = admin.api("GET", "/users/alice").json()["servers"].get("")
+    assert server is None or sshd_address(server.get("state") or {}) is None

@@ -1,6 +1,6 @@
 """aidc/base, built from its recipe, checked as a person uses it: the workspace user, the hub's
 jupyterhub-singleuser with the hub's login in force, JupyterLab, the sshd the SSH gateway
-reaches, and aidc-gpu-check's CPU path."""
+reaches (started by the image's Jupyter server), and aidc-gpu-check's CPU path."""
 
 from __future__ import annotations
 
@@ -107,24 +107,34 @@ def test_jupyterlab_answers(images: dict[str, str], containers: list[Container])
     assert settings.status_code == 200 and settings.json()["settings"]
 
 
-def test_the_sshd_entry_point_starts_and_takes_only_the_servers_key(
+def test_the_jupyter_server_starts_sshd_which_takes_only_the_servers_key(
     images: dict[str, str], containers: list[Container], tmp_path: Path
 ) -> None:
+    """The image's own Jupyter configuration enables the extension (KubeSpawner passes no arguments
+    to the image's command): a Jupyter server started with the spawner's variables starts sshd on
+    its own address, with the host key it was handed."""
     keys = {}
-    for name in ("server", "stranger"):
+    for name in ("server", "stranger", "host"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
         keys[name] = tmp_path / name
-    port = free_port()
-    # what jupyter-server-proxy does at the first websocket to <server>/sshd/: the entry point's command
-    start = (
-        "import os, sys; from importlib.metadata import entry_points;"
-        " (ep,) = entry_points(group='jupyter_serverproxy_servers', name='sshd');"
-        " command = [a.format(port=int(sys.argv[1])) for a in ep.load()()['command'](int(sys.argv[1]))];"
-        " os.execv(command[0], command)"
-    )
-    public = (tmp_path / "server.pub").read_text().strip()
+    port, web = free_port(), free_port()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {(tmp_path / 'host.pub').read_text()}")
     sshd = Container(
-        "aidc-test-sshd", "--env", f"AIDC_SSH_AUTHORIZED_KEY={public}", images["base"], "python", "-c", start, str(port)
+        "aidc-test-sshd",
+        "--env",
+        f"AIDC_SSH_AUTHORIZED_KEY={(tmp_path / 'server.pub').read_text().strip()}",
+        "--env",
+        f"AIDC_SSH_HOST_KEY={(tmp_path / 'host').read_text()}",
+        "--env",
+        f"AIDC_SSHD_PORT={port}",
+        images["base"],
+        "jupyter",
+        "server",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={web}",
+        "--IdentityProvider.token=sshd-token",
     )
     containers.append(sshd)
 
@@ -133,9 +143,9 @@ def test_the_sshd_entry_point_starts_and_takes_only_the_servers_key(
             "-o",
             "BatchMode=yes",
             "-o",
-            "StrictHostKeyChecking=no",
+            "StrictHostKeyChecking=yes",  # the host key the server was handed, and no other
             "-o",
-            "UserKnownHostsFile=/dev/null",
+            f"UserKnownHostsFile={known}",
             "-o",
             "LogLevel=ERROR",
             "-o",

@@ -1,6 +1,8 @@
-"""The SSH gateway on Kubernetes: Debian's OpenSSH client -> the hub's gateway -> websocket through
-the proxy -> the sshd inside a workspace pod (run by the pod runner with the pod's own environment,
-on the pod's own IP). The same path as the embedded mode (tests/ssh), with the Kubernetes spawner.
+"""The SSH gateway on Kubernetes: Debian's OpenSSH client -> the hub's gateway -> plain TCP to the
+sshd inside a workspace pod, at the pod's IP and sshd port that the spawner keeps in the server's
+state (the pod runner runs the pod's server with its own environment, on the pod's own IP, and the
+server starts its sshd there). The same path as the embedded mode (tests/ssh), with the Kubernetes
+spawner.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 import requests
 from kubernetes import client
 
+from spawner.kube_objects import WORKSPACE_SSHD_PORT
 from tests.bed.hub import Client, Hub, free_port
 from tests.bed.podrunner import PodRunner
 from tests.bed.ssh import SSH, keygen, register
@@ -120,11 +123,20 @@ def test_a_forward_reaches_the_pods_own_port_and_never_another_pod(
                 time.sleep(0.3)
         assert "hello-from-alices-pod" in text
 
-        # bob, from his own pod's session, aims at alice's pod: its IP, her server's port
-        target = f"{alice_pod.status.pod_ip}:{alice_pod.spec.containers[0].ports[0].container_port}"
-        refused = ssh.ssh("bob", None, keys["bob"], "-W", target, log="INFO")
-        assert refused.returncode != 0
-        assert f"Forwarding to {target} is not allowed: only ports inside your workspace are" in refused.stderr
+        # bob, from his own pod's session, aims at alice's pod: its IP, her server's port and her
+        # sshd's port; and at the hub and the proxy by their cluster names. (Their loopback ports
+        # here are not a case: in a cluster, localhost in bob's pod is bob's pod, while this bed's
+        # pods share one loopback with everything.)
+        ip = alice_pod.status.pod_ip
+        for target in (
+            f"{ip}:{alice_pod.spec.containers[0].ports[0].container_port}",
+            f"{ip}:{WORKSPACE_SSHD_PORT}",
+            "proxy-public:80",
+            "hub.aidc-system.svc.cluster.local:8081",
+        ):
+            refused = ssh.ssh("bob", None, keys["bob"], "-W", target, log="INFO")
+            assert refused.returncode != 0
+            assert f"Forwarding to {target} is not allowed: only ports inside your workspace are" in refused.stderr
         # and alice's key never opens bob's pod
         r = ssh.ssh("bob", "true", keys["alice"], source="127.0.0.5")
         assert r.returncode == 255 and "Permission denied" in r.stderr

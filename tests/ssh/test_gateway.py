@@ -1,5 +1,6 @@
 """The SSH gateway end to end: Debian's OpenSSH client (ssh, scp, sftp, rsync) -> the gateway (the
-hub's ``sshgateway`` service) -> websocket through the proxy -> sshd inside a real workspace.
+hub's ``sshgateway`` service) -> plain TCP to the sshd inside a real workspace, at the address the
+spawner keeps in the server's state.
 
 One hub for the module (token passwords on, a quick throttle from a gateway config file); alice
 and bob register keys through the quotas API, as people do on the page. Failed-login tests bind
@@ -20,9 +21,12 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import termios
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +34,13 @@ from typing import Any
 import pytest
 import requests
 
+from sshgateway.routing import sshd_address
 from tests.bed.hub import PASSWORDS, Client, Hub, free_port, running_hub
-from tests.bed.ssh import SSH, keygen, register
+from tests.bed.ssh import SSH, gateway_pids, keygen, outbound, register
 
 DELAY = 0.5  # SSHGateway.auth_failure_delay in this hub
 MAX_FAILURES = 4  # SSHGateway.auth_max_failures in this hub
+WORKERS = 2  # SSHGateway.workers in this hub: every test runs against two gateway processes
 
 
 @dataclass
@@ -53,6 +59,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         f"c.SSHGateway.auth_max_failures = {MAX_FAILURES}\n"
         "c.SSHGateway.auth_failure_window = 600\n"
         "c.SSHGateway.allow_token_password = True\n"
+        f"c.SSHGateway.workers = {WORKERS}\n"
     )
     t0 = time.monotonic()
     with running_hub(work, env={"AIDC_SSH_CONFIG": str(config)}, traits={"Spawner.poll_interval": 5}) as h:
@@ -447,6 +454,61 @@ def test_vs_code_remote_ssh_flow_with_a_socks_forward(
     assert audit_record(ssh.hub, "forward", f"127.0.0.1:{port}")["bytes_out"] > 0
 
 
+def test_the_gateway_dials_only_the_hub_and_the_sshd_the_hub_names(
+    hub: Hub, ssh: SSH, people: dict[str, Person], running: dict[str, Any]
+) -> None:
+    """Whatever the client asks (forwards, login names, environment naming other addresses), the
+    gateway's own connections go to the hub, the proxy (for the quotas service) and the workspace
+    sshd at the address that the spawner put in the server's state. A trap listening where the
+    client points hears from nobody; bob's sshd is reached by nobody on alice's behalf."""
+    alice = people["alice"]
+    alice_sshd = sshd_address(server_state(hub, "alice"))
+    bob_sshd = sshd_address(server_state(hub, "bob"))
+    assert alice_sshd is not None and bob_sshd is not None
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen()
+    trap.setblocking(False)
+    trap_at = f"127.0.0.1:{trap.getsockname()[1]}"
+    seen: set[tuple[str, int]] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            seen.update(outbound(gateway_pids(hub), ssh.port))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        assert gateway_pids(hub)
+        at_trap = ssh.ssh("alice", None, alice.key, "-W", trap_at, log="INFO")
+        assert at_trap.returncode != 0 and "not part of alice's default server" in at_trap.stderr
+        elsewhere = ssh.ssh("alice", None, alice.key, "-W", "127.0.0.9:2222", log="INFO")
+        assert elsewhere.returncode != 0 and "only ports inside your workspace" in elsewhere.stderr
+        at_bob = ssh.ssh("alice", None, alice.key, "-W", "{}:{}".format(*bob_sshd), log="INFO")
+        assert at_bob.returncode != 0 and f"Port {bob_sshd[1]} belongs to another workspace" in at_bob.stderr
+        named = ssh.ssh("alice.127.0.0.9", "true", alice.key)
+        assert named.returncode != 0 and "alice has no server named '127.0.0.9'" in named.stderr
+        env = ssh.ssh(
+            "alice",
+            "sleep 0.5; echo fine",
+            alice.key,
+            "-o",
+            f"SetEnv=SSHD_HOST=127.0.0.1 SSHD_PORT={trap_at.split(':')[1]} SSH_CONNECTION={trap_at}",
+        )
+        assert env.returncode == 0 and env.stdout.strip() == "fine", env.stderr
+    finally:
+        stop.set()
+        sampler.join()
+    with pytest.raises(BlockingIOError):
+        trap.accept()
+    trap.close()
+    assert alice_sshd in seen, seen  # the sampling sees the gateway's connections
+    hub_api, proxy = ("127.0.0.1", hub.hub_port), ("127.0.0.1", hub.port)
+    assert seen <= {alice_sshd, hub_api, proxy}, f"the gateway connected to {seen - {alice_sshd, hub_api, proxy}}"
+
+
 def test_agent_x11_and_remote_forwarding_are_refused(
     ssh: SSH, people: dict[str, Person], running: dict[str, Any]
 ) -> None:
@@ -466,6 +528,8 @@ def test_refusals_by_key_name_and_server(
     r = ssh.ssh("alice", "true", stranger, source="127.0.0.3")
     assert r.returncode == 255 and "Permission denied (publickey" in r.stderr
     r = ssh.ssh("bob", "true", alice.key, source="127.0.0.3")  # bob's name, alice's key
+    assert r.returncode == 255 and "Permission denied" in r.stderr
+    r = ssh.ssh("bob.gpu", "true", alice.key, source="127.0.0.3")  # a named server of bob's, alice's key
     assert r.returncode == 255 and "Permission denied" in r.stderr
     r = ssh.ssh("alice.other", "true", alice.key)  # a server alice does not have
     assert r.returncode == 1
@@ -590,3 +654,156 @@ def _wait_port_closed(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.2)
     raise AssertionError(f"port {port} still open after the hub stopped")
+
+
+# --- several gateway processes (SSHGateway.workers) -----------------------------------------------
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    """Running: not gone, not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(int(p.name)) == pid}
+
+
+def _gateway_tree(hub: Hub) -> tuple[int, set[int]]:
+    """The hub's gateway process and its workers."""
+    pids = set(gateway_pids(hub))
+    top = [pid for pid in pids if _ppid(pid) not in pids]
+    assert len(top) == 1, f"gateway processes: {pids}"
+    return top[0], {pid for pid in pids if _ppid(pid) == top[0]}
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def _serves(port: int) -> bool:
+    scan = subprocess.run(
+        ["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"], capture_output=True, text=True
+    )
+    return bool(scan.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def carol_key(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """carol's registered key. She never started a server: each session of hers is refused at once,
+    which the gateway audits (the workspace plays no part)."""
+    key = keygen(tmp_path_factory.mktemp("carol") / "carol_ed25519")
+    register(hub.login("carol", PASSWORDS["carol"]), key)
+    return key
+
+
+def _carol_runs(ssh: SSH, key: Path, command: str) -> None:
+    r = ssh.ssh("carol", command, key)
+    assert r.returncode == 1 and "carol's default server has never been started" in r.stderr, r.stderr
+
+
+def test_connections_are_served_by_every_worker(hub: Hub, ssh: SSH, carol_key: Path) -> None:
+    parent, workers = _gateway_tree(hub)
+    assert len(workers) == WORKERS
+    _carol_runs(ssh, carol_key, "echo first")
+    served: set[int] = set()
+    for batch in range(10):  # connections at once: an idle worker takes the next one
+        commands = [f"echo spread-{batch}-{i}" for i in range(4)]
+        with ThreadPoolExecutor(len(commands)) as pool:
+            list(pool.map(lambda command: _carol_runs(ssh, carol_key, command), commands))
+        served |= {audit_record(hub, "exec", command)["gateway"] for command in commands}
+        if served == workers:
+            break
+    print(f"\n{4 * (batch + 1)} connections, served by the workers {sorted(served)} of gateway {parent}")
+    assert served == workers
+
+
+def test_failures_counted_by_one_worker_slow_down_and_refuse_in_the_other(hub: Hub, ssh: SSH) -> None:
+    """One worker is stopped (SIGSTOP) while the other takes the first failures, then the other way
+    round: the second worker waits as long as the shared counts say, and refuses at the limit."""
+    first, second = sorted(_gateway_tree(hub)[1])
+    source, token = "127.0.0.7", hub.login("dave", PASSWORDS["dave"]).token
+
+    def wrong(i: int) -> None:
+        r = ssh.with_password("dave", "true", f"wrong-{i}", source=source)
+        assert r.returncode == 255 and "Permission denied" in r.stderr, r.stderr
+
+    os.kill(second, signal.SIGSTOP)
+    try:
+        wrong(0)
+        wrong(1)
+    finally:
+        os.kill(second, signal.SIGCONT)
+    os.kill(first, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        for i in range(2, MAX_FAILURES):
+            wrong(i)
+        elapsed = time.monotonic() - t0
+        expected = sum(DELAY * 2 ** (k - 1) for k in range(2, MAX_FAILURES))  # 1 + 2; on its own counts 0 + 0.5
+        print(f"\nthe second worker's {MAX_FAILURES - 2} failures took {elapsed:.2f}s (at least {expected:.2f}s)")
+        assert elapsed >= expected
+        r = ssh.with_password("dave", "true", token, source=source)
+        assert r.returncode == 255 and f"Too many failed logins from {source}" in r.stderr, r.stderr
+    finally:
+        os.kill(first, signal.SIGCONT)
+
+
+def test_a_killed_worker_is_started_again_and_the_port_keeps_serving(hub: Hub, ssh: SSH, carol_key: Path) -> None:
+    parent, workers = _gateway_tree(hub)
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    for i in range(3):  # at once, and while the parent starts another worker
+        _carol_runs(ssh, carol_key, f"echo after-kill-{i}")
+
+    def replaced() -> bool:
+        now = _gateway_tree(hub)
+        return now[0] == parent and len(now[1]) == WORKERS and victim not in now[1]
+
+    _wait_for(replaced, f"the gateway did not start a worker in place of {victim}")
+    assert f"(pid {victim}) was killed by SIGKILL" in hub.log_tail(300)
+    _carol_runs(ssh, carol_key, "echo after-restart")
+
+
+def test_sigterm_stops_the_gateway_and_all_its_workers(hub: Hub, ssh: SSH) -> None:
+    parent, workers = _gateway_tree(hub)
+    os.kill(parent, signal.SIGTERM)
+    _wait_for(lambda: not any(_alive(pid) for pid in (parent, *workers)), "the gateway or a worker is still running")
+    assert "Stopping the SSH gateway's workers (SIGTERM)" in hub.log_tail(300)
+    # the hub starts its service again (JupyterHub restarts a managed service that exits)
+    _wait_for(lambda: _serves(ssh.port), "the hub did not start its gateway again", timeout=90)
+    assert len(_gateway_tree(hub)[1]) == WORKERS
+
+
+def test_workers_stop_when_their_gateway_is_killed(tmp_path: Path) -> None:
+    """A gateway killed at once (SIGKILL: it cannot stop them) leaves no worker behind."""
+    port = free_port()
+    env = {**os.environ, "JUPYTERHUB_API_TOKEN": "unused", "AIDC_DATA_DIR": str(tmp_path)}
+    env.pop("AIDC_HUB_PID", None)
+    args = [sys.executable, "-m", "sshgateway", f"--port={port}", f"--SSHGateway.workers={WORKERS}"]
+    with open(tmp_path / "gateway.log", "wb") as log:
+        proc = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[2], env=env, stdout=log, stderr=log)
+    try:
+        _wait_for(lambda: len(_children(proc.pid)) == WORKERS and _serves(port), "the gateway did not start")
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.wait(10)
+        _wait_for(lambda: not any(_alive(pid) for pid in workers), f"workers {workers} outlived their gateway", 10)
+        assert not _serves(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert f"with {WORKERS} workers" in (tmp_path / "gateway.log").read_text()

@@ -39,7 +39,8 @@ def _account() -> pwd.struct_passwd:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[tuple[pwd.struct_passwd, Path, Path, int]]:
     """(account, its home, the client key, the port) of an sshd started as the workspace's
-    jupyter-server-proxy entry would start it, but as the unprivileged account."""
+    Jupyter server extension starts it, but as the unprivileged account. ``known_hosts`` in
+    ``tmp_path`` holds its host key, the one the hub's spawner handed it."""
     account = _account()
     if not os.access(PYTHON, os.X_OK):
         raise RuntimeError(f"{PYTHON} is missing: install Debian's python3 (apt-get install python3)")
@@ -55,19 +56,23 @@ def workspace(tmp_path: Path) -> Iterator[tuple[pwd.struct_passwd, Path, Path, i
     home.mkdir()
     os.chown(home, account.pw_uid, account.pw_gid)
     key = tmp_path / "gateway_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    host = tmp_path / "host_ed25519"
+    for path in (key, host):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     port = free_port()
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host.with_suffix('.pub').read_text()}")
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(home),
         "PYTHONPATH": str(base / "site"),
         "AIDC_SSH_AUTHORIZED_KEY": key.with_suffix(".pub").read_text().strip(),
+        "AIDC_SSH_HOST_KEY": host.read_text(),
         "JUPYTERHUB_USER": "alice",
     }
     start = (
         "import os, sys\n"
         "from sshgateway.workspace import prepare\n"
-        f"command = prepare({port})\n"
+        f"command = prepare({port}, '127.0.0.1')\n"
         "os.execv(command[0], command)\n"
     )
     as_account = [] if os.geteuid() != 0 else [
@@ -103,7 +108,7 @@ def workspace(tmp_path: Path) -> Iterator[tuple[pwd.struct_passwd, Path, Path, i
 
 def _ssh(key: Path, port: int, user: str, command: str, known: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+        ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
          "-o", f"UserKnownHostsFile={known}", "-o", "IdentitiesOnly=yes", "-i", str(key), "-p", str(port),
          f"{user}@127.0.0.1", command],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
@@ -118,7 +123,8 @@ def test_unprivileged_workspace_sshd_runs_sessions_and_sftp_as_its_user(
     r = _ssh(key, port, account.pw_name, "id -un; echo $HOME; echo $JUPYTERHUB_USER; exit 3", known)
     assert r.returncode == 3, r.stderr
     assert r.stdout.split() == [account.pw_name, str(home), "alice"]
-    # the host key and config were made in the workspace's home, readable by its user alone
+    # the host key (the one known_hosts holds: ssh checked it) and config were written in the
+    # workspace's home, readable by its user alone
     sshd_dir = home / ".aidc" / "sshd"
     assert (sshd_dir / "ssh_host_ed25519_key").stat().st_uid == account.pw_uid
     assert sshd_dir.stat().st_mode & 0o077 == 0
@@ -126,7 +132,8 @@ def test_unprivileged_workspace_sshd_runs_sessions_and_sftp_as_its_user(
     payload = tmp_path / "data.bin"
     payload.write_bytes(os.urandom(200_000))
     scp = subprocess.run(
-        ["scp", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}",
+        ["scp", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+         "-o", f"UserKnownHostsFile={known}",
          "-i", str(key), "-P", str(port), str(payload), f"{account.pw_name}@127.0.0.1:data.bin"],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip

@@ -13,13 +13,13 @@ import configparser
 import copy
 import importlib.machinery
 import importlib.util
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from quotas.loader import ConfigError, load_catalog
+from sshgateway.workspace import EXTENSION_ARG
 
 from .locks import LOCK, image_lock
 
@@ -341,38 +342,38 @@ def test_workspace_module_needs_only_the_standard_library() -> None:
                 )
 
 
-def test_workspace_package_carries_the_sshd_entry_point(tmp_path: Path) -> None:
-    """Build and install images/base/workspace as the base Dockerfile does; its entry point loads."""
+def test_workspace_package_carries_the_sshd_extension_enabled(tmp_path: Path) -> None:
+    """Build and install images/base/workspace as the base Dockerfile does: the Jupyter server
+    extension that starts sshd imports from the installed package, and the package enables it (the
+    image's own command gets no arguments from KubeSpawner), naming the module the embedded mode's
+    spawner enables (``EXTENSION_ARG``)."""
     source = tmp_path / "aidc-workspace"
     (source / "sshgateway").mkdir(parents=True)
-    shutil.copy(IMAGES / "base" / "workspace" / "pyproject.toml", source)
+    for name in ("pyproject.toml", "aidc-sshd.json"):
+        shutil.copy(IMAGES / "base" / "workspace" / name, source)
     for module in ("__init__.py", "workspace.py"):
         shutil.copy(REPO / "sshgateway" / module, source / "sshgateway")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", source], check=True)
     (wheel,) = (tmp_path / "dist").glob("aidc_workspace-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        entry_points = next(archive.read(n).decode() for n in archive.namelist() if n.endswith("entry_points.txt"))
-    parser = configparser.ConfigParser()
-    parser.read(REPO / "setup.cfg")
-    declared = parser["options.entry_points"]["jupyter_serverproxy_servers"].strip()
-    assert f"[jupyter_serverproxy_servers]\n{declared}" in entry_points.replace(" = ", " = ")
-
-    target = tmp_path / "site"
-    subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True)
+    prefix = tmp_path / "prefix"
+    subprocess.run([*pip, "install", "--no-deps", "--no-warn-script-location", "--prefix", prefix, wheel], check=True)
+    enabled = json.loads((prefix / "etc/jupyter/jupyter_server_config.d/aidc-sshd.json").read_text())
+    assert enabled == {"ServerApp": {"jpserver_extensions": {"sshgateway.workspace": True}}}
+    assert EXTENSION_ARG == "--ServerApp.jpserver_extensions=sshgateway.workspace=True"
+    (site,) = prefix.glob("lib/python*/site-packages")
     probe = (
-        "from importlib.metadata import entry_points;"
-        "(ep,) = [e for e in entry_points(group='jupyter_serverproxy_servers', name='sshd')"
-        " if e.dist.name == 'aidc-workspace'];"
-        "fn = ep.load(); import sshgateway; print(fn.__module__, sshgateway.__file__)"
+        "import sshgateway.workspace as w;"
+        " (point,) = w._jupyter_server_extension_points();"
+        " print(point['module'], w.__file__)"
     )
     out = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {probe}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    assert out == ["sshgateway.workspace", str(target / "sshgateway" / "__init__.py")]
+    assert out == ["sshgateway.workspace", str(site / "sshgateway" / "workspace.py")]
 
 
 # --------------------------------------------------------------------------- hadolint

@@ -6,11 +6,14 @@ import dataclasses
 from decimal import Decimal
 from types import MappingProxyType
 
+import pytest
+
 from quotas.model import GpuType, Image, Sharing
 from spawner.kube_objects import (
     make_cluster_queue,
     make_hub_role_binding,
     make_namespace,
+    make_network_policies,
     make_queue_policy,
     make_resource_flavors,
     make_resource_quota,
@@ -149,6 +152,32 @@ def test_tenant_objects_namespace_first_and_all_in_it() -> None:
         "localqueues/pendingworkloads",
     }
     assert "secrets" not in resources
+
+
+def test_each_hub_component_reaches_only_its_port_of_a_workspace() -> None:
+    components = {"hub": "hub", "proxy": "proxy", "sshgateway": "sshgateway"}
+    policies = make_network_policies("aidc-snu-ai", SNU, "aidc", components)
+    ingress = next(p for p in policies if p["metadata"]["name"] == "aidc-ingress-from-hub")["spec"]
+    hub_ns = {"matchLabels": {"kubernetes.io/metadata.name": "aidc"}}
+    assert ingress == {
+        "podSelector": {},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [{"namespaceSelector": hub_ns, "podSelector": {"matchLabels": {"component": "sshgateway"}}}],
+                "ports": [{"protocol": "TCP", "port": 2222}],
+            },
+            {
+                "from": [
+                    {"namespaceSelector": hub_ns, "podSelector": {"matchLabels": {"component": "hub"}}},
+                    {"namespaceSelector": hub_ns, "podSelector": {"matchLabels": {"component": "proxy"}}},
+                ],
+                "ports": [{"protocol": "TCP", "port": 8888}],
+            },
+        ],
+    }
+    with pytest.raises(ValueError, match=r"allowed_from names components \['jobs'\]"):
+        make_network_policies("aidc-snu-ai", SNU, "aidc", {**components, "jobs": "jobs"})
 
 
 def test_tenant_datasets_are_mounted_read_only() -> None:

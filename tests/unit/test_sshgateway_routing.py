@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import stat
 import struct
 from pathlib import Path
@@ -185,6 +186,66 @@ def test_throttle_forgets_after_the_window_and_resets_a_source_on_success() -> N
     th.success("s", "alice")
     assert th.delay("s", "carol") == 0 and th.delay("u", "alice") == 0
     assert th.delay("t", "carol") == 1 and th.delay("u", "bob") == 1  # others' counts stay
+
+
+def test_throttles_on_one_file_share_failures_and_successes(tmp_path: Path) -> None:
+    """Two gateway processes' throttles: failures counted by one slow down and refuse in the other."""
+    clock, path = Clock(), str(tmp_path / "ssh-throttle.sqlite")
+    one, two = (
+        AuthThrottle(base_delay=1, max_delay=30, max_failures=3, window=600, clock=clock, path=path) for _ in "12"
+    )
+    one.failure("10.0.0.1", "alice")
+    two.failure("10.0.0.1", "alice")
+    assert one.delay("10.0.0.1", "bob") == two.delay("10.0.0.9", "alice") == 2
+    assert one.refusal("10.0.0.1") is None
+    one.failure("10.0.0.1", "alice")
+    refusal = two.refusal("10.0.0.1")
+    assert refusal is not None and "(3 in a row)" in refusal and "600 seconds" in refusal
+    two.success("10.0.0.1", "alice")
+    assert one.refusal("10.0.0.1") is None and one.delay("10.0.0.1", "alice") == 0
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_shared_throttle_forgets_after_the_window_and_deletes_old_rows(tmp_path: Path) -> None:
+    clock, path = Clock(), str(tmp_path / "ssh-throttle.sqlite")
+    one = AuthThrottle(base_delay=1, max_delay=30, max_failures=2, window=60, clock=clock, path=path)
+    two = AuthThrottle(base_delay=1, max_delay=30, max_failures=2, window=60, clock=clock, path=path)
+    one.failure("s", "alice")
+    two.failure("s", "alice")
+    clock.t += 59
+    assert one.refusal("s") is not None and "Try again in 1 seconds" in (two.refusal("s") or "")
+    clock.t += 1
+    assert two.refusal("s") is None and two.delay("s", "alice") == 0
+    two.failure("t", "bob")  # a write deletes what is past the window: only bob's and t's rows stay
+    rows = sqlite3.connect(path).execute("SELECT kind, key, failures FROM failures ORDER BY kind").fetchall()
+    assert rows == [("source", "t", 1), ("user", "bob", 1)]
+
+
+def test_a_throttle_keeps_at_most_max_rows_the_most_recent(tmp_path: Path) -> None:
+    """Sprayed source addresses cannot grow the file: beyond max_rows the oldest counts go."""
+    clock, path = Clock(), str(tmp_path / "ssh-throttle.sqlite")
+    th = AuthThrottle(base_delay=1, max_delay=30, max_failures=100, window=600, clock=clock, path=path, max_rows=4)
+    for i in range(1, 5):
+        clock.t += 1
+        th.failure(f"10.0.0.{i}", "mallory")
+    rows = sqlite3.connect(path).execute("SELECT key FROM failures ORDER BY seq").fetchall()
+    assert rows == [("10.0.0.2",), ("10.0.0.3",), ("10.0.0.4",), ("mallory",)]  # 10.0.0.1 was the oldest
+    assert th.delay("10.0.0.1", "nobody") == 0 and th.delay("10.0.0.2", "nobody") == 1
+    assert th.delay("10.9.9.9", "mallory") == 8  # 4 failures
+    clock.t += 1
+    th.failure("10.0.0.2", "mallory")  # the newest again: it stays, 10.0.0.3 goes next
+    th.failure("10.0.0.5", "mallory")
+    rows = sqlite3.connect(path).execute("SELECT key FROM failures ORDER BY seq").fetchall()
+    assert rows == [("10.0.0.4",), ("10.0.0.2",), ("10.0.0.5",), ("mallory",)]
+    assert th.delay("10.0.0.2", "nobody") == 2
+
+
+def test_the_default_throttle_is_its_own() -> None:
+    one, two = AuthThrottle(), AuthThrottle()
+    one.failure("s", "alice")
+    assert one.delay("s", "x") == 1 and two.delay("s", "x") == 0
+    one.clear()
+    assert one.delay("s", "x") == 0
 
 
 def test_server_keys_are_deterministic_distinct_and_match_their_public_lines() -> None:
@@ -405,6 +466,27 @@ def test_audit_appends_one_private_json_line_per_session(tmp_path: Path) -> None
     assert stat.S_IMODE(os.stat(tmp_path / "ssh-audit.jsonl").st_mode) == 0o600
 
 
+def test_audit_records_of_several_processes_stay_whole_lines(tmp_path: Path) -> None:
+    """Workers append to one file: each record is one write, never interleaved with another's."""
+    path = tmp_path / "ssh-audit.jsonl"
+    children = []
+    for n in range(4):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                log = AuditLog(str(path))
+                for i in range(200):
+                    log.write(SessionRecord(f"c{n}-{i}", "alice", "", "lab", "127.0.0.1", "exec", "x" * 3000))
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        assert os.waitpid(pid, 0)[1] == 0
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 800 and {r["gateway"] for r in records} == set(children)
+    assert all(r["session"].startswith(f"c{children.index(r['gateway'])}-") for r in records)
+
+
 def test_hub_service_and_role() -> None:
     from sshgateway.server import SERVICE_NAME, hub_roles, hub_service
 
@@ -417,5 +499,6 @@ def test_hub_service_and_role() -> None:
     (role,) = hub_roles()
     assert role["services"] == ["sshgateway"]
     # it starts and reaches servers, and administers nothing (users, tokens, named-server deletion)
-    assert {"servers", "access:servers", "access:services!service=quotas"} <= set(role["scopes"])
+    assert {"servers", "admin:server_state", "access:services!service=quotas"} <= set(role["scopes"])
+    assert "access:servers" not in role["scopes"]  # it reaches workspaces over TCP, not through the proxy
     assert not {"admin:users", "delete:servers", "admin:servers", "tokens"} & set(role["scopes"])

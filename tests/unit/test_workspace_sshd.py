@@ -14,14 +14,17 @@ from sshgateway.workspace import (
     SshdUnavailable,
     authorized_keys,
     environment_file,
+    host_key,
+    listen_address,
     session_environment,
     session_script,
     sshd_config,
-    sshd_server,
+    sshd_port,
 )
 
 SETTINGS = SshdSettings(
     directory="/home/jovyan/.aidc/sshd",
+    listen="10.1.2.3",
     port=40022,
     user="jovyan",
     root=False,
@@ -32,7 +35,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMlniOEawmeTTFjpV1Y+CG4r5QjqgATHUqmnt
 CONFIG = """\
 # Written by sshgateway.workspace at each start of this workspace's sshd: edits are lost.
 Port 40022
-ListenAddress 127.0.0.1
+ListenAddress 10.1.2.3
 HostKey /home/jovyan/.aidc/sshd/ssh_host_ed25519_key
 PidFile none
 AllowUsers jovyan
@@ -74,7 +77,14 @@ def test_sshd_config_of_a_workspace() -> None:
 
 def test_root_may_log_in_with_the_key_only_and_no_sftp_server_means_no_sftp() -> None:
     text = sshd_config(
-        SshdSettings(directory="/data/homes/my alice/.aidc/sshd", port=1, user="root", root=True, sftp_server=None)
+        SshdSettings(
+            directory="/data/homes/my alice/.aidc/sshd",
+            listen="127.0.0.1",
+            port=1,
+            user="root",
+            root=True,
+            sftp_server=None,
+        )
     )
     assert "PermitRootLogin prohibit-password\n" in text
     assert "AllowUsers root\n" in text
@@ -84,7 +94,9 @@ def test_root_may_log_in_with_the_key_only_and_no_sftp_server_means_no_sftp() ->
 
 def test_a_path_with_a_double_quote_is_refused() -> None:
     with pytest.raises(SshdUnavailable, match="double quote"):
-        sshd_config(SshdSettings(directory='/home/a"b', port=1, user="a", root=False, sftp_server=None))
+        sshd_config(
+            SshdSettings(directory='/home/a"b', listen="127.0.0.1", port=1, user="a", root=False, sftp_server=None)
+        )
 
 
 def test_session_script() -> None:
@@ -161,8 +173,41 @@ def test_a_workspace_without_its_key_cannot_start_sshd(line: str, why: str) -> N
         authorized_keys(line)
 
 
-def test_the_proxy_entry_is_a_raw_socket_started_on_demand() -> None:
-    entry = sshd_server()
-    assert entry["raw_socket_proxy"] is True
-    assert entry["launcher_entry"] == {"enabled": False}
-    assert callable(entry["command"]) and entry["command"].__code__.co_varnames[:1] == ("port",)
+@pytest.mark.parametrize(
+    "server_ip,expected",
+    [
+        ("", "0.0.0.0"),
+        ("*", "0.0.0.0"),
+        ("0.0.0.0", "0.0.0.0"),
+        ("localhost", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.7.0.12", "127.7.0.12"),  # a pod IP of the test bed's loopback pod network
+        ("[::1]", "::1"),
+        ("::", "::"),
+    ],
+)
+def test_sshd_listens_where_the_server_does(server_ip: str, expected: str) -> None:
+    assert listen_address(server_ip) == expected
+
+
+def test_a_server_on_a_host_name_gets_no_sshd() -> None:
+    with pytest.raises(SshdUnavailable, match="not an IP address"):
+        listen_address("workspace.example.org")
+
+
+def test_the_host_key_must_be_one_openssh_private_key() -> None:
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    assert host_key(f"\n{key}\n\n") == key + "\n"
+    for text, why in [("", "is empty"), ("ssh-ed25519 AAAA", "not an OpenSSH private key")]:
+        with pytest.raises(SshdUnavailable, match=why):
+            host_key(text)
+
+
+@pytest.mark.parametrize("text", ["", "0", "65536", "22a", "-1", " "])
+def test_the_port_must_be_a_tcp_port(text: str) -> None:
+    with pytest.raises(SshdUnavailable, match="not a TCP port"):
+        sshd_port(text)
+
+
+def test_the_port_of_the_spawner() -> None:
+    assert sshd_port("2222") == 2222 and sshd_port("65535\n") == 65535
