@@ -44,6 +44,7 @@ from services.lifecycle import HUB_PID_VARIABLE, ServiceApp, hub_is_gone, hub_pi
 from . import workspace_keys
 from .audit import AuditLog, SessionRecord
 from .bridge import ForwardBridge, Refusal, SessionBridge
+from .fastpath import skip_ignore_padding
 from .hubapi import HubClient, HubRefused
 from .procnet import account_of, landing_sockets, loopback_address, with_workspaces
 from .ratelimit import AuthThrottle
@@ -74,7 +75,8 @@ CIPHERS = (
 # copy at once, with the CPUs to match
 DEFAULT_MAX_WORKERS = 8
 # Flow control both ways, towards people's OpenSSH clients and the workspaces' sshd: the channel
-# window (OpenSSH's own is 2 MiB) and the largest packet accepted (OpenSSH sends up to 32 KiB of data)
+# window (OpenSSH's own is 2 MiB) and the largest packet accepted (OpenSSH sends up to 32 KiB of
+# data). 8 MiB and 256 KiB measured no better within the noise (benchmarks/ssh.py, issue 17).
 WINDOW = 2 * 1024 * 1024
 MAX_PACKET = 32768
 
@@ -310,6 +312,11 @@ class SSHGateway(ServiceApp):
                 "The SSH gateway has no hub API token: run it as the hub's `sshgateway` service"
                 " (hub_config/jupyterhub_config.py), which sets JUPYTERHUB_API_TOKEN."
             )
+        unchanged = skip_ignore_padding(CIPHERS)
+        if unchanged:
+            self.log.warning(
+                "asyncssh sends an empty packet ahead of each packet (%s): copies cost more CPU", unchanged
+            )
         # created here, once, before any worker is forked: workers never race to create them
         self.secret = workspace_keys.load_secret(self.data_dir)
         self.host_key = workspace_keys.load_host_key(self.data_dir)
@@ -369,6 +376,8 @@ class SSHGateway(ServiceApp):
             keepalive_interval=60,
             reuse_address=True,
             encryption_algs=list(CIPHERS),
+            window=WINDOW,
+            max_pktsize=MAX_PACKET,
         )
 
     def _log_listening(self, how: str) -> None:
