@@ -21,7 +21,23 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed host
+# The workspaces' JupyterLab extension (labextension/): npm ci on its own lock, the TypeScript compiled
+# and bundled by @jupyter/builder (JupyterLab's, through the venv's jupyter-builder), then installed
+# into the venv, where the embedded mode's workspaces run; images/base/Dockerfile installs the same build.
+LABEXT := labextension
+LABEXT_SOURCES := $(wildcard $(LABEXT)/src/*.ts $(LABEXT)/style/* $(LABEXT)/aidc_jupyterlab/*.py) \
+	$(LABEXT)/tsconfig.json $(LABEXT)/pyproject.toml $(LABEXT)/jupyter-config/aidc_jupyterlab.json
+$(LABEXT)/node_modules/.installed: $(LABEXT)/package.json $(LABEXT)/package-lock.json
+	cd $(LABEXT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(VENV)/.labextension: $(VENV)/.installed $(LABEXT)/node_modules/.installed $(LABEXT)/package.json $(LABEXT_SOURCES)
+	rm -rf $(LABEXT)/lib $(LABEXT)/aidc_jupyterlab/labextension $(LABEXT)/build
+	cd $(LABEXT) && node_modules/.bin/tsc && PATH="$(abspath $(VENV))/bin:$$PATH" jupyter-builder build .
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall ./$(LABEXT)
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed $(VENV)/.labextension host
 
 # What the embedded mode needs of the machine that a stock Debian host has already: terminals of
 # group tty (devpts gid=5), without which the workspaces' own unprivileged sshd cannot open a pty
@@ -37,17 +53,17 @@ up: setup
 
 ## make test: set everything up and run every tier (unit, hub, browser, k8s, chart, postgres, ssh, images)
 test: setup
-	bash tests/bed/debian-packages.sh chromium openssl postgresql-15 openssh-client openssh-server rsync podman buildah mmdebstrap runc
+	bash tests/bed/debian-packages.sh chromium openssl postgresql-15 openssh-client openssh-server rsync podman buildah mmdebstrap runc prometheus
 	bash tests/bed/controlplane/build.sh
 	bash tests/bed/dex/build.sh
 	bash tests/bed/helm/build.sh
 	bash tests/bed/kueue/build.sh
-	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock
+	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock labextension/aidc_jupyterlab
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider
 
 lint: setup
-	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock
+	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock labextension/aidc_jupyterlab
 	$(VENV)/bin/mypy
 
 ## make lock: rewrite the lock files from setup.cfg and images/*/requirements.in (requirements/lock)
@@ -82,4 +98,4 @@ images: setup
 	$(PY) -P benchmarks/images.py --write docs/images.md
 
 clean:
-	rm -rf $(VENV) node_modules test-artifacts
+	rm -rf $(VENV) node_modules test-artifacts $(LABEXT)/node_modules $(LABEXT)/lib $(LABEXT)/aidc_jupyterlab/labextension $(LABEXT)/build

@@ -15,6 +15,7 @@ from quotas import paths
 from quotas.loader import ConfigError
 from quotas.notices import notices_var
 from quotas.rbac import tenant_groups, tenant_roles
+from quotas.service.app import SERVICE_NAME as QUOTAS_SERVICE
 from quotas.service.app import hub_roles, hub_service
 from quotas.snapshot import HUB_STATE, platform_dir, shared_holder
 from spawner import server_api
@@ -47,6 +48,7 @@ server_api.install()
 
 bind_url = env("AIDC_BIND_URL", "http://127.0.0.1:8000")
 hub_url = f"http://127.0.0.1:{env('AIDC_HUB_PORT', '8081')}"
+quotas_port = int(env("AIDC_QUOTAS_PORT", "8002"))
 ssh_config = env("AIDC_SSH_CONFIG", "")
 # this process is the hub: its services stop when it is gone (services/lifecycle.py)
 hub_pid = {"AIDC_HUB_PID": str(os.getpid())}
@@ -64,12 +66,14 @@ settings = {
     "JupyterHub.load_roles": tenant_roles(platform) + hub_roles() + ssh_hub_roles(),
     "JupyterHub.services": [
         hub_service(
-            int(env("AIDC_QUOTAS_PORT", "8002")),
+            quotas_port,
             {
                 "AIDC_DATA_DIR": str(data_dir),
                 "AIDC_TENANTS": str(Path(tenants_file).resolve()),
                 "AIDC_CATALOG": str(Path(catalog_file).resolve()),
                 "AIDC_DB_URL": db_url,
+                # GPU use from the operator's Prometheus (DCGM exporter), else nvidia-smi here
+                **({"AIDC_PROMETHEUS_URL": env("AIDC_PROMETHEUS_URL", "")} if env("AIDC_PROMETHEUS_URL") else {}),
                 **hub_pid,
             },
             hub_state_file=str(platform_dir(data_dir) / HUB_STATE),
@@ -96,6 +100,15 @@ settings = {
     "ConfigurableHTTPProxy.api_url": f"http://127.0.0.1:{env('AIDC_PROXY_API_PORT', '8001')}",
     "ConfigurableHTTPProxy.pid_file": str(data_dir / "proxy.pid"),
     "Spawner.default_url": "/lab",
+    # $JUPYTERHUB_API_TOKEN of a workspace: JupyterHub's default (the `server` role), and its owner's
+    # own data from the quotas service, for the JupyterLab extension (aidc_jupyterlab; docs/quotas.md)
+    "Spawner.server_token_scopes": [
+        "users:activity!user",
+        "access:servers!server",
+        f"access:services!service={QUOTAS_SERVICE}",
+    ],
+    # where the workspace reaches the quotas service (its own address: the workspaces run on this machine)
+    "Spawner.environment": {"AIDC_QUOTAS_URL": f"http://127.0.0.1:{quotas_port}/services/{QUOTAS_SERVICE}/"},
     "Spawner.start_timeout": 120,
     "Spawner.http_timeout": 90,
     "Spawner.poll_interval": 30,

@@ -45,16 +45,20 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.ioloop import PeriodicCallback
 
+from .gpu_use import GpuSample, GpuUseSource, ServerGpus, ServerKey
 from .model import PlatformConfig, Tenant
 from .policy import Limit, Usage, limit_applies
-from .quantity import format_duration, format_hours, period_words, reset_words
+from .quantity import format_duration, format_hours, format_number, period_words, reset_words
 from .store import Run, Store
 
-ServerKey = tuple[str, str]  # (user, server name; "" for the default server)
-ACTION_KINDS = ("idle", "over_budget_warn", "over_budget_stop")
-END_REASONS = {"idle": "culled-idle", "over_budget_stop": "over-budget"}  # the ledger's end_reason
+ACTION_KINDS = ("idle", "idle_gpu_warn", "idle_gpu", "over_budget_warn", "over_budget_stop")
+WARNINGS = ("idle_gpu_warn", "over_budget_warn")  # the kinds that warn; every other one stops
+# the ledger's end_reason
+END_REASONS = {"idle": "culled-idle", "idle_gpu": "idle-gpu", "over_budget_stop": "over-budget"}
 PAGINATION = "application/jupyterhub-pagination+json"
-SCOPES = ("list:users", "read:servers", "delete:servers")
+# admin:server_state: a server's spawner state says where its GPUs are (the embedded spawner's
+# GPU indices, KubeSpawner's pod and namespace), which GPU-idle culling needs
+SCOPES = ("list:users", "read:servers", "admin:server_state", "delete:servers")
 
 
 class HubUnavailable(RuntimeError):
@@ -78,6 +82,10 @@ class Server:
     pending: str | None = None
     gpus: Mapping[str, int] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
+    # where its GPUs are, from its spawner's state (see :func:`server_gpus`)
+    gpu_indices: tuple[str, ...] = ()
+    namespace: str = ""
+    pod: str = ""
 
     @property
     def key(self) -> ServerKey:
@@ -96,8 +104,10 @@ class Server:
 class Action:
     """What the culler does to one server, with the reason as a person reads it.
 
-    ``kind`` is ``idle`` (stop: idle too long), ``over_budget_warn`` (warn: it will be stopped
-    at ``stop_at``) or ``over_budget_stop`` (stop: the grace after the warning is over).
+    ``kind`` is ``idle`` (stop: idle too long), ``idle_gpu_warn`` (warn: its GPUs sit idle, it
+    will be stopped at ``stop_at``; ``note`` says why and how to keep it, for its person's pages),
+    ``idle_gpu`` (stop: its GPUs sat idle too long), ``over_budget_warn`` (warn: it will be
+    stopped at ``stop_at``) or ``over_budget_stop`` (stop: the grace after the warning is over).
     """
 
     user: str
@@ -106,6 +116,7 @@ class Action:
     reason: str
     tenant: str | None = None
     stop_at: datetime | None = None
+    note: str = ""
 
     @property
     def key(self) -> ServerKey:
@@ -113,7 +124,7 @@ class Action:
 
     @property
     def stops(self) -> bool:
-        return self.kind != "over_budget_warn"
+        return self.kind not in WARNINGS
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,8 @@ def servers_from_hub(users: Iterable[Mapping[str, Any]], runs: Iterable[Run]) ->
                 continue
             run = by_key.get((user["name"], name))
             holding = run.holding if run is not None else None
+            state: Mapping[str, Any] = model.get("state") or {}
+            aidc: Mapping[str, Any] = state["aidc"] if isinstance(state.get("aidc"), dict) else {}
             out.append(
                 Server(
                     user=user["name"],
@@ -191,6 +204,9 @@ def servers_from_hub(users: Iterable[Mapping[str, Any]], runs: Iterable[Run]) ->
                     pending=model.get("pending"),
                     gpus=dict(holding.gpus) if holding else {},
                     groups=tuple(holding.groups) if holding else (),
+                    gpu_indices=tuple(str(i) for i in aidc.get("gpus") or () if isinstance(i, (str, int))),
+                    namespace=str(state.get("namespace") or ""),
+                    pod=str(state.get("pod_name") or ""),
                 )
             )
     return out
@@ -253,6 +269,100 @@ def idle_timeout(server: Server, config: PlatformConfig) -> tuple[timedelta, str
     return fallback, f"the platform's setting for {kind} servers"
 
 
+@dataclass(frozen=True)
+class GpuIdleRule:
+    """The GPU-idle culling that applies to one server (:func:`gpu_idle_rule`), and whose it is."""
+
+    threshold: Decimal  # percent
+    after: timedelta  # timedelta(0): off
+    warn_before: timedelta
+    whose: str
+
+
+@dataclass(frozen=True)
+class GpuIdleClock:
+    """Since when all the GPUs of one server have been under its threshold (the culler keeps one per
+    server, in memory), and the server's start then: a restarted server starts a new clock."""
+
+    since: datetime
+    started: datetime | None
+
+
+def gpu_idle_rule(server: Server, config: PlatformConfig) -> GpuIdleRule:
+    """The GPU-idle culling of ``server``, one key at a time: its tenant's ``culling.gpu_idle``,
+    else its profile's ``gpu_idle``, else the platform's ``culling.gpu_idle``."""
+    platform = config.culling.gpu_idle
+    tenant = config.tenants.get(server.tenant or "")
+    profile = config.profiles.get(server.profile or "")
+    levels = [
+        (f"tenant {tenant.id}'s setting" if tenant else "", tenant.culling.gpu_idle if tenant else None),
+        (f"the setting of profile {profile.id}" if profile else "", profile.gpu_idle if profile else None),
+        ("the platform's setting", platform),
+    ]
+
+    def pick(key: str) -> tuple[Any, str]:
+        for whose, own in levels:
+            if own is not None and getattr(own, key) is not None:
+                return getattr(own, key), whose
+        raise AssertionError(f"the platform's culling.gpu_idle has no {key}")  # the loader sets every key
+
+    (threshold, _), (after, whose), (warn_before, _) = pick("threshold"), pick("after"), pick("warn_before")
+    return GpuIdleRule(threshold, after, warn_before, whose)
+
+
+def gpu_idle_clock(
+    clock: GpuIdleClock | None,
+    server: Server,
+    samples: Sequence[GpuSample] | None,
+    threshold: Decimal,
+    now: datetime,
+    fresh_since: datetime | None = None,
+) -> GpuIdleClock | None:
+    """The idle clock of ``server`` after this round's ``samples`` (None: no data): None (not idle)
+    unless there is a sample for every GPU it holds, each measured at or after ``fresh_since`` (the
+    previous round; older is no data) and under ``threshold``. Missing data, partial data and any
+    GPU at or above the threshold reset the clock; so does a restart of the server. Otherwise the
+    clock goes on from ``clock``, or starts ``now``."""
+    held = max(server.gpu_count, len(server.gpu_indices))
+    if held == 0 or samples is None or len({s.gpu for s in samples}) < held:
+        return None
+    for sample in samples:
+        if fresh_since is not None and sample.read_at is not None and sample.read_at < fresh_since:
+            return None
+        if not Decimal(repr(float(sample.utilization))) < threshold:
+            return None
+    if clock is not None and clock.started == server.started:
+        return clock
+    return GpuIdleClock(since=now, started=server.started)
+
+
+def gpu_idle_decision(
+    clock: GpuIdleClock | None, rule: GpuIdleRule, now: datetime, warned_stop_at: datetime | None = None
+) -> tuple[str, datetime | None]:
+    """``("keep", None)``, ``("warn", stop_at)`` or ``("stop", None)`` for a server idle since
+    ``clock`` (None: not idle) under ``rule``, warned earlier of a stop at ``warned_stop_at``.
+
+    With ``warn_before``, a server idle ``after - warn_before`` is warned (once) of its stop at
+    ``since + after`` (or now, when the warning comes late), and stopped at the first round at or
+    after that time; without, a server idle ``after`` is stopped at once. ``after`` 0: never.
+    """
+    if clock is None or rule.after <= timedelta(0):
+        return "keep", None
+    idle = now - clock.since
+    if rule.warn_before <= timedelta(0):
+        return ("stop", None) if idle >= rule.after else ("keep", None)
+    if idle < rule.after - rule.warn_before:
+        return "keep", None
+    if warned_stop_at is None:
+        return "warn", max(clock.since + rule.after, now)
+    return ("stop", None) if now >= warned_stop_at else ("keep", None)
+
+
+def server_gpus(server: Server) -> ServerGpus:
+    """Where a source finds ``server``'s GPUs."""
+    return ServerGpus(server.key, server.gpu_indices, server.namespace, server.pod)
+
+
 def over_budget(servers: Iterable[Server], overruns: Mapping[str, Sequence[Overrun]]) -> dict[ServerKey, Overrun]:
     """The running GPU servers that a used-up budget covers, each with the first such budget."""
     out: dict[ServerKey, Overrun] = {}
@@ -272,17 +382,24 @@ def cull_decisions(
     now: datetime,
     over_budget_by_tenant: Mapping[str, Sequence[Overrun]],
     warned: Mapping[ServerKey, datetime] | None = None,
+    gpu_idle: Mapping[ServerKey, GpuIdleClock] | None = None,
+    gpu_warned: Mapping[ServerKey, datetime] | None = None,
 ) -> list[Action]:
     """What to do now to each of ``servers``: at most one :class:`Action` per server.
 
     A server that is starting or stopping (``pending``) is left alone. One idle at least its
-    :func:`idle_timeout` is stopped (``idle``). Otherwise, a GPU server of a tenant with
+    :func:`idle_timeout` is stopped (``idle``). Otherwise a GPU server whose GPUs sit idle (its
+    clock in ``gpu_idle``; ``gpu_warned``: the stop times of warnings given) is stopped or warned
+    as :func:`gpu_idle_decision` says (``idle_gpu``, ``idle_gpu_warn``; an over-budget action
+    comes before a GPU-idle warning). Otherwise, a GPU server of a tenant with
     ``stop_over_budget`` that a used-up budget of ``over_budget_by_tenant`` (tenant id ->
     :func:`budget_overruns`) covers is warned first (``over_budget_warn``, once: ``warned``
     holds when each server was warned) and stopped when ``over_budget_grace`` has passed since
     (``over_budget_stop``; at once when the grace is 0).
     """
     warned = warned or {}
+    gpu_idle = gpu_idle or {}
+    gpu_warned = gpu_warned or {}
     budget = over_budget(servers, over_budget_by_tenant)
     actions = []
     for server in servers:
@@ -305,9 +422,15 @@ def cull_decisions(
                 )
             )
             continue
+        gpu_action = _gpu_idle_action(server, config, now, gpu_idle.get(server.key), gpu_warned.get(server.key))
+        if gpu_action is not None and gpu_action.stops:
+            actions.append(gpu_action)
+            continue
         overrun = budget.get(server.key)
         tenant = config.tenants.get(server.tenant or "")
         if overrun is None or tenant is None or not tenant.culling.stop_over_budget:
+            if gpu_action is not None:
+                actions.append(gpu_action)
             continue
         grace = tenant.culling.over_budget_grace
         since = warned.get(server.key)
@@ -325,7 +448,10 @@ def cull_decisions(
                     stop_at,
                 )
             )
-        elif since is None or now - since >= grace:
+        elif since is not None and now - since < grace:
+            if gpu_action is not None:
+                actions.append(gpu_action)
+        else:
             after = (
                 "there is no grace period"
                 if since is None
@@ -342,6 +468,49 @@ def cull_decisions(
                 )
             )
     return actions
+
+
+def _gpu_idle_action(
+    server: Server, config: PlatformConfig, now: datetime, clock: GpuIdleClock | None, warned_stop_at: datetime | None
+) -> Action | None:
+    """The GPU-idle warning or stop of ``server`` (see :func:`gpu_idle_decision`), with its words."""
+    if server.gpu_count == 0 or clock is None:
+        return None
+    rule = gpu_idle_rule(server, config)
+    verdict, stop_at = gpu_idle_decision(clock, rule, now, warned_stop_at)
+    if verdict == "keep":
+        return None
+    threshold = f"{format_number(rule.threshold)}%"
+    gpus = _describe(server).rsplit(", ", 1)[-1]
+    which = f" [{', '.join(server.gpu_indices)}]" if server.gpu_indices else ""
+    since = f"{clock.since:%H:%M:%S} UTC"
+    rule_words = (
+        f"GPU servers whose GPUs stay under {threshold} for {format_duration(rule.after)} are stopped ({rule.whose})"
+    )
+    keep = "to keep it, run work on its GPUs, or, if you do not need a GPU now, start a CPU-only profile instead"
+    if verdict == "warn":
+        assert stop_at is not None
+        note = f"its GPUs ({gpus}{which}) have been under {threshold} utilization since {since}; {keep}"
+        return Action(
+            server.user,
+            server.name,
+            "idle_gpu_warn",
+            f"GPUs idle: {server.label} ({_describe(server)}) will be stopped at {stop_at:%H:%M:%S} UTC: every GPU it"
+            f" holds{which} has been under {threshold} utilization since {since}, and {rule_words}."
+            f" Save your work now; {keep}.",
+            server.tenant,
+            stop_at,
+            note,
+        )
+    return Action(
+        server.user,
+        server.name,
+        "idle_gpu",
+        f"Stopped {server.label} ({_describe(server)}): every GPU it held{which} was under {threshold} utilization"
+        f" from {since} for {format_duration(now - clock.since)}, and {rule_words}. Start it again from the"
+        " hub's home page when you need a GPU, or use a CPU-only profile; the files in your home are kept.",
+        server.tenant,
+    )
 
 
 def _kind_of(server: Server) -> str:
@@ -362,10 +531,11 @@ def _describe(server: Server) -> str:
 
 
 class Culler:
-    """Finds idle and over-budget servers through the hub's REST API and stops them.
+    """Finds idle, GPU-idle and over-budget servers through the hub's REST API and stops them.
 
     Construct with the platform config, the quotas store, the hub's API URL and a token
-    (see the module docstring), then :meth:`start` it on the running IOLoop.
+    (see the module docstring), and ``gpu_source``, where the use of each server's GPUs is read
+    (None: no GPU-idle culling), then :meth:`start` it on the running IOLoop.
     """
 
     def __init__(
@@ -375,13 +545,21 @@ class Culler:
         hub_api_url: str,
         token: str,
         log: logging.Logger | None = None,
+        gpu_source: GpuUseSource | None = None,
     ):
         self.config = config
         self.store = store
         self.hub_api_url = hub_api_url.rstrip("/")
         self.token = token
         self.log = log or logging.getLogger("aidc.culler")
+        self.gpu_source = gpu_source
         self._warned: dict[ServerKey, BudgetWarning] = {}
+        # GPU-idle culling, in memory: since when each server's GPUs are all idle, the stop time of
+        # each warning given, when the previous round read GPU use, what the source last failed with
+        self._gpu_clocks: dict[ServerKey, GpuIdleClock] = {}
+        self._gpu_warned: dict[ServerKey, datetime] = {}
+        self._gpu_read: datetime | None = None
+        self._gpu_failure: str | None = None
         self._callback: PeriodicCallback | None = None
         self._running = False
 
@@ -404,6 +582,18 @@ class Culler:
             format_duration(self.config.culling.cpu_idle_timeout),
             format_duration(self.config.culling.interval),
         )
+        rule = self.config.culling.gpu_idle
+        if self.gpu_source is None:
+            self.log.info("GPU-idle culling is off: no source of GPU use is configured")
+        elif rule.after:
+            self.log.info(
+                "GPU-idle culling: GPU servers whose GPUs stay under %s%% for %s are stopped, warned %s before"
+                " (tenants and profiles may differ); GPU use from %s",
+                format_number(rule.threshold or 0),
+                format_duration(rule.after),
+                format_duration(rule.warn_before or timedelta(0)),
+                type(self.gpu_source).__name__,
+            )
 
     def stop(self) -> None:
         if self._callback is not None:
@@ -444,13 +634,26 @@ class Culler:
         users = await self._active_users()
         config = self.config  # one config for the whole round (a reload may swap it meanwhile)
         servers, overruns = await asyncio.to_thread(self._gather, config, users, now)
+        if self._gpu_read is None:  # the first round: warnings of idle GPUs an earlier culler gave are void
+            await asyncio.to_thread(self._call_off_gpu_warnings)
+        await self._clock_gpus(servers, config, now)
         warned = {key: w.warned for key, w in self._warned.items()}
         done = []
-        for action in cull_decisions(servers, config, now, overruns, warned):
+        for action in cull_decisions(servers, config, now, overruns, warned, self._gpu_clocks, self._gpu_warned):
             if action.stops:
                 if await self._stop(action):
                     self._warned.pop(action.key, None)
+                    self._gpu_clocks.pop(action.key, None)
+                    self._gpu_warned.pop(action.key, None)
                     done.append(action)
+                continue
+            if action.kind == "idle_gpu_warn":
+                assert action.stop_at is not None
+                # on the ledger's run: the person's hub pages and the quotas API show it (quotas/notices.py)
+                await asyncio.to_thread(self.store.mark_to_stop, action.key, action.stop_at, action.note)
+                self._gpu_warned[action.key] = action.stop_at
+                self.log.warning("Warned %s: %s", _label(action.user, action.server), action.reason)
+                done.append(action)
                 continue
             self._warned[action.key] = BudgetWarning(
                 action.user, action.server, action.tenant or "", action.reason, now, action.stop_at or now
@@ -461,7 +664,51 @@ class Culler:
         for key in list(self._warned):
             if key not in still:
                 del self._warned[key]  # stopped, or its budget was raised or reset: a new overrun warns again
+        for key in list(self._gpu_warned):
+            if key not in self._gpu_clocks:  # its GPUs were used again (or it stopped): the warning is off
+                del self._gpu_warned[key]
+                if await asyncio.to_thread(self.store.call_off_stop, key):
+                    self.log.info("%s uses its GPUs again: it is no longer to be stopped", _label(*key))
         return done
+
+    def _call_off_gpu_warnings(self) -> None:
+        """Take back the idle-GPU warnings left on open runs (by this culler before a restart): the
+        idle clocks were in memory, so those servers start again from not idle."""
+        for run in self.store.open_runs():
+            if run.end_reason is None and run.stop_at is not None:
+                self.store.call_off_stop((run.holding.user, run.holding.server))
+
+    async def _clock_gpus(self, servers: Sequence[Server], config: PlatformConfig, now: datetime) -> None:
+        """Read the use of the GPUs of the running GPU servers that GPU-idle culling applies to, and
+        move their idle clocks (:func:`gpu_idle_clock`); a source that fails is no data."""
+        watched = [
+            s
+            for s in servers
+            if not s.pending and s.gpu_count and s.tenant and gpu_idle_rule(s, config).after > timedelta(0)
+        ]
+        samples: dict[ServerKey, list[GpuSample]] = {}
+        if self.gpu_source is not None and watched:
+            try:
+                samples = await self.gpu_source.sample([server_gpus(s) for s in watched])
+            except Exception as e:  # missing metrics never cull: no data this round
+                failure = f"{type(e).__name__}: {e}"
+                if failure != self._gpu_failure:  # once per new failure, not every round
+                    self.log.warning("Reading GPU use failed (no server is GPU-idle until it works): %s", failure)
+                self._gpu_failure = failure
+            else:
+                if self._gpu_failure is not None:
+                    self.log.info("Reading GPU use works again")
+                self._gpu_failure = None
+        clocks = {}
+        for server in watched:
+            rule = gpu_idle_rule(server, config)
+            clock = gpu_idle_clock(
+                self._gpu_clocks.get(server.key), server, samples.get(server.key), rule.threshold, now, self._gpu_read
+            )
+            if clock is not None:
+                clocks[server.key] = clock
+        self._gpu_clocks = clocks
+        self._gpu_read = now
 
     def _gather(
         self, config: PlatformConfig, users: list[dict[str, Any]], now: datetime

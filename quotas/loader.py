@@ -29,8 +29,10 @@ from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
 from .model import (
+    PLATFORM_GPU_IDLE,
     Culling,
     Dataset,
+    GpuIdle,
     GpuType,
     Image,
     PlatformConfig,
@@ -101,6 +103,32 @@ def parse_duration(value: Any) -> timedelta:
     if not text or match is None:
         raise DurationError(f"must be {accepted} (units d, h, m, s in that order), not {_kind(value)}")
     return _bounded(sum(int(n) * _UNIT_SECONDS[unit] for unit, n in match.groupdict().items() if n), value)
+
+
+class PercentError(ValueError):
+    """A value that is not a percentage from 0 to 100; ``str()`` says what is accepted."""
+
+
+def parse_percent(value: Any) -> Decimal:
+    """A percentage of ``tenants.yaml``, exactly: ``5``, ``12.5``, ``"5%"`` or ``"12.5%"`` -> Decimal.
+
+    Raises :class:`PercentError` for anything else, and for values under 0 or over 100.
+    """
+    accepted = "a percentage from 0 to 100, such as 5% or 12.5%"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PercentError(f"must be {accepted}, not {_kind(value)}")
+    text = value.strip().removesuffix("%").strip() if isinstance(value, str) else repr(value)
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise PercentError(f"must be {accepted}, not {_kind(value)}") from None
+    if not amount.is_finite():
+        raise PercentError(f"must be {accepted}, not {_kind(value)}")
+    if amount < 0:
+        raise PercentError(f"cannot be negative ({value!r}); GPU utilization goes from 0 to 100%")
+    if amount > 100:
+        raise PercentError(f"{value!r} is more than 100%; GPU utilization goes from 0 to 100%")
+    return amount
 
 
 def _bounded(seconds: int, value: Any) -> timedelta:
@@ -618,7 +646,28 @@ def _build(data: Mapping[str, Any], images: Mapping[str, Image], source: str) ->
         tenants=MappingProxyType({t["id"]: _tenant(t, also.get(t["id"], set())) for t in data["tenants"]}),
         source=source,
         datasets=MappingProxyType({name: Dataset(name, **spec) for name, spec in data.get("datasets", {}).items()}),
-        culling=Culling(**{key: parse_duration(value) for key, value in data.get("culling", {}).items()}),
+        culling=_platform_culling(data.get("culling", {})),
+    )
+
+
+def _platform_culling(culling: Mapping[str, Any]) -> Culling:
+    own = _gpu_idle(culling.get("gpu_idle", {}))
+    return Culling(
+        **{key: parse_duration(value) for key, value in culling.items() if key != "gpu_idle"},
+        gpu_idle=GpuIdle(
+            threshold=PLATFORM_GPU_IDLE.threshold if own.threshold is None else own.threshold,
+            after=PLATFORM_GPU_IDLE.after if own.after is None else own.after,
+            warn_before=PLATFORM_GPU_IDLE.warn_before if own.warn_before is None else own.warn_before,
+        ),
+    )
+
+
+def _gpu_idle(item: Mapping[str, Any]) -> GpuIdle:
+    """The keys of one ``gpu_idle:`` mapping; those left out are None (inherited)."""
+    return GpuIdle(
+        threshold=parse_percent(item["threshold"]) if "threshold" in item else None,
+        after=parse_duration(item["after"]) if "after" in item else None,
+        warn_before=parse_duration(item["warn_before"]) if "warn_before" in item else None,
     )
 
 
@@ -634,6 +683,7 @@ def _profile(item: Mapping[str, Any]) -> Profile:
         gpu_type=gpu["type"] if gpu else None,
         gpu_count=int(gpu["count"]) if gpu else 0,
         idle_timeout=parse_duration(item["idle_timeout"]) if "idle_timeout" in item else None,
+        gpu_idle=_gpu_idle(item.get("gpu_idle", {})),
     )
 
 
@@ -642,7 +692,7 @@ def _tenant(item: Mapping[str, Any], also: set[str]) -> Tenant:
     oidc = item.get("oidc", {})
     sharing = item.get("sharing", {})
     culling: dict[str, Any] = {
-        key: value if key == "stop_over_budget" else parse_duration(value)
+        key: value if key == "stop_over_budget" else _gpu_idle(value) if key == "gpu_idle" else parse_duration(value)
         for key, value in item.get("culling", {}).items()
     }
     return Tenant(

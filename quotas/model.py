@@ -61,6 +61,22 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class GpuIdle:
+    """GPU-idle culling (``gpu_idle:`` of the platform's, a tenant's or a profile's culling): a GPU
+    server whose GPUs all stayed under ``threshold`` percent utilization for ``after`` is stopped,
+    even if JupyterHub sees activity; its person is warned ``warn_before`` earlier. ``after`` of
+    ``timedelta(0)`` turns it off. ``None``: inherited (a tenant's setting wins over the profile's,
+    which wins over the platform's, one key at a time)."""
+
+    threshold: Decimal | None = None  # percent, 0-100
+    after: timedelta | None = None
+    warn_before: timedelta | None = None
+
+
+PLATFORM_GPU_IDLE = GpuIdle(threshold=Decimal(5), after=timedelta(hours=2), warn_before=timedelta(minutes=30))
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named workspace shape that tenants may be allowed to use."""
 
@@ -75,6 +91,7 @@ class Profile:
     # how long a server of this profile may sit idle before it is stopped (timedelta(0): never);
     # None: the platform's GPU or CPU setting. A tenant's own setting wins over it.
     idle_timeout: timedelta | None = None
+    gpu_idle: GpuIdle = GpuIdle()  # its own GPU-idle culling keys; a tenant's own setting wins
 
     @property
     def gpus(self) -> Mapping[str, int]:
@@ -114,16 +131,18 @@ class TenantCulling:
     cpu_idle_timeout: timedelta | None = None
     stop_over_budget: bool = False
     over_budget_grace: timedelta = timedelta(minutes=15)
+    gpu_idle: GpuIdle = GpuIdle()
 
 
 @dataclass(frozen=True)
 class Culling:
     """The platform's culling settings (top-level ``culling:``): idle timeouts by kind of
-    server (``timedelta(0)`` means never) and how often the culler looks."""
+    server (``timedelta(0)`` means never), GPU-idle culling, and how often the culler looks."""
 
     gpu_idle_timeout: timedelta = timedelta(hours=1)
     cpu_idle_timeout: timedelta = timedelta(hours=8)
     interval: timedelta = timedelta(minutes=5)
+    gpu_idle: GpuIdle = PLATFORM_GPU_IDLE  # every key set; tenants and profiles may override each
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """What the hub's pages tell a person about their servers' stops (issue 14): a server about to be
-stopped (preempted to give borrowed GPUs back: when, and why) and why recent ones stopped.
+stopped (preempted to give borrowed GPUs back, or its GPUs idle: when, why, and how to keep it)
+and why recent ones stopped.
 
 Pure functions of the ledger's runs (:meth:`quotas.store.Store.runs_of`); the hub's page template
 shows them on every page, the home page included, through ``JupyterHub.template_vars``
@@ -22,6 +23,10 @@ ENDED_BECAUSE = {
     PREEMPTED: "its GPUs were borrowed and their owner needed them back",
     "culled-idle": "it was idle longer than its profile allows",
     "over-budget": "a GPU-hour budget it counts against was used up",
+    "idle-gpu": (
+        "its GPUs sat idle (under the platform's utilization threshold) longer than allowed; start it again"
+        " when you need a GPU, or use a CPU-only profile"
+    ),
 }
 
 
@@ -46,7 +51,11 @@ def server_notices(runs: Sequence[Run], now: datetime) -> list[Notice]:
                     "warning",
                     f"{_name(run)} will be stopped at {run.stop_at:%H:%M:%S} UTC (in"
                     f" {format_duration(timedelta(seconds=round(left.total_seconds())))}): {run.stop_note}."
-                    " Save your work now; you can start it again when GPUs are free.",
+                    + (
+                        " Save your work now; you can start it again when GPUs are free."
+                        if run.end_reason == PREEMPTED
+                        else " Save your work now."
+                    ),
                 )
             )
         elif run.ended is None and run.holding.borrowed:

@@ -100,7 +100,7 @@ class Run:
     started: datetime
     ended: datetime | None = None
     end_reason: str | None = None
-    stop_at: datetime | None = None  # when it is to be stopped (preempted), and why
+    stop_at: datetime | None = None  # when it is to be stopped (preempted, GPUs idle), and why
     stop_note: str | None = None
 
 
@@ -305,6 +305,30 @@ class Store:
                 .values(end_reason=PREEMPTED, stop_at=stop_at, stop_note=note)
             )
             return bool(marked.rowcount)
+
+    def mark_to_stop(self, key: ServerKey, stop_at: datetime, note: str) -> bool:
+        """Say on server ``key``'s open run that it is to be stopped at ``stop_at`` for ``note`` (why,
+        and how to keep it, for its person): the culler's warning of idle GPUs. Its end reason is
+        left alone: the culler marks it when it stops the server. False if it has no open run or is
+        marked to end already (a preemption says more)."""
+        with self._tx() as conn:
+            marked = conn.execute(
+                update(runs)
+                .where(_open_run_of(key), runs.c.end_reason.is_(None))
+                .values(stop_at=stop_at, stop_note=note)
+            )
+            return bool(marked.rowcount)
+
+    def call_off_stop(self, key: ServerKey) -> bool:
+        """Take back :meth:`mark_to_stop` of server ``key`` (its GPUs are used again); False if none.
+        A preemption marked since is left alone."""
+        with self._tx() as conn:
+            done = conn.execute(
+                update(runs)
+                .where(_open_run_of(key), runs.c.end_reason.is_(None), runs.c.stop_at.is_not(None))
+                .values(stop_at=None, stop_note=None)
+            )
+            return bool(done.rowcount)
 
     def call_off_preemption(self, key: ServerKey) -> bool:
         """Take back server ``key``'s preemption (no one waits for its GPUs any more); False if none."""

@@ -387,7 +387,7 @@ def _translate(error: ValidationError) -> list[tuple[PathTuple, str]]:
         return out
     if value is None and keyword in ("type", "anyOf", "enum"):
         return [(path, _empty(place))]
-    for name, message in (("quantity", _quantity), ("duration", _duration), ("hours", _hours)):
+    for name, message in (("quantity", _quantity), ("duration", _duration), ("hours", _hours), ("percent", _percent)):
         if name in place.refs and keyword in ("anyOf", "type", "minimum", "pattern", "minLength"):
             return [(path, message(value, str(path[-1]) if path else ""))]
     custom = place.custom(keyword)
@@ -482,6 +482,18 @@ def _duration(value: Any, key: str) -> str:
     except DurationError as e:
         return str(e)
     return f"must be whole seconds or a duration in lower case without spaces, such as 1h30m; not {describe(value)}"
+
+
+def _percent(value: Any, key: str) -> str:
+    from .loader import PercentError, parse_percent  # the loader imports this module
+
+    if isinstance(value, str) and len(value) > 64:
+        return f"must be a percentage from 0 to 100, such as 5% or 12.5%, not {describe(value)}"
+    try:
+        parse_percent(value)
+    except PercentError as e:
+        return str(e)
+    return f"must be a percentage written as 5% or 12.5% (no space), or a number; not {describe(value)}"
 
 
 def _hours(value: Any, key: str) -> str:

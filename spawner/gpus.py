@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from quotas.gpu_use import smi_fields
 from quotas.model import GpuType
 
 ServerKey = tuple[str, str]  # (user, server name)
@@ -74,10 +75,10 @@ def parse_nvidia_smi(output: str, gpu_types: Mapping[str, GpuType], driver_gpus:
     """
     gpus = []
     for line in output.splitlines():
-        if not line.strip():
+        fields = smi_fields(line)
+        if len(fields) < 2:
             continue
-        index, _, rest = (part.strip() for part in line.partition(","))
-        name, _, bus_id = (part.strip() for part in rest.partition(","))
+        index, name, bus_id = fields[0], fields[1], fields[2] if len(fields) > 2 else ""
         gpu_type = _match_type(name, gpu_types)
         if gpu_type:
             minor = device_minor(bus_id, driver_gpus) if bus_id else None

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import signal
 import stat
 import sys
@@ -31,6 +32,7 @@ from services.lifecycle import ServiceApp
 
 from .. import paths
 from ..culler import Culler
+from ..gpu_use import GpuUseSource, NvidiaSmiSource
 from ..loader import ConfigError
 from ..model import PlatformConfig
 from ..snapshot import QUOTAS_STATE, PlatformHolder, ReloadOutcome, read_state, write_state
@@ -62,6 +64,9 @@ SERVICE_SCOPES = (
     "read:groups",  # who is in a group that has a limit
     "read:roles:users",  # tenant admins by role (OIDC logins get tenant-admin-<id> from the provider)
     "read:servers",  # the culler reads server models (started, pending, last activity)
+    # the culler reads each server's spawner state: where its GPUs are (the embedded spawner's GPU
+    # indices, KubeSpawner's pod and namespace), to read their use for GPU-idle culling
+    "admin:server_state",
     "delete:servers",  # the culler stops idle servers (never starts one: no start:servers)
 )
 
@@ -191,6 +196,30 @@ class QuotasService(ServiceApp, paths.PlatformState):
         """,
     ).tag(config=True)
 
+    prometheus_url = Unicode(
+        help="""The Prometheus server whose NVIDIA DCGM exporter metrics (``DCGM_FI_DEV_GPU_UTIL``,
+        ``DCGM_FI_DEV_FB_USED``) tell the culler how busy each server's GPUs are, for GPU-idle
+        culling on Kubernetes, e.g. ``http://prometheus-server.monitoring:9090``. Unset: the
+        embedded mode's ``nvidia-smi`` where it is on ``PATH``, else no GPU-idle culling (missing
+        GPU metrics never stop a server). Defaults to ``$AIDC_PROMETHEUS_URL``.
+        """,
+    ).tag(config=True)
+
+    @default("prometheus_url")
+    def _default_prometheus_url(self) -> str:
+        return os.environ.get("AIDC_PROMETHEUS_URL", "")
+
+    def gpu_use_source(self) -> GpuUseSource | None:
+        """Where the culler reads GPU use: Prometheus (DCGM) with :attr:`prometheus_url`, else
+        ``nvidia-smi`` where it is on ``PATH`` (the embedded mode), else none."""
+        if self.prometheus_url:
+            from ..dcgm import PrometheusSource  # only where configured: the embedded mode never needs it
+
+            return PrometheusSource(self.prometheus_url)
+        if shutil.which("nvidia-smi"):
+            return NvidiaSmiSource()
+        return None
+
     @default("service_url")
     def _default_service_url(self) -> str:
         return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8002")
@@ -242,6 +271,7 @@ class QuotasService(ServiceApp, paths.PlatformState):
                 hub_api_url=self.hub_auth.api_url,
                 token=os.environ["JUPYTERHUB_API_TOKEN"],
                 log=self.log,
+                gpu_source=self.gpu_use_source(),
             )
             if self.cull
             else None

@@ -183,7 +183,7 @@ SCHEMAS: dict[str, Any] = {
             "stop_at": {
                 "type": "string",
                 "format": "date-time",
-                "description": "Only for a server to be preempted: when it is stopped (its borrowed GPUs go back)",
+                "description": "Only for a server to be stopped soon: preempted (its borrowed GPUs go back) or its GPUs idle; when it is stopped",
             },
             "stop_note": {"type": "string", "description": "Only with stop_at: why it is stopped, for people"},
         },
@@ -271,6 +271,73 @@ SCHEMAS: dict[str, Any] = {
                 "items": _ref("MyTenant"),
                 "description": "The caller's tenants (every tenant for platform admins)",
             },
+        },
+    },
+}
+
+SCHEMAS["MyWorkspace"] = {
+    "type": "object",
+    "description": "One of the caller's own servers, as its JupyterLab extension shows it (the caller's data only)",
+    "required": ["user", "server", "running", "tenant", "profile", "gpus", "borrowed", "budget", "notices"],
+    "properties": {
+        "user": {"type": "string", "description": "The caller (the token's owner)"},
+        "server": {"type": "string", "description": "Server name; empty for the default server"},
+        "running": {
+            "type": "boolean",
+            "description": "Whether the ledger has an open run of this server of the caller's; if not, tenant,"
+            " profile and budget are null",
+        },
+        "tenant": {
+            "type": ["object", "null"],
+            "properties": {"id": {"type": "string"}, "display_name": {"type": "string"}},
+            "description": "The tenant the server is charged to (the hub's record, written at admission)",
+        },
+        "profile": {"type": ["string", "null"]},
+        "gpus": {**GPUS, "description": "The GPUs the server holds, per type"},
+        "borrowed": {**GPUS, "description": "The part of `gpus` borrowed from other tenants ({} if none)"},
+        "budget": {
+            "type": ["object", "null"],
+            "description": "The GPU-hour budgets this month that count against the caller's servers in the tenant",
+            "properties": {
+                "gpu_hours_left": {
+                    "type": ["string", "null"],
+                    "description": "The least left of all budgets below; null: no GPU-hour budget applies",
+                },
+                "period": {"type": "string", "description": 'e.g. "November 2026"'},
+                "period_resets": DATE,
+                "budgets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "kind": {"type": "string", "enum": ["tenant", "user", "group"]},
+                            "subject": {"type": "string"},
+                            "gpu_hours": HOURS,
+                            "used": HOURS,
+                            "left": HOURS,
+                        },
+                    },
+                    "description": "The tenant's ceiling, then the caller's own and their groups' limits",
+                },
+                "spent": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The budgets used up (GPU servers cannot start; the tenant may stop running ones),"
+                    " each said for people",
+                },
+            },
+        },
+        "notices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "level": {"type": "string", "enum": ["warning", "info"]},
+                    "text": {"type": "string"},
+                },
+            },
+            "description": "What the hub's pages tell the caller about their servers (to be stopped, and why"
+            " recent ones stopped), most urgent first",
         },
     },
 }
@@ -407,6 +474,18 @@ PATHS: dict[str, Any] = {
             " waiting GPU requests",
             "description": ANYONE,
             "responses": {"200": _json(_ref("Me"), "The caller"), **_errors(403)},
+        }
+    },
+    "/api/me/workspace": {
+        "get": {
+            "summary": "One of the caller's own servers: its tenant, GPUs, GPU-hours left and the hub's notices",
+            "description": "Anyone logged in, for their own servers only; the workspace's own token"
+            " ($JUPYTERHUB_API_TOKEN, scope access:services!service=quotas) reads its owner's. A name of"
+            " a server the caller does not run answers running: false.",
+            "parameters": [
+                _param("server", "query", {"type": "string"}, "Server name; empty or absent for the default server")
+            ],
+            "responses": {"200": _json(_ref("MyWorkspace"), "The server"), **_errors(400, 403)},
         }
     },
     "/api/tenants": {

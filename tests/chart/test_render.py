@@ -300,8 +300,24 @@ def test_default_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.Monk
     # the quotas service: a hub-managed process the proxy reaches on the pod's address
     assert services["quotas"]["url"] == "http://10.1.2.3:8002"
     assert services["quotas"]["command"][1:3] == ["-m", "quotas.service"]
+    assert "AIDC_PROMETHEUS_URL" not in services["quotas"]["environment"]  # no hub.prometheusUrl: no GPU-idle culling
     # the SSH gateway: its own Deployment, known to the hub by its token only
     assert services["sshgateway"] == {"name": "sshgateway", "display": False, "api_token": "gateway-token"}
+    # workspaces read their own quotas through the proxy (the network policies let them reach it),
+    # with a token that may open that service and no other
+    assert c.Spawner.environment["AIDC_QUOTAS_URL"] == "http://proxy-public.aidc.svc:80/services/quotas/"
+    assert "access:services!service=quotas" in c.Spawner.server_token_scopes
+    assert not [s for s in c.Spawner.server_token_scopes if s.startswith("access:services") and "quotas" not in s]
+
+
+def test_prometheus_url_reaches_the_quotas_service(helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = tmp_path / "prometheus.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"prometheusUrl": "http://prometheus-server.monitoring:9090"}}))
+    (tmp_path / "hub").mkdir()
+    c = _hub_config(helm, (values,), tmp_path / "hub", monkeypatch)
+    quotas = next(s for s in c.JupyterHub.services if s["name"] == "quotas")
+    # QuotasService.prometheus_url's default (quotas/service/app.py): the DCGM metrics for GPU-idle culling
+    assert quotas["environment"]["AIDC_PROMETHEUS_URL"] == "http://prometheus-server.monitoring:9090"
 
 
 def test_production_hub_config(helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

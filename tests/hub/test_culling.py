@@ -59,7 +59,8 @@ tenants:
     quota: {gpus: {H100: 1}, gpu_hours_per_month: 1000}
     culling: {gpu_idle_timeout: 0, stop_over_budget: true, over_budget_grace: 0}
 """
-CULLER_SCOPES = ["list:users", "read:servers", "delete:servers"]
+# admin:server_state: where each server's GPUs are, for GPU-idle culling (issue 18)
+CULLER_SCOPES = ["list:users", "read:servers", "admin:server_state", "delete:servers"]
 
 
 @pytest.fixture(scope="module")
@@ -236,4 +237,6 @@ def test_a_token_without_the_scopes_is_told_which_it_needs(
     with pytest.raises(HubUnavailable) as info:
         run_once(weak)
     assert "failed with 403" in str(info.value)
-    assert "the culler's token needs the scopes list:users, read:servers, delete:servers" in str(info.value)
+    assert "the culler's token needs the scopes list:users, read:servers, admin:server_state, delete:servers" in str(
+        info.value
+    )

@@ -15,13 +15,15 @@ import yaml
 from quotas.loader import (
     ConfigError,
     DurationError,
+    PercentError,
     Problem,
     load_catalog,
     load_platform,
     parse_duration,
+    parse_percent,
     parse_platform,
 )
-from quotas.model import Culling, Image, TenantCulling
+from quotas.model import PLATFORM_GPU_IDLE, Culling, GpuIdle, Image, TenantCulling
 
 from .conftest import EXAMPLE_CATALOG, EXAMPLE_TENANTS
 
@@ -452,6 +454,46 @@ def test_culling_settings_are_read_at_every_level(example_data: Data, images: Ma
     assert config.tenants["snu-ai"].culling == TenantCulling()
 
 
+def test_gpu_idle_defaults_and_overrides_at_every_level(example_data: Data, images: Mapping[str, Image]) -> None:
+    example_data.pop("culling", None)
+    assert parse_platform(copy.deepcopy(example_data), images).culling.gpu_idle == PLATFORM_GPU_IDLE
+    assert PLATFORM_GPU_IDLE == GpuIdle(Decimal(5), timedelta(hours=2), timedelta(minutes=30))
+    example_data["culling"] = {"gpu_idle": {"threshold": "10%", "after": "1h"}}
+    example_data["profiles"][3]["gpu_idle"] = {"threshold": 12.5}  # h100-x1
+    example_data["tenants"][1]["culling"] = {"gpu_idle": {"after": 0, "warn_before": "5m"}}
+    config = parse_platform(example_data, images)
+    # a platform key left out keeps its default; tenants and profiles hold only what they say
+    assert config.culling.gpu_idle == GpuIdle(Decimal(10), timedelta(hours=1), timedelta(minutes=30))
+    assert config.profiles["h100-x1"].gpu_idle == GpuIdle(threshold=Decimal("12.5"))
+    assert config.profiles["h100-x4"].gpu_idle == GpuIdle()
+    assert config.tenants["nova-labs"].culling.gpu_idle == GpuIdle(after=timedelta(0), warn_before=timedelta(minutes=5))
+    assert config.tenants["snu-ai"].culling.gpu_idle == GpuIdle()
+
+
+@pytest.mark.parametrize(
+    ("value", "percent"),
+    [(5, "5"), ("5%", "5"), ("12.5%", "12.5"), (12.5, "12.5"), (0, "0"), ("100%", "100"), (" 7% ", "7")],
+)
+def test_percentages(value: Any, percent: str) -> None:
+    assert parse_percent(value) == Decimal(percent)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (101, "more than 100%"),
+        (-1, "cannot be negative"),
+        ("x%", "not the string 'x%'"),
+        (True, "not True"),
+        ("nan", "not the string 'nan'"),
+    ],
+)
+def test_bad_percentages(value: Any, words: str) -> None:
+    with pytest.raises(PercentError) as info:
+        parse_percent(value)
+    assert words in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [(90, 90), ("90s", 90), ("30m", 1800), ("1h", 3600), ("1h30m", 5400), (" 1h 30m ", 5400), ("2d", 172800),
@@ -485,7 +527,57 @@ def test_bad_durations(value: Any, words: str) -> None:
 @pytest.mark.parametrize(
     ("mutate", "path", "text"),
     [
-        (lambda d: d.update(culling={"gpu_idle": "1h"}), "culling.gpu_idle", "did you mean 'gpu_idle_timeout'?"),
+        (
+            lambda d: d.update(culling={"gpu_idle_timout": "1h"}),
+            "culling.gpu_idle_timout",
+            "did you mean 'gpu_idle_timeout'?",
+        ),
+        # GPU-idle culling (issue 18): a mapping of a percentage and two durations, at every level
+        (
+            lambda d: d.update(culling={"gpu_idle": "1h"}),
+            "culling.gpu_idle",
+            "must be a mapping with keys threshold, after, warn_before, not the string '1h'",
+        ),
+        (
+            lambda d: d.update(culling={"gpu_idle": {"threshold": 150}}),
+            "culling.gpu_idle.threshold",
+            "150 is more than 100%; GPU utilization goes from 0 to 100%",
+        ),
+        (
+            lambda d: d.update(culling={"gpu_idle": {"threshold": "150%"}}),
+            "culling.gpu_idle.threshold",
+            "'150%' is more than 100%",
+        ),
+        (
+            lambda d: d.update(culling={"gpu_idle": {"threshold": -5}}),
+            "culling.gpu_idle.threshold",
+            "cannot be negative (-5)",
+        ),
+        (
+            lambda d: d.update(culling={"gpu_idle": {"threshold": "5 %"}}),
+            "culling.gpu_idle.threshold",
+            "must be a percentage written as 5% or 12.5% (no space), or a number; not the string '5 %'",
+        ),
+        (
+            lambda d: d.update(culling={"gpu_idle": {"threshold": "five"}}),
+            "culling.gpu_idle.threshold",
+            "must be a percentage from 0 to 100, such as 5% or 12.5%, not the string 'five'",
+        ),
+        (
+            lambda d: d.update(culling={"gpu_idle": {"treshold": "5%"}}),
+            "culling.gpu_idle.treshold",
+            "unknown key; did you mean 'threshold'?",
+        ),
+        (
+            lambda d: d["tenants"][1].update(culling={"gpu_idle": {"after": "2 hours"}}),
+            "tenants[nova-labs].culling.gpu_idle.after",
+            "'2 hours'",
+        ),
+        (
+            lambda d: d["profiles"][3].update(gpu_idle={"warn_before": -60}),
+            "profiles[h100-x1].gpu_idle.warn_before",
+            "cannot be negative (-60)",
+        ),
         (lambda d: d.update(culling={"gpu_idle_timeout": "-1h"}), "culling.gpu_idle_timeout", "cannot be negative"),
         (lambda d: d.update(culling={"cpu_idle_timeout": "8 hours"}), "culling.cpu_idle_timeout", "'8 hours'"),
         (lambda d: d.update(culling={"interval": 0}), "culling.interval", "must be at least 1s"),
@@ -508,7 +600,7 @@ def test_bad_durations(value: Any, words: str) -> None:
         (
             lambda d: d["tenants"][1].update(culling={"interval": "1m"}),
             "tenants[nova-labs].culling.interval",
-            "unknown key; known keys: gpu_idle_timeout, cpu_idle_timeout, stop_over_budget, over_budget_grace",
+            "unknown key; known keys: gpu_idle_timeout, cpu_idle_timeout, stop_over_budget, over_budget_grace, gpu_idle",
         ),
     ],
 )

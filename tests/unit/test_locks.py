@@ -52,8 +52,9 @@ def in_file_requirements(path: Path) -> list[Requirement]:
 
 def test_this_environment_is_exactly_the_dev_lock() -> None:
     installed = {LOCK.canonical(d.metadata["Name"]): d.version for d in distributions()}
-    # pip comes with the venv itself; the package under test is installed from this checkout.
-    installed = {name: v for name, v in installed.items() if name not in {"pip", "aidc-hub"}}
+    # pip comes with the venv itself; the package under test and the workspaces' JupyterLab
+    # extension (labextension/) are installed from this checkout.
+    installed = {name: v for name, v in installed.items() if name not in {"pip", "aidc-hub", "aidc-jupyterlab"}}
     locked = applicable_pins(DEV)
     missing = {name: v for name, v in locked.items() if installed.get(name) != v}
     extra = {name: v for name, v in installed.items() if name not in locked}

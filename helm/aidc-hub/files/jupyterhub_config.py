@@ -82,6 +82,12 @@ settings: dict[str, Any] = {
     "TenantKubeSpawner.preemption_grace": spawner["preemptionGrace"],
     "TenantKubeSpawner.k8s_creates_in_flight": spawner["createsInFlight"],
     "TenantKubeSpawner.watch_all_namespaces": spawner["watchAllNamespaces"],
+    # workspaces reach the quotas service through the proxy (the network policies let them reach
+    # nothing else of the hub's but its API); Spawner.server_token_scopes comes from the platform's file
+    "Spawner.environment": {
+        **c.Spawner.environment,
+        "AIDC_QUOTAS_URL": f"http://proxy-public.{namespace}.svc:{values['proxy']['port']}/services/quotas/",
+    },
 }
 if values["publicUrl"]:
     settings["JupyterHub.public_url"] = values["publicUrl"]
@@ -92,6 +98,8 @@ for service in c.JupyterHub.services:
     if service["name"] == "quotas":
         # the proxy (another pod) reaches it on this pod's address; it listens on what its url names
         service = {**service, "url": f"http://{pod_ip}:{urlparse(service['url']).port}"}
+        if hub["prometheusUrl"]:  # GPU use from the DCGM exporter, through Prometheus (QuotasService.prometheus_url)
+            service["environment"] = {**service["environment"], "AIDC_PROMETHEUS_URL": hub["prometheusUrl"]}
     elif service["name"] == "sshgateway":
         if not values["sshGateway"]["enabled"]:
             continue  # no gateway at all
