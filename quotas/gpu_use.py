@@ -22,7 +22,7 @@ import math
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 ServerKey = tuple[str, str]  # (user, server name; "" for the default server)
@@ -60,6 +60,31 @@ class GpuUseSource(Protocol):
         """The current use of each server's GPUs. A server missing from the result, or with fewer
         samples than GPUs it holds, has no (complete) data: it is never judged idle on that round."""
         ...
+
+
+def used_gpu_ms(
+    samples: Sequence[GpuSample] | None, gpu_count: int, since: datetime | None, now: datetime, cap: timedelta
+) -> int:
+    """GPU-milliseconds used (weighted by utilization) from the previous reading ``since`` to this
+    one at ``now``: each of the server's GPUs read this time (at most ``gpu_count``) adds its
+    utilization/100 times the time elapsed, which counts at most ``cap`` (a gap in the readings, a
+    culler that was down, is not use). No data (None, no samples) or no previous reading adds 0;
+    a GPU read twice counts once (its mean)."""
+    if not samples or since is None or gpu_count <= 0 or now <= since:
+        return 0
+    by_gpu: dict[str, list[float]] = {}
+    for sample in samples:
+        if math.isfinite(sample.utilization):
+            by_gpu.setdefault(sample.gpu, []).append(min(100.0, max(0.0, sample.utilization)))
+    means = sorted((sum(values) / len(values) for values in by_gpu.values()), reverse=True)[:gpu_count]
+    elapsed = min(now - since, cap) / timedelta(milliseconds=1)
+    return int(sum(means) / 100 * elapsed)
+
+
+def mean_utilization(samples: Sequence[GpuSample] | None) -> float | None:
+    """The mean utilization (percent) of the GPUs read, or None without data."""
+    values = [s.utilization for s in samples or () if math.isfinite(s.utilization)]
+    return sum(values) / len(values) if values else None
 
 
 class GpuUseUnavailable(RuntimeError):

@@ -94,6 +94,8 @@ runs = Table(
     # set when the server is to be stopped (preempted to give a tenant its GPUs back): when, and why
     Column("stop_at", UTCDateTime, nullable=True),
     Column("stop_note", Text, nullable=True),
+    # GPUs x milliseconds weighted by the GPUs' utilization, as the culler measured it (issue 18)
+    Column("gpu_used_ms", BigInteger, nullable=False, server_default="0"),
 )
 Index(
     "ux_runs_open_server",
@@ -126,6 +128,7 @@ usage_rollups = Table(
     Column("cpu_milli_ms", BigInteger, nullable=False),  # millicores x milliseconds
     Column("runs", Integer, nullable=False),  # runs that ended in this period
     Column("borrowed_gpu_ms", BigInteger, nullable=False, server_default="0"),  # the borrowed part of gpu_ms
+    Column("gpu_used_ms", BigInteger, nullable=False, server_default="0"),  # gpu_ms weighted by utilization
     PrimaryKeyConstraint("tenant", "period", "start", "kind", "subject", name="pk_usage_rollups"),
 )
 Index("ix_rollups_subject", usage_rollups.c.tenant, usage_rollups.c.kind, usage_rollups.c.subject)

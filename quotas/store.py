@@ -102,6 +102,7 @@ class Run:
     end_reason: str | None = None
     stop_at: datetime | None = None  # when it is to be stopped (preempted, GPUs idle), and why
     stop_note: str | None = None
+    gpu_used_ms: int = 0  # GPUs x milliseconds weighted by utilization, measured so far (:meth:`Store.add_gpu_use`)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,14 @@ class UsageRow:
     cpu_hours: Decimal
     runs: int
     borrowed_gpu_hours: Decimal = Decimal(0)  # the part of gpu_hours on GPUs borrowed from the cohort
+    # GPU-hours weighted by the GPUs' utilization (issue 18): of a run that spans several days or
+    # months, each gets the share of its measured use that it got of its held time (:func:`prorate`)
+    gpu_used_hours: Decimal = Decimal(0)
+
+    @property
+    def efficiency(self) -> Decimal | None:
+        """Used over held GPU-hours (None when none were held)."""
+        return self.gpu_used_hours / self.gpu_hours if self.gpu_hours else None
 
 
 class Store:
@@ -294,6 +303,17 @@ class Store:
             self._seen.pop(row.id, None)  # it changed: read it again
         return True
 
+    def add_gpu_use(self, key: ServerKey, used_ms: int) -> bool:
+        """Add ``used_ms`` (GPUs x milliseconds weighted by utilization, :func:`quotas.gpu_use.used_gpu_ms`)
+        to server ``key``'s open run; False if it has none (it stopped meanwhile: the reading is lost)."""
+        if used_ms <= 0:
+            return False
+        with self._tx() as conn:
+            done = conn.execute(
+                update(runs).where(_open_run_of(key)).values(gpu_used_ms=runs.c.gpu_used_ms + int(used_ms))
+            )
+            return bool(done.rowcount)
+
     def mark_preempted(self, key: ServerKey, stop_at: datetime, note: str) -> bool:
         """Mark server ``key``'s open run to be stopped at ``stop_at`` for ``note`` (why, for its
         person): preempted to give a tenant its own GPUs back. False if it has no open run or is
@@ -398,15 +418,18 @@ class Store:
         # the end's day and month always get a bucket: that is where the run is counted, even when
         # it ends at 00:00 or lasted under a millisecond
         buckets: dict[tuple[str, date], list[int]] = {
-            ("day", ended.date()): [0, 0, 0],
-            ("month", ended.date().replace(day=1)): [0, 0, 0],
+            ("day", ended.date()): [0, 0, 0, 0],
+            ("month", ended.date().replace(day=1)): [0, 0, 0, 0],
         }
         borrowed = sum((row.borrowed or {}).values())
-        for period, start, ms in _split(row.started, ended):
-            cell = buckets.setdefault((period, start), [0, 0, 0])
+        for period, start, ms, used in _split_used(row.started, ended, row.gpu_used_ms or 0):
+            cell = buckets.setdefault((period, start), [0, 0, 0, 0])
             cell[0] += row.gpu_count * ms
             cell[1] += row.cpu_milli * ms
             cell[2] += borrowed * ms
+            cell[3] += used
+        if not any(c[3] for c in buckets.values()) and row.gpu_used_ms:  # held no time: its end gets it
+            buckets[("day", ended.date())][3] = buckets[("month", ended.date().replace(day=1))][3] = row.gpu_used_ms
         last = {"day": ended.date(), "month": ended.date().replace(day=1)}
         values = [
             {
@@ -419,8 +442,9 @@ class Store:
                 "cpu_milli_ms": cpu_ms,
                 "runs": int(last[period] == start),
                 "borrowed_gpu_ms": borrowed_ms,
+                "gpu_used_ms": used_ms,
             }
-            for (period, start), (gpu_ms, cpu_ms, borrowed_ms) in buckets.items()
+            for (period, start), (gpu_ms, cpu_ms, borrowed_ms, used_ms) in buckets.items()
             for kind, subject in subjects
         ]
         stmt = self._insert(usage_rollups).values(values)  # one statement for every bucket
@@ -432,6 +456,7 @@ class Store:
                     "cpu_milli_ms": usage_rollups.c.cpu_milli_ms + stmt.excluded.cpu_milli_ms,
                     "runs": usage_rollups.c.runs + stmt.excluded.runs,
                     "borrowed_gpu_ms": usage_rollups.c.borrowed_gpu_ms + stmt.excluded.borrowed_gpu_ms,
+                    "gpu_used_ms": usage_rollups.c.gpu_used_ms + stmt.excluded.gpu_used_ms,
                 },
             )
         )
@@ -657,6 +682,7 @@ class Store:
         cpu: dict[tuple[str, date | None], int] = defaultdict(int)
         count: dict[tuple[str, date | None], int] = defaultdict(int)
         lent: dict[tuple[str, date | None], int] = defaultdict(int)  # GPU-ms on borrowed GPUs
+        used: dict[tuple[str, date | None], int] = defaultdict(int)  # GPU-ms weighted by utilization
         with self.engine.connect() as conn:
             for period, lo, hi in [("day", start, end)] if daily else _cover(start, end):
                 rows = conn.execute(
@@ -667,6 +693,7 @@ class Store:
                         usage_rollups.c.cpu_milli_ms,
                         usage_rollups.c.runs,
                         usage_rollups.c.borrowed_gpu_ms,
+                        usage_rollups.c.gpu_used_ms,
                     ).where(
                         usage_rollups.c.tenant == tenant,
                         usage_rollups.c.period == period,
@@ -681,18 +708,24 @@ class Store:
                     cpu[key] += r.cpu_milli_ms
                     count[key] += r.runs
                     lent[key] += r.borrowed_gpu_ms
+                    used[key] += r.gpu_used_ms
             begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
             finish = min(now, datetime(end.year, end.month, end.day, tzinfo=UTC))
             for r in self._open_rows(conn, tenant):
                 subjects = {"tenant": [tenant], "user": [r.user], "group": list(r.groups)}[by]
-                for period, day, ms in _split(max(r.started, begin), finish):
-                    if period != "day":
+                # the run's use so far, shared over the days it was held (as a closed run's roll-ups)
+                for period, day, ms, part_used in _split_used(r.started, max(r.started, now), r.gpu_used_ms or 0):
+                    if period != "day" or day < start or day >= end:
                         continue
+                    ms = elapsed_ms(
+                        max(r.started, begin, _midnight(day)), min(finish, _midnight(day) + timedelta(days=1))
+                    )
                     for subject in subjects:
                         key = (subject, day if daily else None)
                         gpu[key] += r.gpu_count * ms
                         cpu[key] += r.cpu_milli * ms
                         lent[key] += sum((r.borrowed or {}).values()) * ms
+                        used[key] += part_used
                         count.setdefault(key, 0)
         return sorted(
             (
@@ -703,6 +736,7 @@ class Store:
                     cpu_hours=Decimal(cpu[(subject, day)]) / MS_PER_HOUR / 1000,
                     runs=count[(subject, day)],
                     borrowed_gpu_hours=Decimal(lent[(subject, day)]) / MS_PER_HOUR,
+                    gpu_used_hours=Decimal(used[(subject, day)]) / MS_PER_HOUR,
                 )
                 for subject, day in set(gpu) | set(count)
             ),
@@ -953,7 +987,9 @@ def _holding(row: Any) -> Holding:
 
 
 def _run(row: Any) -> Run:
-    return Run(row.id, _holding(row), row.started, row.ended, row.end_reason, row.stop_at, row.stop_note)
+    return Run(
+        row.id, _holding(row), row.started, row.ended, row.end_reason, row.stop_at, row.stop_note, row.gpu_used_ms or 0
+    )
 
 
 def _limits_of(tenant: str, rows: Iterable[Any]) -> list[Limit]:
@@ -989,6 +1025,33 @@ def _split(begin: datetime, end: datetime) -> Iterator[tuple[str, date, int]]:
         day = following
     for month, ms in months.items():
         yield "month", month, ms
+
+
+def prorate(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` shared in proportion to ``weights``, in whole units that add up to ``total`` exactly
+    (largest remainders); all 0 when the weights are."""
+    whole = sum(weights)
+    if whole <= 0:
+        return [0 for _ in weights]
+    shares = [total * w // whole for w in weights]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def _split_used(begin: datetime, end: datetime, used_ms: int) -> Iterator[tuple[str, date, int, int]]:
+    """:func:`_split` of [begin, end), each part with its share of ``used_ms`` (the GPU use measured
+    over the whole run): in proportion to its held time, per period kind, adding up to ``used_ms``."""
+    parts = list(_split(begin, end))
+    for kind in ("day", "month"):
+        mine = [p for p in parts if p[0] == kind]
+        for (period, start, ms), share in zip(mine, prorate(used_ms, [p[2] for p in mine]), strict=True):
+            yield period, start, ms, share
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _cover(start: date, end: date) -> list[tuple[str, date, date]]:
