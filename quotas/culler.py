@@ -35,6 +35,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -45,7 +46,7 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.ioloop import PeriodicCallback
 
-from .gpu_use import GpuSample, GpuUseSource, ServerGpus, ServerKey
+from .gpu_use import GpuSample, GpuUseSource, ServerGpus, ServerKey, mean_utilization, used_gpu_ms
 from .model import PlatformConfig, Tenant
 from .policy import Limit, Usage, limit_applies
 from .quantity import format_duration, format_hours, format_number, period_words, reset_words
@@ -56,6 +57,11 @@ WARNINGS = ("idle_gpu_warn", "over_budget_warn")  # the kinds that warn; every o
 # the ledger's end_reason
 END_REASONS = {"idle": "culled-idle", "idle_gpu": "idle-gpu", "over_budget_stop": "over-budget"}
 PAGINATION = "application/jupyterhub-pagination+json"
+# GPU use (issue 18): time between two readings counts as use for at most this many culling
+# intervals (a gap, a culler that was down, is not use); each server's readings kept in memory
+USE_GAP_INTERVALS = 2
+HISTORY = timedelta(hours=1)
+HISTORY_POINTS = 120
 # admin:server_state: a server's spawner state says where its GPUs are (the embedded spawner's
 # GPU indices, KubeSpawner's pod and namespace), which GPU-idle culling needs
 SCOPES = ("list:users", "read:servers", "admin:server_state", "delete:servers")
@@ -560,12 +566,25 @@ class Culler:
         self._gpu_warned: dict[ServerKey, datetime] = {}
         self._gpu_read: datetime | None = None
         self._gpu_failure: str | None = None
+        # GPU use (issue 18): when each running GPU server's GPUs were last read with data, and its
+        # recent readings (time, mean utilization %) for the quotas page and API (:meth:`utilization`)
+        self._gpu_last_read: dict[ServerKey, datetime] = {}
+        self._gpu_history: dict[ServerKey, deque[tuple[datetime, float]]] = {}
         self._callback: PeriodicCallback | None = None
         self._running = False
 
     def warnings(self) -> list[BudgetWarning]:
         """Over-budget warnings of servers that still run and are still over budget, oldest first."""
         return sorted(self._warned.values(), key=lambda w: (w.warned, w.user, w.server))
+
+    def utilization(self, key: ServerKey) -> list[tuple[datetime, float]]:
+        """Server ``key``'s GPU utilization over the last hour (:data:`HISTORY`), oldest first: the
+        mean over its GPUs at each round that read them; [] when it does not run or has no data."""
+        return list(self._gpu_history.get(key, ()))
+
+    def utilizations(self) -> dict[ServerKey, list[tuple[datetime, float]]]:
+        """:meth:`utilization` of every running GPU server with data."""
+        return {key: list(points) for key, points in self._gpu_history.items() if points}
 
     def start(self) -> None:
         """Run :meth:`run_once` every ``culling.interval`` on the current IOLoop, the first time one
@@ -680,16 +699,14 @@ class Culler:
 
     async def _clock_gpus(self, servers: Sequence[Server], config: PlatformConfig, now: datetime) -> None:
         """Read the use of the GPUs of the running GPU servers that GPU-idle culling applies to, and
-        move their idle clocks (:func:`gpu_idle_clock`); a source that fails is no data."""
-        watched = [
-            s
-            for s in servers
-            if not s.pending and s.gpu_count and s.tenant and gpu_idle_rule(s, config).after > timedelta(0)
-        ]
+        move their idle clocks (:func:`gpu_idle_clock`); a source that fails is no data. Every running
+        GPU server's readings also add to its ledger run's GPU-hours used, and to its recent history."""
+        running = [s for s in servers if not s.pending and s.gpu_count and s.tenant]
+        watched = [s for s in running if gpu_idle_rule(s, config).after > timedelta(0)]
         samples: dict[ServerKey, list[GpuSample]] = {}
-        if self.gpu_source is not None and watched:
+        if self.gpu_source is not None and running:
             try:
-                samples = await self.gpu_source.sample([server_gpus(s) for s in watched])
+                samples = await self.gpu_source.sample([server_gpus(s) for s in running])
             except Exception as e:  # missing metrics never cull: no data this round
                 failure = f"{type(e).__name__}: {e}"
                 if failure != self._gpu_failure:  # once per new failure, not every round
@@ -708,7 +725,43 @@ class Culler:
             if clock is not None:
                 clocks[server.key] = clock
         self._gpu_clocks = clocks
+        await self._count_gpu_use(running, samples, config, now)
         self._gpu_read = now
+
+    async def _count_gpu_use(
+        self,
+        running: Sequence[Server],
+        samples: Mapping[ServerKey, Sequence[GpuSample]],
+        config: PlatformConfig,
+        now: datetime,
+    ) -> None:
+        """Add this round's readings to each server's ledger run (:func:`used_gpu_ms`) and history;
+        servers that stopped are forgotten. A sample measured before the previous round is no data."""
+        keys = {s.key for s in running}
+        for gone in set(self._gpu_last_read) - keys:
+            del self._gpu_last_read[gone]
+        for gone in set(self._gpu_history) - keys:
+            del self._gpu_history[gone]
+        cap = USE_GAP_INTERVALS * config.culling.interval
+        used: dict[ServerKey, int] = {}
+        for server in running:
+            fresh = [
+                s
+                for s in samples.get(server.key, ())
+                if self._gpu_read is None or s.read_at is None or s.read_at >= self._gpu_read
+            ]
+            mean = mean_utilization(fresh)
+            if mean is None:
+                continue  # no data: nothing used, nothing drawn
+            used[server.key] = used_gpu_ms(fresh, server.gpu_count, self._gpu_last_read.get(server.key), now, cap)
+            self._gpu_last_read[server.key] = now
+            points = self._gpu_history.setdefault(server.key, deque(maxlen=HISTORY_POINTS))
+            points.append((now, mean))
+            while points and points[0][0] < now - HISTORY:
+                points.popleft()
+        for key, ms in used.items():
+            if ms:
+                await asyncio.to_thread(self.store.add_gpu_use, key, ms)
 
     def _gather(
         self, config: PlatformConfig, users: list[dict[str, Any]], now: datetime

@@ -3,12 +3,22 @@ share per day and month (issue 18)."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from quotas.culler import Culler
 from quotas.gpu_use import GpuSample, mean_utilization, used_gpu_ms
-from quotas.store import prorate
+from quotas.loader import parse_platform
+from quotas.model import Image
+from quotas.policy import Holding
+from quotas.store import Store, prorate
+from tests.unit.test_gpu_idle import PLATFORM, STARTED, Source
 
 NOW = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -65,3 +75,42 @@ def test_mean_utilization() -> None:
 )
 def test_prorate_shares_exactly(total: int, weights: list[int], expected: list[int]) -> None:
     assert prorate(total, weights) == expected
+
+
+async def test_culler_rounds_add_use_to_the_run_and_keep_an_hour_of_history(
+    images: Mapping[str, Image], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = parse_platform(copy.deepcopy(PLATFORM), images)  # a 5-minute culling interval
+    store = Store(f"sqlite:///{tmp_path / 'quotas.sqlite'}")
+    store.restore(Holding("lab", "alice", "", "h100-x2", {"H100": 2}, Decimal(8), Decimal(2**36)), None, STARTED)
+    source = Source()
+    culler = Culler(platform, store, "http://hub.invalid/hub/api", "token", gpu_source=source)
+    model = {"started": STARTED.isoformat(), "last_activity": NOW.isoformat(), "state": {"aidc": {"gpus": ["0", "1"]}}}
+
+    async def active_users() -> list[dict[str, Any]]:
+        return [{"name": "alice", "servers": {"": model}}] if model else []
+
+    monkeypatch.setattr(culler, "_active_users", active_users)
+    key = ("alice", "")
+
+    def used_ms() -> int:
+        return [r for r in store.open_runs("lab")][0].gpu_used_ms if store.open_runs("lab") else -1
+
+    source.use[key] = gpus(100, 50)
+    await culler.run_once(NOW)  # the first reading only starts the clock
+    assert used_ms() == 0 and culler.utilization(key) == [(NOW, 75.0)]
+    await culler.run_once(NOW + 5 * MINUTE)  # 1.5 GPUs busy for 5 minutes
+    assert used_ms() == 450_000
+    del source.use[key]
+    await culler.run_once(NOW + 10 * MINUTE)  # no data: nothing added, nothing drawn
+    assert used_ms() == 450_000 and len(culler.utilization(key)) == 2
+    source.use[key] = gpus(100, 100)
+    await culler.run_once(NOW + 61 * MINUTE)  # after a gap only two intervals count
+    assert used_ms() == 450_000 + 2 * 10 * 60_000
+    assert culler.utilization(key) == [(NOW + 5 * MINUTE, 75.0), (NOW + 61 * MINUTE, 100.0)]  # the last hour
+    assert culler.utilizations() == {key: culler.utilization(key)}
+
+    model.clear()  # it stopped: its history is dropped
+    await culler.run_once(NOW + 65 * MINUTE)
+    assert culler.utilization(key) == [] and culler.utilizations() == {}
+    store.close()
