@@ -162,6 +162,12 @@ def report_hours(value: Decimal) -> str:
     return format_number(value, REPORT_PLACES)
 
 
+def report_ratio(part: Decimal, whole: Decimal) -> str | None:
+    """``part`` over ``whole`` as reports give it (to 1/10,000; GPU-hours used over held), None when
+    ``whole`` is 0: no GPU-hours held, no efficiency."""
+    return report_hours(part / whole) if whole else None
+
+
 def format_hours(value: Decimal) -> str:
     """Hours in a sentence: to a tenth, with thousands separators (``"1,000.4"``); tiny budgets
     keep their digits (``"0.0005"``), so a refusal never says "0.0 of 0.0"."""

@@ -104,6 +104,10 @@ class Run:
     stop_note: str | None = None
     gpu_used_ms: int = 0  # GPUs x milliseconds weighted by utilization, measured so far (:meth:`Store.add_gpu_use`)
 
+    def holding_gpu_ms(self, now: datetime) -> int:
+        """GPUs x milliseconds held from its start to its end (or ``now``, while it runs)."""
+        return sum(self.holding.gpus.values()) * elapsed_ms(self.started, self.ended or now)
+
 
 @dataclass(frozen=True)
 class Queued:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -13,17 +14,24 @@ from ..limits import limit_to_json
 from ..model import PlatformConfig, Tenant
 from ..notices import RECENT, server_notices
 from ..policy import Limit, Usage, limits_for
-from ..quantity import month_period, report_hours
-from ..store import Run, Store
+from ..quantity import month_period, report_hours, report_ratio
+from ..store import Run, ServerKey, Store
 from .api_queue import queued_json
 from .api_servers import server_json
 from .api_tenants import about_tenant_json, ceiling_json, in_use_json, visible_tenants
 from .base import ApiError, BaseHandler, Caller
 
 
-def my_tenant(store: Store, tenant: Tenant, caller: Caller, now: datetime) -> dict[str, Any]:
+def my_tenant(
+    store: Store,
+    tenant: Tenant,
+    caller: Caller,
+    now: datetime,
+    utilization: Mapping[ServerKey, Sequence[tuple[datetime, float]]] | None = None,
+) -> dict[str, Any]:
     """The caller's view of one tenant: role, the limits that apply to them (their own and their
-    groups'), their GPU-hours this month, their servers, their GPU requests waiting in the tenant's
+    groups'), their GPU-hours held and used this month, their servers (with ``utilization``, the
+    culler's readings of the last hour), their GPU requests waiting in the tenant's
     queue (with their place in line and why), and the tenant's ceiling and use now."""
     start, end, period = month_period(now)
     usage = store.usage(tenant, now)
@@ -33,16 +41,21 @@ def my_tenant(store: Store, tenant: Tenant, caller: Caller, now: datetime) -> di
     limits = limits_for(store.limits(tenant.id), caller.name, caller.groups)
     servers = [r for r in store.open_runs(tenant.id) if r.holding.user == caller.name]
     queued = [q for q in store.queued(tenant.id) if q.user == caller.name]
+    held = sum((r.gpu_hours for r in mine), start=Decimal(0))
+    used = sum((r.gpu_used_hours for r in mine), start=Decimal(0))
+    seen = utilization or {}
     return {
         **about_tenant_json(tenant, caller),
         "limits": [limit_to_json(lim) for lim in limits],
         "usage": {
-            "gpu_hours": report_hours(sum((r.gpu_hours for r in mine), start=Decimal(0))),
+            "gpu_hours": report_hours(held),
+            "gpu_used_hours": report_hours(used),
+            "efficiency": report_ratio(used, held),
             "cpu_hours": report_hours(sum((r.cpu_hours for r in mine), start=Decimal(0))),
             "period": period,
             "period_resets": end.date(),
         },
-        "servers": [server_json(r, now) for r in servers],
+        "servers": [server_json(r, now, seen.get((r.holding.user, r.holding.server), ())) for r in servers],
         "queued": [queued_json(q) for q in queued],
         "ceiling": ceiling_json(tenant),
         "in_use": in_use_json(tenant, usage),
@@ -126,7 +139,7 @@ class MeHandler(BaseHandler):
         now = self.now()
         tenants = []
         for tenant in visible_tenants(caller, self.config):
-            tenants.append(await self.blocking(my_tenant, self.store, tenant, caller, now))
+            tenants.append(await self.blocking(my_tenant, self.store, tenant, caller, now, self.utilizations()))
         self.write_json(
             {
                 "name": caller.name,

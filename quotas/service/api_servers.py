@@ -11,6 +11,7 @@ its own token, after that check.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,17 +19,19 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from ..quantity import exact_bytes, format_number, report_hours
+from ..quantity import exact_bytes, format_number, report_hours, report_ratio
 from ..store import MS_PER_HOUR, Run, elapsed_ms
 from .api_tenants import TENANT
 from .base import ApiError, BaseHandler
 
 
-def server_json(run: Run, now: datetime) -> dict[str, Any]:
+def server_json(run: Run, now: datetime, utilization: Sequence[tuple[datetime, float]] = ()) -> dict[str, Any]:
     """One reservation: who, which server, what it holds (and of that, what it borrowed from other
-    tenants), since when, GPU-hours so far; and, for a server to be preempted, when it stops and why."""
+    tenants), since when, GPU-hours held and used so far, its GPUs' ``utilization`` over the last hour
+    (the culler's readings: time, mean percent); and, for a server to be stopped, when and why."""
     holding = run.holding
     gpu_hours = Decimal(sum(holding.gpus.values()) * elapsed_ms(run.started, now)) / MS_PER_HOUR
+    used = Decimal(run.gpu_used_ms) / MS_PER_HOUR
     stopping = {"stop_at": run.stop_at, "stop_note": run.stop_note} if run.stop_at is not None else {}
     return {
         "user": holding.user,
@@ -41,6 +44,9 @@ def server_json(run: Run, now: datetime) -> dict[str, Any]:
         "groups": list(holding.groups),
         "started": run.started,
         "gpu_hours": report_hours(gpu_hours),
+        "gpu_used_hours": report_hours(used),
+        "efficiency": report_ratio(used, gpu_hours),
+        "utilization": [{"at": at, "percent": round(percent, 1)} for at, percent in utilization],
         "run": run.id,
         **stopping,
     }
@@ -52,8 +58,9 @@ class ServersHandler(BaseHandler):
         caller = self.caller
         runs = await self.blocking(self.store.open_runs, found.id)
         runs = [r for r in runs if caller.acts_on_server(r.holding.tenant, r.holding.user)]
-        now = self.now()
-        self.write_json({"tenant": found.id, "servers": [server_json(r, now) for r in runs]})
+        now, seen = self.now(), self.utilizations()
+        servers = [server_json(r, now, seen.get((r.holding.user, r.holding.server), ())) for r in runs]
+        self.write_json({"tenant": found.id, "servers": servers})
 
 
 class ServerHandler(BaseHandler):
@@ -61,7 +68,8 @@ class ServerHandler(BaseHandler):
 
     async def get(self, tenant: str, user: str, server: str = "") -> None:
         run = await self.server_to_act_on(tenant, user, server)
-        self.write_json(server_json(run, self.now()))
+        seen = self.utilizations().get((run.holding.user, run.holding.server), ())
+        self.write_json(server_json(run, self.now(), seen))
 
     async def delete(self, tenant: str, user: str, server: str = "") -> None:
         """Stop the server at the hub with this service's token: 204 stopped, 202 stopping."""

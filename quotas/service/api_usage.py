@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from ..quantity import month_period, report_hours
+from ..quantity import month_period, report_hours, report_ratio
 from ..store import UsageRow
 from .api_tenants import TENANT
 from .base import ApiError, BaseHandler
@@ -92,6 +92,8 @@ def row_json(row: UsageRow) -> dict[str, Any]:
         "day": row.day,
         "gpu_hours": report_hours(row.gpu_hours),
         "borrowed_gpu_hours": report_hours(row.borrowed_gpu_hours),
+        "gpu_used_hours": report_hours(row.gpu_used_hours),
+        "efficiency": report_ratio(row.gpu_used_hours, row.gpu_hours),
         "cpu_hours": report_hours(row.cpu_hours),
         "runs": row.runs,
     }
@@ -101,10 +103,19 @@ def usage_csv(rows: Sequence[UsageRow], by: str, daily: bool) -> str:
     """A header row, then one row per (day, subject) or subject: hours to 1/10,000."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*(["day"] if daily else []), by, "gpu_hours", "cpu_hours", "runs"])
+    writer.writerow([*(["day"] if daily else []), by, "gpu_hours", "cpu_hours", "runs", "gpu_used_hours"])
     for row in rows:
         day = [row.day.isoformat() if row.day else ""] if daily else []
-        writer.writerow([*day, row.subject, report_hours(row.gpu_hours), report_hours(row.cpu_hours), row.runs])
+        writer.writerow(
+            [
+                *day,
+                row.subject,
+                report_hours(row.gpu_hours),
+                report_hours(row.cpu_hours),
+                row.runs,
+                report_hours(row.gpu_used_hours),
+            ]
+        )
     return out.getvalue()
 
 
@@ -144,6 +155,7 @@ class UsageHandler(BaseHandler):
             return
         total_gpu = sum((r.gpu_hours for r in rows), start=Decimal(0))
         total_borrowed = sum((r.borrowed_gpu_hours for r in rows), start=Decimal(0))
+        total_used = sum((r.gpu_used_hours for r in rows), start=Decimal(0))
         total_cpu = sum((r.cpu_hours for r in rows), start=Decimal(0))
         self.write_json(
             {
@@ -156,6 +168,8 @@ class UsageHandler(BaseHandler):
                 "total": {
                     "gpu_hours": report_hours(total_gpu),
                     "borrowed_gpu_hours": report_hours(total_borrowed),
+                    "gpu_used_hours": report_hours(total_used),
+                    "efficiency": report_ratio(total_used, total_gpu),
                     "cpu_hours": report_hours(total_cpu),
                     "runs": sum(r.runs for r in rows),
                 },

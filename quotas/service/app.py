@@ -352,7 +352,9 @@ class QuotasService(ServiceApp, paths.PlatformState):
             platform=self.holder,
             service_prefix=prefix,
             metrics_public=self.metrics_public,
-            metrics_registry=metrics.registry_for(self.store, self.holder, _utcnow),
+            metrics_registry=metrics.registry_for(
+                self.store, self.holder, _utcnow, self.culler.utilizations if self.culler is not None else None
+            ),
             culler=self.culler,
             static_path=str(HERE / "static"),
             static_url_prefix=url_path_join(prefix, "static/"),

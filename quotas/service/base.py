@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -32,7 +32,7 @@ from ..policy import limit_applies
 from ..quantity import format_number
 from ..rbac import tenant_role_name
 from ..snapshot import PlatformHolder
-from ..store import Run, Store
+from ..store import Run, ServerKey, Store
 
 T = TypeVar("T")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -250,6 +250,13 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def utilizations(self) -> Mapping[ServerKey, Sequence[tuple[datetime, float]]]:
+        """The last hour's GPU utilization of each running GPU server, as this service's culler read
+        it (:meth:`quotas.culler.Culler.utilizations`); {} when it runs no culler. Not filtered: the
+        caller shows only servers it may see."""
+        culler = self.settings.get("culler")
+        return culler.utilizations() if culler is not None else {}
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call in a worker thread: a database that waits for a lock (another writer,

@@ -7,24 +7,37 @@ service runs with ``metrics_public`` (see :class:`quotas.service.app.QuotasServi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..quantity import month_period
 from ..snapshot import PlatformHolder
-from ..store import Store
+from ..store import ServerKey, Store
 from .base import ApiError, BaseHandler
+
+Utilization = Callable[[], Mapping[ServerKey, Sequence[tuple[datetime, float]]]]
 
 
 class QuotasCollector(Collector):
-    """Per tenant: GPUs in use and granted per type, servers, GPU-hours this month and the budget;
-    admission refusals by reason."""
+    """Per tenant: GPUs in use and granted per type, servers, GPU-hours held and used this month and
+    the budget; admission refusals by reason; per running GPU server, its GPUs' latest utilization
+    (``utilization``: the culler's readings, in this process; only running servers with data, so
+    the series come and go with servers)."""
 
-    def __init__(self, store: Store, platform: PlatformHolder, clock: Callable[[], datetime]):
+    def __init__(
+        self,
+        store: Store,
+        platform: PlatformHolder,
+        clock: Callable[[], datetime],
+        utilization: Utilization | None = None,
+    ):
         self.store, self.platform, self.clock = store, platform, clock
+        self.utilization = utilization
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
@@ -46,6 +59,13 @@ class QuotasCollector(Collector):
         hours = GaugeMetricFamily(
             "aidc_tenant_gpu_hours_month", "GPU-hours the tenant used this calendar month (UTC)", labels=["tenant"]
         )
+        used = GaugeMetricFamily(
+            "aidc_tenant_gpu_used_hours_month",
+            "GPU-hours the tenant's servers used this calendar month (UTC): held GPU-hours weighted by the"
+            " GPUs' utilization",
+            labels=["tenant"],
+        )
+        start, end, _ = month_period(now)
         budget = GaugeMetricFamily(
             "aidc_tenant_gpu_hours_budget",
             "GPU-hours per month the tenant's ceiling grants (when set)",
@@ -65,6 +85,8 @@ class QuotasCollector(Collector):
             if tenant.quota.servers is not None:
                 servers_quota.add_metric([tenant.id], tenant.quota.servers)
             hours.add_metric([tenant.id], float(usage.gpu_hours))
+            report = self.store.usage_report(tenant.id, start.date(), end.date(), now, by="tenant")
+            used.add_metric([tenant.id], float(sum((r.gpu_used_hours for r in report), start=Decimal(0))))
             if tenant.quota.gpu_hours_per_month is not None:
                 budget.add_metric([tenant.id], float(tenant.quota.gpu_hours_per_month))
         refusals = CounterMetricFamily(
@@ -74,13 +96,26 @@ class QuotasCollector(Collector):
         )
         for (tenant_id, code), count in sorted(self.store.refusal_counts().items()):
             refusals.add_metric([tenant_id, code], count)
-        yield from (gpus_in_use, gpus_quota, servers, servers_quota, hours, budget, refusals)
+        utilization = GaugeMetricFamily(
+            "aidc_server_gpu_utilization",
+            "Mean utilization (percent) of a running server's GPUs at the culler's latest reading",
+            labels=["tenant", "user", "server"],
+        )
+        readings = self.utilization() if self.utilization is not None else {}
+        if readings:
+            tenant_of = {(r.holding.user, r.holding.server): r.holding.tenant for r in self.store.open_runs()}
+            for (user, server), points in sorted(readings.items()):
+                if points and (user, server) in tenant_of:
+                    utilization.add_metric([tenant_of[(user, server)], user, server], points[-1][1])
+        yield from (gpus_in_use, gpus_quota, servers, servers_quota, hours, used, budget, refusals, utilization)
 
 
-def registry_for(store: Store, platform: PlatformHolder, clock: Callable[[], datetime]) -> CollectorRegistry:
+def registry_for(
+    store: Store, platform: PlatformHolder, clock: Callable[[], datetime], utilization: Utilization | None = None
+) -> CollectorRegistry:
     """A registry of this service's metrics only (no process or Python metrics of the default one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(QuotasCollector(store, platform, clock))
+    registry.register(QuotasCollector(store, platform, clock, utilization))
     return registry
 
 

@@ -50,6 +50,29 @@ ETAG_HEADER = {
 }
 QUANTITY = {"type": ["string", "null"], "description": 'An exact quantity, e.g. "16", "500m", "64Gi"; null: no limit'}
 HOURS = {"type": "string", "description": 'Hours, exact to 1/10,000, e.g. "12.5"'}
+USED_HOURS = {
+    **HOURS,
+    "description": "GPU-hours used: GPU-hours held weighted by the GPUs' utilization as the quotas service's culler"
+    " read it each round (a gap between readings counts two culling intervals at most; no data counts 0). A run"
+    " that spans days or months shares its use among them as its held hours. Exact to 1/10,000",
+}
+EFFICIENCY = {
+    "type": ["string", "null"],
+    "description": 'gpu_used_hours over gpu_hours, to 1/10,000 (e.g. "0.25": a quarter of the GPU time held was'
+    " used); null when no GPU-hours were held",
+}
+UTILIZATION = {
+    "type": "array",
+    "description": "The server's GPU utilization over the last hour, oldest first: one point per culling round that"
+    " read its GPUs (at most 120), the mean over its GPUs; [] without data (no GPUs, no source of GPU use)",
+    "items": {
+        "type": "object",
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "percent": {"type": "number", "description": "0-100, to a tenth"},
+        },
+    },
+}
 DATE = {"type": "string", "format": "date"}
 GPUS = {
     "type": "object",
@@ -179,6 +202,9 @@ SCHEMAS: dict[str, Any] = {
             "groups": {"type": "array", "items": {"type": "string"}},
             "started": {"type": "string", "format": "date-time"},
             "gpu_hours": HOURS,
+            "gpu_used_hours": USED_HOURS,
+            "efficiency": EFFICIENCY,
+            "utilization": UTILIZATION,
             "run": {"type": "string", "description": "Ledger run id"},
             "stop_at": {
                 "type": "string",
@@ -202,6 +228,8 @@ SCHEMAS: dict[str, Any] = {
                 **HOURS,
                 "description": "The part of gpu_hours on GPUs borrowed from other tenants, exact to 1/10,000",
             },
+            "gpu_used_hours": USED_HOURS,
+            "efficiency": EFFICIENCY,
             "cpu_hours": HOURS,
             "runs": {"type": "integer", "description": "Runs that ended in the range (or that day)"},
         },
@@ -220,6 +248,8 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "gpu_hours": HOURS,
                     "borrowed_gpu_hours": HOURS,
+                    "gpu_used_hours": USED_HOURS,
+                    "efficiency": EFFICIENCY,
                     "cpu_hours": HOURS,
                     "runs": {"type": "integer"},
                 },
@@ -244,6 +274,8 @@ SCHEMAS: dict[str, Any] = {
                 "description": "The caller's own hours this month (UTC)",
                 "properties": {
                     "gpu_hours": HOURS,
+                    "gpu_used_hours": USED_HOURS,
+                    "efficiency": EFFICIENCY,
                     "cpu_hours": HOURS,
                     "period": {"type": "string"},
                     "period_resets": DATE,
@@ -588,7 +620,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "The report. CSV: a header row (day when daily, the `by` subject, gpu_hours,"
-                    " cpu_hours, runs), as an attachment usage-<tenant>-<from>-<to>.csv",
+                    " cpu_hours, runs, gpu_used_hours), as an attachment usage-<tenant>-<from>-<to>.csv",
                     "content": {
                         "application/json": {"schema": _ref("UsageReport")},
                         "text/csv": {"schema": {"type": "string"}},
@@ -678,7 +710,9 @@ PATHS: dict[str, Any] = {
             "description": "Platform admins (token or cookie), or anyone when the service runs with"
             " QuotasService.metrics_public = True. aidc_tenant_gpus_in_use, aidc_tenant_gpus_quota,"
             " aidc_tenant_servers, aidc_tenant_servers_quota, aidc_tenant_gpu_hours_month,"
-            " aidc_tenant_gpu_hours_budget, aidc_admission_refusals_total.",
+            " aidc_tenant_gpu_hours_budget, aidc_tenant_gpu_used_hours_month (GPU-hours weighted by utilization),"
+            " aidc_admission_refusals_total, and aidc_server_gpu_utilization{tenant,user,server} (the latest reading of"
+            " each running GPU server with data).",
             "responses": {
                 "200": {
                     "description": "Prometheus text exposition format",

@@ -106,7 +106,7 @@ def test_tenant_admin_lowers_a_limit_and_admission_enforces_it(
     exported = page.request.get(f"{hub.url}{csv_link.get_attribute('href')}")
     assert exported.ok, exported.text()
     lines = exported.text().splitlines()
-    assert lines[0] == "day,user,gpu_hours,cpu_hours,runs"
+    assert lines[0] == "day,user,gpu_hours,cpu_hours,runs,gpu_used_hours"
     assert {line.split(",")[1] for line in lines[1:]} == {"alice", "carol"}
     shot("10-quotas-admin")
 

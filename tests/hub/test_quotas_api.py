@@ -420,7 +420,7 @@ def test_a_limit_set_through_the_api_is_enforced_at_the_next_spawn(clients: dict
     assert r.headers["Content-Type"].startswith("text/csv")
     assert r.headers["Content-Disposition"] == f"attachment; filename=usage-lab-{month}-{following}.csv"
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert list(rows[0]) == ["day", "user", "gpu_hours", "cpu_hours", "runs"]
+    assert list(rows[0]) == ["day", "user", "gpu_hours", "cpu_hours", "runs", "gpu_used_hours"]
     alices = [row for row in rows if row["user"] == "alice" and row["day"] == today.isoformat()]
     assert len(alices) == 1 and int(alices[0]["runs"]) >= 1 and float(alices[0]["gpu_hours"]) > 0
     same = call(kim, "GET", "api/tenants/lab/usage?daily=1", headers={"Accept": "text/csv"})
