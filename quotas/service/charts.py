@@ -6,6 +6,7 @@ browsers show as a tooltip, and ``data-*`` attributes that say what it stands fo
 
 - :func:`stacked_bars`: GPU-hours per day, stacked per user, with axes, gridlines and a legend.
 - :func:`meters`: use now against a ceiling, one horizontal bar per resource.
+- :func:`sparkline`: a server's GPU utilization over the last hour, small enough for a table cell.
 """
 
 from __future__ import annotations
@@ -263,4 +264,40 @@ def meters(rows: Sequence[Meter], *, title: str, width: int = 460) -> str:
             f"{escape(row.text)}</text></g>"
         )
     out.append("</svg>")
+    return "".join(out)
+
+
+def sparkline(points: Sequence[tuple[float, Number]], *, span: float, title: str, width: int = 140) -> str:
+    """A small line of percentages (0-100) over time: ``points`` are (seconds into the window,
+    percent), the window ``span`` seconds wide (the last hour: 3600), drawn left to right with a
+    faint 100 % frame. Without points it says so. The last value is written after the line."""
+    height, text_width = 24, 36
+    plot = width - text_width
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="aidc-sparkline" role="img" viewBox="0 0 {width} {height}"'
+        f' width="{width}" height="{height}" data-points="{len(points)}" {FONT}>',
+        f"<title>{escape(title)}</title>",
+        f'<rect class="frame" x="0" y="2" width="{plot}" height="{height - 4}" fill="currentColor" fill-opacity="0.06"/>',
+    ]
+    if not points:
+        out.append(f'<text x="4" y="{height - 8}" fill="currentColor" fill-opacity="0.6">no data</text></svg>')
+        return "".join(out)
+
+    def xy(at: float, percent: Number) -> str:
+        share = min(1.0, max(0.0, float(_dec(percent)) / 100))
+        x = plot * min(1.0, max(0.0, at / span)) if span > 0 else plot
+        return f"{_px(x)},{_px(2 + (height - 4) * (1 - share))}"
+
+    line = " ".join(xy(at, percent) for at, percent in points)
+    last = float(_dec(points[-1][1]))
+    color = "#198754" if last >= 50 else "#fd7e14" if last >= 5 else "#dc3545"
+    out.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+    if len(points) == 1:
+        out.append(
+            f'<circle cx="{xy(*points[0]).split(",")[0]}" cy="{xy(*points[0]).split(",")[1]}" r="2" fill="{color}"/>'
+        )
+    out.append(
+        f'<text class="value" x="{plot + 4}" y="{height - 8}" fill="currentColor" data-value="{_px(last)}">'
+        f"{format_number(_dec(round(last)))}%</text></svg>"
+    )
     return "".join(out)

@@ -29,6 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from tornado import web
 
+from ..culler import HISTORY
 from ..limits import SCALAR_FIELDS, limit_etag, limit_summary, limit_to_json
 from ..model import Tenant
 from ..policy import Limit, limits_for
@@ -43,11 +44,12 @@ from ..quantity import (
     month_start,
     next_month,
     previous_month,
+    report_hours,
 )
-from ..store import Queued, Run, SshKey, Store, UsageRow
+from ..store import MS_PER_HOUR, Queued, Run, ServerKey, SshKey, Store, UsageRow
 from .api_tenants import visible_tenants
 from .base import ApiError, BaseHandler, Caller
-from .charts import Meter, meters, stacked_bars
+from .charts import Meter, meters, sparkline, stacked_bars
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -87,6 +89,9 @@ class ServerRow:
     running_for: str
     borrowed: str = ""  # the GPUs of `gpus` borrowed from other tenants ("1 H100"); "" if none
     stops: str = ""  # a server to be preempted: "14:05 UTC (why)"; "" otherwise
+    gpu_hours: str = ""  # GPU-hours held and used (utilization-weighted) since it started
+    gpu_used_hours: str = ""
+    utilization: Markup = Markup("")  # its GPUs' utilization over the last hour (a sparkline); "" without GPUs
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,9 @@ class LimitRow:
 class PersonRow:
     name: str
     gpu_hours: str
+    gpu_used_hours: str
+    efficiency: str  # used over held, "25%"; "—" when none held
+    gpu_used_exact: str  # to 1/10,000, as the API reports it (the page shows 2 places)
     cpu_hours: str
     runs: int
     gpus_now: str
@@ -130,6 +138,8 @@ class MyView:
     role: str
     limits: list[LimitRow]
     gpu_hours: str
+    gpu_used_hours: str
+    efficiency: str
     cpu_hours: str
     runs: int
     gpu_hours_limit: str
@@ -141,6 +151,7 @@ class MyView:
 @dataclass(frozen=True)
 class AdminView:
     chart: Markup
+    tenant_hours: tuple[str, str, str, str]  # the tenant's GPU-hours held, used, the ratio; used to 1/10,000
     people: list[PersonRow]
     servers: list[ServerRow]
     limits: list[LimitRow]
@@ -227,7 +238,30 @@ def _minute(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def server_rows(runs: Iterable[Run], now: datetime) -> list[ServerRow]:
+def efficiency_text(used: Decimal, held: Decimal) -> str:
+    """GPU-hours used over held as a percentage (``"25%"``); ``"—"`` when none were held."""
+    return f"{format_number(used / held * 100, 0)}%" if held else "—"
+
+
+def utilization_chart(run: Run, points: Sequence[tuple[datetime, float]], now: datetime) -> Markup:
+    """The sparkline of a GPU server's last hour (:data:`quotas.culler.HISTORY`); nothing for a CPU server."""
+    if not sum(run.holding.gpus.values()):
+        return Markup("")
+    start = now - HISTORY
+    label = f"{run.holding.user}/{run.holding.server}" if run.holding.server else f"{run.holding.user}'s default server"
+    title = (
+        f"GPU utilization of {label} over the last hour: {len(points)} readings, latest {points[-1][1]:.0f}%"
+        if points
+        else f"GPU utilization of {label} over the last hour: no data"
+    )
+    values = [((at - start).total_seconds(), percent) for at, percent in points]
+    return Markup(sparkline(values, span=HISTORY.total_seconds(), title=title))
+
+
+def server_rows(
+    runs: Iterable[Run], now: datetime, utilization: Mapping[ServerKey, Sequence[tuple[datetime, float]]] | None = None
+) -> list[ServerRow]:
+    seen = utilization or {}
     return [
         ServerRow(
             user=r.holding.user,
@@ -241,6 +275,9 @@ def server_rows(runs: Iterable[Run], now: datetime) -> list[ServerRow]:
             running_for=format_duration(now - r.started),
             borrowed=gpus_text(r.holding.borrowed) if any(r.holding.borrowed.values()) else "",
             stops=_stops(r),
+            gpu_hours=format_number(Decimal(r.holding_gpu_ms(now)) / MS_PER_HOUR, 2),
+            gpu_used_hours=format_number(Decimal(r.gpu_used_ms) / MS_PER_HOUR, 2),
+            utilization=utilization_chart(r, seen.get((r.holding.user, r.holding.server), ()), now),
         )
         for r in runs
     ]
@@ -342,9 +379,18 @@ def usage_chart(tenant: Tenant, daily: Sequence[UsageRow], start: date, end: dat
     return Markup(svg)
 
 
-def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date, now: datetime) -> TenantView:
+def gather(
+    store: Store,
+    caller: Caller,
+    tenant: Tenant,
+    start: date,
+    end: date,
+    now: datetime,
+    utilization: Mapping[ServerKey, Sequence[tuple[datetime, float]]] | None = None,
+) -> TenantView:
     """Everything the page shows of ``tenant`` to ``caller``, read from the store (blocking: run it
-    in a worker thread). Other people's rows are read only for callers who administer the tenant."""
+    in a worker thread). Other people's rows are read only for callers who administer the tenant;
+    ``utilization``: the culler's readings of the last hour per server (shown only with its row)."""
     is_admin = caller.can_admin_tenant(tenant.id)
     runs = store.open_runs(tenant.id)
     waiting = store.queued(tenant.id)
@@ -360,15 +406,19 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
         for gpu_type, n in r.holding.gpus.items():
             my_gpus[gpu_type] += n
     hour_limits = [lim.gpu_hours for lim in my_limits if lim.kind == "user" and lim.gpu_hours is not None]
+    my_held = sum((r.gpu_hours for r in mine), Decimal(0))
+    my_used = sum((r.gpu_used_hours for r in mine), Decimal(0))
     me = MyView(
         role=caller.role_in(tenant.id),
         limits=[_limit_row(lim) for lim in my_limits],
-        gpu_hours=format_number(sum((r.gpu_hours for r in mine), Decimal(0)), 2),
+        gpu_hours=format_number(my_held, 2),
+        gpu_used_hours=format_number(my_used, 2),
+        efficiency=efficiency_text(my_used, my_held),
         cpu_hours=format_number(sum((r.cpu_hours for r in mine), Decimal(0)), 2),
         runs=sum(r.runs for r in mine),
         gpu_hours_limit=format_number(hour_limits[0]) if hour_limits else "",
         gpus_now=gpus_text(my_gpus),
-        servers=server_rows(my_runs, now),
+        servers=server_rows(my_runs, now, utilization),
         queued=queued_rows((q for q in waiting if q.user == caller.name), now),
     )
     view = TenantView(
@@ -394,6 +444,9 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
             PersonRow(
                 name=row.subject,
                 gpu_hours=format_number(row.gpu_hours, 2),
+                gpu_used_hours=format_number(row.gpu_used_hours, 2),
+                efficiency=efficiency_text(row.gpu_used_hours, row.gpu_hours),
+                gpu_used_exact=report_hours(row.gpu_used_hours),
                 cpu_hours=format_number(row.cpu_hours, 2),
                 runs=row.runs,
                 gpus_now=gpus_text(held.get(row.subject, {})),
@@ -406,10 +459,18 @@ def gather(store: Store, caller: Caller, tenant: Tenant, start: date, end: date,
     gpu_types = list(tenant.quota.gpus)
     for lim in all_limits:
         gpu_types += [t for t in lim.gpus if t not in gpu_types]
+    held_total = sum((r.gpu_hours for r in month_rows), Decimal(0))
+    used_total = sum((r.gpu_used_hours for r in month_rows), Decimal(0))
     admin = AdminView(
         chart=usage_chart(tenant, daily, start, end),
+        tenant_hours=(
+            format_number(held_total, 2),
+            format_number(used_total, 2),
+            efficiency_text(used_total, held_total),
+            report_hours(used_total),
+        ),
         people=people,
-        servers=server_rows(runs, now),
+        servers=server_rows(runs, now, utilization),
         limits=[_limit_row(lim) for lim in all_limits],
         gpu_types=gpu_types,
         queue=queued_rows(waiting, now),
@@ -441,7 +502,7 @@ class QuotasPage(BaseHandler):
         start, end = month_range(self.get_query_argument("month", ""), now)
         view = None
         if tenant is not None:
-            view = await self.blocking(gather, self.store, caller, tenant, start, end, now)
+            view = await self.blocking(gather, self.store, caller, tenant, start, end, now, self.utilizations())
         tabs = [TenantTab(t.id, t.display_name, caller.role_in(t.id), tenant is t) for t in tabs_of]
         is_person = (self.current_user or {}).get("kind", "user") == "user"
         keys = await self.blocking(self.store.ssh_keys, caller.name) if is_person else None

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from quotas.service.charts import Meter, Number, meters, nice_ceiling, stacked_bars
+from quotas.service.charts import Meter, Number, meters, nice_ceiling, sparkline, stacked_bars
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -201,3 +201,18 @@ def test_meters_fill_in_proportion_to_the_ceiling() -> None:
     assert tracks["CPU"] == [] and fills["CPU"] == []  # no ceiling: text only
     assert fills["<x>"] == []
     assert [tooltip(g) for g in groups][:2] == ["H100: 1 of 4 H100 GPUs", "A100: 2 of 2 A100 GPUs"]
+
+
+def test_sparkline_draws_percent_over_the_window_and_says_when_there_is_no_data() -> None:
+    root = parse(sparkline([(0, 100), (1800, 50), (3600, 0)], span=3600, title="alice <b>", width=136))
+    assert root.get("data-points") == "3" and tooltip(root) == "alice <b>"
+    (line,) = root.iter(f"{SVG}polyline")
+    # 100 wide plot (136 - 36 for the value), 20 high from y=2: full at the top, 0 % at the bottom
+    assert line.get("points") == "0,2 50,12 100,22"
+    assert texts(root, "value") == ["0%"]
+    empty = parse(sparkline([], span=3600, title="no data"))
+    assert empty.get("data-points") == "0" and list(empty.iter(f"{SVG}polyline")) == []
+    assert "no data" in "".join(t.text or "" for t in empty.iter(f"{SVG}text"))
+    # out-of-range values and times stay inside the frame
+    (clamped,) = parse(sparkline([(-10, 150), (9999, -5)], span=3600, title="t", width=136)).iter(f"{SVG}polyline")
+    assert clamped.get("points") == "0,2 100,22"
