@@ -8,7 +8,7 @@
  * service answers for this server's owner only.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -17,6 +17,8 @@ import { Widget } from '@lumino/widgets';
 const PLUGIN_ID = 'aidc-hub-lab:plugin';
 const INTERVAL_MS = 60_000; // a hub warning shows within a minute
 const SHOWN_KEY = 'aidc-hub-lab:shown';
+// JupyterLab cuts a toast's message at 140 characters: longer ones get a button with the whole text
+const TOAST_LIMIT = 140;
 
 interface Notice {
   level: string;
@@ -121,7 +123,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
       shown.add(key);
       window.localStorage.setItem(shownKey, JSON.stringify([...shown].slice(-100)));
-      const options = { autoClose: false as const };
+      const details = {
+        label: 'Details',
+        caption: 'The whole message: why, and what to do',
+        callback: (): void => {
+          void showDialog({ title: 'AIDC Hub', body: text, buttons: [Dialog.okButton()] });
+        }
+      };
+      const options = { autoClose: false as const, actions: text.length > TOAST_LIMIT ? [details] : [] };
       live.set(key, level === 'warning' ? Notification.warning(text, options) : Notification.info(text, options));
     };
 
