@@ -209,6 +209,9 @@ def test_a_users_used_up_limit_stops_at_once_without_grace(
     assert carol.spawn(tenant="metered", profile="h100-x1").status_code in (201, 202)
     carol.wait_ready()
     assert run_once(culler) == []
+    # her server's run must have held its GPU for more than 1.8 s before the limit below is set
+    [run] = [r for r in store.open_runs("metered") if r.holding.user == "carol"]
+    time.sleep(max(0.0, 2.5 - (datetime.now(UTC) - run.started).total_seconds()))
 
     # her tenant admin limits her to 1.8 GPU-seconds, which her running server has used by now
     limit = parse_limit(config.tenants["metered"], "user", "carol", {"gpu_hours": "0.0005"})
