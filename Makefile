@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 export AIDC_FAKE_GPUS ?= H100:6,A100:2
 
-.PHONY: up test setup host lint lock bench bench-k8s bench-scale images clean
+.PHONY: up test setup host lint lock bench bench-k8s bench-scale images clean i18n
 
 # Exactly the locked versions, with hashes (requirements/dev.txt; `make lock` writes it), then this
 # package itself without dependencies or build isolation (setuptools and wheel come from the lock).
@@ -58,12 +58,17 @@ test: setup
 	bash tests/bed/dex/build.sh
 	bash tests/bed/helm/build.sh
 	bash tests/bed/kueue/build.sh
-	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock labextension/aidc_jupyterlab
+	$(VENV)/bin/ruff check i18n quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock labextension/aidc_jupyterlab
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -ra -p no:cacheprovider
 
+## make i18n: extract every sentence for people (Babel), update the catalogs (i18n/locale/), check them
+i18n: $(VENV)/.installed
+	$(PY) -m i18n.catalogs update
+	$(PY) -m i18n.bypass
+
 lint: setup
-	$(VENV)/bin/ruff check quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock labextension/aidc_jupyterlab
+	$(VENV)/bin/ruff check i18n quotas spawner authenticators sshgateway services aidc hub_config tests benchmarks requirements/lock labextension/aidc_jupyterlab
 	$(VENV)/bin/mypy
 
 ## make lock: rewrite the lock files from setup.cfg and images/*/requirements.in (requirements/lock)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from aidc import reload
 from authenticators.local import AccountStore
+from hub_config import language
 from hub_config.intake import raise_listen_backlog
+from i18n.jinja import EXTENSION as I18N_EXTENSION
 from quotas import paths
 from quotas.loader import ConfigError
 from quotas.notices import notices_var
@@ -45,6 +47,8 @@ data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 reload.install(holder, data_dir)
 # PUT and PATCH of servers refuse unknown keys and malformed options, as POST does
 server_api.install()
+# every page in the person's language: the switcher, their saved choice, Accept-Language (docs/i18n.md)
+language.install(db_url)
 
 bind_url = env("AIDC_BIND_URL", "http://127.0.0.1:8000")
 hub_url = f"http://127.0.0.1:{env('AIDC_HUB_PORT', '8081')}"
@@ -94,6 +98,9 @@ settings = {
         ),
     ],
     "JupyterHub.template_paths": [str(paths.REPO / "hub_config" / "templates")],
+    # _() in the templates, from AIDC Hub's catalogs (i18n/), in the page's language (hub_config/language.py)
+    "JupyterHub.jinja_environment_options": {"extensions": [I18N_EXTENSION]},
+    "JupyterHub.extra_handlers": language.extra_handlers(db_url),
     # aidc_notices: servers about to be stopped (preempted) and why recent ones stopped (quotas/notices.py)
     "JupyterHub.template_vars": {"aidc_local_accounts": True, "aidc_notices": notices_var(db_url)},
     "ConfigurableHTTPProxy.command": [str(paths.REPO / "node_modules" / ".bin" / "configurable-http-proxy")],

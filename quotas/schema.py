@@ -22,6 +22,8 @@ and a unit test checks that the migrations give exactly these tables.
 - A run on GPUs borrowed from its cohort says how many in ``borrowed`` (charged to its own tenant,
   summed as ``borrowed_gpu_ms`` in the roll-ups); a run to be preempted has ``stop_at`` and
   ``stop_note`` (when and why), and ``end_reason`` ``preempted`` once marked.
+- ``preferences``: what each person chose for themselves (issue 19: the language the hub, the
+  quotas page, the SSH gateway and their JupyterLab speak to them in).
 """
 
 from __future__ import annotations
@@ -194,3 +196,11 @@ gpu_queue = Table(
     UniqueConstraint("user", "server", name="uq_gpu_queue_server"),
 )
 Index("ix_gpu_queue_tenant", gpu_queue.c.tenant)
+
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("user", String(255), primary_key=True),
+    Column("locale", String(16), nullable=False),  # one of i18n.LOCALES
+    Column("updated", UTCDateTime, nullable=False),
+)

@@ -32,13 +32,14 @@ from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, f
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
+from i18n import normalize
 from sshgateway.public_keys import KeyRejected, clean_title, parse_public_key
 
 from .limits import LimitChanged, limit_etag, limit_from_values, limit_to_values
 from .model import Profile, Tenant
 from .policy import Decision, Holding, Limit, Request, Usage, admit
 from .quantity import month_period, next_month
-from .schema import gpu_queue, limits, refusals, runs, ssh_keys, tenant_locks, usage_rollups
+from .schema import gpu_queue, limits, preferences, refusals, runs, ssh_keys, tenant_locks, usage_rollups
 
 ServerKey = tuple[str, str]  # (user, server name)
 MS_PER_HOUR = Decimal(3_600_000)
@@ -937,6 +938,38 @@ class Store:
                 conn.execute(update(ssh_keys).where(ssh_keys.c.id == row.id).values(last_used=now))
             return str(row.user)
 
+
+    # -- people's own choices ------------------------------------------------------------------
+
+    def locale_of(self, user: str) -> str | None:
+        """The language ``user`` chose (one of :data:`i18n.LOCALES`), or None if they never chose."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(preferences.c.locale).where(preferences.c.user == user)).first()
+            return normalize(row.locale) if row is not None else None
+
+    def set_locale(self, user: str, locale: str, now: datetime) -> bool:
+        """Remember that ``user`` reads the platform in ``locale``; False (nothing written) when it is
+        not a supported language or is their choice already."""
+        chosen = normalize(locale)
+        if chosen is None:
+            return False
+        for attempt in range(2):
+            try:
+                with self._tx() as conn:
+                    row = conn.execute(select(preferences.c.locale).where(preferences.c.user == user)).first()
+                    if row is not None and row.locale == chosen:
+                        return False
+                    if row is None:
+                        conn.execute(insert(preferences).values(user=user, locale=chosen, updated=now))
+                    else:
+                        conn.execute(
+                            update(preferences).where(preferences.c.user == user).values(locale=chosen, updated=now)
+                        )
+                    return True
+            except IntegrityError:  # chosen at this instant in another request: this choice is the later one
+                if attempt:
+                    raise
+        return False
 
 def _ssh_key(row: Any) -> SshKey:
     return SshKey(
