@@ -99,8 +99,10 @@ class SshKeyHandler(OwnKeysMixin):
 
 class LookupHandler(BaseHandler):
     async def get(self) -> None:
-        """Who owns the key with ``fingerprint`` (``SHA256:...``): ``{"user": name}``, or 404. Only for
-        the SSH gateway service; everyone else, platform admins included, gets 403."""
+        """Who owns the key with ``fingerprint`` (``SHA256:...``): ``{"user": name, "locale": "ko"}``
+        (their saved language, null if they never chose), or 404; ``?user=name`` instead answers only
+        that person's language. Only for the SSH gateway service; everyone else, platform admins
+        included, gets 403."""
         model = self.current_user or {}
         caller = self.caller
         if model.get("kind") != "service" or caller.name != GATEWAY_SERVICE:
@@ -109,6 +111,13 @@ class LookupHandler(BaseHandler):
                 f"Only the SSH gateway (the JupyterHub service {GATEWAY_SERVICE!r}) looks up who owns a key;"
                 f" you ({caller.name}) can list your own keys at api/ssh-keys.",
             )
+        person = self.get_query_argument("user", "").strip()
+        if person and not self.get_query_argument("fingerprint", ""):
+            # a person the gateway knows already (a token login): only their language
+            if len(person) > 255:
+                raise ApiError(400, "user must be a JupyterHub user name of at most 255 characters.")
+            self.write_json({"user": person, "locale": await self.blocking(self.store.locale_of, person)})
+            return
         fingerprint = self.get_query_argument("fingerprint", "").strip()
         if not fingerprint.startswith("SHA256:") or len(fingerprint) > 64:
             raise ApiError(
@@ -117,8 +126,8 @@ class LookupHandler(BaseHandler):
         owner = await self.blocking(self.store.ssh_key_owner, fingerprint, self.now())
         if owner is None:
             raise ApiError(404, f"No one registered the SSH key {fingerprint}.")
-        self.write_json({"user": owner})
-
+        # the language the gateway speaks to them in: their saved choice (None: never chose; English)
+        self.write_json({"user": owner, "locale": await self.blocking(self.store.locale_of, owner)})
 
 default_handlers = [
     (r"api/ssh-keys", SshKeysHandler),
