@@ -19,6 +19,13 @@
 
 Exit codes: 0 done, 1 refused or not found (the message says why), 2 wrong usage or bad input,
 3 (``aidc quota``, ``aidc reload``) the hub cannot be reached, or there is no API token.
+
+Messages for people are said in the language of the environment (``LANGUAGE``, ``LC_ALL``,
+``LC_MESSAGES``, ``LANG``: Korean or English; docs/i18n.md); the quotas API is asked in it too and
+its messages are passed on as it says them. What scripts read is the same in every language: the
+API's JSON and CSV (``--json``, ``--csv``), ``aidc gpus``, ``aidc user list``, the ``~/.ssh/config``
+entries and the exit codes. Option help stays English, and so does ``aidc reload``'s report on
+``tenants.yaml`` (the operator's file).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import signal
 import socket
 import sys
 import time
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,13 +48,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from i18n import DEFAULT_LOCALE, Duration, Moment, Text, _, from_environ, translate
 from quotas import paths
 from quotas.limits import SCALAR_FIELDS
 from quotas.limits import SUBJECT as LIMIT_SUBJECT
 from quotas.loader import USER_PATTERN, ConfigError, load_platform
-from quotas.quantity import QuantityError, format_duration, format_number, parse_quantity
+from quotas.quantity import QuantityError, format_number, parse_quantity
 from quotas.snapshot import HUB_STATE, QUOTAS_STATE, ReloadOutcome, digest_of, platform_dir, read_state
 from spawner.gpus import InventoryError, detect_inventory
 
@@ -56,6 +65,25 @@ if TYPE_CHECKING:
     from authenticators.local import AccountStore
 
 ADMIN = "admin"
+
+
+def say(value: object) -> str:
+    """``value`` (a :class:`~i18n.Text`, or a list of them) in the language of the command's
+    environment (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG``); anything else as it is."""
+    return translate(value, from_environ())
+
+
+def tell(text: object, file: IO[str] | None = None) -> None:
+    """Print a message for people (``text``, a :class:`~i18n.Text`) in the environment's language."""
+    print(say(text), file=file)
+
+
+def reason_of(error: BaseException) -> str:
+    """What an error says: the :class:`~i18n.Text` it was raised with (said later in the reader's
+    language), else its ``str`` (English from code that does not translate, such as ``tenants.yaml``'s
+    loader, or the operating system's)."""
+    said = error.args[0] if len(error.args) == 1 else None
+    return said if isinstance(said, Text) else str(error)
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -74,7 +102,7 @@ def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
     if getattr(args, "password_stdin", False):
         password = sys.stdin.readline().rstrip("\n")
         if len(password) < 8:
-            raise AccountError("The password read from standard input is shorter than 8 characters.")
+            raise AccountError(_("The password read from standard input is shorter than 8 characters."))
         return password, False
     return generate_password(), True
 
@@ -88,29 +116,45 @@ def cmd_init(args: argparse.Namespace) -> int:
     store = _store(args)
     saved = data / "admin-password"
     if ADMIN in store.read():
-        where = f" (saved in {saved})" if saved.exists() else ""
-        print(f"Log in at {args.url} as '{ADMIN}' with the password created on the first run{where}.")
+        if saved.exists():
+            tell(
+                _(
+                    "Log in at {url} as '{user}' with the password created on the first run (saved in {file}).",
+                    url=args.url,
+                    user=ADMIN,
+                    file=saved,
+                )
+            )
+        else:
+            tell(_("Log in at {url} as '{user}' with the password created on the first run.", url=args.url, user=ADMIN))
         return 0
     password = generate_password()
     store.add(ADMIN, password, admin=True)
     fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
-    print("Created the platform admin account (shown once; also saved, readable only by you, in")
-    print(f"{saved}):\n")
+    tell(
+        _("Created the platform admin account (shown once; also saved, readable only by you, in\n{file}):", file=saved)
+    )
+    print()
+    # the credentials' labels stay as they are: people copy the values, scripts find them by label
     print(f"    URL:       {args.url}")
     print(f"    username:  {ADMIN}")
     print(f"    password:  {password}\n")
-    print("Create accounts for people with:  .venv/bin/aidc user add alice")
+    command = ".venv/bin/aidc user add alice"  # i18n: a command
+    tell(_("Create accounts for people with:  {command}", command=command))
     return 0
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     password, generated = _new_password(args)
     _store(args).add(args.name, password, admin=args.admin)
-    print(f"Created account {args.name!r}{' (platform admin)' if args.admin else ''}.")
+    if args.admin:
+        tell(_("Created account {name} (platform admin).", name=repr(args.name)))
+    else:
+        tell(_("Created account {name}.", name=repr(args.name)))
     if generated:
-        print(f"Password: {password}")
+        tell(_("Password: {password}", password=password))
     _warn_if_in_no_tenant(args.name)
     return 0
 
@@ -118,13 +162,21 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     password, generated = _new_password(args)
     _store(args).set_password(args.name, password)
-    print(f"New password for {args.name!r}" + (f": {password}" if generated else " set."))
+    if generated:
+        tell(_("New password for {name}: {password}", name=repr(args.name), password=password))
+    else:
+        tell(_("New password for {name} set.", name=repr(args.name)))
     return 0
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
     _store(args).remove(args.name)
-    print(f"Removed account {args.name!r}. Their running servers keep running until stopped from the admin page.")
+    tell(
+        _(
+            "Removed account {name}. Their running servers keep running until stopped from the admin page.",
+            name=repr(args.name),
+        )
+    )
     return 0
 
 
@@ -141,10 +193,14 @@ def _warn_if_in_no_tenant(name: str) -> None:
         return
     tenants = [t.id for t in config.tenants_of(name)]
     if tenants:
-        print(f"Member of: {', '.join(tenants)}.")
+        tell(_("Member of: {tenants}.", tenants=tenants))
     else:
-        print(
-            f"Note: {name!r} is in no tenant of {config.source}; add them under a tenant's members to let them start servers."
+        tell(
+            _(
+                "Note: {name} is in no tenant of {file}; add them under a tenant's members to let them start servers.",
+                name=repr(name),
+                file=config.source,
+            )
         )
 
 
@@ -158,9 +214,14 @@ def _catalog_file(value: str | None) -> str:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_platform(_tenants_file(args.file), _catalog_file(args.catalog))
-    print(
-        f"{config.source}: OK ({len(config.tenants)} tenants, {len(config.profiles)} profiles,"
-        f" {len(config.gpu_types)} GPU types)"
+    tell(
+        _(
+            "{file}: OK ({tenants} tenants, {profiles} profiles, {gpu_types} GPU types)",
+            file=config.source,
+            tenants=len(config.tenants),
+            profiles=len(config.profiles),
+            gpu_types=len(config.gpu_types),
+        )
     )
     return 0
 
@@ -169,9 +230,9 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     config = load_platform(_tenants_file(args.file), _catalog_file(None))
     gpus = detect_inventory(os.environ.get("AIDC_FAKE_GPUS", ""), config.gpu_types)
     if not gpus:
-        print("No GPUs: nvidia-smi is not installed and AIDC_FAKE_GPUS is empty.")
+        tell(_("No GPUs: nvidia-smi is not installed and AIDC_FAKE_GPUS is empty."))
     for g in gpus:
-        print(f"{g.index}\t{g.type}\t{g.name}")
+        print(f"{g.index}\t{g.type}\t{g.name}")  # i18n: tab-separated inventory, for scripts
     return 0
 
 
@@ -188,20 +249,35 @@ def cmd_reload(args: argparse.Namespace) -> int:
     try:
         before = read_state(state_file)
     except ValueError as e:
-        print(f"aidc reload: {e}.")
+        tell(_("aidc reload: {problem}.", problem=reason_of(e)))
         return UNREACHABLE
     if before is None:
-        print(f"aidc reload: no hub has started with the data directory {folder.parent} (no {state_file}).")
+        tell(
+            _(
+                "aidc reload: no hub has started with the data directory {folder} (no {file}).",
+                folder=folder.parent,
+                file=state_file,
+            )
+        )
         return UNREACHABLE
     pid, tenants = int(before["pid"]), before["snapshot"]["tenants_file"]
     if not _runs_jupyterhub(pid):
-        print(f"aidc reload: the hub of {folder.parent} (pid {pid}) is not running; it reads {tenants} when it starts.")
+        tell(
+            _(
+                "aidc reload: the hub of {folder} (pid {pid}) is not running; it reads {file} when it starts.",
+                folder=folder.parent,
+                pid=pid,
+                file=tenants,
+            )
+        )
         return UNREACHABLE
     now = _files_digest(before["snapshot"]["tenants_file"], before["snapshot"]["catalog_file"])
     try:
         os.kill(pid, signal.SIGHUP)
     except PermissionError:
-        print(f"aidc reload: not allowed to signal the hub (pid {pid}); run aidc reload as the hub's own user.")
+        tell(
+            _("aidc reload: not allowed to signal the hub (pid {pid}); run aidc reload as the hub's own user.", pid=pid)
+        )
         return UNREACHABLE
 
     def answered() -> dict[str, Any] | None:
@@ -212,17 +288,22 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
     after = _wait_for(answered, args.timeout)
     if after is None:
-        print(
-            f"aidc reload: the hub (pid {pid}) has not reported a reload of {tenants} as it is now"
-            f" within {args.timeout:g} s (a file changed again meanwhile, or the hub is busy); see its log."
+        tell(
+            _(
+                "aidc reload: the hub (pid {pid}) has not reported a reload of {file} as it is now within {seconds} s"
+                " (a file changed again meanwhile, or the hub is busy); see its log.",
+                pid=pid,
+                file=tenants,
+                seconds=f"{args.timeout:g}",
+            )
         )
         return UNREACHABLE
     outcome = ReloadOutcome.from_json(after["last"])
-    print("\n".join(outcome.lines()))
+    print("\n".join(outcome.lines()))  # the hub's report on tenants.yaml: the operator's file, in English
     if not outcome.applied:
         return REFUSED
     if after.get("quotas_pid") is None:
-        print("The quotas service is not running now; it loads this config when the hub starts it.")
+        tell(_("The quotas service is not running now; it loads this config when the hub starts it."))
         return OK
 
     def service_applied() -> dict[str, Any] | None:
@@ -231,13 +312,16 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
     service = _wait_for(service_applied, args.timeout)
     if service is None:
-        print(
-            f"The quotas service (pid {after['quotas_pid']}) has not loaded it within {args.timeout:g} s: until it"
-            " does, its API, page and culler use the config before. See the hub's log; restarting the hub applies"
-            " it everywhere."
+        tell(
+            _(
+                "The quotas service (pid {pid}) has not loaded it within {seconds} s: until it does, its API, page"
+                " and culler use the config before. See the hub's log; restarting the hub applies it everywhere.",
+                pid=after["quotas_pid"],
+                seconds=f"{args.timeout:g}",
+            )
         )
         return REFUSED
-    print(f"The quotas service (pid {service['pid']}) uses it too.")
+    tell(_("The quotas service (pid {pid}) uses it too.", pid=service["pid"]))
     return OK
 
 
@@ -298,7 +382,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         kueue=args.kueue,
     )
     for line in reconciler.reconcile().lines():
-        print(line)
+        print(say(line))
     return 0
 
 
@@ -316,16 +400,23 @@ _TOKEN = re.compile(r"^[!-~]+$")  # printable ASCII without spaces: anything els
 
 
 class QuotaError(Exception):
-    """Why an ``aidc quota`` command stopped: ``code`` is its exit status, ``problems`` every reason."""
+    """Why an ``aidc quota`` command stopped: ``code`` is its exit status, ``problems`` every reason.
+
+    The message and problems are this command's :class:`~i18n.Text` (said in the environment's
+    language) or the API's own ``str`` (passed on as the API said it)."""
 
     def __init__(self, code: int, message: str, problems: Sequence[str] = ()):
         super().__init__(message)
         self.code, self.message, self.problems = code, message, list(problems)
         self.status = 0  # the HTTP status of the API's answer, when there was one
 
-    def lines(self) -> list[str]:
-        """The message, then each problem it does not already spell out, one per line."""
-        return [f"aidc quota: {self.message}", *(f"  - {p}" for p in self.problems if p not in self.message)]
+    def lines(self, locale: str = DEFAULT_LOCALE) -> list[str]:
+        """The message, then each problem it does not already spell out, one per line, in ``locale``."""
+        problems = [p for p in self.problems if p not in self.message]  # compared in English
+        return [
+            "aidc quota: " + translate(self.message, locale),  # i18n: the command's name, then its message
+            *("  - " + translate(p, locale) for p in problems),
+        ]
 
 
 def hub_url(value: str | None, env: Mapping[str, str]) -> str:
@@ -337,8 +428,13 @@ def hub_url(value: str | None, env: Mapping[str, str]) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise QuotaError(
             BAD_INPUT,
-            f"The hub URL {url!r} (from {'--hub-url' if value else '$AIDC_HUB_URL'}) is not an http(s) URL;"
-            f" write it like {DEFAULT_HUB_URL} or https://hub.example.org.",
+            _(
+                "The hub URL {url} (from {source}) is not an http(s) URL; write it like {example} or {other}.",
+                url=repr(url),
+                source="--hub-url" if value else "$AIDC_HUB_URL",
+                example=DEFAULT_HUB_URL,
+                other="https://hub.example.org",
+            ),
         )
     return url
 
@@ -348,29 +444,42 @@ def read_token(token_file: str | None, env: Mapping[str, str], hub: str) -> str:
 
     There is deliberately no option that takes the token itself: it would show in ``ps``.
     """
-    how = (
-        f"Create a token at {hub}/hub/token, save it in a file only you can read and pass"
-        " --token-file FILE (or export AIDC_TOKEN)."
+    how = _(
+        "Create a token at {url}, save it in a file only you can read and pass --token-file FILE (or export AIDC_TOKEN).",
+        url=f"{hub}/hub/token",
     )
+    where: object
     if token_file:
         try:
             lines = Path(token_file).read_text().splitlines()
         except OSError as e:
-            raise QuotaError(UNREACHABLE, f"Cannot read the token file {token_file}: {e.strerror}. {how}") from None
+            raise QuotaError(
+                UNREACHABLE,
+                _("Cannot read the token file {file}: {problem}. {how}", file=token_file, problem=e.strerror, how=how),
+            ) from None
         token = lines[0].strip() if lines else ""
-        where = f"the token file {token_file}"
+        where = _("the token file {file}", file=token_file)
     else:
         name = next((n for n in TOKEN_VARIABLES if env.get(n, "").strip()), None)
         if name is None:
             raise QuotaError(
-                UNREACHABLE, f"No API token: neither --token-file nor ${' nor $'.join(TOKEN_VARIABLES)} is set. {how}"
+                UNREACHABLE,
+                _(
+                    "No API token: neither --token-file nor $AIDC_TOKEN nor $JUPYTERHUB_API_TOKEN is set. {how}",
+                    how=how,
+                ),
             )
         token, where = env[name].strip(), f"${name}"
     if not token:
-        raise QuotaError(UNREACHABLE, f"No API token: {where} is empty. {how}")
+        raise QuotaError(UNREACHABLE, _("No API token: {where} is empty. {how}", where=where, how=how))
     if not _TOKEN.match(token):
         raise QuotaError(
-            UNREACHABLE, f"The API token in {where} has spaces or non-ASCII characters; it is not a hub token. {how}"
+            UNREACHABLE,
+            _(
+                "The API token in {where} has spaces or non-ASCII characters; it is not a hub token. {how}",
+                where=where,
+                how=how,
+            ),
         )
     return token
 
@@ -382,29 +491,54 @@ def api_error(status: int, body: bytes, url: str, hub: str) -> QuotaError:
     API's message), 401 or a redirect to the login page a token the hub refuses (3), 502-504 a quotas
     service the hub cannot reach (3); anything else is a failure of the API (1).
     """
-    message, problems = _api_message(body)
+    message, problems = _api_message(body)  # the API's own sentences, passed on as it said them
     if status in (400, 422):
-        return QuotaError(BAD_INPUT, message or f"The quotas API refused the request as invalid ({status}).", problems)
+        return QuotaError(
+            BAD_INPUT,
+            message or _("The quotas API refused the request as invalid ({status}).", status=status),
+            problems,
+        )
     if status == 401 or 300 <= status < 400:
         return QuotaError(
             UNREACHABLE,
-            f"The hub at {hub} does not accept the API token: it may have expired, been revoked or be mistyped."
-            f" Create a new one at {hub}/hub/token and pass it with --token-file FILE (or $AIDC_TOKEN).",
+            _(
+                "The hub at {hub} does not accept the API token: it may have expired, been revoked or be mistyped."
+                " Create a new one at {url} and pass it with --token-file FILE (or $AIDC_TOKEN).",
+                hub=hub,
+                url=f"{hub}/hub/token",
+            ),
         )
     if status in (403, 404):
         if message:
             return QuotaError(REFUSED, message, problems)
-        what = "refused" if status == 403 else "has no"
-        return QuotaError(
-            REFUSED, f"The hub at {hub} {what} {url} ({status}); is the quotas service configured on this hub?"
-        )
+        if status == 403:
+            why = _(
+                "The hub at {hub} refused {url} ({status}); is the quotas service configured on this hub?",
+                hub=hub,
+                url=url,
+                status=status,
+            )
+        else:
+            why = _(
+                "The hub at {hub} has no {url} ({status}); is the quotas service configured on this hub?",
+                hub=hub,
+                url=url,
+                status=status,
+            )
+        return QuotaError(REFUSED, why)
     if status in (502, 503, 504):
         return QuotaError(
             UNREACHABLE,
-            f"The hub at {hub} answered, but the quotas service behind it did not ({status})."
-            " Try again in a minute; if it persists, ask a platform admin to check the hub's log.",
+            _(
+                "The hub at {hub} answered, but the quotas service behind it did not ({status})."
+                " Try again in a minute; if it persists, ask a platform admin to check the hub's log.",
+                hub=hub,
+                status=status,
+            ),
         )
-    return QuotaError(REFUSED, message or f"The quotas API failed ({status}) for {url}.", problems)
+    return QuotaError(
+        REFUSED, message or _("The quotas API failed ({status}) for {url}.", status=status, url=url), problems
+    )
 
 
 def _api_message(body: bytes) -> tuple[str, list[str]]:
@@ -450,7 +584,7 @@ class QuotasAPI:
     ) -> tuple[bytes, str]:
         """Send one request; returns (body, content type) of a 2xx answer, else raises :class:`QuotaError`
         (with the HTTP ``status``)."""
-        raw, content_type, _ = self.exchange(method, url, body, accept, headers)
+        raw, content_type, _answer_headers = self.exchange(method, url, body, accept, headers)
         return raw, content_type
 
     def exchange(
@@ -462,7 +596,14 @@ class QuotasAPI:
         extra: Mapping[str, str] | None = None,
     ) -> tuple[bytes, str, Mapping[str, str]]:
         """:meth:`call`, also returning the answer's headers."""
-        headers = {"Authorization": f"token {self.token}", "Accept": accept, **(extra or {})}
+        # the API's own messages in the language of this command's environment (a language the
+        # person saved on the hub comes first)
+        headers = {
+            "Authorization": f"token {self.token}",
+            "Accept": accept,
+            "Accept-Language": from_environ(),
+            **(extra or {}),
+        }
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -486,7 +627,10 @@ class QuotasAPI:
 
     def token_is_valid(self) -> bool:
         """Whether the hub accepts the token at all (``GET /hub/api/user``: any valid token may)."""
-        request = urllib.request.Request(f"{self.hub}/hub/api/user", headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            f"{self.hub}/hub/api/user",  # i18n: a URL
+            headers={"Authorization": f"token {self.token}"},
+        )
         try:
             with self._opener.open(request, timeout=self.timeout):
                 return True
@@ -499,7 +643,7 @@ class QuotasAPI:
         self, method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None
     ) -> tuple[bytes, Any]:
         """(raw body, decoded JSON) of a 2xx answer; a body that is not JSON means the URL is not the API."""
-        raw, _ = self.call(method, url, body, headers=headers)
+        raw, _content_type = self.call(method, url, body, headers=headers)
         return raw, self.decode(raw, url)
 
     def decode(self, raw: bytes, url: str) -> Any:
@@ -508,25 +652,34 @@ class QuotasAPI:
         except ValueError:
             raise QuotaError(
                 UNREACHABLE,
-                f"{url} answered, but not with the quotas API's JSON: is {self.hub} (--hub-url or $AIDC_HUB_URL)"
-                " the hub's address?",
+                _(
+                    "{url} answered, but not with the quotas API's JSON: is {hub} (--hub-url or $AIDC_HUB_URL)"
+                    " the hub's address?",
+                    url=url,
+                    hub=self.hub,
+                ),
             ) from None
 
     def _unreachable(self, reason: object) -> QuotaError:
+        why: object
         if isinstance(reason, TimeoutError | socket.timeout):
-            why = f"it did not answer within {self.timeout:g} s"
+            why = _("it did not answer within {seconds} s", seconds=f"{self.timeout:g}")
         elif isinstance(reason, ConnectionRefusedError):
-            why = "connection refused"
+            why = _("connection refused")
         elif isinstance(reason, socket.gaierror):
-            why = "unknown host name"
+            why = _("unknown host name")
         elif isinstance(reason, OSError) and reason.strerror:
-            why = reason.strerror.lower()
+            why = reason.strerror.lower()  # the operating system's words
         else:
             why = str(reason) or type(reason).__name__
         return QuotaError(
             UNREACHABLE,
-            f"Cannot reach the hub at {self.hub}: {why}. Is the hub running there?"
-            " Pass its address with --hub-url URL or $AIDC_HUB_URL.",
+            _(
+                "Cannot reach the hub at {hub}: {why}. Is the hub running there?"
+                " Pass its address with --hub-url URL or $AIDC_HUB_URL.",
+                hub=self.hub,
+                why=why,
+            ),
         )
 
 
@@ -536,30 +689,40 @@ class QuotasAPI:
 
 def _subject(value: str) -> str:
     if not LIMIT_SUBJECT.match(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a valid user or group name (letters, digits and . _ @ + -)")
+        raise argparse.ArgumentTypeError(
+            say(_("{value} is not a valid user or group name (letters, digits and . _ @ + -)", value=repr(value)))
+        )
     return value
 
 
 def _gpu_count(value: str) -> tuple[str, int]:
     gpu_type, sep, count = (part.strip() for part in value.partition("="))
     if not sep or not gpu_type:
-        raise ValueError(f"--gpus {value!r} is not TYPE=COUNT, such as H100=2")
+        raise ValueError(_("--gpus {value} is not TYPE=COUNT, such as H100=2", value=repr(value)))
     if not (count.isascii() and count.isdigit()):
-        raise ValueError(f"--gpus {value!r}: the count of {gpu_type} GPUs must be a whole number, 0 or more")
+        raise ValueError(
+            _(
+                "--gpus {value}: the count of {gpu} GPUs must be a whole number, 0 or more",
+                value=repr(value),
+                gpu=gpu_type,
+            )
+        )
     return gpu_type, int(count)
 
 
 def _count(value: str) -> int:
     text = value.strip()
     if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"--servers {value!r} is not a whole number, 0 or more")
+        raise ValueError(_("--servers {value} is not a whole number, 0 or more", value=repr(value)))
     return int(text)
 
 
 def _cpu(value: str) -> str:
     text = value.strip()
     if not _CPU.match(text):
-        raise ValueError(f"--cpu {value!r} is not an amount of CPU: write cores, such as 8, 0.5 or 500m")
+        raise ValueError(
+            _("--cpu {value} is not an amount of CPU: write cores, such as 8, 0.5 or 500m", value=repr(value))
+        )
     return text
 
 
@@ -568,16 +731,18 @@ def _memory(value: str) -> str:
     try:
         amount = parse_quantity(text)
     except QuantityError as e:
-        raise ValueError(f"--memory {e}") from None
+        raise ValueError(_("--memory {problem}", problem=reason_of(e))) from None
     if amount < 0:
-        raise ValueError(f"--memory {value!r} is negative; write an amount such as 64Gi")
+        raise ValueError(_("--memory {value} is negative; write an amount such as 64Gi", value=repr(value)))
     return text
 
 
 def _hours(value: str) -> str:
     text = value.strip()
     if not _PLAIN_NUMBER.match(text):
-        raise ValueError(f"--gpu-hours {value!r} is not a number of GPU-hours, 0 or more, such as 100 or 12.5")
+        raise ValueError(
+            _("--gpu-hours {value} is not a number of GPU-hours, 0 or more, such as 100 or 12.5", value=repr(value))
+        )
     return text
 
 
@@ -586,8 +751,11 @@ def _clear_field(value: str) -> str:
     if field in ("gpus", *SCALAR_FIELDS) or (field.startswith("gpus.") and len(field) > 5):
         return field
     raise ValueError(
-        f"--clear {value!r} is not a field of a limit; use gpus, gpus.TYPE (such as gpus.H100),"
-        f" {', '.join(SCALAR_FIELDS)}"
+        _(
+            "--clear {value} is not a field of a limit; use gpus, gpus.TYPE (such as gpus.H100), {fields}",
+            value=repr(value),
+            fields=list(SCALAR_FIELDS),
+        )
     )
 
 
@@ -597,7 +765,9 @@ def _day(value: str, flag: str) -> str:
             return date.fromisoformat(value).isoformat()
     except ValueError:
         pass
-    raise ValueError(f"{flag} {value!r} is not a date; write YYYY-MM-DD, such as 2026-01-31")
+    raise ValueError(
+        _("{flag} {value} is not a date; write YYYY-MM-DD, such as 2026-01-31", flag=flag, value=repr(value))
+    )
 
 
 _T = TypeVar("_T")
@@ -608,7 +778,7 @@ def _checked(problems: list[str], check: Callable[[str], _T], value: str) -> _T 
     try:
         return check(value)
     except ValueError as e:
-        problems.append(str(e))
+        problems.append(reason_of(e))
         return None
 
 
@@ -627,7 +797,14 @@ def limit_changes(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, A
             continue
         gpu_type, count = parsed
         if gpus.get(gpu_type, count) != count:
-            problems.append(f"--gpus gives {gpu_type} twice ({gpus[gpu_type]} and {count}); give it once")
+            problems.append(
+                _(
+                    "--gpus gives {gpu} twice ({first} and {second}); give it once",
+                    gpu=gpu_type,
+                    first=gpus[gpu_type],
+                    second=count,
+                )
+            )
         gpus[gpu_type] = count
     values: dict[str, Any] = {}
     for field, check in (("servers", _count), ("cpu", _cpu), ("memory", _memory), ("gpu_hours", _hours)):
@@ -639,20 +816,24 @@ def limit_changes(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, A
     clear = [f for f in dict.fromkeys(_checked(problems, _clear_field, t) for t in args.clear or ()) if f]
     for field in clear:
         if field in values or (field == "gpus" and gpus) or (field.startswith("gpus.") and field[5:] in gpus):
-            problems.append(f"{field} is both set and cleared (--clear {field}); choose one")
+            problems.append(_("{field} is both set and cleared (--clear {field}); choose one", field=field))
     given = bool(args.gpus or args.clear or any(getattr(args, f) is not None for f in SCALAR_FIELDS))
     if args.remove and given:
         problems.append(
-            "--remove deletes the whole limit; it cannot be combined with --gpus, --servers, --cpu, --memory,"
-            " --gpu-hours or --clear"
+            _(
+                "--remove deletes the whole limit; it cannot be combined with --gpus, --servers, --cpu, --memory,"
+                " --gpu-hours or --clear"
+            )
         )
     if not args.remove and not given:
         problems.append(
-            "nothing to change: give --gpus TYPE=N, --servers N, --cpu Q, --memory Q, --gpu-hours N,"
-            " --clear FIELD or --remove"
+            _(
+                "nothing to change: give --gpus TYPE=N, --servers N, --cpu Q, --memory Q, --gpu-hours N,"
+                " --clear FIELD or --remove"
+            )
         )
     if problems:
-        raise QuotaError(BAD_INPUT, "Nothing was changed: the options of `aidc quota set` are not valid.", problems)
+        raise QuotaError(BAD_INPUT, _("Nothing was changed: the options of `aidc quota set` are not valid."), problems)
     return gpus, values, clear
 
 
@@ -668,12 +849,12 @@ def usage_query(args: argparse.Namespace) -> dict[str, str]:
                 query[key] = day
     if args.user:
         if args.by != "user":
-            problems.append(f"--user picks rows per user; it cannot be combined with --by {args.by}")
+            problems.append(_("--user picks rows per user; it cannot be combined with --by {by}", by=args.by))
         query["user"] = args.user
     if args.daily:
         query["daily"] = "1"
     if problems:
-        raise QuotaError(BAD_INPUT, "The options of `aidc quota usage` are not valid.", problems)
+        raise QuotaError(BAD_INPUT, _("The options of `aidc quota usage` are not valid."), problems)
     return query
 
 
@@ -704,7 +885,7 @@ SET_ATTEMPTS = 3
 def _read_limit(api: QuotasAPI, url: str) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """The stored limit at ``url`` (None when none is set) and the precondition that writes over it alone."""
     try:
-        raw, _, headers = api.exchange("GET", url)
+        raw, _content_type, headers = api.exchange("GET", url)
     except QuotaError as e:
         if e.status == 404:
             return None, {"If-None-Match": "*"}
@@ -713,7 +894,7 @@ def _read_limit(api: QuotasAPI, url: str) -> tuple[dict[str, Any] | None, dict[s
     etag = headers.get("ETag")
     if not isinstance(limit, dict) or not etag:
         raise QuotaError(
-            REFUSED, f"{url} answered without the limit's ETag: is the quotas service older than this aidc?"
+            REFUSED, _("{url} answered without the limit's ETag: is the quotas service older than this aidc?", url=url)
         )
     return limit, {"If-Match": etag}
 
@@ -731,22 +912,39 @@ def pick_tenant(given: str | None, visible: Sequence[str]) -> str:
         return visible[0]
     if not visible:
         raise QuotaError(
-            REFUSED, "You are in no tenant, so there are no limits or usage to show; ask a platform admin."
+            REFUSED, _("You are in no tenant, so there are no limits or usage to show; ask a platform admin.")
         )
-    raise QuotaError(BAD_INPUT, f"You can see {len(visible)} tenants ({', '.join(visible)}); say which with --tenant.")
+    raise QuotaError(
+        BAD_INPUT,
+        _(
+            "You can see {count} tenants ({tenants}); say which with --tenant.",
+            count=len(visible),
+            tenants=list(visible),
+        ),
+    )
+
+
+def _columns(text: str) -> int:
+    """The columns ``text`` takes in a terminal: wide characters (Hangul, CJK) take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain text table, columns left-aligned and padded to their widest cell."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    widths = [max(_columns(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
     return "\n".join(
-        "  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        "  ".join(str(cell) + " " * (w - _columns(str(cell))) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in (headers, *rows)
     )
 
 
-def format_limits(limits: Sequence[Mapping[str, Any]]) -> str:
-    """Limits (the API's JSON) as a table; ``-`` is "no limit beyond the tenant's ceiling"."""
+def _headers(locale: str, *names: Text) -> list[str]:
+    return [translate(name, locale) for name in names]
+
+
+def format_limits(limits: Sequence[Mapping[str, Any]], locale: str = DEFAULT_LOCALE) -> str:
+    """Limits (the API's JSON) as a table, its headers in ``locale``; ``-`` is "no limit beyond the
+    tenant's ceiling"."""
     rows = [
         [
             str(limit.get("kind", "")),
@@ -759,14 +957,30 @@ def format_limits(limits: Sequence[Mapping[str, Any]]) -> str:
         ]
         for limit in limits
     ]
-    return format_table(["KIND", "NAME", "GPUS", "SERVERS", "CPU", "MEMORY", "GPU-HOURS/MONTH"], rows)
+    headers = _headers(
+        locale, _("KIND"), _("NAME"), _("GPUS"), _("SERVERS"), _("CPU"), _("MEMORY"), _("GPU-HOURS/MONTH")
+    )
+    return format_table(headers, rows)
+
+
+USAGE_SUBJECTS = {"user": _("USER"), "group": _("GROUP"), "tenant": _("TENANT")}  # the headers of --by
 
 
 def format_usage(
-    rows: Sequence[Mapping[str, Any]], by: str, daily: bool, total: Mapping[str, Any] | None = None
+    rows: Sequence[Mapping[str, Any]],
+    by: str,
+    daily: bool,
+    total: Mapping[str, Any] | None = None,
+    locale: str = DEFAULT_LOCALE,
 ) -> str:
-    """Usage rows (the API's JSON) as a table; ``total`` (the API's) is a last line when rows are per user."""
-    headers = [*(["DAY"] if daily else []), by.upper(), "GPU-HOURS", "CPU-HOURS", "RUNS"]
+    """Usage rows (the API's JSON) as a table, its headers in ``locale``; ``total`` (the API's) is a
+    last line when rows are per user."""
+    subject = translate(USAGE_SUBJECTS.get(by, by.upper()), locale)
+    headers = [
+        *_headers(locale, *([_("DAY")] if daily else [])),
+        subject,
+        *_headers(locale, _("GPU-HOURS"), _("CPU-HOURS"), _("RUNS")),
+    ]
     table = [
         [
             *([str(r.get("day") or "")] if daily else []),
@@ -782,7 +996,7 @@ def format_usage(
         table.append(
             [
                 *([""] if daily else []),
-                "total",
+                translate(_("total"), locale),
                 _hours_cell(total.get("gpu_hours")),
                 _hours_cell(total.get("cpu_hours")),
                 str(total.get("runs", 0)),
@@ -791,22 +1005,41 @@ def format_usage(
     return format_table(headers, table)
 
 
-def format_ceiling(tenant: Mapping[str, Any]) -> str:
-    """One tenant of ``GET api/tenants/T`` as two lines: what the platform grants and what is used now."""
+def format_ceiling(tenant: Mapping[str, Any], locale: str = DEFAULT_LOCALE) -> str:
+    """One tenant of ``GET api/tenants/T`` in ``locale``: a heading, then two lines: what the platform
+    grants and what is used now."""
     ceiling, used = tenant.get("ceiling") or {}, tenant.get("in_use") or {}
-    granted = [f"{t}={n} GPUs" for t, n in sorted((ceiling.get("gpus") or {}).items())] or ["no GPUs"]
+    granted = [_("{gpu}={count} GPUs", gpu=t, count=n) for t, n in sorted((ceiling.get("gpus") or {}).items())]
+    granted = granted or [_("no GPUs")]
     if ceiling.get("servers") is not None:
-        granted.append(f"{ceiling['servers']} servers")
+        granted.append(_("{count} servers", count=ceiling["servers"]))
     if ceiling.get("servers_per_user") is not None:
-        granted.append(f"{ceiling['servers_per_user']} per person")
-    for key, label in (("cpu", "CPU"), ("memory", "memory"), ("gpu_hours_per_month", "GPU-hours/month")):
-        if ceiling.get(key) is not None:
-            granted.append(f"{label} {ceiling[key]}")
-    in_use = [f"{t}={n} GPUs" for t, n in sorted((used.get("gpus") or {}).items())]
-    in_use += [f"{used.get('servers', 0)} servers", f"CPU {used.get('cpu', 0)}", f"memory {used.get('memory', 0)}"]
-    in_use.append(f"{used.get('gpu_hours', 0)} GPU-hours in {used.get('period') or 'this period'}")
-    name = tenant.get("display_name") or tenant.get("id", "")
-    return f"Tenant {tenant.get('id', '')} ({name})\n  ceiling: {', '.join(granted)}\n  in use:  {', '.join(in_use)}"
+        granted.append(_("{count} per person", count=ceiling["servers_per_user"]))
+    if ceiling.get("cpu") is not None:
+        granted.append(_("CPU {amount}", amount=ceiling["cpu"]))
+    if ceiling.get("memory") is not None:
+        granted.append(_("memory {amount}", amount=ceiling["memory"]))
+    if ceiling.get("gpu_hours_per_month") is not None:
+        granted.append(_("GPU-hours/month {amount}", amount=ceiling["gpu_hours_per_month"]))
+    in_use = [_("{gpu}={count} GPUs", gpu=t, count=n) for t, n in sorted((used.get("gpus") or {}).items())]
+    in_use += [
+        _("{count} servers", count=used.get("servers", 0)),
+        _("CPU {amount}", amount=used.get("cpu", 0)),
+        _("memory {amount}", amount=used.get("memory", 0)),
+        _(
+            "{hours} GPU-hours in {period}",
+            hours=used.get("gpu_hours", 0),
+            period=used.get("period") or _("this period"),
+        ),
+    ]
+    summary = _(
+        "Tenant {tenant} ({name})\n  ceiling: {granted}\n  in use:  {in_use}",
+        tenant=tenant.get("id", ""),
+        name=tenant.get("display_name") or tenant.get("id", ""),
+        granted=granted,
+        in_use=in_use,
+    )
+    return translate(summary, locale)
 
 
 def _cell(value: Any) -> str:
@@ -839,6 +1072,11 @@ def _resolve_tenant(api: QuotasAPI, args: argparse.Namespace) -> str:
     return pick_tenant(None, tenant_ids(api.json("GET", api.url("tenants"))[1]))
 
 
+# "user"/"group" (and --by) as a sentence says them
+SUBJECT_KINDS = {"user": _("user"), "group": _("group")}
+USAGE_BY = {"user": _("user"), "group": _("group"), "tenant": _("tenant")}
+
+
 def _subject_of(args: argparse.Namespace) -> tuple[str, str, str]:
     """(URL segment "users"|"groups", kind "user"|"group", name) of ``--user``/``--group``."""
     if args.user:
@@ -855,7 +1093,7 @@ def cmd_quota_show(args: argparse.Namespace) -> int:
     api = _quotas_api(args)
     tenant = _resolve_tenant(api, args)
     if args.user or args.group:
-        segment, _, name = _subject_of(args)
+        segment, _kind, name = _subject_of(args)
         raw, doc = api.json("GET", api.url("tenants", tenant, "limits", segment, name))
         limits = [doc]
     else:
@@ -864,13 +1102,17 @@ def cmd_quota_show(args: argparse.Namespace) -> int:
     if args.json:
         _write(raw)
         return OK
-    _, summary = api.json("GET", api.url("tenants", tenant))
-    print(format_ceiling(summary))
+    _raw, summary = api.json("GET", api.url("tenants", tenant))
+    locale = from_environ()
+    print(format_ceiling(summary, locale))
     if limits:
-        print(format_limits(limits))
+        print(format_limits(limits, locale))
     else:
-        print(
-            f"No limits are set in tenant {tenant} (that you may see): only the tenant's ceiling applies.",
+        tell(
+            _(
+                "No limits are set in tenant {tenant} (that you may see): only the tenant's ceiling applies.",
+                tenant=tenant,
+            ),
             file=sys.stderr,
         )
     return OK
@@ -883,8 +1125,13 @@ def cmd_quota_set(args: argparse.Namespace) -> int:
     url = api.url("tenants", args.tenant, "limits", segment, name)
     if args.remove:
         api.call("DELETE", url)
-        print(
-            f"Removed the limit of {kind} {name} in tenant {args.tenant}: only the tenant's ceiling applies now.",
+        tell(
+            _(
+                "Removed the limit of {kind} {name} in tenant {tenant}: only the tenant's ceiling applies now.",
+                kind=SUBJECT_KINDS[kind],
+                name=name,
+                tenant=args.tenant,
+            ),
             file=sys.stderr,
         )
         return OK
@@ -902,19 +1149,29 @@ def cmd_quota_set(args: argparse.Namespace) -> int:
             if attempt == SET_ATTEMPTS:
                 raise QuotaError(
                     REFUSED,
-                    f"The limit of {kind} {name} in tenant {args.tenant} kept changing while this command ran"
-                    f" ({SET_ATTEMPTS} tries): nothing was changed. Check who else edits it, then run the command again.",
+                    _(
+                        "The limit of {kind} {name} in tenant {tenant} kept changing while this command ran"
+                        " ({tries} tries): nothing was changed. Check who else edits it, then run the command again.",
+                        kind=SUBJECT_KINDS[kind],
+                        name=name,
+                        tenant=args.tenant,
+                        tries=SET_ATTEMPTS,
+                    ),
                 ) from None
     if args.json:
         _write(raw)
     elif is_empty_limit(stored):
-        print(
-            f"No field is left in the limit of {kind} {name} in tenant {args.tenant}:"
-            " only the tenant's ceiling applies now.",
+        tell(
+            _(
+                "No field is left in the limit of {kind} {name} in tenant {tenant}: only the tenant's ceiling applies now.",
+                kind=SUBJECT_KINDS[kind],
+                name=name,
+                tenant=args.tenant,
+            ),
             file=sys.stderr,
         )
     else:
-        print(format_limits([stored]))
+        print(format_limits([stored], from_environ()))
     return OK
 
 
@@ -924,19 +1181,27 @@ def cmd_quota_usage(args: argparse.Namespace) -> int:
     tenant = _resolve_tenant(api, args)
     if args.csv:
         url = api.url("tenants", tenant, "usage", query={**query, "format": "csv"})
-        raw, _ = api.call("GET", url, accept="text/csv")
+        raw, _content_type = api.call("GET", url, accept="text/csv")
         _write(raw)
         return OK
     raw, doc = api.json("GET", api.url("tenants", tenant, "usage", query=query))
     if args.json:
         _write(raw)
         return OK
-    print(f"Usage of tenant {tenant} from {doc.get('from')} to {doc.get('to')} (exclusive, UTC), by {args.by}:")
+    tell(
+        _(
+            "Usage of tenant {tenant} from {start} to {end} (exclusive, UTC), by {by}:",
+            tenant=tenant,
+            start=doc.get("from"),
+            end=doc.get("to"),
+            by=USAGE_BY.get(args.by, args.by),
+        )
+    )
     rows = _items(doc, "rows")
     if rows:
-        print(format_usage(rows, args.by, args.daily, doc.get("total")))
+        print(format_usage(rows, args.by, args.daily, doc.get("total"), from_environ()))
     else:
-        print("No usage in this period.", file=sys.stderr)
+        tell(_("No usage in this period."), file=sys.stderr)
     return OK
 
 
@@ -945,12 +1210,13 @@ _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]+\Z")
 DEFAULT_SSH_PORT = 2222
 
 
-def format_servers(servers: Sequence[Mapping[str, Any]]) -> str:
-    """Servers (the API's JSON, ``GET api/tenants/T/servers``) as a table."""
+def format_servers(servers: Sequence[Mapping[str, Any]], locale: str = DEFAULT_LOCALE) -> str:
+    """Servers (the API's JSON, ``GET api/tenants/T/servers``) as a table, its headers in ``locale``."""
+    default = translate(_("(default)"), locale)
     rows = [
         [
             str(s.get("user", "")),
-            str(s.get("server") or "(default)"),
+            str(s.get("server") or default),
             str(s.get("profile", "")),
             " ".join(f"{t}={n}" for t, n in sorted((s.get("gpus") or {}).items())) or "-",
             _cell(s.get("cpu")),
@@ -960,14 +1226,18 @@ def format_servers(servers: Sequence[Mapping[str, Any]]) -> str:
         ]
         for s in servers
     ]
-    return format_table(["USER", "SERVER", "PROFILE", "GPUS", "CPU", "MEMORY", "STARTED", "GPU-HOURS"], rows)
+    headers = _headers(
+        locale,
+        *(_("USER"), _("SERVER"), _("PROFILE"), _("GPUS"), _("CPU"), _("MEMORY"), _("STARTED"), _("GPU-HOURS")),
+    )
+    return format_table(headers, rows)
 
 
 def _show_list(
     args: argparse.Namespace,
     what: str,
-    table: Callable[[list[dict[str, Any]]], str],
-    none: Callable[[str], str],
+    table: Callable[[list[dict[str, Any]], str], str],
+    none: Callable[[str], Text],
 ) -> int:
     """``GET api/tenants/T/<what>`` printed as the API's JSON (``--json``), as ``table`` of its
     ``<what>`` items, or, when there are none, ``none(tenant)`` on standard error."""
@@ -979,9 +1249,9 @@ def _show_list(
         return OK
     items = _items(doc, what)
     if items:
-        print(table(items))
+        print(table(items, from_environ()))
     else:
-        print(none(tenant), file=sys.stderr)
+        tell(none(tenant), file=sys.stderr)
     return OK
 
 
@@ -990,54 +1260,71 @@ def cmd_quota_servers(args: argparse.Namespace) -> int:
         args,
         "servers",
         format_servers,
-        lambda tenant: f"No server charged to tenant {tenant} that you may see is running.",
+        lambda tenant: _("No server charged to tenant {tenant} that you may see is running.", tenant=tenant),
     )
 
 
 def cmd_quota_stop(args: argparse.Namespace) -> int:
-    user, _, server = args.server.partition("/")
+    user, _slash, server = args.server.partition("/")
     api = _quotas_api(args)
     api.call("DELETE", api.url("tenants", args.tenant, "servers", user, *((server,) if server else ())))
-    label = f"server {user}/{server}" if server else f"{user}'s default server"
-    print(f"Stopped {label}, charged to tenant {args.tenant}.", file=sys.stderr)
+    if server:
+        stopped = _(
+            "Stopped server {user}/{server}, charged to tenant {tenant}.", user=user, server=server, tenant=args.tenant
+        )
+    else:
+        stopped = _("Stopped {user}'s default server, charged to tenant {tenant}.", user=user, tenant=args.tenant)
+    tell(stopped, file=sys.stderr)
     return OK
 
 
-def format_queue(queue: Sequence[Mapping[str, Any]], now: datetime) -> str:
-    """Waiting GPU requests (the API's JSON, ``GET api/tenants/T/queue``) as a table, first in line first."""
+def format_queue(queue: Sequence[Mapping[str, Any]], now: datetime, locale: str = DEFAULT_LOCALE) -> str:
+    """Waiting GPU requests (the API's JSON, ``GET api/tenants/T/queue``) as a table, first in line
+    first, in ``locale`` (the API's reasons as it said them)."""
+    default = translate(_("(default)"), locale)
+    just_joined = translate(_("just joined: its place is decided within a second"), locale)
     rows = [
         [
             f"{q['position']}/{q['length']}" if q.get("position") and q.get("length") else "-",
             str(q.get("user", "")),
-            str(q.get("server") or "(default)"),
+            str(q.get("server") or default),
             f"{q.get('gpu_type', '?')}={q.get('gpu_count', '?')}",
-            _since(q.get("enqueued"), now),
-            str(q.get("reason") or "just joined: its place is decided within a second"),
+            _since(q.get("enqueued"), now, locale),
+            str(q.get("reason") or just_joined),
         ]
         for q in queue
     ]
-    return format_table(["PLACE", "USER", "SERVER", "GPUS", "WAITING SINCE", "WHY"], rows)
+    headers = _headers(locale, _("PLACE"), _("USER"), _("SERVER"), _("GPUS"), _("WAITING SINCE"), _("WHY"))
+    return format_table(headers, rows)
 
 
-def _since(value: Any, now: datetime) -> str:
-    """``"2026-11-20 14:05 UTC (3m 20s)"`` of the API's ISO time; the text as it is if it is not one."""
+def _since(value: Any, now: datetime, locale: str = DEFAULT_LOCALE) -> str:
+    """``"2026-11-20 14:05 UTC (3m 20s)"`` of the API's ISO time in ``locale``; the text as it is if it is not one."""
     try:
         moment = datetime.fromisoformat(str(value))
     except ValueError:
         return _cell(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({format_duration(now - moment)})"
+    moment = moment.astimezone(UTC)
+    since = _(
+        "{day} {clock} UTC ({waited})",
+        day=Moment(moment, "date"),
+        clock=f"{moment:%H:%M}",
+        waited=Duration(now - moment),
+    )
+    return translate(since, locale)
 
 
 def cmd_quota_queue(args: argparse.Namespace) -> int:
     return _show_list(
         args,
         "queue",
-        lambda queue: format_queue(queue, datetime.now(UTC)),
-        lambda tenant: (
-            f"No one waits in tenant {tenant}'s GPU queue (that you may see: tenant admins see everyone,"
-            " members their own requests)."
+        lambda queue, locale: format_queue(queue, datetime.now(UTC), locale),
+        lambda tenant: _(
+            "No one waits in tenant {tenant}'s GPU queue (that you may see: tenant admins see everyone,"
+            " members their own requests).",
+            tenant=tenant,
         ),
     )
 
@@ -1047,19 +1334,31 @@ def _server_ref(value: str) -> str:
     user, sep, server = value.partition("/")
     if not LIMIT_SUBJECT.match(user) or (sep and not _SERVER_NAME.match(server)):
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not USER or USER/SERVER (named servers use letters, digits and . _ -)"
+            say(
+                _("{value} is not USER or USER/SERVER (named servers use letters, digits and . _ -)", value=repr(value))
+            )
         )
     return value
 
 
-def ssh_config_block(user: str, host: str, port: int, servers: Sequence[str] = (), alias: str = "aidc") -> str:
+def ssh_config_block(
+    user: str,
+    host: str,
+    port: int,
+    servers: Sequence[str] = (),
+    alias: str = "aidc",
+    locale: str = DEFAULT_LOCALE,
+) -> str:
     """The ``~/.ssh/config`` block for ``user``'s workspaces behind the gateway at ``host``:``port``:
     ``Host <alias>`` for the default server (SSH user ``user``) and ``Host <alias>-<server>`` for
-    each named server (SSH user ``user.server``)."""
-    lines = [
-        f"# AIDC Hub: {user}'s workspaces through the SSH gateway at {host} port {port}.",
-        "# Register your public key first (the quotas page, SSH keys). A stopped server starts when you connect.",
-    ]
+    each named server (SSH user ``user.server``), after two comment lines in ``locale``."""
+    about = _(
+        "AIDC Hub: {user}'s workspaces through the SSH gateway at {host} port {port}.", user=user, host=host, port=port
+    )
+    register = _(
+        "Register your public key first (the quotas page, SSH keys). A stopped server starts when you connect."
+    )
+    lines = ["# " + translate(about, locale), "# " + translate(register, locale)]
     for name, ssh_user in [(alias, user), *((f"{alias}-{s}", f"{user}.{s}") for s in servers)]:
         lines += [f"Host {name}", f"    HostName {host}", f"    Port {port}", f"    User {ssh_user}"]
     return "\n".join(lines) + "\n"
@@ -1074,14 +1373,14 @@ def _ssh_host(value: str | None, env: Mapping[str, str]) -> str:
         except QuotaError as e:
             raise ValueError(e.message) from None
     if not _HOST.match(given):
-        raise ValueError(f"{given!r} is not a host name or address; pass the gateway's with --host.")
+        raise ValueError(_("{host} is not a host name or address; pass the gateway's with --host.", host=repr(given)))
     return given
 
 
 def _ssh_port(value: str | None, env: Mapping[str, str]) -> int:
     text = (value or env.get("AIDC_SSH_PORT") or str(DEFAULT_SSH_PORT)).strip()
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"The SSH port {text!r} is not a port number (1-65535); e.g. --port 2222.")
+        raise ValueError(_("The SSH port {port} is not a port number (1-65535); e.g. --port 2222.", port=repr(text)))
     return int(text)
 
 
@@ -1089,19 +1388,25 @@ def cmd_ssh_config(args: argparse.Namespace) -> int:
     try:
         user = args.user or os.environ.get("JUPYTERHUB_USER") or ""
         if not user:
-            raise ValueError("Whose workspaces? Pass --user NAME (your hub login name).")
+            raise ValueError(_("Whose workspaces? Pass --user NAME (your hub login name)."))
         if not USER_PATTERN.match(user):
-            raise ValueError(f"{user!r} (from $JUPYTERHUB_USER) is not a hub username; pass --user NAME.")
+            raise ValueError(
+                _("{user} (from $JUPYTERHUB_USER) is not a hub username; pass --user NAME.", user=repr(user))
+            )
         bad = [s for s in args.server or () if not _SERVER_NAME.match(s)]
         if bad:
             raise ValueError(
-                f"Not a server name: {', '.join(map(repr, bad))}; named servers use letters, digits and . _ -."
+                _(
+                    "Not a server name: {names}; named servers use letters, digits and . _ -.",
+                    names=[repr(name) for name in bad],
+                )
             )
         host, port = _ssh_host(args.host, os.environ), _ssh_port(args.port, os.environ)
     except ValueError as e:
-        print(f"aidc ssh-config: {e}", file=sys.stderr)
+        print("aidc ssh-config: " + say(reason_of(e)), file=sys.stderr)  # i18n: the command's name, then why
         return BAD_INPUT
-    sys.stdout.write(ssh_config_block(user, host, port, list(dict.fromkeys(args.server or ())), args.alias))
+    servers = list(dict.fromkeys(args.server or ()))
+    sys.stdout.write(ssh_config_block(user, host, port, servers, args.alias, from_environ()))
     return 0
 
 
@@ -1116,9 +1421,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     user = sub.add_parser("user", help="manage local accounts").add_subparsers(dest="action", required=True)
     for action, func, text in (
-        ("add", cmd_user_add, "create an account and print its generated password"),
-        ("passwd", cmd_user_passwd, "set a new password"),
-        ("remove", cmd_user_remove, "delete an account"),
+        ("add", cmd_user_add, "create an account and print its generated password"),  # i18n: help, English
+        ("passwd", cmd_user_passwd, "set a new password"),  # i18n: help, English
+        ("remove", cmd_user_remove, "delete an account"),  # i18n: help, English
     ):
         p = user.add_parser(action, help=text)
         p.add_argument("name", type=_username)
@@ -1289,14 +1594,22 @@ def _add_quota_parser(sub: Any) -> None:
 def _username(value: str) -> str:
     if not USER_PATTERN.match(value):
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not a valid username: use lower-case letters, digits and . _ @ + - (starting with a letter or digit)"
+            say(
+                _(
+                    "{value} is not a valid username: use lower-case letters, digits and . _ @ + -"
+                    " (starting with a letter or digit)",
+                    value=repr(value),
+                )
+            )
         )
     return value
 
 
 def _alias(value: str) -> str:
     if not _SERVER_NAME.match(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a Host alias: use letters, digits and . _ -")
+        raise argparse.ArgumentTypeError(
+            say(_("{value} is not a Host alias: use letters, digits and . _ -", value=repr(value)))
+        )
     return value
 
 
@@ -1305,14 +1618,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except QuotaError as e:
-        print("\n".join(e.lines()), file=sys.stderr)
+        print("\n".join(e.lines(from_environ())), file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         if not isinstance(e, _refusals()):
             raise
-        print(f"aidc: {e}", file=sys.stderr)
+        print("aidc: " + say(reason_of(e)), file=sys.stderr)  # i18n: the command's name, then why
         return 1
 
 

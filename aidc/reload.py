@@ -31,6 +31,7 @@ from typing import Any
 from jupyterhub import orm, roles
 
 from authenticators.local import TenantGroupsMixin
+from i18n import _
 from quotas.model import PlatformConfig
 from quotas.rbac import tenant_groups, tenant_role_name, tenant_roles
 from quotas.service.app import SERVICE_NAME
@@ -148,14 +149,18 @@ class HubReloader:
         return state is not None and state.get("pid") == service.pid
 
     async def apply(self, old: PlatformConfig, new: PlatformConfig) -> list[str]:
-        """Bring the hub's records in line with ``new``; returns notes on what could not follow."""
+        """Bring the hub's records in line with ``new``; returns notes for the ``aidc reload`` caller
+        (:class:`~i18n.Text`) on what could not follow."""
         try:
             await apply_to_hub(self.app, old, new)
         except Exception as e:
             self.log.exception("Applying the reloaded platform config to the hub's groups and roles failed")
             return [
-                f"the hub's tenant groups and roles could not all be updated ({e}); they are at each"
-                " person's next login, or restart the hub"
+                _(
+                    "the hub's tenant groups and roles could not all be updated ({problem}); they are at each"
+                    " person's next login, or restart the hub",
+                    problem=str(e),
+                )
             ]
         return []
 

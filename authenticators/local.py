@@ -30,6 +30,7 @@ from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Integer, Unicode, default
 
+from i18n import Text, _
 from quotas import paths
 from quotas.rbac import tenant_role_name, wanted_tenant_groups
 from quotas.snapshot import shared_holder
@@ -105,20 +106,30 @@ class AccountStore:
         with self._editing() as users:
             if name in users:
                 raise AccountError(
-                    f"Account {name!r} exists already; use 'aidc user passwd {name}' to reset its password."
+                    _(
+                        "Account {account} exists already; use 'aidc user passwd {name}' to reset its password.",
+                        account=repr(name),
+                        name=name,
+                    )
                 )
             users[name] = {"hash": hash_password(password), "admin": admin}
 
     def set_password(self, name: str, password: str) -> None:
         with self._editing() as users:
             if name not in users:
-                raise AccountError(f"There is no account {name!r}; create it with 'aidc user add {name}'.")
+                raise AccountError(
+                    _(
+                        "There is no account {account}; create it with 'aidc user add {name}'.",
+                        account=repr(name),
+                        name=name,
+                    )
+                )
             users[name]["hash"] = hash_password(password)
 
     def remove(self, name: str) -> None:
         with self._editing() as users:
             if name not in users:
-                raise AccountError(f"There is no account {name!r}.")
+                raise AccountError(_("There is no account {account}.", account=repr(name)))
             del users[name]
 
     def check(self, name: str, password: str) -> bool:
@@ -154,7 +165,7 @@ class TenantGroupsMixin(Authenticator, paths.PlatformFiles):
         # JupyterHub passes the User wrapper, or the orm.User while loading groups at startup
         orm_user = getattr(user, "orm_user", user)
         db = object_session(orm_user)
-        assert db is not None, "the user must belong to the hub's database session"
+        assert db is not None, "the user must belong to the hub's database session"  # i18n: a programming error
         current = {g.name: g for g in orm_user.groups}
         wanted = wanted_tenant_groups(config, user.name, list(current))
         changed = False
@@ -251,7 +262,8 @@ class LocalAccountAuthenticator(TenantGroupsMixin, Authenticator):
 class ChangePasswordHandler(BaseHandler):
     """``/hub/change-password``: a logged-in person changes their own local password."""
 
-    def _render(self, message: str = "", ok: bool = False) -> Any:
+    def _render(self, message: Text | str = "", ok: bool = False) -> Any:
+        """The page, with ``message`` said in the person's language (``|say`` in the template)."""
         return self.render_template(
             "aidc-change-password.html",
             message=message,
@@ -274,19 +286,20 @@ class ChangePasswordHandler(BaseHandler):
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(None, store.check, user.name, current):
             self.set_status(403)
-            message = "Your current password is not right; nothing was changed."
+            message = _("Your current password is not right; nothing was changed.")
         elif new != again:
             self.set_status(400)
-            message = "The two new passwords differ; nothing was changed. Type the same one twice."
+            message = _("The two new passwords differ; nothing was changed. Type the same one twice.")
         elif len(new) < authenticator.min_password_length:
             self.set_status(400)
-            message = (
-                f"The new password has {len(new)} characters; it needs at least"
-                f" {authenticator.min_password_length}. Nothing was changed."
+            message = _(
+                "The new password has {length} characters; it needs at least {minimum}. Nothing was changed.",
+                length=len(new),
+                minimum=authenticator.min_password_length,
             )
         else:
             await loop.run_in_executor(None, store.set_password, user.name, new)
             self.log.info("%s changed their password", user.name)
-            self.finish(await self._render("Your password was changed. Use it at your next login.", ok=True))
+            self.finish(await self._render(_("Your password was changed. Use it at your next login."), ok=True))
             return
         self.finish(await self._render(message))

@@ -20,9 +20,9 @@ multi-tenant hub needs on top:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -33,6 +33,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Integer, Set, Unicode, default, validate
 
+from i18n import N_, Moment, Text, _
 from quotas import paths
 from quotas.model import PlatformConfig, Tenant
 from quotas.rbac import tenant_admin_role, tenant_role_name
@@ -43,6 +44,8 @@ SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES2
 # JupyterHub's user_info: {"oidc": {"issuer", "sub", "groups"}}, groups being only those the
 # platform maps (user_info is part of the user model every OAuth client of the hub may read)
 USER_INFO_KEY = "oidc"
+# who people ask to be added to a tenant, unless the operator names someone (OIDCAuthenticator.contact)
+DEFAULT_CONTACT = N_("a platform admin")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,12 +129,13 @@ def tenant_access(
 
 def admitting_groups(config: PlatformConfig) -> list[tuple[str, str, str]]:
     """``(group, tenant display name, "member" or "tenant admin")`` for every provider group
-    that admits someone, for the refusal page."""
-    out = []
+    that admits someone, for the refusal page (the role a :class:`i18n.Text`)."""
+    out: list[tuple[str, str, str]] = []
+    member, admin = _("member"), _("tenant admin")
     for t in config.tenants.values():
         label = f"{t.display_name} ({t.id})"
-        out += [(g, label, "member") for g in (*member_groups_of(t), *sorted(t.member_groups))]
-        out += [(g, label, "tenant admin") for g in admin_groups_of(t)]
+        out += [(g, label, member) for g in (*member_groups_of(t), *sorted(t.member_groups))]
+        out += [(g, label, admin) for g in admin_groups_of(t)]
     return out
 
 
@@ -152,7 +156,7 @@ def lost_servers(servers: Mapping[str, str], access: TenantAccess) -> dict[str, 
 
 
 class TokenRefused(Exception):
-    """An ID token this hub does not accept; ``str()`` says why, for people."""
+    """An ID token this hub does not accept; ``args[0]`` says why, for people (a :class:`i18n.Text`)."""
 
 
 class UnknownSigningKey(TokenRefused):
@@ -173,24 +177,37 @@ def verify_id_token(
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as e:
-        raise TokenRefused(f"The identity provider's answer holds no readable ID token ({e}).") from None
+        raise TokenRefused(
+            _("The identity provider's answer holds no readable ID token ({error}).", error=str(e))
+        ) from None
     alg = header.get("alg")
     if alg not in SIGNING_ALGORITHMS:
         raise TokenRefused(
-            f"The ID token is signed with {alg!r}; this hub accepts only public-key signatures"
-            f" ({', '.join(SIGNING_ALGORITHMS)})."
+            _(
+                "The ID token is signed with {alg}; this hub accepts only public-key signatures ({accepted}).",
+                alg=repr(alg),
+                accepted=", ".join(SIGNING_ALGORITHMS),
+            )
         )
     if unverified.get("iss") != issuer:
         raise TokenRefused(
-            f"The ID token was issued by {unverified.get('iss')!r}, but this hub accepts tokens of {issuer!r} only."
+            _(
+                "The ID token was issued by {issued_by}, but this hub accepts tokens of {issuer} only.",
+                issued_by=repr(unverified.get("iss")),
+                issuer=repr(issuer),
+            )
         )
     kid = header.get("kid")
     candidates = [k for k in jwks.get("keys", []) if isinstance(k, dict) and (kid is None or k.get("kid") == kid)]
     candidates = [k for k in candidates if k.get("use", "sig") == "sig"]
     if not candidates:
         raise UnknownSigningKey(
-            f"The ID token is signed with key {kid!r}, which {issuer} does not publish: it was not issued"
-            " by this identity provider."
+            _(
+                "The ID token is signed with key {kid}, which {issuer} does not publish: it was not issued"
+                " by this identity provider.",
+                kid=repr(kid),
+                issuer=issuer,
+            )
         )
     bad_signature = False
     for key in candidates:
@@ -212,34 +229,54 @@ def verify_id_token(
             bad_signature = True
             continue
         except jwt.ExpiredSignatureError:
+            expired = datetime.fromtimestamp(float(unverified.get("exp", 0)), UTC)
             raise TokenRefused(
-                f"The ID token expired at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(unverified.get('exp', 0)))};"
-                " log in again (if it keeps happening, the clocks of the hub and the provider differ)."
+                _(
+                    "The ID token expired at {moment}; log in again (if it keeps happening, the clocks of the hub"
+                    " and the provider differ).",
+                    moment=Moment(expired),
+                )
             ) from None
         except jwt.ImmatureSignatureError:
             raise TokenRefused(
-                "The ID token was issued in the future; the clocks of the hub and the identity provider differ."
+                _("The ID token was issued in the future; the clocks of the hub and the identity provider differ.")
             ) from None
         except jwt.InvalidAudienceError:
             raise TokenRefused(
-                f"The ID token is meant for {unverified.get('aud')!r}, not for this hub (client id {client_id!r})."
+                _(
+                    "The ID token is meant for {audience}, not for this hub (client id {client_id}).",
+                    audience=repr(unverified.get("aud")),
+                    client_id=repr(client_id),
+                )
             ) from None
         except jwt.MissingRequiredClaimError as e:
             raise TokenRefused(
-                f"The ID token has no {e.claim!r} claim, which every OpenID Connect ID token has."
+                _("The ID token has no {claim} claim, which every OpenID Connect ID token has.", claim=repr(e.claim))
             ) from None
         except jwt.PyJWTError as e:
-            raise TokenRefused(f"The ID token is not valid: {e}.") from None
+            raise TokenRefused(_("The ID token is not valid: {error}.", error=str(e))) from None
         azp = claims.get("azp")
         if azp is not None and azp != client_id:
-            raise TokenRefused(f"The ID token was issued to {azp!r}, not to this hub (client id {client_id!r}).")
+            raise TokenRefused(
+                _(
+                    "The ID token was issued to {azp}, not to this hub (client id {client_id}).",
+                    azp=repr(azp),
+                    client_id=repr(client_id),
+                )
+            )
         return claims
     if bad_signature:
         raise TokenRefused(
-            f"The ID token's signature does not match the key {kid!r} that {issuer} publishes: it was forged or"
-            " altered on the way."
+            _(
+                "The ID token's signature does not match the key {kid} that {issuer} publishes: it was forged or"
+                " altered on the way.",
+                kid=repr(kid),
+                issuer=issuer,
+            )
         )
-    raise TokenRefused(f"None of the keys {issuer} publishes can check a token signed with {alg}.")
+    raise TokenRefused(
+        _("None of the keys {issuer} publishes can check a token signed with {alg}.", issuer=issuer, alg=alg)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,18 +287,28 @@ class NotInTenant(web.HTTPError):
     """A person the provider knows but who is in no tenant (and no platform admin)."""
 
     def __init__(self, user: str, groups: list[str], admitting: list[tuple[str, str, str]], contact: str):
-        super().__init__(
-            403,
-            "%s",
-            f"{user} is not a member of any tenant of this hub (groups: {', '.join(groups) or 'none'})."
-            f" Ask {contact} to be added.",
+        message = _(
+            "{user} is not a member of any tenant of this hub (groups: {groups}). Ask {contact} to be added.",
+            user=user,
+            groups=", ".join(groups) if groups else _("none"),
+            contact=contact,
         )
+        super().__init__(403, "%s", message)
+        self.jupyterhub_message = message
         self.user, self.groups, self.admitting, self.contact = user, groups, admitting, contact
 
 
-def _refused(message: str) -> web.HTTPError:
-    # "%s": JupyterHub's error page formats log_message with args
-    return web.HTTPError(403, "%s", message)
+def _http_error(status: int, message: Text) -> web.HTTPError:
+    """An error page that says ``message`` in the person's language: JupyterHub's error page shows
+    an exception's ``jupyterhub_message``, and its template says a :class:`i18n.Text` with ``_()``."""
+    # "%s": JupyterHub's error page formats log_message with args (the log: English)
+    error = web.HTTPError(status, "%s", message)
+    error.jupyterhub_message = message  # type: ignore[attr-defined]
+    return error
+
+
+def _refused(message: Text) -> web.HTTPError:
+    return _http_error(403, message)
 
 
 class OIDCLoginHandler(OAuthLoginHandler):
@@ -281,6 +328,8 @@ class OIDCCallbackHandler(OAuthCallbackHandler):
             await super().get()
         except NotInTenant as e:
             self.set_status(403)
+            # the switcher on this page: back to the login (this callback's code is used up)
+            self.aidc_language_next = self.settings["login_url"]
             page = await self.render_template(
                 "aidc-oidc-refused.html",
                 refused_user=e.user,
@@ -324,7 +373,7 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
     ).tag(config=True)
 
     contact = Unicode(
-        "a platform admin",
+        DEFAULT_CONTACT,
         help="""Who people should ask to be added to a tenant, shown on the refusal page, e.g.
         ``"the AIDC support desk (support@aidc.example.org)"``.""",
     ).tag(config=True)
@@ -345,7 +394,8 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
 
     @default("login_service")
     def _default_login_service(self) -> str:
-        return "your organisation's account"
+        # the login page says it in the person's language (its _(login_service))
+        return N_("your organisation's account")
 
     @default("manage_groups")
     def _default_manage_groups(self) -> bool:
@@ -366,7 +416,7 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         url = urlparse(value)
         if url.scheme not in ("https", "http") or not url.netloc or url.query or url.fragment:
             raise ValueError(
-                f"OIDCAuthenticator.issuer {value!r} is not an issuer URL such as https://login.example.org/realms/aidc"
+                f"OIDCAuthenticator.issuer {value!r} is not an issuer URL such as https://login.example.org/realms/aidc"  # i18n: the operator's config, at start
             )
         return value
 
@@ -380,24 +430,40 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         if self._discovery is not None:
             return self._discovery
         if not self.issuer:
-            raise web.HTTPError(500, "%s", "OIDCAuthenticator.issuer is not set; nobody can log in.")
+            raise _http_error(500, _("OIDCAuthenticator.issuer is not set; nobody can log in."))
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
-            doc = await self.httpfetch(url, "Reading the OpenID Connect discovery document", method="GET")
+            doc = await self.httpfetch(
+                url,
+                "Reading the OpenID Connect discovery document",  # i18n: OAuthenticator's log label
+                method="GET",
+            )
         except (HTTPClientError, OSError) as e:
-            raise web.HTTPError(
-                503, "%s", f"The identity provider {self.issuer} cannot be reached ({e}); try again in a minute."
+            raise _http_error(
+                503,
+                _(
+                    "The identity provider {issuer} cannot be reached ({error}); try again in a minute.",
+                    issuer=self.issuer,
+                    error=str(e),
+                ),
             ) from None
         if not isinstance(doc, dict) or doc.get("issuer") != self.issuer:
-            raise web.HTTPError(
+            raise _http_error(
                 500,
-                "%s",
-                f"{url} names the issuer {doc.get('issuer') if isinstance(doc, dict) else None!r}, not {self.issuer!r}:"
-                " set OIDCAuthenticator.issuer to the provider's issuer exactly.",
+                _(
+                    "{url} names the issuer {named}, not {issuer}: set OIDCAuthenticator.issuer to the provider's"
+                    " issuer exactly.",
+                    url=url,
+                    named=repr(doc.get("issuer") if isinstance(doc, dict) else None),
+                    issuer=repr(self.issuer),
+                ),
             )
         missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not doc.get(k)]
         if missing:
-            raise web.HTTPError(500, "%s", f"{url} lacks {', '.join(missing)}; it is not an OpenID Connect provider.")
+            raise _http_error(
+                500,
+                _("{url} lacks {missing}; it is not an OpenID Connect provider.", url=url, missing=", ".join(missing)),
+            )
         if not self.authorize_url:
             self.set_trait("authorize_url", doc["authorization_endpoint"])
         if not self.token_url:
@@ -410,10 +476,19 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         if self._jwks is None or refresh:
             doc = await self.discover()
             try:
-                self._jwks = await self.httpfetch(doc["jwks_uri"], "Reading the provider's signing keys", method="GET")
+                self._jwks = await self.httpfetch(
+                    doc["jwks_uri"],
+                    "Reading the provider's signing keys",  # i18n: OAuthenticator's log label
+                    method="GET",
+                )
             except (HTTPClientError, OSError) as e:
-                raise web.HTTPError(
-                    503, "%s", f"The identity provider's keys ({doc['jwks_uri']}) cannot be read ({e}); try again."
+                raise _http_error(
+                    503,
+                    _(
+                        "The identity provider's keys ({url}) cannot be read ({error}); try again.",
+                        url=doc["jwks_uri"],
+                        error=str(e),
+                    ),
                 ) from None
         return self._jwks or {}
 
@@ -439,7 +514,13 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
                 )
         except TokenRefused as e:
             self.log.warning("Refused an ID token: %s", e)
-            raise _refused(f"Login refused: {e} Nothing was changed. If this persists, tell {self.contact}.") from None
+            raise _refused(
+                _(
+                    "Login refused: {reason} Nothing was changed. If this persists, tell {contact}.",
+                    reason=e.args[0] if e.args else str(e),
+                    contact=self.contact_said(),
+                )
+            ) from None
 
     # -- OAuthenticator's steps -----------------------------------------------------------------
 
@@ -453,29 +534,44 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         id_token = token_info.get("id_token")
         if not id_token:
             raise _refused(
-                "Login refused: the identity provider sent no ID token. The hub must ask for the 'openid' scope"
-                f" (OIDCAuthenticator.scope); tell {self.contact}."
+                _(
+                    "Login refused: the identity provider sent no ID token. The hub must ask for the 'openid' scope"
+                    " (OIDCAuthenticator.scope); tell {contact}.",
+                    contact=self.contact_said(),
+                )
             )
         return await self.verified_claims(id_token)
 
     def user_info_to_username(self, user_info: dict[str, Any]) -> str:
         """The name from ``username_claim``; an email only if the provider says it is verified."""
-        claim = self.username_claim if isinstance(self.username_claim, str) else "the username claim"
+        claim = self.username_claim if isinstance(self.username_claim, str) else None
         name = super().user_info_to_username(user_info) if claim in user_info else None
         if not isinstance(name, str) or not name.strip():
             raise _refused(
-                f"Login refused: the identity provider sent no {claim!r} claim to name you at this hub."
-                f" Tell {self.contact} (the hub's OIDCAuthenticator.username_claim may need another claim)."
+                _(
+                    "Login refused: the identity provider sent no {claim} claim to name you at this hub."
+                    " Tell {contact} (the hub's OIDCAuthenticator.username_claim may need another claim).",
+                    claim=repr(claim) if claim else _("the username claim"),
+                    contact=self.contact_said(),
+                )
             )
         if claim == "email" and user_info.get("email_verified") is not True:
             raise _refused(
-                f"Login refused: your email address {name} is not verified at the identity provider, so it cannot"
-                " be your name at this hub. Verify it there (or ask your organisation's IT), then log in again."
+                _(
+                    "Login refused: your email address {address} is not verified at the identity provider, so it"
+                    " cannot be your name at this hub. Verify it there (or ask your organisation's IT), then log in"
+                    " again.",
+                    address=name,
+                )
             )
         if claim == "sub" and name != name.lower():
             raise _refused(
-                f"Login refused: the 'sub' claim {name!r} has upper-case letters, and JupyterHub names are lower case,"
-                f" so two people could get the same name. Tell {self.contact}: the hub should use another claim."
+                _(
+                    "Login refused: the 'sub' claim {sub} has upper-case letters, and JupyterHub names are lower case,"
+                    " so two people could get the same name. Tell {contact}: the hub should use another claim.",
+                    sub=repr(name),
+                    contact=self.contact_said(),
+                )
             )
         return name
 
@@ -486,7 +582,9 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         if isinstance(groups, str):
             groups = [groups]
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise _refused(f"Login refused: the {self.groups_claim!r} claim is not a list of group names.")
+            raise _refused(
+                _("Login refused: the {claim} claim is not a list of group names.", claim=repr(self.groups_claim))
+            )
         access = self.access_for(auth_model["name"], groups)
         auth_model["admin"] = access.platform_admin
         auth_model["roles"] = self.role_models(access)
@@ -509,7 +607,7 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         access = self.access_for(username, groups)
         if not access.admitted:
             self.log.warning("Refused %s: in no tenant (groups: %s)", username, ", ".join(groups) or "none")
-            raise NotInTenant(username, groups, admitting_groups(self.platform()), self.contact)
+            raise NotInTenant(username, groups, admitting_groups(self.platform()), self.contact_said())
         return True
 
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -528,8 +626,12 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
                 new["issuer"],
             )
             raise _refused(
-                f"Login refused: the name {auth_model['name']!r} at this hub belongs to another account of the"
-                f" identity provider (a different 'sub'). Ask {self.contact} to sort it out."
+                _(
+                    "Login refused: the name {name} at this hub belongs to another account of the identity provider"
+                    " (a different 'sub'). Ask {contact} to sort it out.",
+                    name=repr(auth_model["name"]),
+                    contact=self.contact_said(),
+                )
             )
         return auth_model
 
@@ -573,7 +675,7 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         ]
         if missing:
             raise SystemExit(
-                f"OIDC login needs {', '.join(missing)} (the secret from $AIDC_OIDC_CLIENT_SECRET;"
+                f"OIDC login needs {', '.join(missing)} (the secret from $AIDC_OIDC_CLIENT_SECRET;"  # i18n: the operator's start-up error
                 " see docs/oidc.md); the hub was not started."
             )
         config = self.platform()
@@ -585,6 +687,10 @@ class OIDCAuthenticator(GenericOAuthenticator, paths.PlatformFiles):
         )
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def contact_said(self) -> str:
+        """Whom people ask (``contact``): the default said in their language, the operator's own as written."""
+        return _(DEFAULT_CONTACT) if self.contact == DEFAULT_CONTACT else self.contact
 
     def platform(self) -> PlatformConfig:
         """The platform config in force: the hub's one snapshot (:func:`quotas.snapshot.shared_holder`)."""

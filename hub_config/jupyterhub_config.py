@@ -1,4 +1,5 @@
 # AIDC Hub: JupyterHub configuration. Declarative wiring only: values -> traits.
+# i18n: operator: the hub's settings and start-up errors, read by the operator (docs/i18n.md)
 #
 # `make up`, the tests and the Helm chart (helm/aidc-hub/files/jupyterhub_config.py) load this same
 # file. It reads only the environment variables of docs/configuration.md (paths, the ports of
@@ -12,7 +13,6 @@ from aidc import reload
 from authenticators.local import AccountStore
 from hub_config import language
 from hub_config.intake import raise_listen_backlog
-from i18n.jinja import EXTENSION as I18N_EXTENSION
 from quotas import paths
 from quotas.loader import ConfigError
 from quotas.notices import notices_var
@@ -99,8 +99,10 @@ settings = {
     ],
     "JupyterHub.template_paths": [str(paths.REPO / "hub_config" / "templates")],
     # _() in the templates, from AIDC Hub's catalogs (i18n/), in the page's language (hub_config/language.py)
-    "JupyterHub.jinja_environment_options": {"extensions": [I18N_EXTENSION]},
+    "JupyterHub.jinja_environment_options": {"extensions": [language.EXTENSION]},
     "JupyterHub.extra_handlers": language.extra_handlers(db_url),
+    # a language chosen on the login page becomes the person's saved choice as they log in
+    "Authenticator.post_auth_hook": language.remember_at_login(db_url),
     # aidc_notices: servers about to be stopped (preempted) and why recent ones stopped (quotas/notices.py)
     "JupyterHub.template_vars": {"aidc_local_accounts": True, "aidc_notices": notices_var(db_url)},
     "ConfigurableHTTPProxy.command": [str(paths.REPO / "node_modules" / ".bin" / "configurable-http-proxy")],

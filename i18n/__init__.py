@@ -268,7 +268,10 @@ def _render(msgid: str, values: Mapping[str, Any], locale: str, plural: str | No
     except (KeyError, IndexError, ValueError):
         # a catalog entry whose placeholders do not match: English rather than no message (the unit tier catches it)
         fallback = plural if plural is not None and count != 1 else msgid
-        return fallback.format(**said)
+        try:
+            return fallback.format(**said)
+        except (KeyError, IndexError, ValueError):
+            return fallback  # a text that is no template (braces of its own): as it is
 
 
 def _(msgid: str, /, **values: Any) -> Text:

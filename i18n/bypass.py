@@ -29,6 +29,7 @@ OPERATOR_MODULES = frozenset(
         "quotas/migrations",
         "quotas/service/openapi.py",  # the API's reference documentation (English, like its field names)
         "sshgateway/workspace.py",  # runs inside the workspace image; logs for the operator
+        "sshgateway/workspace_keys.py",  # also in the image: its errors are start-up errors for the operator
         "services/lifecycle.py",
         "hub_config/intake.py",
         "i18n",

@@ -7,6 +7,7 @@ the ``.po`` files, and check them (``make i18n``; the unit tier runs :func:`prob
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from collections.abc import Iterator
@@ -32,13 +33,37 @@ DOMAIN_SOURCES: dict[str, tuple[str, ...]] = {
     "cli": ("aidc",),
 }
 assert set(DOMAIN_SOURCES) == set(DOMAINS)
-METHOD_MAP = [("**.py", "python"), ("**/templates/**.html", "jinja2"), ("**/templates/*.html", "jinja2")]
+METHOD_MAP = [
+    ("**.py", "i18n.catalogs:extract_python"),
+    ("**/templates/**.html", "jinja2"),
+    ("**/templates/*.html", "jinja2"),
+]
 OPTIONS_MAP = {
     "**/templates/**.html": {"extensions": "i18n.jinja.Extension"},
     "**/templates/*.html": {"extensions": "i18n.jinja.Extension"},
 }
 KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2), "gettext": None}
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)(?:[!:][^{}]*)?\}")
+
+
+def extract_python(
+    fileobj: Any, keywords: Any, comment_tags: Any, options: Any
+) -> Iterator[tuple[int, str, str | tuple[str, ...], list[str]]]:
+    """Babel's extraction method for Python, read from the syntax tree: every ``_()``, ``N_()``,
+    ``gettext()`` call and ``ngettext()``'s two first arguments whose message is a literal,
+    wherever it is nested (Babel's token-based ``python`` method misses a call inside another
+    call's keyword argument inside ``_()``)."""
+    tree = ast.parse(fileobj.read())
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        args = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in node.args]
+        if name in ("_", "N_", "gettext") and args and args[0]:
+            yield node.lineno, name, args[0], []
+        elif name == "ngettext" and len(args) >= 2 and args[0] and args[1]:
+            yield node.lineno, name, (args[0], args[1]), []
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,12 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.ioloop import PeriodicCallback
 
+from i18n import Duration, Moment, Text, _, ngettext
+
 from .gpu_use import GpuSample, GpuUseSource, ServerGpus, ServerKey, mean_utilization, used_gpu_ms
 from .model import PlatformConfig, Tenant
 from .policy import Limit, Usage, limit_applies
-from .quantity import format_duration, format_hours, format_number, period_words, reset_words
+from .quantity import format_duration, format_hours, format_number, period_text, reset_text
 from .store import Run, Store
 
 ACTION_KINDS = ("idle", "idle_gpu_warn", "idle_gpu", "over_budget_warn", "over_budget_stop")
@@ -68,7 +70,8 @@ SCOPES = ("list:users", "read:servers", "admin:server_state", "delete:servers")
 
 
 class HubUnavailable(RuntimeError):
-    """The hub's API did not answer a culling round, or refused it; ``str()`` says what to do."""
+    """The hub's API did not answer a culling round, or refused it; ``str()`` says what to do (to the
+    operator, in the log: English)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class Server:
         return (self.user, self.name)
 
     @property
-    def label(self) -> str:
+    def label(self) -> Text:
         return _label(self.user, self.name)
 
     @property
@@ -108,7 +111,8 @@ class Server:
 
 @dataclass(frozen=True)
 class Action:
-    """What the culler does to one server, with the reason as a person reads it.
+    """What the culler does to one server, with the reason as a person reads it (``reason`` and
+    ``note`` are :class:`i18n.Text`: their ``str`` is the English the log records).
 
     ``kind`` is ``idle`` (stop: idle too long), ``idle_gpu_warn`` (warn: its GPUs sit idle, it
     will be stopped at ``stop_at``; ``note`` says why and how to keep it, for its person's pages),
@@ -145,7 +149,7 @@ class Overrun:
     budget: Decimal
     period_name: str = ""
     resets: date | None = None
-    admins: str = "a platform admin"  # who to ask, as Tenant.admin_contact() says it
+    admins: str = _("a platform admin")  # who to ask, as Tenant.admin_contact() says it
 
     def covers(self, server: Server) -> bool:
         """True if ``server``'s GPU-hours count against this budget."""
@@ -153,20 +157,41 @@ class Overrun:
             return False
         return self.kind == "tenant" or limit_applies(self.kind, self.subject, server.user, server.groups)
 
-    def describe(self) -> str:
-        period = period_words(self.period_name)
-        used, budget = format_hours(self.used), format_hours(self.budget)
+    def describe(self) -> Text:
+        values = {
+            "tenant": self.tenant,
+            "used": format_hours(self.used),
+            "budget": format_hours(self.budget),
+            "period": period_text(self.period_name),
+        }
         if self.kind == "tenant":
-            return f"tenant {self.tenant} has used {used} of its {budget} GPU-hours{period}"
-        who = self.subject if self.kind == "user" else f"group {self.subject}"
-        uses = f"{self.subject} has" if self.kind == "user" else "its members have"
-        return f"tenant {self.tenant}'s admins limit {who} to {budget} GPU-hours{period}, and {uses} used {used}"
+            return _("tenant {tenant} has used {used} of its {budget} GPU-hours {period}", **values)
+        if self.kind == "user":
+            return _(
+                "tenant {tenant}'s admins limit {user} to {budget} GPU-hours {period}, and {user} has used {used}",
+                user=self.subject,
+                **values,
+            )
+        return _(
+            "tenant {tenant}'s admins limit group {group} to {budget} GPU-hours {period}, and its members have"
+            " used {used}",
+            group=self.subject,
+            **values,
+        )
 
-    def remedy(self) -> str:
-        resets = reset_words(self.resets)
+    def remedy(self) -> Text:
+        resets = reset_text(self.resets)
         if self.kind == "tenant":
-            return f"GPU servers can start again when the budget resets{resets}; ask a platform admin if the tenant needs more."
-        return f"Ask a tenant admin ({self.admins}) to raise the limit, or wait until it resets{resets}."
+            return _(
+                "GPU servers can start again when the budget resets {reset}; ask a platform admin if the tenant"
+                " needs more.",
+                reset=resets,
+            )
+        return _(
+            "Ask a tenant admin ({admins}) to raise the limit, or wait until it resets {reset}.",
+            admins=self.admins,
+            reset=resets,
+        )
 
 
 @dataclass(frozen=True)
@@ -262,17 +287,19 @@ def idle_timeout(server: Server, config: PlatformConfig) -> tuple[timedelta, str
             if zero in (platform.gpu_idle_timeout, platform.cpu_idle_timeout)
             else max(platform.gpu_idle_timeout, platform.cpu_idle_timeout)
         )
-        return lenient, "the longer of the platform's GPU and CPU settings"
+        return lenient, _("the longer of the platform's GPU and CPU settings")
     gpu = server.gpu_count > 0
-    kind = "GPU" if gpu else "CPU"
     own = tenant.culling.gpu_idle_timeout if gpu else tenant.culling.cpu_idle_timeout
     if own is not None:
-        return own, f"tenant {tenant.id}'s setting for {kind} servers"
+        if gpu:
+            return own, _("tenant {tenant}'s setting for GPU servers", tenant=tenant.id)
+        return own, _("tenant {tenant}'s setting for CPU servers", tenant=tenant.id)
     profile = config.profiles.get(server.profile or "")
     if profile is not None and profile.idle_timeout is not None:
-        return profile.idle_timeout, f"the setting of profile {profile.id}"
-    fallback = platform.gpu_idle_timeout if gpu else platform.cpu_idle_timeout
-    return fallback, f"the platform's setting for {kind} servers"
+        return profile.idle_timeout, _("the setting of profile {profile}", profile=profile.id)
+    if gpu:
+        return platform.gpu_idle_timeout, _("the platform's setting for GPU servers")
+    return platform.cpu_idle_timeout, _("the platform's setting for CPU servers")
 
 
 @dataclass(frozen=True)
@@ -301,18 +328,24 @@ def gpu_idle_rule(server: Server, config: PlatformConfig) -> GpuIdleRule:
     tenant = config.tenants.get(server.tenant or "")
     profile = config.profiles.get(server.profile or "")
     levels = [
-        (f"tenant {tenant.id}'s setting" if tenant else "", tenant.culling.gpu_idle if tenant else None),
-        (f"the setting of profile {profile.id}" if profile else "", profile.gpu_idle if profile else None),
-        ("the platform's setting", platform),
+        (
+            _("tenant {tenant}'s setting", tenant=tenant.id) if tenant else "",
+            tenant.culling.gpu_idle if tenant else None,
+        ),
+        (
+            _("the setting of profile {profile}", profile=profile.id) if profile else "",
+            profile.gpu_idle if profile else None,
+        ),
+        (_("the platform's setting"), platform),
     ]
 
     def pick(key: str) -> tuple[Any, str]:
         for whose, own in levels:
             if own is not None and getattr(own, key) is not None:
                 return getattr(own, key), whose
-        raise AssertionError(f"the platform's culling.gpu_idle has no {key}")  # the loader sets every key
+        raise AssertionError(f"the platform's culling.gpu_idle has no {key}")  # i18n: a bug; the loader sets every key
 
-    (threshold, _), (after, whose), (warn_before, _) = pick("threshold"), pick("after"), pick("warn_before")
+    (threshold, _whose), (after, whose), (warn_before, _whose) = pick("threshold"), pick("after"), pick("warn_before")
     return GpuIdleRule(threshold, after, warn_before, whose)
 
 
@@ -416,17 +449,17 @@ def cull_decisions(
         # a restarted server is not idle since before its start
         last = max((t for t in (server.last_activity, server.started) if t is not None), default=None)
         if last is not None and timeout > timedelta(0) and now - last >= timeout:
-            actions.append(
-                Action(
-                    server.user,
-                    server.name,
-                    "idle",
-                    f"Stopped {server.label} ({what}): idle for {format_duration(now - last)}, and"
-                    f" {_kind_of(server)} are stopped after {format_duration(timeout)} idle ({whose})."
-                    " Start it again from the hub's home page when you need it; the files in your home are kept.",
-                    server.tenant,
-                )
+            reason = _(
+                "Stopped {server} ({what}): idle for {idle}, and {kind} are stopped after {timeout} idle ({whose})."
+                " Start it again from the hub's home page when you need it; the files in your home are kept.",
+                server=server.label,
+                what=what,
+                idle=Duration(now - last),
+                kind=_kind_of(server),
+                timeout=Duration(timeout),
+                whose=whose,
             )
+            actions.append(Action(server.user, server.name, "idle", reason, server.tenant))
             continue
         gpu_action = _gpu_idle_action(server, config, now, gpu_idle.get(server.key), gpu_warned.get(server.key))
         if gpu_action is not None and gpu_action.stops:
@@ -442,37 +475,39 @@ def cull_decisions(
         since = warned.get(server.key)
         if since is None and grace > timedelta(0):
             stop_at = now + grace
-            actions.append(
-                Action(
-                    server.user,
-                    server.name,
-                    "over_budget_warn",
-                    f"GPU-hour budget used up: {server.label} ({what}) will be stopped at {stop_at:%H:%M} UTC,"
-                    f" {format_duration(grace)} from now, because {overrun.describe()}. Save your work now."
-                    f" {overrun.remedy()} CPU-only profiles still start.",
-                    server.tenant,
-                    stop_at,
-                )
+            reason = _(
+                "GPU-hour budget used up: {server} ({what}) will be stopped at {when} UTC, {grace} from now, because"
+                " {because}. Save your work now. {remedy} CPU-only profiles still start.",
+                server=server.label,
+                what=what,
+                when=f"{stop_at:%H:%M}",
+                grace=Duration(grace),
+                because=overrun.describe(),
+                remedy=overrun.remedy(),
             )
+            actions.append(Action(server.user, server.name, "over_budget_warn", reason, server.tenant, stop_at))
         elif since is not None and now - since < grace:
             if gpu_action is not None:
                 actions.append(gpu_action)
         else:
             after = (
-                "there is no grace period"
+                _("there is no grace period")
                 if since is None
-                else f"the {format_duration(grace)} grace period after the warning at {since:%H:%M} UTC is over"
-            )
-            actions.append(
-                Action(
-                    server.user,
-                    server.name,
-                    "over_budget_stop",
-                    f"Stopped {server.label} ({what}): {overrun.describe()}, and {after}. {overrun.remedy()}"
-                    " CPU-only profiles still start.",
-                    server.tenant,
+                else _(
+                    "the {grace} grace period after the warning at {when} UTC is over",
+                    grace=Duration(grace),
+                    when=f"{since:%H:%M}",
                 )
             )
+            reason = _(
+                "Stopped {server} ({what}): {because}, and {after}. {remedy} CPU-only profiles still start.",
+                server=server.label,
+                what=what,
+                because=overrun.describe(),
+                after=after,
+                remedy=overrun.remedy(),
+            )
+            actions.append(Action(server.user, server.name, "over_budget_stop", reason, server.tenant))
     return actions
 
 
@@ -486,50 +521,74 @@ def _gpu_idle_action(
     verdict, stop_at = gpu_idle_decision(clock, rule, now, warned_stop_at)
     if verdict == "keep":
         return None
-    threshold = f"{format_number(rule.threshold)}%"
-    gpus = _describe(server).rsplit(", ", 1)[-1]
-    which = f" [{', '.join(server.gpu_indices)}]" if server.gpu_indices else ""
-    since = f"{clock.since:%H:%M:%S} UTC"
-    rule_words = (
-        f"GPU servers whose GPUs stay under {threshold} for {format_duration(rule.after)} are stopped ({rule.whose})"
+    values = {
+        "server": server.label,
+        "what": _describe(server),
+        "threshold": f"{format_number(rule.threshold)}%",
+        "which": f" [{', '.join(server.gpu_indices)}]" if server.gpu_indices else "",
+        "since": Moment(clock.since, "time"),
+    }
+    rule_words = _(
+        "GPU servers whose GPUs stay under {threshold} for {after} are stopped ({whose})",
+        threshold=values["threshold"],
+        after=Duration(rule.after),
+        whose=rule.whose,
     )
-    keep = "to keep it, run work on its GPUs, or, if you do not need a GPU now, start a CPU-only profile instead"
+    keep = _("to keep it, run work on its GPUs, or, if you do not need a GPU now, start a CPU-only profile instead")
     if verdict == "warn":
         assert stop_at is not None
-        note = f"its GPUs ({gpus}{which}) have been under {threshold} utilization since {since}; {keep}"
-        return Action(
-            server.user,
-            server.name,
-            "idle_gpu_warn",
-            f"GPUs idle: {server.label} ({_describe(server)}) will be stopped at {stop_at:%H:%M:%S} UTC: every GPU it"
-            f" holds{which} has been under {threshold} utilization since {since}, and {rule_words}."
-            f" Save your work now; {keep}.",
-            server.tenant,
-            stop_at,
-            note,
+        # on the ledger's run, for the person's pages: said in their language when they read it
+        note = _(
+            "its GPUs ({gpus}{which}) have been under {threshold} utilization since {since}; {keep}",
+            gpus=_gpu_words(server)[-1],
+            which=values["which"],
+            threshold=values["threshold"],
+            since=values["since"],
+            keep=keep,
         )
-    return Action(
-        server.user,
-        server.name,
-        "idle_gpu",
-        f"Stopped {server.label} ({_describe(server)}): every GPU it held{which} was under {threshold} utilization"
-        f" from {since} for {format_duration(now - clock.since)}, and {rule_words}. Start it again from the"
-        " hub's home page when you need a GPU, or use a CPU-only profile; the files in your home are kept.",
-        server.tenant,
+        reason = _(
+            "GPUs idle: {server} ({what}) will be stopped at {when}: every GPU it holds{which} has been under"
+            " {threshold} utilization since {since}, and {rule}. Save your work now; {keep}.",
+            when=Moment(stop_at, "time"),
+            rule=rule_words,
+            keep=keep,
+            **values,
+        )
+        return Action(server.user, server.name, "idle_gpu_warn", reason, server.tenant, stop_at, note)
+    reason = _(
+        "Stopped {server} ({what}): every GPU it held{which} was under {threshold} utilization from {since} for"
+        " {idle}, and {rule}. Start it again from the hub's home page when you need a GPU, or use a CPU-only"
+        " profile; the files in your home are kept.",
+        idle=Duration(now - clock.since),
+        rule=rule_words,
+        **values,
     )
+    return Action(server.user, server.name, "idle_gpu", reason, server.tenant)
 
 
-def _kind_of(server: Server) -> str:
+def _kind_of(server: Server) -> Text:
     if server.tenant is None:
-        return "servers the quotas ledger does not know"
-    return f"{'GPU' if server.gpu_count else 'CPU'} servers of tenant {server.tenant}"
+        return _("servers the quotas ledger does not know")
+    if server.gpu_count:
+        return _("GPU servers of tenant {tenant}", tenant=server.tenant)
+    return _("CPU servers of tenant {tenant}", tenant=server.tenant)
 
 
-def _describe(server: Server) -> str:
+def _gpu_words(server: Server) -> list[Text]:
+    """``["1 A100 GPU", "2 H100 GPUs"]``: what ``server`` holds, by type; ``["no GPU"]`` for none."""
+    held = [ngettext("{count} {gpu} GPU", "{count} {gpu} GPUs", n, gpu=t) for t, n in sorted(server.gpus.items()) if n]
+    return held or [_("no GPU")]
+
+
+def _describe(server: Server) -> Text:
     if server.tenant is None:
-        return "not in the quotas ledger"
-    gpus = ", ".join(f"{n} {t} GPU{'s' if n != 1 else ''}" for t, n in sorted(server.gpus.items()) if n) or "no GPU"
-    return f"tenant {server.tenant}, profile {server.profile}, {gpus}"
+        return _("not in the quotas ledger")
+    return _(
+        "tenant {tenant}, profile {profile}, {gpus}",
+        tenant=server.tenant,
+        profile=server.profile,
+        gpus=_gpu_words(server),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -790,18 +849,22 @@ class Culler:
         offset: int | None = 0
         while offset is not None:
             try:
-                response = await self._request("GET", f"/users?state=active&offset={offset}", accept=PAGINATION)
+                path = f"/users?state=active&offset={offset}"  # i18n: a URL
+                response = await self._request("GET", path, accept=PAGINATION)
             except HTTPClientError as e:
+                # HubUnavailable is for the operator, in the log (English)
                 hint = (
-                    f"the culler's token needs the scopes {', '.join(SCOPES)}"
+                    f"the culler's token needs the scopes {', '.join(SCOPES)}"  # i18n: operator's log
                     if e.code in (401, 403)
-                    else "is the hub running?"
+                    else "is the hub running?"  # i18n: operator's log
                 )
                 raise HubUnavailable(
-                    f"listing running servers at {self.hub_api_url}/users failed with {e.code} {e.message}; {hint}"
+                    f"listing running servers at {self.hub_api_url}/users failed with {e.code} {e.message}; {hint}"  # i18n: operator's log
                 ) from e
             except OSError as e:
-                raise HubUnavailable(f"cannot reach the hub at {self.hub_api_url}: {e}; is the hub running?") from e
+                raise HubUnavailable(
+                    f"cannot reach the hub at {self.hub_api_url}: {e}; is the hub running?"  # i18n: operator's log
+                ) from e
             page = json.loads(response.body)
             if isinstance(page, list):  # a hub without pagination answers with the whole list
                 return page
@@ -851,6 +914,6 @@ class Culler:
         return await AsyncHTTPClient().fetch(request)
 
 
-def _label(user: str, server: str) -> str:
+def _label(user: str, server: str) -> Text:
     """``"server alice/gpu"``, ``"alice's default server"``: a server, as the culler's messages name it."""
-    return f"server {user}/{server}" if server else f"{user}'s default server"
+    return _("server {user}/{server}", user=user, server=server) if server else _("{user}'s default server", user=user)

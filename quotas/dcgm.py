@@ -27,6 +27,7 @@ missing one of the two metrics is left out, and an unreachable or failing Promet
 :class:`PrometheusError` (a :class:`~quotas.gpu_use.GpuUseUnavailable`): no data for anyone that
 round. The culler never judges a server idle on missing data.
 """
+# i18n: operator: Prometheus' errors, for the operator in the culler's log (the culler never stops a server for them)
 
 from __future__ import annotations
 

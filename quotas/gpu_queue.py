@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from i18n import N_, Text, _
+
 from .model import PlatformConfig, Profile, Tenant
 from .quantity import format_gpus
 
@@ -114,7 +116,7 @@ class Position:
 
     position: int
     length: int
-    reason: str
+    reason: str  # an i18n.Text
 
 
 @dataclass(frozen=True)
@@ -142,21 +144,28 @@ class _State:
     def pool(self, cohort: str) -> int:
         return sum(s.lendable for s in self.shares.values() if s.cohort == cohort)
 
-    def why_not(self, w: Waiting) -> str | None:
+    def why_not(self, w: Waiting) -> Text | None:
         """None if ``w`` fits now, else the reason (for people)."""
         share = self.shares.get(w.tenant)
         if share is None:
-            return f"tenant {w.tenant} has no share of this GPU type"
+            return _("tenant {tenant} has no share of this GPU type", tenant=w.tenant)
         after = self.used[w.tenant] + w.count
         limit = share.nominal + (share.borrow if w.may_borrow else 0)
         if after > limit:
-            return f"tenant {w.tenant} uses {self.used[w.tenant]} of {share.nominal}" + (
-                f" (and may borrow {share.borrow})" if w.may_borrow and share.borrow else ""
-            )
+            used = {"tenant": w.tenant, "used": self.used[w.tenant], "nominal": share.nominal}
+            if w.may_borrow and share.borrow:
+                return _(
+                    "tenant {tenant} uses {used} of {nominal} (and may borrow {borrow})", borrow=share.borrow, **used
+                )
+            return _("tenant {tenant} uses {used} of {nominal}", **used)
         if self.pool_use(share.cohort, {w.tenant: w.count}) > self.pool(share.cohort):
-            return f"the GPUs tenant {w.tenant} could use are in use by its cohort {share.cohort}"
+            return _(
+                "the GPUs tenant {tenant} could use are in use by its cohort {cohort}",
+                tenant=w.tenant,
+                cohort=share.cohort,
+            )
         if self.capacity is not None and sum(self.used.values()) + w.count > self.capacity:
-            return f"all {self.capacity} GPUs of this type on this machine are in use"
+            return _("all {capacity} GPUs of this type on this machine are in use", capacity=self.capacity)
         return None
 
     def borrows(self, w: Waiting) -> bool:
@@ -244,22 +253,38 @@ def decide(
             continue
         head = line[0]
         if head.key in reclaiming:
-            why = f"servers that borrowed tenant {tenant}'s own GPUs are being stopped to give them back"
+            why = _(
+                "servers that borrowed tenant {tenant}'s own GPUs are being stopped to give them back", tenant=tenant
+            )
         else:
-            why = state.why_not(head) or f"tenant {tenant}'s first request waits"
+            why = state.why_not(head) or _("tenant {tenant}'s first request waits", tenant=tenant)
         for i, w in enumerate(line, start=1):
             reason = waiting_reason(w.count, gpu_type, why, i, len(line))
             plan.waiting[w.key] = Position(i, len(line), reason)
     return plan
 
 
-def waiting_reason(count: int, gpu_type: str, why: str, position: int | None = None, length: int = 0) -> str:
+def waiting_reason(count: int, gpu_type: str, why: str, position: int | None = None, length: int = 0) -> Text:
     """What a waiting person reads, in both backends: ``"waiting for 2 × H100: tenant lab uses 4 of
-    4; you are 2nd of 3"`` (without the place when it is not known yet)."""
-    text = f"waiting for {format_gpus({gpu_type: count})}: {why}"
-    return text + (f"; you are {ordinal(position)} of {length}" if position else "")
+    4; you are 2nd of 3"`` (without the place when it is not known yet). ``why`` is best a
+    :class:`i18n.Text`, said in the reader's language with the rest."""
+    gpus = format_gpus({gpu_type: count})
+    if position:
+        return _(
+            "waiting for {gpus}: {why}; you are {position} of {length}",
+            gpus=gpus,
+            why=why,
+            position=ordinal(position),
+            length=length,
+        )
+    return _("waiting for {gpus}: {why}", gpus=gpus, why=why)
 
 
-def ordinal(n: int) -> str:
+# the English ordinals' endings; every language says "{n}" its own way ("2nd", "2번째")
+ORDINALS = {"st": N_("{n}st"), "nd": N_("{n}nd"), "rd": N_("{n}rd"), "th": N_("{n}th")}
+
+
+def ordinal(n: int) -> Text:
+    """``2`` -> ``"2nd"`` (``"2번째"`` in Korean)."""
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
+    return _(ORDINALS[suffix], n=n)

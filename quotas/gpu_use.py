@@ -14,6 +14,7 @@ no data, never 0 %.
 The helpers that read nvidia-smi's CSV (:func:`smi_fields`, :func:`smi_number`) are shared with
 the embedded GPU inventory (``spawner/gpus.py``).
 """
+# i18n: operator: nvidia-smi's errors, for the operator in the culler's log (no data never stops a server)
 
 from __future__ import annotations
 

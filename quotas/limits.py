@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from i18n import Text, _, ngettext
+
 from .model import Tenant
 from .policy import LIMIT_KINDS, Limit
 from .quantity import QuantityError, exact_bytes, format_bytes, format_cpu, format_number, parse_quantity
@@ -24,7 +26,8 @@ SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}$")
 
 
 class LimitError(ValueError):
-    """A limit that cannot be stored; ``problems`` says every reason, for a person."""
+    """A limit that cannot be stored; ``problems`` says every reason, for a person (each an
+    :class:`i18n.Text`; the exception's ``str`` is them in English)."""
 
     def __init__(self, problems: list[str]):
         super().__init__("; ".join(problems))
@@ -41,21 +44,32 @@ def parse_limit(tenant: Tenant, kind: str, subject: str, body: Any) -> Limit:
     """
     problems: list[str] = []
     if kind not in LIMIT_KINDS:
-        problems.append(f"kind must be one of {', '.join(LIMIT_KINDS)}, not {kind!r}")
+        problems.append(_("kind must be one of {kinds}, not {kind}", kinds=", ".join(LIMIT_KINDS), kind=repr(kind)))
     if not isinstance(subject, str) or not SUBJECT.match(subject):
-        problems.append(f"{kind} name {subject!r} is not a valid name (letters, digits and . _ @ + -)")
+        problems.append(
+            _(
+                "{kind} name {subject} is not a valid name (letters, digits and . _ @ + -)",
+                kind=kind,
+                subject=repr(subject),
+            )
+        )
+    fields = ", ".join(LIMIT_FIELDS)
     if not isinstance(body, Mapping):
-        raise LimitError([*problems, f"the limit must be a JSON object with fields {', '.join(LIMIT_FIELDS)}"])
+        raise LimitError([*problems, _("the limit must be a JSON object with fields {fields}", fields=fields)])
     for key in body:
         if key not in LIMIT_FIELDS:
-            problems.append(f"unknown field {key!r} (fields: {', '.join(LIMIT_FIELDS)})")
+            problems.append(_("unknown field {field} (fields: {fields})", field=repr(key), fields=fields))
     quota = tenant.quota
     gpus = _gpus(tenant, body.get("gpus"), problems)
     servers = _count(body.get("servers"), "servers", problems)
     ceiling_servers = quota.servers_per_user if kind == "user" else quota.servers
     if servers is not None and ceiling_servers is not None and servers > ceiling_servers:
-        what = "servers per person" if kind == "user" else "servers"
-        problems.append(f"servers {servers} exceeds tenant {tenant.id}'s ceiling of {ceiling_servers} {what}")
+        over = {"servers": servers, "tenant": tenant.id, "ceiling": ceiling_servers}
+        problems.append(
+            _("servers {servers} exceeds tenant {tenant}'s ceiling of {ceiling} servers per person", **over)
+            if kind == "user"
+            else _("servers {servers} exceeds tenant {tenant}'s ceiling of {ceiling} servers", **over)
+        )
     cpu = _quantity(body.get("cpu"), "cpu", quota.cpu, format_cpu, tenant.id, problems)
     memory = _quantity(body.get("memory"), "memory", quota.memory, format_bytes, tenant.id, problems)
     hours = _quantity(body.get("gpu_hours"), "gpu_hours", quota.gpu_hours_per_month, str, tenant.id, problems)
@@ -79,19 +93,20 @@ def limit_to_json(limit: Limit) -> dict[str, Any]:
 
 
 def limit_summary(limit: Limit | None) -> str:
-    """A limit in a few words: ``"1 H100, 2 servers, 100 GPU-hours/month"``; ``"—"`` when none."""
+    """A limit in a few words: ``"1 H100, 2 servers, 100 GPU-hours/month"``; ``"—"`` when none.
+    An :class:`i18n.Text` (its parts said in the reader's language) but for ``"—"``."""
     if limit is None or limit.is_empty:
         return "—"
-    parts = [f"{n} {t}" for t, n in sorted(limit.gpus.items())]
+    parts: list[str] = [f"{n} {t}" for t, n in sorted(limit.gpus.items())]
     if limit.servers is not None:
-        parts.append(f"{limit.servers} server{'s' if limit.servers != 1 else ''}")
+        parts.append(ngettext("{count} server", "{count} servers", limit.servers))
     if limit.cpu is not None:
         parts.append(format_cpu(limit.cpu))
     if limit.memory is not None:
         parts.append(format_bytes(limit.memory))
     if limit.gpu_hours is not None:
-        parts.append(f"{format_number(limit.gpu_hours)} GPU-hours/month")
-    return ", ".join(parts)
+        parts.append(_("{hours} GPU-hours/month", hours=format_number(limit.gpu_hours)))
+    return Text("{parts}", {"parts": parts})  # a list, joined with commas in any language
 
 
 NO_LIMIT_ETAG = '"none"'
@@ -111,7 +126,7 @@ class LimitChanged(Exception):
     """The limit is not what the writer last read (its ``If-Match``); ``current`` is what is stored."""
 
     def __init__(self, current: Limit | None):
-        super().__init__("the limit changed since it was read")
+        super().__init__(_("the limit changed since it was read"))
         self.current = current
 
 
@@ -140,21 +155,34 @@ def _gpus(tenant: Tenant, value: Any, problems: list[str]) -> dict[str, int]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        problems.append('gpus must be an object of GPU type to count, e.g. {"H100": 2}')
+        problems.append(_('gpus must be an object of GPU type to count, e.g. {{"H100": 2}}'))
         return {}
     out: dict[str, int] = {}
     for gpu_type, raw in value.items():
         ceiling = tenant.quota.gpus.get(gpu_type)
         if ceiling is None:
-            granted = ", ".join(f"{t} ({n})" for t, n in tenant.quota.gpus.items()) or "none"
-            problems.append(f"gpus.{gpu_type}: tenant {tenant.id} has no {gpu_type} GPUs (it has: {granted})")
+            granted = ", ".join(f"{t} ({n})" for t, n in tenant.quota.gpus.items()) or _("none")
+            problems.append(
+                _(
+                    "gpus.{gpu}: tenant {tenant} has no {gpu} GPUs (it has: {granted})",
+                    gpu=gpu_type,
+                    tenant=tenant.id,
+                    granted=granted,
+                )
+            )
             continue
         count = _count(raw, f"gpus.{gpu_type}", problems)
         if count is None:
             continue
         if count > ceiling:
             problems.append(
-                f"gpus.{gpu_type} {count} exceeds tenant {tenant.id}'s ceiling of {ceiling} {gpu_type} GPUs"
+                _(
+                    "gpus.{gpu} {count} exceeds tenant {tenant}'s ceiling of {ceiling} {gpu} GPUs",
+                    gpu=gpu_type,
+                    count=count,
+                    tenant=tenant.id,
+                    ceiling=ceiling,
+                )
             )
             continue
         out[gpu_type] = count
@@ -165,7 +193,7 @@ def _count(value: Any, name: str, problems: list[str]) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        problems.append(f"{name} must be a whole number, 0 or more, not {value!r}")
+        problems.append(_("{name} must be a whole number, 0 or more, not {value}", name=name, value=repr(value)))
         return None
     return value
 
@@ -176,21 +204,38 @@ def _quantity(
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        problems.append(f"{name} must be a number or a quantity such as {_example(name)}, not {value!r}")
+        problems.append(
+            _(
+                "{name} must be a number or a quantity such as {example}, not {value}",
+                name=name,
+                example=_example(name),
+                value=repr(value),
+            )
+        )
         return None
     try:
         amount = parse_quantity(repr(value) if isinstance(value, float) else value)
     except QuantityError as e:
-        problems.append(f"{name}: {e}")
+        problems.append(_("{name}: {problem}", name=name, problem=e.args[0] if e.args else str(e)))
         return None
     if amount < 0:
-        problems.append(f"{name} must be 0 or more, not {value!r}")
+        problems.append(_("{name} must be 0 or more, not {value}", name=name, value=repr(value)))
         return None
     if ceiling is not None and amount > ceiling:
-        problems.append(f"{name} {fmt(amount)} exceeds tenant {tenant}'s ceiling of {fmt(ceiling)}")
+        problems.append(
+            _(
+                "{name} {amount} exceeds tenant {tenant}'s ceiling of {ceiling}",
+                name=name,
+                amount=fmt(amount),
+                tenant=tenant,
+                ceiling=fmt(ceiling),
+            )
+        )
         return None
     return amount
 
 
 def _example(name: str) -> str:
-    return {"cpu": '"16" or "500m"', "memory": '"64Gi"', "gpu_hours": "100"}.get(name, "1")
+    if name == "cpu":
+        return _('"16" or "500m"')
+    return {"memory": '"64Gi"', "gpu_hours": "100"}.get(name, "1")

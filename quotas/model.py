@@ -14,6 +14,8 @@ from decimal import Decimal
 from functools import cached_property
 from types import MappingProxyType
 
+from i18n import _
+
 TENANT_KINDS = ("startup", "university", "company")
 
 
@@ -219,7 +221,7 @@ class Tenant:
 
     def admin_contact(self) -> str:
         """Who to ask for more, as a person reads it: ``"kim"`` or ``"kim, lee"``."""
-        return ", ".join(self.admins) if self.admins else "a platform admin"
+        return ", ".join(self.admins) if self.admins else _("a platform admin")
 
 
 @dataclass(frozen=True)

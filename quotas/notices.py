@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .quantity import format_duration, format_gpus
+from i18n import N_, Duration, Moment, Text, _
+
+from .quantity import format_gpus
 from .store import PREEMPTED, Run, Store
 
 RECENT = timedelta(hours=24)  # how long a stop's reason stays on the person's pages
 # why a server ended, for its person, by the ledger's end_reason (those a person did not choose)
 ENDED_BECAUSE = {
-    PREEMPTED: "its GPUs were borrowed and their owner needed them back",
-    "culled-idle": "it was idle longer than its profile allows",
-    "over-budget": "a GPU-hour budget it counts against was used up",
-    "idle-gpu": (
+    PREEMPTED: N_("its GPUs were borrowed and their owner needed them back"),
+    "culled-idle": N_("it was idle longer than its profile allows"),
+    "over-budget": N_("a GPU-hour budget it counts against was used up"),
+    "idle-gpu": N_(
         "its GPUs sat idle (under the platform's utilization threshold) longer than allowed; start it again"
         " when you need a GPU, or use a CPU-only profile"
     ),
@@ -33,11 +35,13 @@ ENDED_BECAUSE = {
 @dataclass(frozen=True)
 class Notice:
     level: str  # "warning" (about to happen) or "info" (happened)
-    text: str
+    text: str  # an i18n.Text: a page says it in its reader's language (``{{ notice.text|say }}``)
 
 
-def _name(run: Run) -> str:
-    return f"Your server {run.holding.server!r}" if run.holding.server else "Your default server"
+def _name(run: Run) -> Text:
+    if run.holding.server:
+        return _("Your server {server}", server=repr(run.holding.server))
+    return _("Your default server")
 
 
 def server_notices(runs: Sequence[Run], now: datetime) -> list[Notice]:
@@ -46,25 +50,31 @@ def server_notices(runs: Sequence[Run], now: datetime) -> list[Notice]:
     for run in runs:
         if run.ended is None and run.stop_at is not None:
             left = max(timedelta(0), run.stop_at - now)
-            notices.append(
-                Notice(
-                    "warning",
-                    f"{_name(run)} will be stopped at {run.stop_at:%H:%M:%S} UTC (in"
-                    f" {format_duration(timedelta(seconds=round(left.total_seconds())))}): {run.stop_note}."
-                    + (
-                        " Save your work now; you can start it again when GPUs are free."
-                        if run.end_reason == PREEMPTED
-                        else " Save your work now."
-                    ),
+            values = {
+                "server": _name(run),
+                "when": Moment(run.stop_at, "time"),
+                "left": Duration(timedelta(seconds=round(left.total_seconds()))),
+                "why": run.stop_note,
+            }
+            if run.end_reason == PREEMPTED:
+                text = _(
+                    "{server} will be stopped at {when} (in {left}): {why}. Save your work now; you can start it"
+                    " again when GPUs are free.",
+                    **values,
                 )
-            )
+            else:
+                text = _("{server} will be stopped at {when} (in {left}): {why}. Save your work now.", **values)
+            notices.append(Notice("warning", text))
         elif run.ended is None and run.holding.borrowed:
-            gpus = format_gpus(run.holding.borrowed)
             notices.append(
                 Notice(
                     "info",
-                    f"{_name(run)} runs on GPUs borrowed from another tenant ({gpus}): when their owner needs"
-                    " them back, it is stopped after a warning. Save your work often.",
+                    _(
+                        "{server} runs on GPUs borrowed from another tenant ({gpus}): when their owner needs them"
+                        " back, it is stopped after a warning. Save your work often.",
+                        server=_name(run),
+                        gpus=format_gpus(run.holding.borrowed),
+                    ),
                 )
             )
     shown = set()
@@ -73,8 +83,11 @@ def server_notices(runs: Sequence[Run], now: datetime) -> list[Notice]:
         if run.ended is None or key in shown or now - run.ended > RECENT or run.end_reason not in ENDED_BECAUSE:
             continue
         shown.add(key)
-        why = run.stop_note if run.end_reason == PREEMPTED and run.stop_note else ENDED_BECAUSE[run.end_reason]
-        notices.append(Notice("info", f"{_name(run)} was stopped at {run.ended:%Y-%m-%d %H:%M} UTC: {why}."))
+        why = run.stop_note if run.end_reason == PREEMPTED and run.stop_note else _(ENDED_BECAUSE[run.end_reason])
+        when = f"{run.ended:%Y-%m-%d %H:%M}"
+        notices.append(
+            Notice("info", _("{server} was stopped at {when} UTC: {why}.", server=_name(run), when=when, why=why))
+        )
     return notices
 
 

@@ -13,8 +13,10 @@ from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
+from i18n import Text, _, ngettext
+
 from .model import Profile, Tenant
-from .quantity import format_bytes, format_cpu, format_hours, period_words, reset_words
+from .quantity import format_bytes, format_cpu, format_hours, period_text, reset_text
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Decision:
-    """The answer. ``code`` names the rule that refused (for metrics and tests)."""
+    """The answer. ``code`` names the rule that refused (for metrics and tests); ``reason`` says why,
+    for people: an :class:`i18n.Text` (its ``str`` is the English)."""
 
     allowed: bool
     reason: str = ""
@@ -139,38 +142,64 @@ def admit(
     if not tenant.has_member(user, request.groups):
         return Decision(
             False,
-            f"You ({user}) are not a member of tenant {tenant.id}, so you cannot start servers charged to it."
-            f" Ask a tenant admin ({tenant.admin_contact()}) to add you.",
+            _(
+                "You ({user}) are not a member of tenant {tenant}, so you cannot start servers charged to it."
+                " Ask a tenant admin ({admins}) to add you.",
+                user=user,
+                tenant=tenant.id,
+                admins=tenant.admin_contact(),
+            ),
             "not_member",
         )
     if profile.id not in tenant.profiles:
         return Decision(
             False,
-            f"Profile {profile.id} ({profile.display_name}) is not available to tenant {tenant.id}"
-            f" (it may use: {', '.join(tenant.profiles) or 'none'}). Pick one of those, or {ask} to allow it.",
+            _(
+                "Profile {profile} ({name}) is not available to tenant {tenant} (it may use: {allowed})."
+                " Pick one of those, or {ask} to allow it.",
+                profile=profile.id,
+                name=profile.display_name,
+                tenant=tenant.id,
+                allowed=", ".join(tenant.profiles) or _("none"),
+                ask=ask,
+            ),
             "profile",
         )
     holdings = usage.holdings
     if any(h.user == user and h.server == request.server for h in holdings):
-        name = f"server {request.server!r}" if request.server else "your default server"
-        return Decision(
-            False, f"{name[0].upper()}{name[1:]} is already running. Stop it before starting it again.", "running"
+        running = (
+            _("Server {server} is already running. Stop it before starting it again.", server=repr(request.server))
+            if request.server
+            else _("Your default server is already running. Stop it before starting it again.")
         )
+        return Decision(False, running, "running")
 
     mine = [h for h in holdings if h.user == user]
     if quota.servers_per_user is not None and len(mine) >= quota.servers_per_user:
-        names = ", ".join(_server_name(h) for h in mine) or "none"
         return Decision(
             False,
-            f"You already run {len(mine)} of the {quota.servers_per_user} servers each person may run in tenant"
-            f" {tenant.id} ({names}). Stop one of them or {ask} for more.",
+            _(
+                "You already run {running} of the {cap} servers each person may run in tenant {tenant} ({names})."
+                " Stop one of them or {ask} for more.",
+                running=len(mine),
+                cap=quota.servers_per_user,
+                tenant=tenant.id,
+                names=[_server_name(h) for h in mine] or [_("none")],
+                ask=ask,
+            ),
             "servers_per_user",
         )
     if quota.servers is not None and len(holdings) >= quota.servers:
         return Decision(
             False,
-            f"Tenant {tenant.id} runs {len(holdings)} of {quota.servers} servers"
-            f" ({_breakdown(holdings, lambda h: 1)}). Stop a server or {ask} for more.",
+            _(
+                "Tenant {tenant} runs {running} of {cap} servers ({users}). Stop a server or {ask} for more.",
+                tenant=tenant.id,
+                running=len(holdings),
+                cap=quota.servers,
+                users=_breakdown(holdings, lambda h: 1),
+                ask=ask,
+            ),
             "servers",
         )
     for gpu_type, count in profile.gpus.items():
@@ -182,16 +211,30 @@ def admit(
         fmt = over.fmt
         return Decision(
             False,
-            f"{over.asked}; tenant {tenant.id} uses {fmt(over.used)} of {fmt(over.cap)}"
-            f" ({_breakdown(holdings, over.get, fmt)}). Stop a server, pick a smaller profile, or {ask} for more.",
+            _(
+                "{asked}; tenant {tenant} uses {used} of {cap} ({users}). Stop a server, pick a smaller profile,"
+                " or {ask} for more.",
+                asked=over.asked,
+                tenant=tenant.id,
+                used=fmt(over.used),
+                cap=fmt(over.cap),
+                users=_breakdown(holdings, over.get, fmt),
+                ask=ask,
+            ),
             over.name.lower(),
         )
     budget = quota.gpu_hours_per_month
     if profile.gpus and budget is not None and usage.gpu_hours >= budget:
         return Decision(
             False,
-            f"Tenant {tenant.id} has used {format_hours(usage.gpu_hours)} of its {format_hours(budget)}"
-            f" GPU-hours{period_words(usage.period_name)}.{_until_reset(usage, 'budget', ask)}",
+            _(
+                "Tenant {tenant} has used {used} of its {budget} GPU-hours {period}. {until}",
+                tenant=tenant.id,
+                used=format_hours(usage.gpu_hours),
+                budget=format_hours(budget),
+                period=period_text(usage.period_name),
+                until=_until_reset(usage, "budget", tenant),
+            ),
             "budget",
         )
     for delegated in limits:
@@ -213,20 +256,45 @@ def admit(
     return Decision(True, holding=holding)
 
 
-def _limit_refusal(tenant: Tenant, limit: Limit, request: Request, usage: Usage, ask: str) -> Decision | None:
+def _limit_refusal(tenant: Tenant, limit: Limit, request: Request, usage: Usage, ask: Text) -> Decision | None:
     """The refusal of a delegated limit, or None when the request fits in it."""
     profile = request.profile
     covered = tuple(h for h in usage.holdings if limit.covers(h))
-    if limit.kind == "user":
-        who, uses, code = f"you ({limit.subject})", "you use", "user_limit"
-    else:
-        who, uses, code = f"group {limit.subject}", "its members use", "group_limit"
-    head = f"Tenant {tenant.id}'s admins limit {who} to"
-    tail = f" Stop a server, pick a smaller profile, or {ask} to raise the limit."
+    code = "user_limit" if limit.kind == "user" else "group_limit"
+
+    def limited(amount: object) -> Text:
+        if limit.kind == "user":
+            return _(
+                "Tenant {tenant}'s admins limit you ({user}) to {amount}",
+                tenant=tenant.id,
+                user=limit.subject,
+                amount=amount,
+            )
+        return _(
+            "Tenant {tenant}'s admins limit group {group} to {amount}",
+            tenant=tenant.id,
+            group=limit.subject,
+            amount=amount,
+        )
+
+    def uses(used: object, users: list[Text] | None = None) -> Text:
+        if users is None:
+            return _("you use {used}", used=used) if limit.kind == "user" else _("its members use {used}", used=used)
+        if limit.kind == "user":
+            return _("you use {used} ({users})", used=used, users=users)
+        return _("its members use {used} ({users})", used=used, users=users)
+
+    remedy = _("Stop a server, pick a smaller profile, or {ask} to raise the limit.", ask=ask)
     if limit.servers is not None and len(covered) >= limit.servers:
-        names = _breakdown(covered, lambda h: 1)
         return Decision(
-            False, f"{head} {limit.servers} server{_s(limit.servers)}; {uses} {len(covered)} ({names}).{tail}", code
+            False,
+            _(
+                "{limit}; {uses}. {remedy}",
+                limit=limited(ngettext("{count} server", "{count} servers", limit.servers)),
+                uses=uses(len(covered), _breakdown(covered, lambda h: 1)),
+                remedy=remedy,
+            ),
+            code,
         )
     for gpu_type, count in profile.gpus.items():
         cap = limit.gpus.get(gpu_type)
@@ -237,25 +305,42 @@ def _limit_refusal(tenant: Tenant, limit: Limit, request: Request, usage: Usage,
             users = _breakdown(covered, _gpus_of(gpu_type))
             return Decision(
                 False,
-                f"You asked for {count} {gpu_type} GPU{_s(count)} (profile {profile.id}). {head} {cap} {gpu_type}"
-                f" GPU{_s(cap)}; {uses} {used}{f' ({users})' if users else ''}.{tail}",
+                _(
+                    "{asked}. {limit}; {uses}. {remedy}",
+                    asked=_asked_gpus(count, gpu_type, profile.id),
+                    limit=limited(ngettext("{count} {gpu} GPU", "{count} {gpu} GPUs", cap, gpu=gpu_type)),
+                    uses=uses(used, users or None),
+                    remedy=remedy,
+                ),
                 code,
             )
     over = _cpu_or_memory_over(limit.cpu, limit.memory, profile, covered)
     if over is not None:
-        fmt, breakdown = over.fmt, _breakdown(covered, over.get, over.fmt)
+        breakdown = _breakdown(covered, over.get, over.fmt)
         return Decision(
             False,
-            f"{over.asked}. {head} {fmt(over.cap)} of {over.name}; {uses} {fmt(over.used)}"
-            f"{f' ({breakdown})' if breakdown else ''}.{tail}",
+            _(
+                "{asked}. {limit}; {uses}. {remedy}",
+                asked=over.asked,
+                limit=limited(over.of(over.fmt(over.cap))),
+                uses=uses(over.fmt(over.used), breakdown or None),
+                remedy=remedy,
+            ),
             code,
         )
     spent = usage.gpu_hours_of.get((limit.kind, limit.subject), Decimal(0))
     if profile.gpus and limit.gpu_hours is not None and spent >= limit.gpu_hours:
+        hours = _(
+            "{hours} GPU-hours {period}", hours=format_hours(limit.gpu_hours), period=period_text(usage.period_name)
+        )
         return Decision(
             False,
-            f"{head} {format_hours(limit.gpu_hours)} GPU-hours{period_words(usage.period_name)}; {uses}"
-            f" {format_hours(spent)}.{_until_reset(usage, 'period', ask)}",
+            _(
+                "{limit}; {uses}. {remedy}",
+                limit=limited(hours),
+                uses=uses(format_hours(spent)),
+                remedy=_until_reset(usage, "period", tenant),
+            ),
             code,
         )
     return None
@@ -273,8 +358,15 @@ class _Over(NamedTuple):
     profile: str
 
     @property
-    def asked(self) -> str:
-        return f"You asked for {self.fmt(self.wanted)} of {self.name} (profile {self.profile})"
+    def asked(self) -> Text:
+        amount = self.fmt(self.wanted)
+        if self.name == "CPU":
+            return _("You asked for {amount} of CPU (profile {profile})", amount=amount, profile=self.profile)
+        return _("You asked for {amount} of memory (profile {profile})", amount=amount, profile=self.profile)
+
+    def of(self, amount: str) -> Text:
+        """``"4 CPUs of CPU"``, ``"8 GiB of memory"``: an amount of this resource."""
+        return _("{amount} of CPU", amount=amount) if self.name == "CPU" else _("{amount} of memory", amount=amount)
 
 
 def _cpu_or_memory_over(
@@ -295,11 +387,30 @@ def _cpu_or_memory_over(
     return None
 
 
-def _until_reset(usage: Usage, what: str, ask: str) -> str:
-    """How a refusal for a spent GPU-hour ``what`` (budget, period) ends: when it resets, what still works."""
-    return (
-        f" GPU servers can start again when the {what} resets{reset_words(usage.period_resets)};"
-        f" CPU-only profiles still work. {ask[0].upper()}{ask[1:]} if you need more."
+def _until_reset(usage: Usage, what: str, tenant: Tenant) -> Text:
+    """How a refusal for a spent GPU-hour ``what`` (``"budget"``, ``"period"``) ends: when it resets,
+    what still works, whom to ask."""
+    reset, more = reset_text(usage.period_resets), _ask_for_more(tenant)
+    if what == "budget":
+        return _(
+            "GPU servers can start again when the budget resets {reset}; CPU-only profiles still work. {more}",
+            reset=reset,
+            more=more,
+        )
+    return _(
+        "GPU servers can start again when the period resets {reset}; CPU-only profiles still work. {more}",
+        reset=reset,
+        more=more,
+    )
+
+
+def _asked_gpus(count: int, gpu_type: str, profile: str) -> Text:
+    return ngettext(
+        "You asked for {count} {gpu} GPU (profile {profile})",
+        "You asked for {count} {gpu} GPUs (profile {profile})",
+        count,
+        gpu=gpu_type,
+        profile=profile,
     )
 
 
@@ -309,23 +420,42 @@ def _gpu_refusal(
     gpu_type: str,
     count: int,
     holdings: tuple[Holding, ...],
-    ask: str,
+    ask: Text,
     borrowed: int = 0,
 ) -> Decision | None:
     ceiling = tenant.quota.gpus.get(gpu_type, 0)
     in_use = _gpus_in_use(holdings, gpu_type)
     if in_use + count <= ceiling + borrowed:
         return None
-    asked = f"You asked for {count} {gpu_type} GPU{_s(count)} (profile {profile.id}); tenant {tenant.id}"
+    asked = _asked_gpus(count, gpu_type, profile.id)
     if ceiling == 0:
-        return Decision(False, f"{asked} has no {gpu_type} GPUs in its quota. Pick another profile or {ask}.", "gpus")
+        return Decision(
+            False,
+            _(
+                "{asked}; tenant {tenant} has no {gpu} GPUs in its quota. Pick another profile or {ask}.",
+                asked=asked,
+                tenant=tenant.id,
+                gpu=gpu_type,
+                ask=ask,
+            ),
+            "gpus",
+        )
     users = _breakdown(holdings, lambda h: h.gpus.get(gpu_type, 0))
-    return Decision(
-        False,
-        f"{asked} uses {in_use} of {ceiling} {gpu_type} GPUs{f' ({users})' if users else ''}."
-        f" Stop a server, pick a smaller profile, or {ask} for more.",
-        "gpus",
-    )
+    values = {"asked": asked, "tenant": tenant.id, "used": in_use, "ceiling": ceiling, "gpu": gpu_type, "ask": ask}
+    if users:
+        reason = _(
+            "{asked}; tenant {tenant} uses {used} of {ceiling} {gpu} GPUs ({users}). Stop a server, pick a smaller"
+            " profile, or {ask} for more.",
+            users=users,
+            **values,
+        )
+    else:
+        reason = _(
+            "{asked}; tenant {tenant} uses {used} of {ceiling} {gpu} GPUs. Stop a server, pick a smaller profile,"
+            " or {ask} for more.",
+            **values,
+        )
+    return Decision(False, reason, "gpus")
 
 
 def _borrowed(profile: Profile, holdings: Sequence[Holding], ceilings: Mapping[str, int]) -> dict[str, int]:
@@ -357,18 +487,21 @@ def _memory_of(h: Holding) -> Decimal:
     return h.memory
 
 
-def _ask_admin(tenant: Tenant) -> str:
+def _ask_admin(tenant: Tenant) -> Text:
+    """Whom to ask, inside a sentence: ``"ask a tenant admin (kim)"``."""
     if tenant.admins:
-        return f"ask a tenant admin ({tenant.admin_contact()})"
-    return "ask a platform admin"
+        return _("ask a tenant admin ({admins})", admins=tenant.admin_contact())
+    return _("ask a platform admin")
+
+
+def _ask_for_more(tenant: Tenant) -> Text:
+    if tenant.admins:
+        return _("Ask a tenant admin ({admins}) if you need more.", admins=tenant.admin_contact())
+    return _("Ask a platform admin if you need more.")
 
 
 def _server_name(h: Holding) -> str:
-    return h.server or "default"
-
-
-def _s(n: int) -> str:
-    return "" if n == 1 else "s"
+    return h.server or _("default")
 
 
 def _breakdown(
@@ -376,15 +509,16 @@ def _breakdown(
     get: Callable[[Holding], int | Decimal],
     fmt: Callable[[Decimal], str] | None = None,
     top: int = 5,
-) -> str:
-    """``"alice: 4, bob: 4"``: who holds how much, largest first, at most ``top`` names."""
+) -> list[Text]:
+    """``"alice: 4, bob: 4"`` (a list: a sentence says it joined with commas): who holds how much,
+    largest first, at most ``top`` names."""
     per_user: dict[str, Decimal] = {}
     for h in holdings:
         amount = get(h)
         if amount:
             per_user[h.user] = per_user.get(h.user, Decimal(0)) + Decimal(amount)
     ranked = sorted(per_user.items(), key=lambda kv: (-kv[1], kv[0]))
-    shown = [f"{u}: {fmt(v) if fmt else v}" for u, v in ranked[:top]]
+    shown = [_("{user}: {amount}", user=u, amount=fmt(v) if fmt else v) for u, v in ranked[:top]]
     if len(ranked) > top:
-        shown.append(f"{len(ranked) - top} others")
-    return ", ".join(shown)
+        shown.append(_("{count} others", count=len(ranked) - top))
+    return shown

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from i18n import N_, Moment, Text, _, ngettext
+
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 
@@ -44,7 +46,8 @@ MAX_DIGITS = 24  # read exactly: Decimal's 28 digits hold it times 1024**6 (Ei)
 
 
 class QuantityError(ValueError):
-    """A quantity string that is not a valid Kubernetes quantity."""
+    """A quantity string that is not a valid Kubernetes quantity; ``args[0]`` is the reason, an
+    :class:`i18n.Text` (``str()`` is its English)."""
 
 
 def parse_quantity(value: str | int | Decimal) -> Decimal:
@@ -62,32 +65,44 @@ def parse_quantity(value: str | int | Decimal) -> Decimal:
     common typos such as ``8Gb``, the suffix that was probably meant.
     """
     if isinstance(value, bool):
-        raise QuantityError(f"{value!r} is not a quantity")
+        raise QuantityError(_("{value} is not a quantity", value=repr(value)))
     if isinstance(value, Decimal):
         return value
     if isinstance(value, int):
         return Decimal(value)
     if not isinstance(value, str):
-        raise QuantityError(f'{value!r} is not a quantity; write it as a string such as "8Gi" or "500m"')
+        raise QuantityError(
+            _('{value} is not a quantity; write it as a string such as "8Gi" or "500m"', value=repr(value))
+        )
     text = value.strip()
     match = _QUANTITY.match(text)
     if not match:
-        raise QuantityError(f'{value!r} is not a quantity (examples: "8Gi", "2", "500m")')
+        raise QuantityError(_('{value} is not a quantity (examples: "8Gi", "2", "500m")', value=repr(value)))
     number, suffix = match.group("number"), match.group("suffix")
     try:
         base = Decimal(number)
     except InvalidOperation as e:  # pragma: no cover - the regex admits only valid numbers
-        raise QuantityError(f"{value!r} is not a quantity") from e
+        raise QuantityError(_("{value} is not a quantity", value=repr(value))) from e
     if not base:
         return Decimal(0)  # "0e999999" too
     if not -MAX_EXPONENT <= base.adjusted() <= MAX_EXPONENT:
         # Kubernetes holds quantities in 64 bits (up to about 9.2E); "1e999999k" would overflow
         raise QuantityError(
-            f"{_short(value)} is not a quantity a cluster can hold: write a number between"
-            f" 1e-{MAX_EXPONENT} and 1e{MAX_EXPONENT} before the unit"
+            _(
+                "{value} is not a quantity a cluster can hold: write a number between 1e-{exponent} and"
+                " 1e{exponent} before the unit",
+                value=_short(value),
+                exponent=MAX_EXPONENT,
+            )
         )
     if len(base.as_tuple().digits) > MAX_DIGITS:
-        raise QuantityError(f"{_short(value)} has more than {MAX_DIGITS} digits; a quantity cannot be that exact")
+        raise QuantityError(
+            _(
+                "{value} has more than {digits} digits; a quantity cannot be that exact",
+                value=_short(value),
+                digits=MAX_DIGITS,
+            )
+        )
     if suffix in _BINARY:
         return base * (Decimal(1024) ** _BINARY[suffix])
     if suffix in _DECIMAL:
@@ -95,18 +110,27 @@ def parse_quantity(value: str | int | Decimal) -> Decimal:
     hint = _LOOKALIKES.get(suffix)
     if hint:
         raise QuantityError(
-            f"{value!r} has unit {suffix!r}, which Kubernetes does not know; did you mean {hint!r}"
-            f' (for example "{number}{hint.split()[0]}")?'
+            _(
+                '{value} has unit {suffix}, which Kubernetes does not know; did you mean {hint} (for example "{example}")?',
+                value=repr(value),
+                suffix=repr(suffix),
+                hint=repr(hint),
+                example=f"{number}{hint.split()[0]}",
+            )
         )
     raise QuantityError(
-        f"{value!r} has unknown unit {suffix!r}; use one of Ki Mi Gi Ti Pi Ei (powers of 1024),"
-        " k M G T P E (powers of 1000) or m (thousandths)"
+        _(
+            "{value} has unknown unit {suffix}; use one of Ki Mi Gi Ti Pi Ei (powers of 1024),"
+            " k M G T P E (powers of 1000) or m (thousandths)",
+            value=repr(value),
+            suffix=repr(suffix),
+        )
     )
 
 
 def _short(value: str) -> str:
     text = repr(value)
-    return text if len(text) <= 40 else f"{text[:30]}…' ({len(value)} characters)"
+    return text if len(text) <= 40 else _("{start}…' ({count} characters)", start=text[:30], count=len(value))
 
 
 def format_number(value: Decimal | int | float, places: int | None = None) -> str:
@@ -134,10 +158,11 @@ def format_bytes(value: Decimal) -> str:
     return f"{format_number(amount, 2)} {units[unit]}"
 
 
-def format_cpu(value: Decimal) -> str:
-    """Format a CPU amount for people: ``Decimal("0.5")`` -> ``"0.5 CPUs"``."""
+def format_cpu(value: Decimal) -> Text:
+    """Format a CPU amount for people: ``Decimal("0.5")`` -> ``"0.5 CPUs"`` (a :class:`i18n.Text`:
+    ``"CPU 0.5개"`` in Korean)."""
     amount = Decimal(value)
-    return f"{format_number(amount, 2)} CPU" + ("" if amount == 1 else "s")
+    return ngettext("{amount} CPU", "{amount} CPUs", 1 if amount == 1 else 2, amount=format_number(amount, 2))
 
 
 def exact_bytes(value: Decimal) -> str:
@@ -213,9 +238,26 @@ def previous_month(day: date) -> date:
     return date(day.year - 1, 12, 1) if day.month == 1 else date(day.year, day.month - 1, 1)
 
 
-def month_name(day: date) -> str:
-    """The month of ``day`` as people name it: ``"November 2026"``."""
-    return f"{day:%B %Y}"
+# a month as people name it, by its number (January is 1)
+MONTHS = (
+    N_("January {year}"),
+    N_("February {year}"),
+    N_("March {year}"),
+    N_("April {year}"),
+    N_("May {year}"),
+    N_("June {year}"),
+    N_("July {year}"),
+    N_("August {year}"),
+    N_("September {year}"),
+    N_("October {year}"),
+    N_("November {year}"),
+    N_("December {year}"),
+)
+
+
+def month_name(day: date) -> Text:
+    """The month of ``day`` as people name it: ``"November 2026"`` (``"2026년 11월"`` in Korean)."""
+    return _(MONTHS[day.month - 1], year=str(day.year))
 
 
 def month_period(now: datetime) -> tuple[datetime, datetime, str]:
@@ -225,12 +267,23 @@ def month_period(now: datetime) -> tuple[datetime, datetime, str]:
     return start, end, month_name(first)
 
 
+def period_text(name: str) -> Text:
+    """How a message names a budget's period (``name``: :func:`month_name`): ``"for November 2026"``,
+    or ``"this month"``."""
+    return _("for {month}", month=name) if name else _("this month")
+
+
+def reset_text(day: date | None) -> Text:
+    """When a budget resets, as a message says it: ``"on 2026-12-01 (UTC)"``, or ``"at the start of
+    next month"`` where the day is not known."""
+    return _("on {day} (UTC)", day=Moment(day, "date")) if day else _("at the start of next month")
+
+
 def period_words(name: str) -> str:
-    """How a message names a budget's period: ``" for November 2026"``, or ``" this month"``."""
-    return f" for {name}" if name else " this month"
+    """:func:`period_text` in English, after a space: ``" for November 2026"``, ``" this month"``."""
+    return f" {period_text(name)}"
 
 
 def reset_words(day: date | None) -> str:
-    """When a budget resets, as a message says it: ``" on 2026-12-01 (UTC)"``, or ``" at the
-    start of next month"`` where the day is not known."""
-    return f" on {day.isoformat()} (UTC)" if day else " at the start of next month"
+    """:func:`reset_text` in English, after a space: ``" on 2026-12-01 (UTC)"``."""
+    return f" {reset_text(day)}"

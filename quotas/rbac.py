@@ -57,7 +57,7 @@ def tenant_admin_role(tenant: Tenant) -> dict[str, Any]:
     return {
         "name": tenant_role_name(tenant.id),
         "description": (
-            f"Tenant admin of {tenant.display_name} ({tenant.id}): its people here; its servers in the quotas service"
+            f"Tenant admin of {tenant.display_name} ({tenant.id}): its people here; its servers in the quotas service"  # i18n: a JupyterHub role's description, English like JupyterHub's own
         ),
         "scopes": tenant_admin_scopes(tenant),
     }

@@ -25,6 +25,7 @@ and a unit test checks that the migrations give exactly these tables.
 - ``preferences``: what each person chose for themselves (issue 19: the language the hub, the
   quotas page, the SSH gateway and their JupyterLab speak to them in).
 """
+# i18n: operator: table definitions and SQL
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, f
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
-from i18n import normalize
+from i18n import _, dumps, loads, normalize
 from sshgateway.public_keys import KeyRejected, clean_title, parse_public_key
 
 from .limits import LimitChanged, limit_etag, limit_from_values, limit_to_values
@@ -80,9 +80,9 @@ def make_engine(url: str) -> Engine:
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA journal_mode=WAL")  # i18n: SQL
+        cursor.execute("PRAGMA synchronous=FULL")  # i18n: SQL
+        cursor.execute("PRAGMA busy_timeout=60000")  # i18n: SQL
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -102,7 +102,7 @@ class Run:
     ended: datetime | None = None
     end_reason: str | None = None
     stop_at: datetime | None = None  # when it is to be stopped (preempted, GPUs idle), and why
-    stop_note: str | None = None
+    stop_note: str | None = None  # an i18n.Text (a plain English str in rows older than issue 19)
     gpu_used_ms: int = 0  # GPUs x milliseconds weighted by utilization, measured so far (:meth:`Store.add_gpu_use`)
 
     def holding_gpu_ms(self, now: datetime) -> int:
@@ -125,7 +125,7 @@ class Queued:
     enqueued: datetime
     position: int | None = None  # where it waits in its tenant's line, as the hub last decided, and why
     length: int | None = None
-    reason: str | None = None
+    reason: str | None = None  # an i18n.Text (a plain English str in rows older than issue 19)
 
     @property
     def key(self) -> ServerKey:
@@ -322,12 +322,13 @@ class Store:
     def mark_preempted(self, key: ServerKey, stop_at: datetime, note: str) -> bool:
         """Mark server ``key``'s open run to be stopped at ``stop_at`` for ``note`` (why, for its
         person): preempted to give a tenant its own GPUs back. False if it has no open run or is
-        marked to end already (by an earlier preemption or the culler): a server is warned once."""
+        marked to end already (by an earlier preemption or the culler): a server is warned once.
+        ``note`` is best an :class:`i18n.Text`: :attr:`Run.stop_note` says it in its reader's language."""
         with self._tx() as conn:
             marked = conn.execute(
                 update(runs)
                 .where(_open_run_of(key), runs.c.end_reason.is_(None))
-                .values(end_reason=PREEMPTED, stop_at=stop_at, stop_note=note)
+                .values(end_reason=PREEMPTED, stop_at=stop_at, stop_note=dumps(note))
             )
             return bool(marked.rowcount)
 
@@ -335,12 +336,12 @@ class Store:
         """Say on server ``key``'s open run that it is to be stopped at ``stop_at`` for ``note`` (why,
         and how to keep it, for its person): the culler's warning of idle GPUs. Its end reason is
         left alone: the culler marks it when it stops the server. False if it has no open run or is
-        marked to end already (a preemption says more)."""
+        marked to end already (a preemption says more). ``note``: as for :meth:`mark_preempted`."""
         with self._tx() as conn:
             marked = conn.execute(
                 update(runs)
                 .where(_open_run_of(key), runs.c.end_reason.is_(None))
-                .values(stop_at=stop_at, stop_note=note)
+                .values(stop_at=stop_at, stop_note=dumps(note))
             )
             return bool(marked.rowcount)
 
@@ -796,16 +797,26 @@ class Store:
                     ).scalars(),
                 } - {server}
                 if len(mine) >= cap:
-                    names = ", ".join(repr(n) if n else "your default server" for n in sorted(mine))
                     raise QueueFull(
-                        f"You already have {len(mine)} of the {cap} servers each person may have running or waiting"
-                        f" in tenant {tenant.id} ({names}). Stop one, or cancel one that waits, and try again."
+                        _(
+                            "You already have {count} of the {cap} servers each person may have running or waiting"
+                            " in tenant {tenant} ({names}). Stop one, or cancel one that waits, and try again.",
+                            count=len(mine),
+                            cap=cap,
+                            tenant=tenant.id,
+                            names=[repr(n) if n else _("your default server") for n in sorted(mine)],
+                        )
                     )
             waiting = conn.execute(select(func.count()).where(gpu_queue.c.tenant == tenant.id)).scalar_one()
             if waiting >= tenant.queue.max_length:
                 raise QueueFull(
-                    f"Tenant {tenant.id}'s GPU queue is full: {waiting} requests wait already (at most"
-                    f" {tenant.queue.max_length}). Try again later, pick a smaller profile, or ask a tenant admin."
+                    _(
+                        "Tenant {tenant}'s GPU queue is full: {waiting} requests wait already (at most {most})."
+                        " Try again later, pick a smaller profile, or ask a tenant admin.",
+                        tenant=tenant.id,
+                        waiting=waiting,
+                        most=tenant.queue.max_length,
+                    )
                 )
             row = conn.execute(
                 insert(gpu_queue)
@@ -840,8 +851,9 @@ class Store:
             )
 
     def place(self, places: Mapping[ServerKey, tuple[int, int, str]]) -> None:
-        """Write where each of ``places``' requests waits (position, length of its line, why), as the
-        hub decided; only rows that changed are written, and a request no longer queued is skipped."""
+        """Write where each of ``places``' requests waits (position, length of its line, why: best an
+        :class:`i18n.Text`, which :attr:`Queued.reason` says in its reader's language), as the hub
+        decided; only rows that changed are written, and a request no longer queued is skipped."""
         if not places:
             return
         with self._tx() as conn:
@@ -859,7 +871,8 @@ class Store:
                     ).where(tuple_(gpu_queue.c.user, gpu_queue.c.server).in_(part))
                 )
                 for r in rows:
-                    new = places[(r.user, r.server)]
+                    position, length, reason = places[(r.user, r.server)]
+                    new = (position, length, None if reason is None else dumps(reason))
                     if (r.position, r.length, r.reason) != new:
                         conn.execute(
                             update(gpu_queue)
@@ -885,14 +898,22 @@ class Store:
         key = parse_public_key(text)
         shown = clean_title(title, key)
         taken = KeyRejected(
-            f"This key ({key.fingerprint}) is registered already by another account; a key identifies one"
-            " person. Make a new key pair for this account (ssh-keygen -t ed25519)."
+            _(
+                "This key ({fingerprint}) is registered already by another account; a key identifies one"
+                " person. Make a new key pair for this account (ssh-keygen -t ed25519).",
+                fingerprint=key.fingerprint,
+            )
         )
         with self._tx() as conn:
             owner = conn.execute(select(ssh_keys.c.user).where(ssh_keys.c.fingerprint == key.fingerprint)).first()
             if owner is not None:
                 if owner.user == user:
-                    raise KeyRejected(f"You registered this key ({key.fingerprint}) already; nothing changed.")
+                    raise KeyRejected(
+                        _(
+                            "You registered this key ({fingerprint}) already; nothing changed.",
+                            fingerprint=key.fingerprint,
+                        )
+                    )
                 raise taken
         try:
             with self._tx() as conn:
@@ -938,7 +959,6 @@ class Store:
                 conn.execute(update(ssh_keys).where(ssh_keys.c.id == row.id).values(last_used=now))
             return str(row.user)
 
-
     # -- people's own choices ------------------------------------------------------------------
 
     def locale_of(self, user: str) -> str | None:
@@ -971,6 +991,7 @@ class Store:
                     raise
         return False
 
+
 def _ssh_key(row: Any) -> SshKey:
     return SshKey(
         id=int(row.id),
@@ -984,10 +1005,18 @@ def _ssh_key(row: Any) -> SshKey:
 
 
 def _already_running(request: Request, tenant: str) -> Decision:
-    where = f"Server {request.server!r}" if request.server else "Your default server"
-    return Decision(
-        False, f"{where} already runs (charged to tenant {tenant}). Stop it before starting it again.", "running"
-    )
+    if request.server:
+        why = _(
+            "Server {server} already runs (charged to tenant {tenant}). Stop it before starting it again.",
+            server=repr(request.server),
+            tenant=tenant,
+        )
+    else:
+        why = _(
+            "Your default server already runs (charged to tenant {tenant}). Stop it before starting it again.",
+            tenant=tenant,
+        )
+    return Decision(False, why, "running")
 
 
 def _run_values(run_id: str, holding: Holding, started: datetime) -> dict[str, Any]:
@@ -1025,7 +1054,14 @@ def _holding(row: Any) -> Holding:
 
 def _run(row: Any) -> Run:
     return Run(
-        row.id, _holding(row), row.started, row.ended, row.end_reason, row.stop_at, row.stop_note, row.gpu_used_ms or 0
+        row.id,
+        _holding(row),
+        row.started,
+        row.ended,
+        row.end_reason,
+        row.stop_at,
+        loads(row.stop_note),
+        row.gpu_used_ms or 0,
     )
 
 
@@ -1118,5 +1154,5 @@ def _queued(row: Any) -> Queued:
         enqueued=row.enqueued,
         position=row.position,
         length=row.length,
-        reason=row.reason,
+        reason=loads(row.reason),
     )

@@ -7,6 +7,7 @@ started it is gone; it exits with a message that says what to do.
 Standard library and traitlets only: the SSH gateway imports it and reaches the hub over HTTP alone.
 """
 
+# i18n: operator: a service's start and stop, in its log and exit messages for the operator
 from __future__ import annotations
 
 import asyncio

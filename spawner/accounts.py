@@ -21,14 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from i18n import _
+
 MAX_NAME = 32  # useradd's limit on Linux
 _VALID = re.compile(r"[a-z_][a-z0-9_-]*\Z")
 _INVALID_CHARS = re.compile(r"[^a-z0-9_-]+")
-MARK = "AIDC Hub account "
+MARK = "AIDC Hub account "  # i18n: the mark in /etc/passwd, read back by the hub
 
 
 class AccountError(RuntimeError):
-    """The person's account cannot be made or used; the message says why and what to do."""
+    """The person's account cannot be made or used; the message (an :class:`i18n.Text`, ``args[0]``)
+    says why and what to do."""
 
 
 def account_name(hub_name: str, template: str = "jupyter-{username}") -> str:
@@ -71,12 +74,18 @@ def _lookup(name: str) -> pwd.struct_passwd | None:
 def _checked(entry: pwd.struct_passwd, hub_name: str) -> Account:
     if entry.pw_gecos != owner_mark(hub_name):
         raise AccountError(
-            f"The Unix account {entry.pw_name} exists but was not made by AIDC Hub for {hub_name}, so it is"
-            " not used (its files may be someone else's). A platform admin can rename or remove it, or set"
-            " TenantLocalSpawner.account_template to another pattern."
+            _(
+                "The Unix account {account} exists but was not made by AIDC Hub for {name}, so it is not used (its"
+                " files may be someone else's). A platform admin can rename or remove it, or set"
+                " TenantLocalSpawner.account_template to another pattern.",
+                account=entry.pw_name,
+                name=hub_name,
+            )
         )
     if entry.pw_uid == 0 or entry.pw_gid == 0:
-        raise AccountError(f"The Unix account {entry.pw_name} has uid or gid 0; workspaces never run as root.")
+        raise AccountError(
+            _("The Unix account {account} has uid or gid 0; workspaces never run as root.", account=entry.pw_name)
+        )
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
 
@@ -98,7 +107,7 @@ def ensure_account(hub_name: str, home: str, template: str = "jupyter-{username}
                 ["usermod", "--home", home, name], name, lambda e: e is not None and e.pw_dir == home, attempts
             )
         except AccountError as e:
-            if "currently used by process" not in str(e):
+            if "currently used by process" not in str(e):  # i18n: usermod's words
                 raise
             return replace(account, home_moved=False)
         account = _checked(entry, hub_name)
@@ -110,16 +119,17 @@ def _change(
 ) -> pwd.struct_passwd:
     """Run ``useradd``/``usermod`` until ``done`` says the account is as wanted; another hub or tool
     holding /etc/passwd's lock (exit 1 or 10), or making the same account (exit 9), is waited for."""
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         run = subprocess.run(command, capture_output=True, text=True, timeout=60)
         entry = _lookup(name)
         if done(entry):
             assert entry is not None
             return entry
         if run.returncode not in (1, 9, 10):  # 8: in use, said in stderr
-            raise AccountError(f"Cannot set up the Unix account {name}: {run.stderr.strip() or run.returncode}")
+            detail = run.stderr.strip() or run.returncode
+            raise AccountError(_("Cannot set up the Unix account {account}: {detail}", account=name, detail=detail))
         time.sleep(0.2)
-    raise AccountError(f"Cannot set up the Unix account {name}: /etc/passwd stayed locked")
+    raise AccountError(_("Cannot set up the Unix account {account}: /etc/passwd stayed locked", account=name))
 
 
 def ensure_home(account: Account, home: str) -> Path:
@@ -155,7 +165,13 @@ def check_reachable(account: Account, folder: Path) -> None:
             ok = st.st_mode & 0o001
         if not ok:
             raise AccountError(
-                f"The folder {part} is closed to other accounts (mode {st.st_mode & 0o777:o}), so {account.name}"
-                f" cannot reach {folder}: allow traversal (chmod o+x {part}), or move what is there (the homes:"
-                " TenantLocalSpawner.home_dir_template; the interpreter: a Python all accounts may run)"
+                _(
+                    "The folder {part} is closed to other accounts (mode {mode}), so {account} cannot reach {folder}:"
+                    " allow traversal (chmod o+x {part}), or move what is there (the homes:"
+                    " TenantLocalSpawner.home_dir_template; the interpreter: a Python all accounts may run)",
+                    part=str(part),
+                    mode=f"{st.st_mode & 0o777:o}",
+                    account=account.name,
+                    folder=str(folder),
+                )
             )

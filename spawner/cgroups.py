@@ -34,6 +34,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from i18n import _
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NVIDIA_MAJOR = 195  # /dev/nvidia<N> (minor N), nvidiactl (255), nvidia-modeset (254)
 NVIDIACTL_MINOR, NVIDIA_MODESET_MINOR = 255, 254
@@ -43,8 +45,8 @@ CPU_PERIOD_US = 100_000
 
 
 class CgroupError(RuntimeError):
-    """The workspace's cgroup cannot be made or entered; the message says what and why (a fault of
-    the platform's host, not of the person)."""
+    """The workspace's cgroup cannot be made or entered; the message (an :class:`i18n.Text`,
+    ``args[0]``) says what and why (a fault of the platform's host, not of the person)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def device_program(devices: Sequence[Device]) -> bytes:
 def _bpf(cmd: int, attr: bytes) -> int:
     number = _SYS_BPF.get(platform.machine())
     if number is None:
-        raise CgroupError(f"Device rules with cgroup v2 are not supported on {platform.machine()}")
+        raise CgroupError(_("Device rules with cgroup v2 are not supported on {machine}", machine=platform.machine()))
     libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(attr, len(attr))
     result: int = libc.syscall(number, cmd, buf, len(attr))
@@ -169,15 +171,20 @@ def attach_device_program(cgroup: Path, devices: Sequence[Device]) -> None:
         prog = _bpf(_BPF_PROG_LOAD, attr)
     except OSError as e:
         detail = log.value.decode(errors="replace").strip()
-        why = f"The kernel refused the device rule program ({e.strerror})"
-        raise CgroupError(f"{why}: {detail}" if detail else why) from None
+        if detail:
+            raise CgroupError(
+                _("The kernel refused the device rule program ({error}): {detail}", error=e.strerror, detail=detail)
+            ) from None
+        raise CgroupError(_("The kernel refused the device rule program ({error})", error=e.strerror)) from None
     try:
         fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
         try:
             # target_fd, attach_bpf_fd, attach_type, attach_flags
             _bpf(_BPF_PROG_ATTACH, struct.pack("<IIII", fd, prog, _BPF_CGROUP_DEVICE, 0) + bytes(104))
         except OSError as e:
-            raise CgroupError(f"Cannot attach the device rule to {cgroup}: {e.strerror}") from None
+            raise CgroupError(
+                _("Cannot attach the device rule to {cgroup}: {error}", cgroup=str(cgroup), error=e.strerror)
+            ) from None
         finally:
             os.close(fd)
     finally:
@@ -200,7 +207,9 @@ def _write(path: Path, value: str) -> None:
     try:
         path.write_text(value)
     except OSError as e:
-        raise CgroupError(f"Cannot write {value.strip()!r} to {path}: {e.strerror}") from None
+        raise CgroupError(
+            _("Cannot write {value} to {path}: {error}", value=repr(value.strip()), path=str(path), error=e.strerror)
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -230,8 +239,12 @@ class Hierarchy:
         if all((self.root / c).is_dir() for c in V1_CONTROLLERS):
             return 1
         raise CgroupError(
-            f"No cgroup hierarchy with the cpu, memory, pids and devices controllers under {self.root}: workspaces"
-            " cannot be confined on this host (mount cgroup2 on /sys/fs/cgroup, or cgroup v1 cpu, memory, pids and devices)"
+            _(
+                "No cgroup hierarchy with the cpu, memory, pids and devices controllers under {root}: workspaces"
+                " cannot be confined on this host (mount cgroup2 on /sys/fs/cgroup, or cgroup v1 cpu, memory, pids"
+                " and devices)",
+                root=str(self.root),
+            )
         )
 
     @property
@@ -271,8 +284,12 @@ class Hierarchy:
         missing = set(V2_CONTROLLERS) - set(available)
         if missing:
             raise CgroupError(
-                f"The cgroup {own} does not offer the {' and '.join(sorted(missing))} controller(s): run the hub"
-                " with them delegated (systemd: Delegate=yes in its unit)"
+                _(
+                    "The cgroup {cgroup} does not offer the {controllers} controller(s): run the hub with them"
+                    " delegated (systemd: Delegate=yes in its unit)",
+                    cgroup=str(own),
+                    controllers=" and ".join(sorted(missing)),  # i18n: controller names, joined as the English says
+                )
             )
         enable = " ".join(f"+{c}" for c in V2_CONTROLLERS)
         _write(own / "cgroup.subtree_control", enable)
@@ -366,7 +383,7 @@ def remove(folders: Sequence[Path], timeout: float = 10.0) -> list[int]:
             return sorted(left)
         time.sleep(0.05)
     for folder in folders:
-        for _ in range(100):
+        for _attempt in range(100):
             try:
                 folder.rmdir()
                 break
@@ -374,6 +391,8 @@ def remove(folders: Sequence[Path], timeout: float = 10.0) -> list[int]:
                 break
             except OSError as e:
                 if e.errno != errno.EBUSY:
-                    raise CgroupError(f"Cannot remove {folder}: {e.strerror}") from None
+                    raise CgroupError(
+                        _("Cannot remove {folder}: {error}", folder=str(folder), error=e.strerror)
+                    ) from None
                 time.sleep(0.05)  # the last process is still being torn down
     return []

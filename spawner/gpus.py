@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from i18n import ngettext
 from quotas.gpu_use import smi_fields
 from quotas.model import GpuType
 
@@ -50,11 +51,13 @@ def parse_fake_gpus(spec: str, known_types: Iterable[str] | None = None) -> list
     for item in filter(None, (part.strip() for part in spec.split(","))):
         match = _FAKE_ITEM.match(item)
         if not match:
-            raise InventoryError(f"GPU inventory item {item!r} is not TYPE:COUNT (for example H100:4)")
+            raise InventoryError(
+                f"GPU inventory item {item!r} is not TYPE:COUNT (for example H100:4)"  # i18n: the operator's setting
+            )
         gpu_type, count = match.group("type"), int(match.group("count"))
         if known is not None and gpu_type not in known:
             raise InventoryError(
-                f"GPU inventory names type {gpu_type!r}, which tenants.yaml does not declare under gpu_types"
+                f"GPU inventory names type {gpu_type!r}, which tenants.yaml does not declare under gpu_types"  # i18n: the operator's setting
                 f" (declared: {', '.join(sorted(known)) or 'none'})"
             )
         for _ in range(count):
@@ -163,11 +166,27 @@ class GpuAllocator:
                     user = self._owner[g.index][0]
                     holders[user] = holders.get(user, 0) + 1
             held = ", ".join(f"{u}: {n}" for u, n in sorted(holders.items(), key=lambda kv: (-kv[1], kv[0])))
-            raise NoFreeGpus(
-                f"This machine has {total} {gpu_type} GPU{'s' if total != 1 else ''} and {len(free)} free"
-                f"{f' ({held} in use)' if held else ''}; you asked for {count}. Wait for one to be freed"
-                " or pick a smaller profile."
-            )
+            values = {"gpu": gpu_type, "free": len(free), "asked": count, "held": held}
+            if held:
+                message = ngettext(
+                    "This machine has {count} {gpu} GPU and {free} free ({held} in use); you asked for {asked}."
+                    " Wait for one to be freed or pick a smaller profile.",
+                    "This machine has {count} {gpu} GPUs and {free} free ({held} in use); you asked for {asked}."
+                    " Wait for one to be freed or pick a smaller profile.",
+                    total,
+                    **values,
+                )
+            else:
+                del values["held"]
+                message = ngettext(
+                    "This machine has {count} {gpu} GPU and {free} free; you asked for {asked}. Wait for one to be"
+                    " freed or pick a smaller profile.",
+                    "This machine has {count} {gpu} GPUs and {free} free; you asked for {asked}. Wait for one to be"
+                    " freed or pick a smaller profile.",
+                    total,
+                    **values,
+                )
+            raise NoFreeGpus(message)
         chosen = free[:count]
         for index in chosen:
             self._owner[index] = key

@@ -29,6 +29,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Bool, Float, Integer, Unicode, default
 
+from i18n import N_, Text, _, ngettext, translate
 from quotas.gpu_queue import may_wait, waiting_reason
 from quotas.store import QueueFull
 
@@ -44,7 +45,7 @@ from .kube_objects import (
 from .pacing import Pacer, backoff, retry_after
 from .profiles import Choice
 from .start_failures import STREAK
-from .tenancy import TenantSpawnerMixin, counted_failure, queue_timeout_message, refusal
+from .tenancy import TenantSpawnerMixin, counted_failure, queue_timeout_message, reason_of, refusal
 
 STATE_KEY = "aidc"
 # admission's allowance beyond a tenant's GPU ceiling for a request that may wait in Kueue's queue:
@@ -268,10 +269,15 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         except TimeoutError:  # start_timeout's
             self.release_reservation()
             raise refusal(
-                f"Your server did not start within {float(self.start_timeout):g} seconds: it was {self._where()},"
-                f" and was stopped. {BUSY}",
+                _(
+                    "Your server did not start within {seconds} seconds: it was {where}, and was stopped. {busy}",
+                    seconds=f"{float(self.start_timeout):g}",
+                    where=self._where(),
+                    busy=_(BUSY),
+                ),
                 reason="timeout",
                 status=503,
+                locale=self.locale(),
             ) from None
         except _KubernetesSlow as e:
             self.release_reservation()
@@ -279,37 +285,44 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                 "%s: Kubernetes timed out while %s: %s", self._log_name, e.where, e.detail or "(no detail)"
             )
             raise refusal(
-                f"Your server could not be started: Kubernetes did not answer in time while it was {e.where}. {BUSY}",
+                _(
+                    "Your server could not be started: Kubernetes did not answer in time while it was {where}. {busy}",
+                    where=e.where,
+                    busy=_(BUSY),
+                ),
                 reason="kubernetes-busy",
                 status=503,
+                locale=self.locale(),
             ) from None
         except SpawnException:
             self.release_reservation()
             raise
         except Exception as e:
             self.release_reservation()
-            message = getattr(e, "jupyterhub_message", None) or getattr(e, "log_message", None) or str(e)
-            raise counted_failure(self.user.name, f"Your server could not be started: {message}", self.log) from e  # type: ignore[attr-defined]
+            message = getattr(e, "jupyterhub_message", None) or getattr(e, "log_message", None) or reason_of(e)
+            failed = _("Your server could not be started: {why}", why=message)
+            raise counted_failure(self.user.name, failed, self.log, self.locale()) from e  # type: ignore[attr-defined]
         except BaseException:
             self.release_reservation()
             raise
         STREAK.clear()
         return url
 
-    def _where(self) -> str:
+    def _where(self) -> Text:
         """Where a start is, for a person: in the hub's line, creating its pod, or its pod's phase."""
         pod = self._pod()
         if self._pace_status is not None:
-            return f"still waiting for its turn at the hub ({self._pace_status})"
+            return _("still waiting for its turn at the hub ({status})", status=self._pace_status)
+        name = f"{self.namespace}/{self.pod_name}"
         if pod is None:
-            return f"still creating its pod {self.namespace}/{self.pod_name}"
-        phase = pod.get("status", {}).get("phase") or "Pending"
-        return f"waiting for its pod {self.namespace}/{self.pod_name}, created and {phase}"
+            return _("still creating its pod {pod}", pod=name)
+        phase = pod.get("status", {}).get("phase") or "Pending"  # Kubernetes' word for it
+        return _("waiting for its pod {pod}, created and {phase}", pod=name, phase=phase)
 
     # -- creates, paced (issue 15) -------------------------------------------------------------------
 
     _spawn_id: str = ""
-    _pace_status: str | None = None
+    _pace_status: Text | None = None
 
     async def get_pod_manifest(self) -> Any:
         pod = await super().get_pod_manifest()
@@ -327,7 +340,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         does not exist; one that exists from an earlier spawn is deleted first, as KubeSpawner does."""
         name = pod.metadata.name
         await self._create_paced(
-            f"pod {self.namespace}/{name}",
+            _("pod {pod}", pod=f"{self.namespace}/{name}"),
             lambda: self.api.create_namespaced_pod(self.namespace, pod),
             lambda: self.api.read_namespaced_pod(name, self.namespace),
             stale=lambda: KubeSpawner.stop(self, now=True),
@@ -339,7 +352,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         an earlier spawn, or this one's create that timed out) is the person's home: kept."""
         name = pvc.metadata.name
         await self._create_paced(
-            f"home volume claim {self.namespace}/{name}",
+            _("home volume claim {claim}", claim=f"{self.namespace}/{name}"),
             lambda: self.api.create_namespaced_persistent_volume_claim(namespace=self.namespace, body=pvc),
             lambda: self.api.read_namespaced_persistent_volume_claim(name=name, namespace=self.namespace),
             stale=None,
@@ -348,7 +361,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
 
     async def _create_paced(
         self,
-        what: str,
+        what: Text,
         create: Callable[[], Awaitable[Any]],
         read: Callable[[], Awaitable[Any]],
         stale: Callable[[], Awaitable[Any]] | None,
@@ -361,7 +374,8 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         then the spawn is refused (503) with what failed."""
         line = pacer(self.k8s_creates_in_flight)
         loop = asyncio.get_running_loop()
-        asking, attempt, last = 0.0, 0, ""
+        asking, attempt = 0.0, 0
+        last: Text | None = None
         while True:
             attempt += 1
             wait: float | None = None
@@ -376,7 +390,10 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                     return
                 except TimeoutError:
                     line.answered(timeout)
-                    last, exists = f"no answer within {timeout:.0f} s", await self._existing(read, timeout)
+                    last, exists = (
+                        _("no answer within {seconds} s", seconds=f"{timeout:.0f}"),
+                        await self._existing(read, timeout),
+                    )
                 except ApiException as e:
                     line.answered(loop.time() - began)
                     if e.status == 409 or (e.status == 403 and stale is None):
@@ -384,10 +401,14 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                         exists = await self._existing(read, timeout)
                         if exists is None and e.status == 403:
                             raise
-                        last = "it exists already"
+                        last = _("it exists already")
                     elif e.status == 429 or e.status >= 500:
                         exists, wait = None, retry_after(e.headers)
-                        last = f"the API server answered {e.status} {e.reason or ''}".rstrip()
+                        last = (
+                            _("the API server answered {status} {reason}", status=e.status, reason=e.reason)
+                            if e.reason
+                            else _("the API server answered {status}", status=e.status)
+                        )
                     else:
                         raise
                 finally:
@@ -403,10 +424,18 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             if asking >= self.k8s_api_request_retry_timeout:
                 self.log.warning("%s: could not create %s after %d tries: %s", self._log_name, what, attempt, last)
                 raise refusal(
-                    f"The hub could not create your server's {what}: the Kubernetes API server is overloaded or"
-                    f" failing ({last}; {attempt} tries in {asking:.0f} seconds). Nothing was started. {BUSY}",
+                    _(
+                        "The hub could not create your server's {what}: the Kubernetes API server is overloaded or"
+                        " failing ({last}; {tries} tries in {seconds} seconds). Nothing was started. {busy}",
+                        what=what,
+                        last=last or "",
+                        tries=attempt,
+                        seconds=f"{asking:.0f}",
+                        busy=_(BUSY),
+                    ),
                     reason="kubernetes-busy",
                     status=503,
+                    locale=self.locale(),
                 )
             delay = min(backoff(attempt, wait), max(0.0, self.k8s_api_request_retry_timeout - asking))
             asking += delay
@@ -425,9 +454,11 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             return None
 
     def _waiting_turn(self, ahead: int, slots: int) -> None:
-        self._pace_status = (
-            f"Starting: {ahead} {'server' if ahead == 1 else 'servers'} ahead of you at the hub, which sends"
-            f" Kubernetes {slots} at a time"
+        self._pace_status = ngettext(
+            "Starting: {count} server ahead of you at the hub, which sends Kubernetes {slots} at a time",
+            "Starting: {count} servers ahead of you at the hub, which sends Kubernetes {slots} at a time",
+            ahead,
+            slots=slots,
         )
 
     async def _wait_answering(self, url: str) -> None:
@@ -440,9 +471,13 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         except TimeoutError:
             await KubeSpawner.stop(self, now=True)
             raise _NotAnswering(
-                f"its pod {self.namespace}/{self.pod_name} ran but its server did not answer within"
-                f" {self.http_timeout:g} seconds, and was stopped. If you changed ~/.jupyter settings, fix or move"
-                " them aside and start again; otherwise the platform admins see it in the hub's log."
+                _(
+                    "its pod {pod} ran but its server did not answer within {seconds} seconds, and was stopped. If"
+                    " you changed ~/.jupyter settings, fix or move them aside and start again; otherwise the"
+                    " platform admins see it in the hub's log.",
+                    pod=f"{self.namespace}/{self.pod_name}",
+                    seconds=f"{self.http_timeout:g}",
+                )
             ) from None
 
     async def _start_or_refuse(self) -> Any:
@@ -451,14 +486,14 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         queue = asyncio.ensure_future(self._follow_queue()) if self.kueue else None
         try:
             watchers = {watch} | ({queue} if queue else set())
-            done, _ = await asyncio.wait({start} | watchers, return_when=asyncio.FIRST_COMPLETED)
+            done, _pending = await asyncio.wait({start} | watchers, return_when=asyncio.FIRST_COMPLETED)
             failed = next((w for w in watchers if w in done and w.result() is not None), None)
             if failed is not None:
                 code, reason = failed.result() or ("", "")
                 start.cancel()
                 await asyncio.gather(start, return_exceptions=True)
                 await KubeSpawner.stop(self, now=True)
-                raise refusal(reason, reason=code, status=503)
+                raise refusal(reason, reason=code, status=503, locale=self.locale())
             url = await start
             if queue is not None:
                 # the pod may run before the queue's next look saw Kueue admit it: its run starts now,
@@ -471,7 +506,9 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         except ApiException as e:
             body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body or "")
             if e.status == 403 and "exceeded quota" in body:
-                raise refusal(self._quota_message(e), reason="resourcequota", status=403) from None
+                raise refusal(
+                    self._quota_message(e), reason="resourcequota", status=403, locale=self.locale()
+                ) from None
             raise
         finally:
             watch.cancel()
@@ -479,21 +516,22 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                 queue.cancel()
                 await asyncio.gather(queue, return_exceptions=True)
 
-    async def _watch_unschedulable(self) -> tuple[str, str] | None:
+    async def _watch_unschedulable(self) -> tuple[str, Text] | None:
         """The scheduler's reason once the pod has been unschedulable for ``unschedulable_timeout``."""
         key = f"{self.namespace}/{self.pod_name}"
         # looked up at every round: KubeSpawner starts the pod watch in this same start (the hub's first
         # spawn), and replaces it when it breaks
         condition = await _UNSCHEDULABLE.watch(key, self._pods_watched, self.unschedulable_timeout)
-        return "unschedulable", (
-            f"No node can run this server now: the cluster has no free capacity for profile"
-            f" {self.held.profile if self.held else '?'} (the scheduler says: {condition}). Try again"
-            " later, pick a smaller profile, or ask a platform admin."
+        return "unschedulable", _(
+            "No node can run this server now: the cluster has no free capacity for profile {profile} (the scheduler"
+            " says: {condition}). Try again later, pick a smaller profile, or ask a platform admin.",
+            profile=self.held.profile if self.held else "?",
+            condition=condition,
         )
 
     # -- the GPU queue with Kueue ------------------------------------------------------------------
 
-    _queue_status: str | None = None
+    _queue_status: str | None = None  # an i18n.Text where the quotas store makes one
     _queued_choice: Choice | None = None
 
     def _queued_by_kueue(self) -> dict[str, int] | None:
@@ -515,7 +553,9 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         return bool(self.kueue)
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        """KubeSpawner's events, and while the pod waits in the tenant's queue its place and why."""
+        """KubeSpawner's events, and while the pod waits in the tenant's queue its place and why (in the
+        person's language; KubeSpawner's own events are its words, in English)."""
+        locale = self.locale()
         events = super().progress().__aiter__()
         pending: asyncio.Future[Any] | None = None
         last = None
@@ -523,7 +563,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(events.__anext__())
-                done, _ = await asyncio.wait({pending}, timeout=0.5)
+                done, _pending = await asyncio.wait({pending}, timeout=0.5)
                 if pending in done:
                     try:
                         event = pending.result()
@@ -534,7 +574,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                 status = self._queue_status or self._pace_status
                 if status is not None and status != last:
                     last = status
-                    yield {"progress": 10, "message": status}
+                    yield {"progress": 10, "message": translate(status, locale)}
         finally:
             if pending is not None:
                 pending.cancel()
@@ -574,7 +614,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
                             store.enqueue, choice.tenant, key[0], key[1], choice.profile, True, datetime.now(UTC)
                         )
                     except QueueFull as e:
-                        return "queue-full", str(e)
+                        return "queue-full", reason_of(e)
                     queued = True
                 position, length, why = await self._place_in_queue(choice, pod["metadata"]["uid"])
                 self._queue_status = waiting_reason(
@@ -592,15 +632,15 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
         """(position, length, why) of this pod's Workload (Kueue labels it with the pod's UID) in its
         LocalQueue, from Kueue's visibility API and the Workload's ``QuotaReserved`` condition."""
         path = (
-            f"/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}"
+            f"/apis/visibility.kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}"  # i18n: a URL
             f"/localqueues/{LOCAL_QUEUE}/pendingworkloads"
         )
-        why = f"tenant {choice.tenant.id}'s GPUs are in use"
+        why: str = _("tenant {tenant}'s GPUs are in use", tenant=choice.tenant.id)
         try:
             pending = await self._kube_get(path)
             workloads = await self._kube_get(
-                f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads",
-                [("labelSelector", f"kueue.x-k8s.io/job-uid={pod_uid}")],
+                f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{self.namespace}/workloads",  # i18n: a URL
+                [("labelSelector", f"kueue.x-k8s.io/job-uid={pod_uid}")],  # i18n: a label selector
             )
         except ApiException as e:
             self.log.warning("Could not read %s's place in the Kueue queue: %s", self._log_name, e.reason)
@@ -615,7 +655,7 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             )
             for condition in mine.get("status", {}).get("conditions", []):
                 if condition.get("type") == "QuotaReserved" and condition.get("status") == "False":
-                    why = str(condition.get("message") or why)
+                    why = str(condition.get("message") or why)  # Kueue's words, in English
         return position, len(items), why
 
     async def _kube_get(self, path: str, query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
@@ -669,9 +709,9 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             preempted = await self._stopped_by_kueue()
         if preempted:
             stop_at = datetime.now(UTC) + (timedelta(seconds=self.preemption_grace) if status is None else timedelta(0))
-            note = (
-                f"it runs on GPUs that tenant {self.held.tenant} borrowed from another tenant of its cohort,"
-                " which needs them back"
+            note = _(
+                "it runs on GPUs that tenant {tenant} borrowed from another tenant of its cohort, which needs them back",
+                tenant=self.held.tenant,
             )
             if await asyncio.to_thread(self.platform.store.mark_preempted, self.server_key, stop_at, note):
                 self.log.info("%s is preempted by Kueue: %s", self._log_name, note)
@@ -683,22 +723,25 @@ class TenantKubeSpawner(TenantSpawnerMixin, KubeSpawner):
             return False
         try:
             events = await self.api.list_namespaced_event(
-                self.namespace, field_selector=f"involvedObject.uid={self._pod_uid},reason=Stopped"
+                self.namespace,
+                field_selector=f"involvedObject.uid={self._pod_uid},reason=Stopped",  # i18n: a selector
             )
         except ApiException as e:
             self.log.warning("Could not read the events of %s's pod: %s", self._log_name, e.reason)
             return False
         return any("Preempted" in (e.message or "") for e in events.items)
 
-    def _quota_message(self, e: ApiException) -> str:
+    def _quota_message(self, e: ApiException) -> Text:
         try:
             detail = json.loads(e.body or b"{}").get("message", "")
         except (TypeError, ValueError):
             detail = str(e.reason)
-        return (
-            f"Kubernetes refused the server: namespace {self.namespace} is at its ResourceQuota ({detail})."
-            " Pods the hub does not count (created outside it, or still being counted after a retried create)"
-            " hold part of it; try again in a minute, stop a server or ask a platform admin."
+        return _(
+            "Kubernetes refused the server: namespace {namespace} is at its ResourceQuota ({detail}). Pods the hub"
+            " does not count (created outside it, or still being counted after a retried create) hold part of it;"
+            " try again in a minute, stop a server or ask a platform admin.",
+            namespace=self.namespace,
+            detail=detail,
         )
 
     async def stop(self, now: bool = False) -> None:
@@ -785,7 +828,7 @@ _UNSCHEDULABLE = _UnschedulableWatch()
 
 
 # what a person is told to do when the platform was too busy to start their server
-BUSY = (
+BUSY = N_(
     "The platform is busy; try again in a few minutes. If it keeps happening, tell the platform admins"
     " (the hub's log has the details)."
 )
@@ -795,7 +838,7 @@ class _KubernetesSlow(Exception):
     """One of KubeSpawner's own requests or waits timed out (not ``start_timeout``): the API server is
     too busy; ``where`` the start was then (for a person), ``detail`` the timeout's text (for the log)."""
 
-    def __init__(self, where: str, detail: str) -> None:
+    def __init__(self, where: Text, detail: str) -> None:
         super().__init__(where)
         self.where, self.detail = where, detail
 

@@ -6,6 +6,7 @@ inputs never mutated. :func:`profile_settings` returns *every* profile-dependent
 KubeSpawner trait, empty ones included, so a CPU-only spawn never inherits the GPU
 limits, selector or tolerations of an earlier spawn.
 """
+# i18n: operator: Kubernetes objects (their descriptions and policy messages are for the cluster's operators)
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from jupyterhub.utils import random_port
 from traitlets import Float, Integer, TraitError, Unicode, default, validate
 
+from i18n import Text, _, translate
 from quotas.gpu_queue import may_wait
 from quotas.model import Profile
 from quotas.policy import Holding
@@ -34,7 +35,7 @@ from .gpus import NoFreeGpus
 from .profiles import Choice
 from .queue_keeper import QueueKeeper
 from .start_failures import OWN_SETTINGS, STREAK, StartFailure, judge, own_settings_in
-from .tenancy import TenantSpawnerMixin, counted_failure, options_form_html, queue_timeout_message, refusal
+from .tenancy import TenantSpawnerMixin, counted_failure, options_form_html, queue_timeout_message, reason_of, refusal
 from .workspaces import (
     MARKER,
     Record,
@@ -76,7 +77,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
     def _validate_isolation(self, proposal: Any) -> str:
         value = str(proposal["value"])
         if value not in ("users", "none"):
-            raise TraitError(f"TenantLocalSpawner.isolation is {value!r}; it must be 'users' or 'none'")
+            message = f"TenantLocalSpawner.isolation is {value!r}; it must be 'users' or 'none'"  # i18n: operator
+            raise TraitError(message)
         return value
 
     account_template = Unicode(
@@ -198,7 +200,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             try:
                 address = await super().start()
             except OSError as e:  # the interpreter or a folder of the platform is missing or unreadable
-                raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from e
+                raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from e  # the system's words
             self._record = self.platform.workspaces.started(self._record, self.proc.pid)
             await self._wait_listening(*address)
             STREAK.clear()
@@ -244,17 +246,19 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         position = self.platform.keeper.position(self.server_key) if self.platform.keeper else None
         return position.reason if position is not None else self._queue_first
 
-    _queue_first: str | None = None  # the refusal that sent the spawn to the queue
-    _borrowed_note: str | None = None  # said once admitted on borrowed GPUs
+    _queue_first: str | None = None  # the refusal that sent the spawn to the queue (an i18n.Text)
+    _borrowed_note: Text | None = None  # said once admitted on borrowed GPUs
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """JupyterHub's progress events: while the spawn waits in the GPU queue, its place and why,
-        each time they change; then, if it runs on borrowed GPUs, that it may be stopped for them."""
+        each time they change; then, if it runs on borrowed GPUs, that it may be stopped for them. Said in
+        the person's language."""
+        locale = self.locale()
         last = None
         while True:
             status = self._queue_status or self._borrowed_note
             if status is not None and status != last:
-                yield {"progress": 10 if self._queue_first else 50, "message": status}
+                yield {"progress": 10 if self._queue_first else 50, "message": translate(status, locale)}
             last = status
             await asyncio.sleep(0.5)
 
@@ -277,7 +281,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         try:
             return await self.admit_spawn(hold=self._take_gpus, borrowed=borrowed)
         except NoFreeGpus as e:
-            raise refusal(str(e), reason="gpus-busy", status=503) from None
+            raise refusal(reason_of(e), reason="gpus-busy", status=503, locale=self.locale()) from None
 
     async def _admit_or_wait(self) -> Holding:
         """Admit now, or wait in the tenant's GPU queue when the refusal is one that waiting can
@@ -287,14 +291,15 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         choice = self.resolve_choice()  # what admission will decide on (resolved again there)
         if may_wait(choice.tenant, choice.profile, "gpus", choice.may_borrow):
             if await asyncio.to_thread(self.platform.store.anyone_waiting, choice.profile.gpu_type or ""):
-                return await self._wait_in_queue(choice, f"waiting for {format_gpus(choice.profile.gpus)}")
+                waiting = _("waiting for {gpus}", gpus=format_gpus(choice.profile.gpus))
+                return await self._wait_in_queue(choice, waiting)
         try:
             holding = await self._admit_once()
         except SpawnException as e:
             asked = self.asked
             if asked is None or not may_wait(asked.tenant, asked.profile, _refusal_code(e), asked.may_borrow):
                 raise
-            return await self._wait_in_queue(asked, str(getattr(e, "jupyterhub_message", "") or e))
+            return await self._wait_in_queue(asked, e.message or str(e))
         return self._said_if_borrowed(holding)
 
     async def _wait_in_queue(self, choice: Choice, first: str) -> Holding:
@@ -309,7 +314,8 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                 store.enqueue, tenant, key[0], key[1], profile, choice.may_borrow, datetime.now(UTC)
             )
         except QueueFull as e:
-            raise refusal(f"{first} {e}", reason="queue-full", status=503) from None
+            full = _("{waiting} {full}", waiting=first, full=reason_of(e))
+            raise refusal(full, reason="queue-full", status=503, locale=self.locale()) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + tenant.queue.max_wait.total_seconds()
         self.log.info("%s waits in tenant %s's GPU queue: %s", self._log_name, tenant.id, first)
@@ -321,7 +327,10 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                     admitted = await asyncio.wait_for(keeper.wait(key), max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     raise refusal(
-                        queue_timeout_message(tenant, self._queue_status), reason="queue-timeout", status=503
+                        queue_timeout_message(tenant, self._queue_status),
+                        reason="queue-timeout",
+                        status=503,
+                        locale=self.locale(),
                     ) from None
                 try:
                     holding = await self._admit_once({gpu_type: admitted.borrowed} if admitted.borrowed else None)
@@ -339,9 +348,11 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
     def _said_if_borrowed(self, holding: Holding) -> Holding:
         if holding.borrowed:
             gpus = format_gpus(holding.borrowed)
-            self._borrowed_note = (
-                f"Starting on borrowed GPUs ({gpus}) of another tenant of {holding.tenant}'s cohort: when their"
-                " owner needs them back, this server is stopped after a warning. Save your work often."
+            self._borrowed_note = _(
+                "Starting on borrowed GPUs ({gpus}) of another tenant of {tenant}'s cohort: when their owner needs"
+                " them back, this server is stopped after a warning. Save your work often.",
+                gpus=gpus,
+                tenant=holding.tenant,
             )
             self.log.info("%s runs on borrowed GPUs: %s", self._log_name, gpus)
         return holding
@@ -357,8 +368,10 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
                 StartFailure(
                     "launch",
                     self.name,
-                    detail="TenantLocalSpawner.isolation is 'users', which needs the hub to run as root"
-                    " (or set it to 'none' on a one-person machine)",
+                    detail=_(
+                        "TenantLocalSpawner.isolation is 'users', which needs the hub to run as root (or set it to"
+                        " 'none' on a one-person machine)"
+                    ),
                 )
             )
         try:
@@ -380,7 +393,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             }:
                 check_reachable(self._account, folder)
         except AccountError as e:
-            raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from None
+            raise self._start_failed(StartFailure("launch", self.name, detail=reason_of(e))) from None
         devices = cgroups.allowed_devices(self.platform.gpus.minors(indices), _proc_devices())
         limits = cgroups.Limits(
             cpu=float(profile.cpu), memory=int(profile.memory), devices=tuple(devices), pids=self.pids_limit
@@ -388,7 +401,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         try:
             self._cgroup = await asyncio.to_thread(workspace_cgroups(self.cgroup_parent).create, record.id, limits)
         except cgroups.CgroupError as e:
-            raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from None
+            raise self._start_failed(StartFailure("launch", self.name, detail=reason_of(e))) from None
 
     async def _remove_cgroup(self) -> None:
         """Kill what is left in the workspace's cgroup (programs it started in the background) and
@@ -408,7 +421,11 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
         if "{username}" in self.home_dir_template and (
             "/" in self.user.name or self.user.name in (".", "..") or "\0" in self.user.name
         ):
-            detail = f"the hub name {self.user.name!r} cannot name a home folder ({self.home_dir_template})"
+            detail = _(
+                "the hub name {name} cannot name a home folder ({template})",
+                name=repr(self.user.name),
+                template=self.home_dir_template,
+            )
             raise self._start_failed(StartFailure("launch", self.name, detail=detail))
         home = Path(self.home_dir)
         account = self._account
@@ -418,26 +435,31 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             else:
                 home.mkdir(mode=0o700, parents=True, exist_ok=True)
         except AccountError as e:
-            raise self._start_failed(StartFailure("launch", self.name, detail=str(e))) from None
+            raise self._start_failed(StartFailure("launch", self.name, detail=reason_of(e))) from None
         except OSError as e:
             if not (home.is_symlink() or home.exists()):
-                failure = StartFailure("launch", self.name, detail=f"cannot make the home {home}: {e.strerror}")
+                detail = _("cannot make the home {home}: {error}", home=str(home), error=e.strerror)
+                failure = StartFailure("launch", self.name, detail=detail)
                 raise self._start_failed(failure) from None
         if home.is_symlink() or not home.is_dir():  # there, but not a directory
-            raise self._start_failed(StartFailure("home", self.name, detail="it is not a directory"))
+            raise self._start_failed(StartFailure("home", self.name, detail=_("it is not a directory")))
         st = home.stat()
         if account is None:
             usable = os.access(home, os.R_OK | os.W_OK | os.X_OK)
         elif st.st_uid != account.uid:
-            detail = (
-                f"the home {home} belongs to uid {st.st_uid}, not to {account.name} (uid {account.uid}):"
-                f" a platform admin can give it over with chown -R {account.name}: {home}"
+            detail = _(
+                "the home {home} belongs to uid {owner}, not to {account} (uid {uid}): a platform admin can give it"
+                " over with chown -R {account}: {home}",
+                home=str(home),
+                owner=st.st_uid,
+                account=account.name,
+                uid=account.uid,
             )
             raise self._start_failed(StartFailure("launch", self.name, detail=detail))
         else:
             usable = st.st_mode & 0o700 == 0o700
         if not usable:
-            raise self._start_failed(StartFailure("home", self.name, detail="the server may not read and write it"))
+            raise self._start_failed(StartFailure("home", self.name, detail=_("the server may not read and write it")))
 
     async def _wait_listening(self, ip: str, port: int) -> None:
         """Return once the process accepts connections on its port; if it exits first, or stays
@@ -450,7 +472,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             if code is not None:
                 raise self._start_failed(StartFailure("exited", self.name, code, self._own_settings()))
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1)
+                _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1)
             except (OSError, TimeoutError):
                 pass
             else:
@@ -478,9 +500,10 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
             "the person's own failure, not counted" if verdict.own else "counts toward the hub's exit",
             verdict.message,
         )
+        locale = self.locale()
         if verdict.own:
-            return refusal(verdict.message, reason="own-server", status=500)
-        return counted_failure(self.user.name, verdict.message, self.log)
+            return refusal(verdict.message, reason="own-server", status=500, locale=locale)
+        return counted_failure(self.user.name, verdict.message, self.log, locale)
 
     _gpus_taken = False
     _record: Record | None = None
@@ -693,7 +716,7 @@ class TenantLocalSpawner(TenantSpawnerMixin, LocalProcessSpawner):
 
 
 NOT_ISOLATED = (
-    "TenantLocalSpawner.isolation is 'none': every workspace runs as the hub's own Unix user with no"
+    "TenantLocalSpawner.isolation is 'none': every workspace runs as the hub's own Unix user with no"  # i18n: log
     " CPU, memory or GPU limits; people can read each other's files and use every GPU of this machine."
     " Fit for one developer's machine only; run the hub as root (isolation 'users') to share it."
 )
@@ -704,12 +727,12 @@ def _labelled_options_form(spawner: TenantLocalSpawner) -> str:
     form = options_form_html(spawner)
     if spawner.isolation != "none":
         return form
-    notice = (
-        '<div class="alert alert-danger" id="aidc-not-isolated"><strong>Developer mode:</strong> this hub does'
-        " not isolate people. Everyone's servers run as one Unix account, so others on this hub can read"
-        " your files and use any GPU. Do not keep anything private here.</div>"
-    )
-    return notice + form
+    # markup of the catalogs' own (no value of anyone's in it): not escaped
+    notice = _(
+        "<strong>Developer mode:</strong> this hub does not isolate people. Everyone's servers run as one Unix"
+        " account, so others on this hub can read your files and use any GPU. Do not keep anything private here."
+    ).say(spawner.locale())
+    return f'<div class="alert alert-danger" id="aidc-not-isolated">{notice}</div>{form}'  # i18n: markup
 
 
 def _hub_spawner(key: tuple[str, str]) -> tuple[Any, Any] | None:
@@ -735,7 +758,7 @@ async def _stop_server(key: tuple[str, str]) -> None:
         return
     user, spawner = found
     if spawner.pending:  # starting or stopping already: the next look tries again
-        raise RuntimeError(f"{spawner._log_name} is {spawner.pending}; it is stopped once that ends")
+        raise RuntimeError(f"{spawner._log_name} is {spawner.pending}; it is stopped once that ends")  # i18n: log
     await JupyterHub.instance().proxy.delete_user(user, key[1])
     await user.stop(key[1])
 

@@ -3,16 +3,19 @@
 The hub never trusts ``user_options``: :func:`resolve_options` takes whatever a
 form or an API body sent and returns the (tenant, profile) the platform config
 allows for that user, or raises :class:`OptionsRefused` with a status and a
-message for people.
+message for people (an :class:`i18n.Text`, said in the person's language where it leaves the
+spawner). :func:`render_form` writes the form in the person's language.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from i18n import DEFAULT_LOCALE, N_, Text, _, ngettext, translate
 from quotas.model import PlatformConfig, Profile, Tenant
 from quotas.quantity import format_bytes, format_cpu
 
@@ -23,7 +26,7 @@ BORROW_VALUES = {"yes": True, "no": False}  # the ``borrow`` option: may the ser
 class OptionsRefused(Exception):
     """A spawn request whose options are not allowed; ``status`` is 400 or 403."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: Text):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -39,7 +42,7 @@ class Choice:
 
     @property
     def value(self) -> str:
-        return f"{self.tenant.id}/{self.profile.id}"
+        return f"{self.tenant.id}/{self.profile.id}"  # i18n: the form's field value
 
 
 def choices_for(config: PlatformConfig, user: str, groups: Iterable[str]) -> list[Choice]:
@@ -48,6 +51,12 @@ def choices_for(config: PlatformConfig, user: str, groups: Iterable[str]) -> lis
 
 
 SPAWN_BODY_KEYS = ("user_options", "display_name")
+EDIT_BODY_KEYS = ("name", "display_name", "user_options")
+# the documented keys of a body, as a refusal names them
+DOCUMENTED_KEYS = {
+    SPAWN_BODY_KEYS: N_("'user_options' and 'display_name'"),
+    EDIT_BODY_KEYS: N_("'name' and 'display_name' and 'user_options'"),
+}
 
 
 def check_spawn_body(body: Any, keys: tuple[str, ...] = SPAWN_BODY_KEYS) -> None:
@@ -65,16 +74,21 @@ def check_spawn_body(body: Any, keys: tuple[str, ...] = SPAWN_BODY_KEYS) -> None
         return
     unknown = sorted(str(k) for k in body if k not in keys)
     if unknown:
-        documented = " and ".join(f"'{k}'" for k in keys)
+        documented = _(DOCUMENTED_KEYS[keys]) if keys in DOCUMENTED_KEYS else ", ".join(f"'{k}'" for k in keys)
         raise OptionsRefused(
             400,
-            f"Unknown key{'s' if len(unknown) > 1 else ''} in the request body: {', '.join(unknown)}. A server"
-            f" request's body may hold only {documented} ('user_options' being the server options, such as"
-            ' {"tenant": "...", "profile": "..."}); GPUs, CPU, memory and image come from the profile.',
+            ngettext(
+                "Unknown key in the request body: {keys}. A server request's body may hold only {documented}"
+                ' (\'user_options\' being the server options, such as {{"tenant": "...", "profile": "..."}});'
+                " GPUs, CPU, memory and image come from the profile.",
+                "Unknown keys in the request body: {keys}. A server request's body may hold only {documented}"
+                ' (\'user_options\' being the server options, such as {{"tenant": "...", "profile": "..."}});'
+                " GPUs, CPU, memory and image come from the profile.",
+                len(unknown),
+                keys=", ".join(unknown),
+                documented=documented,
+            ),
         )
-
-
-EDIT_BODY_KEYS = ("name", "display_name", "user_options")
 
 
 def check_option_shape(options: Any) -> None:
@@ -83,23 +97,38 @@ def check_option_shape(options: Any) -> None:
     if options is None:
         return
     if not isinstance(options, dict):
-        raise OptionsRefused(400, 'Server options must be an object such as {"tenant": "...", "profile": "..."}.')
+        raise OptionsRefused(400, _('Server options must be an object such as {{"tenant": "...", "profile": "..."}}.'))
     unknown = sorted(str(k) for k in options if k not in ALLOWED_OPTIONS)
     if unknown:
         raise OptionsRefused(
             400,
-            f"Unknown server option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. Only 'tenant',"
-            " 'profile' and 'borrow' can be chosen; GPUs, CPU, memory and image come from the profile.",
+            ngettext(
+                "Unknown server option: {options}. Only 'tenant', 'profile' and 'borrow' can be chosen; GPUs, CPU,"
+                " memory and image come from the profile.",
+                "Unknown server options: {options}. Only 'tenant', 'profile' and 'borrow' can be chosen; GPUs, CPU,"
+                " memory and image come from the profile.",
+                len(unknown),
+                options=", ".join(unknown),
+            ),
         )
     for key in ALLOWED_OPTIONS:
         if key in options and not isinstance(options[key], str):
-            raise OptionsRefused(400, f"Server option {key!r} must be a string, not {type(options[key]).__name__}.")
+            raise OptionsRefused(
+                400,
+                _(
+                    "Server option {option} must be a string, not {kind}.",
+                    option=repr(key),
+                    kind=type(options[key]).__name__,
+                ),
+            )
     if "borrow" in options and options["borrow"] not in BORROW_VALUES:
         raise OptionsRefused(
             400,
-            f"Server option 'borrow' must be 'yes' (the server may start on GPUs borrowed from another tenant,"
-            f" and be stopped when they need them back) or 'no' (wait for your tenant's own GPUs), not"
-            f" {str(options['borrow'])[:40]!r}.",
+            _(
+                "Server option 'borrow' must be 'yes' (the server may start on GPUs borrowed from another tenant,"
+                " and be stopped when they need them back) or 'no' (wait for your tenant's own GPUs), not {value}.",
+                value=repr(str(options["borrow"])[:40]),
+            ),
         )
 
 
@@ -119,16 +148,21 @@ def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], op
     if not mine:
         raise OptionsRefused(
             403,
-            f"You ({user}) are not a member of any tenant, so you cannot start a server."
-            " Ask your organisation's tenant admin or a platform admin to add you.",
+            _(
+                "You ({user}) are not a member of any tenant, so you cannot start a server."
+                " Ask your organisation's tenant admin or a platform admin to add you.",
+                user=user,
+            ),
         )
     tenant_id = options.get("tenant")
     if tenant_id is None:
         if len(mine) > 1:
             raise OptionsRefused(
                 400,
-                f"You belong to several tenants ({', '.join(t.id for t in mine)}); choose which one pays with"
-                " the 'tenant' option.",
+                _(
+                    "You belong to several tenants ({tenants}); choose which one pays with the 'tenant' option.",
+                    tenants=", ".join(t.id for t in mine),
+                ),
             )
         tenant = mine[0]
     else:
@@ -136,22 +170,39 @@ def resolve_options(config: PlatformConfig, user: str, groups: Iterable[str], op
         if not found:
             raise OptionsRefused(
                 403,
-                f"You ({user}) are not a member of tenant {tenant_id!r}. Your tenants: {', '.join(t.id for t in mine)}.",
+                _(
+                    "You ({user}) are not a member of tenant {tenant}. Your tenants: {tenants}.",
+                    user=user,
+                    tenant=repr(tenant_id),
+                    tenants=", ".join(t.id for t in mine),
+                ),
             )
         tenant = found[0]
 
     profile_id = options.get("profile")
     if profile_id is None:
         if not tenant.profiles:
-            raise OptionsRefused(403, f"Tenant {tenant.id} has no profiles. Ask a platform admin to allow some.")
+            raise OptionsRefused(
+                403, _("Tenant {tenant} has no profiles. Ask a platform admin to allow some.", tenant=tenant.id)
+            )
         profile_id = tenant.profiles[0]
     if profile_id not in tenant.profiles:
         status = 403 if profile_id in config.profiles else 400
-        what = "is not available to" if status == 403 else "does not exist for"
-        raise OptionsRefused(
-            status,
-            f"Profile {profile_id!r} {what} tenant {tenant.id}. Its profiles: {', '.join(tenant.profiles) or 'none'}.",
-        )
+        values = {"profile": repr(profile_id), "tenant": tenant.id}
+        if tenant.profiles:
+            values["profiles"] = ", ".join(tenant.profiles)
+            message = (
+                _("Profile {profile} is not available to tenant {tenant}. Its profiles: {profiles}.", **values)
+                if status == 403
+                else _("Profile {profile} does not exist for tenant {tenant}. Its profiles: {profiles}.", **values)
+            )
+        else:
+            message = (
+                _("Profile {profile} is not available to tenant {tenant}. Its profiles: none.", **values)
+                if status == 403
+                else _("Profile {profile} does not exist for tenant {tenant}. Its profiles: none.", **values)
+            )
+        raise OptionsRefused(status, message)
     return Choice(tenant, config.profiles[profile_id], BORROW_VALUES[options.get("borrow", "yes")])
 
 
@@ -174,9 +225,20 @@ def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, str]:
     return options
 
 
-def describe_profile(profile: Profile, image_name: str) -> str:
-    gpu = f"{profile.gpu_count} × {profile.gpu_type} GPU" if profile.gpu_type else "no GPU"
-    return f"{gpu} · {format_cpu(profile.cpu)} · {format_bytes(profile.memory)} memory · {image_name}"
+# what each tenant kind of tenants.yaml is called on the form
+TENANT_KINDS = {"startup": N_("startup"), "university": N_("university"), "company": N_("company")}
+
+
+def describe_profile(profile: Profile, image_name: str) -> Text:
+    """What a profile gives, for people: ``1 × H100 GPU · 8 CPUs · 64 GiB memory · PyTorch``."""
+    gpu = _("{count} × {gpu} GPU", count=profile.gpu_count, gpu=profile.gpu_type) if profile.gpu_type else _("no GPU")
+    return _(
+        "{gpu} · {cpu} · {memory} memory · {image}",
+        gpu=gpu,
+        cpu=format_cpu(profile.cpu),
+        memory=format_bytes(profile.memory),
+        image=image_name,
+    )
 
 
 def render_form(
@@ -185,63 +247,80 @@ def render_form(
     usage_notes: Mapping[str, str] | None = None,
     selected: str | None = None,
     may_borrow: bool = True,
+    locale: str = DEFAULT_LOCALE,
 ) -> str:
-    """HTML for JupyterHub's spawn page: one group of radio buttons per tenant.
+    """HTML for JupyterHub's spawn page: one group of radio buttons per tenant, in ``locale``.
 
-    ``usage_notes`` maps tenant id to a line such as "H100: 4 of 8 in use".
-    ``selected`` (``"tenant/profile"``) is preselected if it is a choice, else the
-    first choice is. Everything user-visible is escaped.
+    ``usage_notes`` maps tenant id to a line such as "H100: 4 of 8 in use" (an :class:`i18n.Text`
+    is said in ``locale``). ``selected`` (``"tenant/profile"``) is preselected if it is a choice,
+    else the first choice is. Everything user-visible is escaped.
     """
     usage_notes = usage_notes or {}
+    esc = html.escape
+
+    def say(text: object) -> str:  # a sentence in ``locale``, as text between tags
+        return html.escape(translate(text, locale), quote=False)
+
     if selected not in {c.value for c in choices}:
         selected = choices[0].value if choices else None
-    parts = ['<div class="aidc-spawn-form">']
+    parts = ['<div class="aidc-spawn-form">']  # i18n: markup
     by_tenant: dict[str, list[Choice]] = {}
     for c in choices:
         by_tenant.setdefault(c.tenant.id, []).append(c)
     several = len(by_tenant) > 1
     for tenant_id, tenant_choices in by_tenant.items():
         tenant = tenant_choices[0].tenant
-        esc = html.escape
-        parts.append(f'<fieldset class="mb-3" data-tenant="{esc(tenant_id)}">')
-        legend = f'{esc(tenant.display_name)} <small class="text-muted">({esc(tenant_id)}, {esc(tenant.kind)})</small>'
+        kind = _(TENANT_KINDS[tenant.kind]) if tenant.kind in TENANT_KINDS else tenant.kind
+        parts.append(f'<fieldset class="mb-3" data-tenant="{esc(tenant_id)}">')  # i18n: markup
+        legend = f'{esc(tenant.display_name)} <small class="text-muted">({esc(tenant_id)}, {say(kind)})</small>'  # i18n: markup
         if several:
-            legend += ' <small class="text-muted">pays for the server</small>'
-        parts.append(f'<legend class="h5">{legend}</legend>')
+            pays = say(_("pays for the server"))
+            legend += f' <small class="text-muted">{pays}</small>'  # i18n: markup
+        parts.append(f'<legend class="h5">{legend}</legend>')  # i18n: markup
         if tenant_id in usage_notes:
-            parts.append(f'<p class="text-muted small aidc-usage">{esc(usage_notes[tenant_id])}</p>')
+            parts.append(f'<p class="text-muted small aidc-usage">{say(usage_notes[tenant_id])}</p>')  # i18n: markup
         for c in tenant_choices:
             image = config.images[c.profile.image]
             ident = f"choice-{c.tenant.id}-{c.profile.id}"
             checked = " checked" if c.value == selected else ""
+            description = ""
+            if c.profile.description:  # the operator's words for it, from tenants.yaml
+                description = f"<br><small>{esc(c.profile.description)}</small>"  # i18n: markup
             parts.append(
-                '<div class="form-check">'
-                f'<input class="form-check-input" type="radio" name="choice" id="{esc(ident)}" value="{esc(c.value)}"{checked}>'
+                '<div class="form-check">'  # i18n: markup
+                f'<input class="form-check-input" type="radio" name="choice" id="{esc(ident)}" value="{esc(c.value)}"{checked}>'  # i18n: markup
                 f'<label class="form-check-label" for="{esc(ident)}"><strong>{esc(c.profile.display_name)}</strong>'
-                f' <span class="text-muted">{esc(describe_profile(c.profile, image.display_name))}</span>'
-                + (f"<br><small>{esc(c.profile.description)}</small>" if c.profile.description else "")
-                + "</label></div>"
+                f' <span class="text-muted">{say(describe_profile(c.profile, image.display_name))}</span>'
+                f"{description}</label></div>"
             )
         parts.append("</fieldset>")
     lenders = sorted({c.tenant.id for c in choices if any(c.tenant.sharing.borrow.get(t) for t in c.profile.gpus)})
     if lenders:
-        parts.append(_borrow_choice(lenders, may_borrow))
+        parts.append(_borrow_choice(lenders, may_borrow, locale))
     parts.append("</div>")
     return "\n".join(parts)
 
 
-def _borrow_choice(tenants: list[str], may_borrow: bool) -> str:
+def _borrow_choice(tenants: list[str], may_borrow: bool, locale: str) -> str:
     """The notice and choice about borrowed GPUs, for tenants that may borrow from their cohort."""
-    esc = html.escape
+    esc = functools.partial(html.escape, quote=False)  # text between tags
     yes, no = (" checked", "") if may_borrow else ("", " checked")
+    heading = translate(_("If your tenant's GPUs are all in use"), locale)
+    who = translate(_("{tenants} may borrow idle GPUs of other tenants", tenants=", ".join(tenants)), locale)
+    # markup of the catalogs' own (no value of anyone's in it): not escaped
+    start_borrowed = translate(
+        _(
+            "Start on <strong>borrowed GPUs</strong> of another tenant. Their owner may need them back: the server"
+            " is then stopped, after a warning in the workspace and on the hub's home page. Save your work often."
+        ),
+        locale,
+    )
+    wait = translate(_("Wait in the queue for my tenant's own GPUs, which are never taken back."), locale)
     return (
-        '<fieldset class="mb-3 aidc-borrow" id="aidc-borrow"><legend class="h6">If your tenant\'s GPUs are all in use'
-        f' <small class="text-muted">({esc(", ".join(tenants))} may borrow idle GPUs of other tenants)</small></legend>'
-        '<div class="form-check"><input class="form-check-input" type="radio" name="borrow" id="borrow-yes"'
-        f' value="yes"{yes}><label class="form-check-label" for="borrow-yes">Start on <strong>borrowed GPUs</strong>'
-        " of another tenant. Their owner may need them back: the server is then stopped, after a warning in the"
-        " workspace and on the hub's home page. Save your work often.</label></div>"
-        '<div class="form-check"><input class="form-check-input" type="radio" name="borrow" id="borrow-no"'
-        f' value="no"{no}><label class="form-check-label" for="borrow-no">Wait in the queue for my tenant\'s own'
-        " GPUs, which are never taken back.</label></div></fieldset>"
+        '<fieldset class="mb-3 aidc-borrow" id="aidc-borrow">'  # i18n: markup
+        f'<legend class="h6">{esc(heading)} <small class="text-muted">({esc(who)})</small></legend>'
+        '<div class="form-check"><input class="form-check-input" type="radio" name="borrow" id="borrow-yes"'  # i18n: markup
+        f' value="yes"{yes}><label class="form-check-label" for="borrow-yes">{start_borrowed}</label></div>'
+        '<div class="form-check"><input class="form-check-input" type="radio" name="borrow" id="borrow-no"'  # i18n: markup
+        f' value="no"{no}><label class="form-check-label" for="borrow-no">{esc(wait)}</label></div></fieldset>'
     )

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from i18n import DEFAULT_LOCALE, Duration, Moment, _, translate
 from quotas.gpu_queue import Admission, Plan, Position, Running, Waiting, decide, shares_for
 from quotas.quantity import format_duration
 from quotas.store import PREEMPTED, Queued, Run
@@ -189,9 +190,11 @@ class QueueKeeper:
                 continue
             by_tenant = plan.reclaimed_by[key]
             # for its person and their tenant's admins: not which other tenant reclaims (the log says)
-            note = (
-                f"it runs on {gpu_type} GPUs that tenant {run.holding.tenant} borrowed from another tenant of its"
-                " cohort, which needs them back"
+            note = _(
+                "it runs on {gpu} GPUs that tenant {tenant} borrowed from another tenant of its cohort, which needs"
+                " them back",
+                gpu=gpu_type,
+                tenant=run.holding.tenant,
             )
             if not await asyncio.to_thread(self.platform.store.mark_preempted, key, stop_at, note):
                 continue  # stopped meanwhile, or marked by the culler
@@ -215,12 +218,16 @@ class QueueKeeper:
         try:
             left = (run.stop_at - datetime.now(UTC)).total_seconds()
             if left > 0:
-                when = run.stop_at.strftime("%H:%M:%S UTC")
                 await self._tell(
                     key,
-                    f"AIDC Hub: this server ({_label(key)}) will be stopped at {when}, in"
-                    f" {format_duration(timedelta(seconds=round(left)))}: {run.stop_note}. Save your work now;"
-                    " you can start it again when GPUs are free.",
+                    _(
+                        "AIDC Hub: this server ({server}) will be stopped at {when}, in {left}: {why}. Save your work"
+                        " now; you can start it again when GPUs are free.",
+                        server=_label(key),
+                        when=Moment(run.stop_at, "time"),
+                        left=Duration(timedelta(seconds=round(left))),
+                        why=run.stop_note,
+                    ),
                 )
                 await asyncio.sleep(left)
             store = self.platform.store
@@ -228,7 +235,9 @@ class QueueKeeper:
             if by is not None and not any(q.tenant == by for q in await asyncio.to_thread(store.queued)):
                 if await asyncio.to_thread(store.call_off_preemption, key):
                     self.log.info("Preemption of %s called off: no one of tenant %s waits any more", _label(key), by)
-                    await self._tell(key, f"AIDC Hub: this server ({_label(key)}) will not be stopped after all.")
+                    await self._tell(
+                        key, _("AIDC Hub: this server ({server}) will not be stopped after all.", server=_label(key))
+                    )
                 return
             self.log.info("Stopping %s (preempted): %s", _label(key), run.stop_note)
             await self.stop(key)
@@ -239,8 +248,10 @@ class QueueKeeper:
             self.kick()
 
     async def _tell(self, key: Key, message: str) -> None:
+        """Tell the people in server ``key``'s workspace ``message``, in its person's saved language."""
         try:
-            await self.notify(key, message)
+            locale = await asyncio.to_thread(self.platform.store.locale_of, key[0])
+            await self.notify(key, translate(message, locale or DEFAULT_LOCALE))
         except Exception:
             self.log.exception("Could not warn %s in its workspace", _label(key))
 

@@ -9,6 +9,7 @@ run is idempotent and only the fields it owns are changed. A tenant removed from
 config loses its hub access and its running pods, but keeps its namespace and PVCs:
 no data is deleted, and the report says what was left.
 """
+# i18n: operator: the reconciler's objects and its report to the operator (`aidc reconcile`)
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
+from i18n import DEFAULT_LOCALE, _, translate
+
 from .profiles import EDIT_BODY_KEYS, SPAWN_BODY_KEYS, OptionsRefused, check_option_shape, check_spawn_body
 
 
@@ -29,9 +31,9 @@ def check_server_body(method: str, raw: bytes | None) -> None:
     try:
         body = json.loads(raw)
     except ValueError:
-        raise OptionsRefused(400, "The request body is not JSON.") from None
+        raise OptionsRefused(400, _("The request body is not JSON.")) from None
     if not isinstance(body, dict):
-        raise OptionsRefused(400, "The request body must be a JSON object.")
+        raise OptionsRefused(400, _("The request body must be a JSON object."))
     if method == "PATCH":
         check_spawn_body(body, EDIT_BODY_KEYS)
         if "user_options" in body:
@@ -45,20 +47,32 @@ class CheckedServerAPIHandler(UserServerAPIHandler):  # type: ignore[misc]
     """JupyterHub's ``/api/users/{name}/server[s/{server}]`` with ``PUT`` and ``PATCH`` bodies checked
     after the caller's scopes (a caller without them learns nothing from the body check)."""
 
-    def _check(self) -> None:
+    def _check(self, user_name: str, server_name: str) -> None:
         try:
             check_server_body(self.request.method or "", self.request.body)
         except OptionsRefused as e:
-            raise web.HTTPError(e.status, e.message) from None
+            error = web.HTTPError(e.status, str(e.message))
+            error.jupyterhub_message = translate(e.message, self._locale(user_name, server_name))  # type: ignore[attr-defined]
+            raise error from None
+
+    def _locale(self, user_name: str, server_name: str) -> str:
+        """The language of the server's person, as its spawner knows it (:meth:`spawner.tenancy.
+        TenantSpawnerMixin.locale`); English when the hub has no spawner of theirs at hand (none is
+        made to find out)."""
+        user = self.find_user(user_name)
+        spawners = getattr(user, "spawners", None) or {}
+        spawner = spawners.get(server_name) or spawners.get("")  # dict.get: never makes a spawner
+        locale = getattr(spawner, "locale", None)
+        return str(locale()) if callable(locale) else DEFAULT_LOCALE
 
     @needs_scope("start:servers")  # type: ignore[misc]
     async def put(self, user_name: str, server_name: str = "") -> Any:
-        self._check()
+        self._check(user_name, server_name)
         return await super().put.__wrapped__(self, user_name, server_name)
 
     @needs_scope("start:servers")  # type: ignore[misc]
     async def patch(self, user_name: str, server_name: str = "") -> Any:
-        self._check()
+        self._check(user_name, server_name)
         return await super().patch.__wrapped__(self, user_name, server_name)
 
 

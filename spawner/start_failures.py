@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from i18n import Text, _
+
 # What a person's server reads from their own files at start (jupyter_server's config search path:
 # the working directory, which is the home, then ~/.jupyter), relative to the home. Files the
 # server writes itself (~/.jupyter/lab, ~/.local/share/jupyter/runtime) are not settings.
@@ -34,7 +36,7 @@ class StartFailure:
     could be started), ``exited`` (the process started and exited before it answered, with
     ``exit_code``) or ``silent`` (it ran but did not answer within ``timeout`` seconds).
     ``own_settings``: the files of :data:`OWN_SETTINGS` found in the home. ``detail``: the
-    system's words (``Not a directory``), for the message.
+    system's words (``Not a directory``) or the platform's (an :class:`i18n.Text`), for the message.
     """
 
     stage: str
@@ -47,10 +49,11 @@ class StartFailure:
 
 @dataclass(frozen=True)
 class Verdict:
-    """``own``: the person's own failure, which must not count toward the hub's exit."""
+    """``own``: the person's own failure, which must not count toward the hub's exit; ``message``:
+    what the person is told (said in their language by the spawner)."""
 
     own: bool
-    message: str
+    message: Text
 
 
 def own_settings_in(present: Iterable[str]) -> tuple[str, ...]:
@@ -68,35 +71,56 @@ def judge(failure: StartFailure) -> Verdict:
     - ``exited`` or ``silent`` without: the platform's (the image or the platform's config).
     """
     if failure.stage not in STAGES:
-        raise ValueError(f"unknown stage {failure.stage!r}; one of {', '.join(STAGES)}")
-    what = f"Your server {failure.server!r}" if failure.server else "Your server"
+        raise ValueError(f"unknown stage {failure.stage!r}; one of {', '.join(STAGES)}")  # i18n: a bug of the caller
+    what = _("Your server {server}", server=repr(failure.server)) if failure.server else _("Your server")
     settings = ", ".join(f"~/{p}" for p in failure.own_settings)
     if failure.stage == "home":
         return Verdict(
             True,
-            f"{what} cannot start: your home folder cannot be used ({failure.detail or 'not a directory'})."
-            " Nothing else is wrong: ask a platform admin to make it a directory of yours again.",
+            _(
+                "{what} cannot start: your home folder cannot be used ({detail}). Nothing else is wrong: ask a"
+                " platform admin to make it a directory of yours again.",
+                what=what,
+                detail=failure.detail or _("not a directory"),
+            ),
         )
     if failure.stage == "launch":
         return Verdict(
             False,
-            f"{what} could not be started: the platform failed to start its process ({failure.detail})."
-            " This is not caused by your files; the platform admins see it in the hub's log. Try again later.",
+            _(
+                "{what} could not be started: the platform failed to start its process ({detail}). This is not"
+                " caused by your files; the platform admins see it in the hub's log. Try again later.",
+                what=what,
+                detail=failure.detail,
+            ),
         )
     if failure.stage == "exited":
-        happened = f"{what} started but exited (status {failure.exit_code}) before it answered."
+        happened = _(
+            "{what} started but exited (status {status}) before it answered.", what=what, status=failure.exit_code
+        )
     else:
-        happened = f"{what} started but did not answer within {failure.timeout:g} seconds, and was stopped."
+        happened = _(
+            "{what} started but did not answer within {seconds} seconds, and was stopped.",
+            what=what,
+            seconds=f"{failure.timeout:g}",
+        )
     if failure.own_settings:
         return Verdict(
             True,
-            f"{happened} It reads your own settings at start ({settings}); a mistake there is the likely"
-            " cause. Fix or move aside those files (a platform admin can do it for you) and start again.",
+            _(
+                "{happened} It reads your own settings at start ({settings}); a mistake there is the likely cause."
+                " Fix or move aside those files (a platform admin can do it for you) and start again.",
+                happened=happened,
+                settings=settings,
+            ),
         )
     return Verdict(
         False,
-        f"{happened} Your home has no settings of yours that the server reads, so the platform's image or"
-        " configuration is the likely cause; the platform admins see it in the hub's log. Try again later.",
+        _(
+            "{happened} Your home has no settings of yours that the server reads, so the platform's image or"
+            " configuration is the likely cause; the platform admins see it in the hub's log. Try again later.",
+            happened=happened,
+        ),
     )
 
 

@@ -4,15 +4,20 @@
 Used as a mixin by :class:`spawner.local.TenantLocalSpawner` (and the Kubernetes
 spawner). The mixin only gathers data and acts; the decisions are the pure
 functions of :mod:`spawner.profiles` and :mod:`quotas.policy`.
+
+What it says to a person (the form, refusals, progress) is said in their language: their saved
+choice (:meth:`quotas.store.Store.locale_of`; the hub saves a browser's choice at each page it
+loads), else English. Their workspace is told that choice as ``AIDC_LOCALE``, for JupyterLab.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,10 +27,10 @@ from jupyterhub.spawner import SpawnException
 from tornado import web
 from traitlets import Unicode, default
 
+from i18n import DEFAULT_LOCALE, Duration, Text, _, translate
 from quotas import paths
 from quotas.model import Profile, Tenant
 from quotas.policy import Holding, Request
-from quotas.quantity import format_duration
 from sshgateway import workspace
 from sshgateway.workspace_keys import load_secret, server_host_key_text, server_public_key
 
@@ -89,6 +94,14 @@ class TenantSpawnerMixin(paths.PlatformState):
     def server_key(self) -> tuple[str, str]:
         return (self.user.name, self.name or "")  # type: ignore[attr-defined]
 
+    def saved_locale(self) -> str | None:
+        """The language this server's person chose (``"ko"``, ``"en"``), or None if they never chose."""
+        return self.platform.store.locale_of(self.user.name)  # type: ignore[attr-defined]
+
+    def locale(self) -> str:
+        """The language to speak to this server's person in: their saved choice, else English."""
+        return self.saved_locale() or DEFAULT_LOCALE
+
     def user_groups(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.user.groups)  # type: ignore[attr-defined]
 
@@ -116,7 +129,7 @@ class TenantSpawnerMixin(paths.PlatformState):
         decision, run = platform.store.reserve(choice.tenant, request, datetime.now(UTC), hold, borrowed)
         if not decision.allowed or decision.holding is None:
             self.log.info("Refused %s: %s", self._log_name, decision.reason)  # type: ignore[attr-defined]
-            raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403)
+            raise refusal(decision.reason, reason=f"quota-{decision.code}", status=403, locale=self.locale())
         self.held, self.run_id, self.held_profile = decision.holding, run, choice.profile
         return decision.holding
 
@@ -140,11 +153,10 @@ class TenantSpawnerMixin(paths.PlatformState):
 
     def tenant_env(self) -> dict[str, str]:
         """What the workspace is told about itself, in both backends: ``AIDC_TENANT`` (who pays),
-        ``AIDC_PROFILE`` and ``AIDC_IMAGE`` (the catalog entry), from the admitted holding."""
-        if self.held is None:
-            return {}
-        image = self.held_profile.image if self.held_profile else ""
-        return {"AIDC_TENANT": self.held.tenant, "AIDC_PROFILE": self.held.profile, "AIDC_IMAGE": image}
+        ``AIDC_PROFILE`` and ``AIDC_IMAGE`` (the catalog entry), from the admitted holding, and
+        ``AIDC_LOCALE``, the language its person chose (absent when they never chose): JupyterLab
+        opens in it."""
+        return workspace_env(self.held, self.held_profile, self.saved_locale())
 
     # where this server's sshd listens: the port its backend chose before the start, the address
     # the gateway dials (the pod IP, 127.0.0.1) once started; kept in the state under "sshd"
@@ -190,7 +202,7 @@ class TenantSpawnerMixin(paths.PlatformState):
         try:
             return resolve_options(self.platform.config, self.user.name, self.user_groups(), self.user_options)  # type: ignore[attr-defined]
         except OptionsRefused as e:
-            raise refusal(e.message, reason="options", status=e.status) from None
+            raise refusal(e.message, reason="options", status=e.status, locale=self.locale()) from None
 
     def check_request_body(self) -> None:
         """Refuse (``SpawnException`` 400) a REST spawn whose body has top-level keys beyond
@@ -206,7 +218,7 @@ class TenantSpawnerMixin(paths.PlatformState):
         try:
             check_spawn_body(body)
         except OptionsRefused as e:
-            raise refusal(e.message, reason="options", status=e.status) from None
+            raise refusal(e.message, reason="options", status=e.status, locale=self.locale()) from None
 
     def release_reservation(self) -> None:
         """Give back what this server holds; harmless if it holds nothing."""
@@ -254,21 +266,45 @@ def _ssh_secret(data_dir: str) -> bytes:
     return load_secret(data_dir)
 
 
-def refusal(message: str, reason: str, status: int) -> SpawnException:
-    """A SpawnException whose page text is ``message`` alone (JupyterHub would otherwise show
-    ``403 SpawnException(reason=...)`` in front of it on the spawn page)."""
-    e = SpawnException(message, reason=reason, status_code=status)
-    e.jupyterhub_message = message  # type: ignore[attr-defined]
+def workspace_env(held: Holding | None, profile: Profile | None, locale: str | None) -> dict[str, str]:
+    """The environment that tells a workspace about itself (see :meth:`TenantSpawnerMixin.tenant_env`):
+    ``{"AIDC_TENANT": "lab", "AIDC_PROFILE": "h100-x1", "AIDC_IMAGE": "pytorch", "AIDC_LOCALE": "ko"}``."""
+    env: dict[str, str] = {}
+    if held is not None:
+        env.update(AIDC_TENANT=held.tenant, AIDC_PROFILE=held.profile, AIDC_IMAGE=profile.image if profile else "")
+    if locale is not None:
+        env[LOCALE_ENV] = locale
+    return env
+
+
+LOCALE_ENV = "AIDC_LOCALE"  # the language the workspace's person chose on the hub
+
+
+def refusal(message: str, reason: str, status: int, locale: str = DEFAULT_LOCALE) -> SpawnException:
+    """A SpawnException whose page text is ``message`` alone, said in ``locale`` (JupyterHub would
+    otherwise show ``403 SpawnException(reason=...)`` in front of it on the spawn page). Its
+    ``message`` stays the sentence itself (an :class:`i18n.Text` keeps its id), its log the English."""
+    e = SpawnException(message, reason=reason, status_code=status, log_message=str(message))
+    e.jupyterhub_message = translate(message, locale)  # type: ignore[attr-defined]
     return e
 
 
-def queue_timeout_message(tenant: Tenant, status: str | None) -> str:
+def reason_of(e: BaseException) -> str:
+    """What an exception whose message is for people says: its first argument as raised (an
+    :class:`i18n.Text` keeps its message id, which ``str(e)`` would lose), else ``str(e)``."""
+    first = e.args[0] if e.args else None
+    return first if isinstance(first, str) else str(e)
+
+
+def queue_timeout_message(tenant: Tenant, status: str | None) -> Text:
     """The refusal of a spawn that waited ``tenant``'s longest wait in its GPU queue; ``status``: where
     it waited and why, as last shown."""
-    return (
-        f"Your server waited {format_duration(tenant.queue.max_wait)} in tenant {tenant.id}'s GPU queue, the"
-        f" longest it may, and was not started ({status}). Try again later, pick a smaller profile, or ask a"
-        " tenant admin."
+    return _(
+        "Your server waited {wait} in tenant {tenant}'s GPU queue, the longest it may, and was not started"
+        " ({status}). Try again later, pick a smaller profile, or ask a tenant admin.",
+        wait=Duration(tenant.queue.max_wait),
+        tenant=tenant.id,
+        status=status,
     )
 
 
@@ -282,35 +318,49 @@ def options_form_html(spawner: TenantSpawnerMixin) -> str:
     """The spawn page's form for ``spawner``'s person: their tenants' profiles and usage."""
     platform = spawner.platform
     config = platform.config  # one snapshot for the whole form
+    locale = spawner.locale()
     choices = choices_for(config, spawner.user.name, spawner.user_groups())  # type: ignore[attr-defined]
     if not choices:
-        return (
-            '<div class="alert alert-warning">You are not a member of any tenant, so there is nothing to start.'
-            " Ask your organisation's tenant admin or a platform admin to add you.</div>"
+        nothing = _(
+            "You are not a member of any tenant, so there is nothing to start."
+            " Ask your organisation's tenant admin or a platform admin to add you."
         )
-    notes = {}
+        return f'<div class="alert alert-warning">{html.escape(nothing.say(locale), quote=False)}</div>'  # i18n: markup
+    notes: dict[str, str] = {}
     for tenant_id in {c.tenant.id for c in choices}:
-        tenant = config.tenants[tenant_id]
-        held = platform.store.holdings(tenant_id)
-        parts = [f"{sum(h.gpus.get(t, 0) for h in held)} of {n} {t} GPUs in use" for t, n in tenant.quota.gpus.items()]
-        if tenant.quota.servers is not None:
-            parts.append(f"{len(held)} of {tenant.quota.servers} servers running")
-        notes[tenant_id] = "Tenant usage now: " + "; ".join(parts) if parts else ""
+        notes[tenant_id] = usage_note(config.tenants[tenant_id], platform.store.holdings(tenant_id), locale)
     # preselect what was asked last: the refused choice when the form comes back with a reason
     last = spawner.user_options or {}  # type: ignore[attr-defined]
     selected = f"{last.get('tenant')}/{last.get('profile')}" if isinstance(last, dict) else None
     may_borrow = not (isinstance(last, dict) and last.get("borrow") == "no")
-    return render_form(config, choices, notes, selected=selected, may_borrow=may_borrow)
+    return render_form(config, choices, notes, selected=selected, may_borrow=may_borrow, locale=locale)
 
 
-def counted_failure(person: str, message: str, log: logging.Logger | logging.LoggerAdapter[Any]) -> Exception:
+def usage_note(tenant: Tenant, held: Sequence[Holding], locale: str) -> str:
+    """The form's line about what ``tenant`` uses now, in ``locale``: ``Tenant usage now: 3 of 4 H100
+    GPUs in use; 2 of 5 servers running`` ("" for a tenant without GPU or server ceilings)."""
+    parts: list[Text] = [
+        _("{used} of {ceiling} {gpu} GPUs in use", used=sum(h.gpus.get(t, 0) for h in held), ceiling=n, gpu=t)
+        for t, n in tenant.quota.gpus.items()
+    ]
+    if tenant.quota.servers is not None:
+        parts.append(_("{used} of {ceiling} servers running", used=len(held), ceiling=tenant.quota.servers))
+    if not parts:
+        return ""
+    return _("Tenant usage now: {usage}", usage="; ".join(part.say(locale) for part in parts)).say(locale)
+
+
+def counted_failure(
+    person: str, message: str, log: logging.Logger | logging.LoggerAdapter[Any], locale: str = DEFAULT_LOCALE
+) -> Exception:
     """The exception for a failed start that looks like the platform's: an ``HTTPError`` 500, which
     JupyterHub counts toward ``consecutive_failure_limit``, for ``person``'s first failure since the
     hub last started a server; a ``SpawnException`` (not counted) for their next ones
-    (:class:`spawner.start_failures.FailureStreak`), so that no one person can make the hub exit."""
+    (:class:`spawner.start_failures.FailureStreak`), so that no one person can make the hub exit.
+    ``message`` is said in ``locale`` to the person, in English in the log."""
     if STREAK.counts(person):
-        error = web.HTTPError(500, message)
-        error.jupyterhub_message = message  # type: ignore[attr-defined]
+        error = web.HTTPError(500, str(message))
+        error.jupyterhub_message = translate(message, locale)  # type: ignore[attr-defined]
         return error
     log.warning("Not counted toward the hub's exit: %s failed already since the hub last started a server", person)
-    return refusal(message, reason="repeated-failure", status=500)
+    return refusal(message, reason="repeated-failure", status=500, locale=locale)

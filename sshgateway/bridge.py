@@ -8,6 +8,8 @@ workspace's sshd, byte for byte, with flow control both ways.
 
 What the person sends before the workspace channel is open (while a stopped server starts) is
 held: the first chunk in memory, the rest in the SSH window (reading is paused), so nothing is lost.
+The gateway's own lines on the session's stderr (a server's start, a refusal) are said in the
+person's language (:mod:`sshgateway.speech`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 
 import asyncssh
 
+from i18n import DEFAULT_LOCALE, _
+
+from . import speech
 from .audit import AuditLog, SessionRecord
 
 log = logging.getLogger("sshgateway.bridge")
@@ -67,10 +72,14 @@ class _Upstream(asyncssh.SSHClientSession[bytes]):
 
 
 class SessionBridge(asyncssh.SSHServerSession[bytes]):
-    """The person's side of a shell, exec or subsystem session."""
+    """The person's side of a shell, exec or subsystem session; the gateway's own lines on it are
+    said in ``locale``, the person's language."""
 
-    def __init__(self, open_upstream: Opener, audit: AuditLog, record: SessionRecord):
+    def __init__(
+        self, open_upstream: Opener, audit: AuditLog, record: SessionRecord, locale: str | None = DEFAULT_LOCALE
+    ):
         self.open_upstream, self.audit, self.record = open_upstream, audit, record
+        self.locale = locale
         self.chan: asyncssh.SSHServerChannel[bytes] = None  # type: ignore[assignment]
         self.upstream: _Upstream | None = None
         self.pty: tuple[str, tuple[int, int, int, int], dict[int, int]] | None = None
@@ -103,11 +112,14 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     def session_started(self) -> None:
         self.task = asyncio.ensure_future(self._start())
 
-    def _say(self, line: str) -> None:
+    def _say(self, line: object) -> None:
+        """Write ``line`` (a :class:`i18n.Text`, or a line the hub wrote) on the person's stderr, in
+        their language."""
         if self.finished:
             return
         end = "\r\n" if self.pty else "\n"
-        self.chan.write((line + end).encode(), STDERR)
+        said = speech.say(line, self.locale)
+        self.chan.write((end.join(said.splitlines()) + end).encode(), STDERR)
 
     async def _start(self) -> None:
         try:
@@ -132,7 +144,12 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
             self.record.error = f"{type(e).__name__}: {e}"
             if self.finished:
                 return
-            self._say(f"The gateway could not reach the workspace: {e}. Try again; if it persists, tell the admins.")
+            self._say(
+                _(
+                    "The gateway could not reach the workspace: {error}. Try again; if it persists, tell the admins.",
+                    error=str(e),
+                )
+            )
             self.chan.exit(1)
             return
         self.upstream = session
@@ -188,14 +205,14 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
     def upstream_closed(self, upstream: _Upstream, exc: Exception | None) -> None:
         if upstream.exit_signal is not None:
             signal, core, msg, lang = upstream.exit_signal
-            self.record.error = f"killed by signal {signal}"
+            self.record.error = f"killed by signal {signal}"  # i18n: the audit record, for the operator
             self.chan.exit_with_signal(signal, core, msg, lang)
         elif upstream.exit_status is not None:
             self.record.exit_status = upstream.exit_status
             self.chan.exit(upstream.exit_status)
         else:
             if exc is not None:
-                self.record.error = f"workspace connection lost: {exc}"
+                self.record.error = f"workspace connection lost: {exc}"  # i18n: the audit record, for the operator
             self.chan.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -208,7 +225,8 @@ class SessionBridge(asyncssh.SSHServerSession[bytes]):
 
 
 class Refusal(Exception):
-    """The session cannot go on; ``message`` tells the person why and what to do."""
+    """The session cannot go on; ``message`` tells the person why and what to do (a
+    :class:`i18n.Text`, or the hub's own message)."""
 
     def __init__(self, message: str):
         super().__init__(message)

@@ -15,6 +15,7 @@ out as before. It applies only to the asyncssh it was written for (its ``send_pa
 insertion) and only when no CBC cipher is allowed; otherwise it changes nothing and says so.
 """
 
+# i18n: operator: why the fast path is off goes to the gateway's log
 from __future__ import annotations
 
 import inspect

@@ -1,15 +1,19 @@
 """The gateway's calls to the hub's REST API and to the quotas service, with the gateway's own
-JupyterHub service token. Errors come back as :class:`HubRefused` holding the hub's message."""
+JupyterHub service token. Errors come back as :class:`HubRefused` holding the hub's message, which
+the hub said in the person's language already."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from i18n import _, normalize
 
 from .routing import Target
 
@@ -22,12 +26,27 @@ class HubRefused(Exception):
         self.status, self.message = status, message
 
 
+@dataclass(frozen=True)
+class Person:
+    """Someone the quotas service knows: their hub ``name`` and the language they chose
+    (``"ko"``), or ``None`` when they never chose (the gateway speaks English to them)."""
+
+    name: str
+    locale: str | None = None
+
+
 def _message(e: HTTPClientError) -> str:
     body = e.response.body if e.response is not None else b""
     try:
         return str(json.loads(body)["message"])
     except (ValueError, KeyError, TypeError):
-        return f"The hub answered {e.code} {e.message}."
+        return _("The hub answered {code} {reason}.", code=e.code, reason=e.message)
+
+
+def _person(answer: Any) -> Person:
+    """The quotas service's lookup answer, ``{"user": "alice", "locale": "ko"}`` (``locale`` null or
+    missing: never chose; a language the gateway does not speak counts as none)."""
+    return Person(str(answer["user"]), normalize(answer.get("locale")))
 
 
 class HubClient:
@@ -60,15 +79,21 @@ class HubClient:
         user = quote(target.user, safe="")
         return f"/users/{user}/servers/{quote(target.server, safe='')}" if target.server else f"/users/{user}/server"
 
-    async def key_owner(self, fingerprint: str) -> str | None:
-        """Who registered the public key with this SHA256 fingerprint, or None."""
-        url = f"{self.quotas_url}api/ssh-keys/lookup?fingerprint={quote(fingerprint, safe='')}"
+    async def key_owner(self, fingerprint: str) -> Person | None:
+        """Who registered the public key with this SHA256 fingerprint, and their language; or None."""
+        url = f"{self.quotas_url}api/ssh-keys/lookup?fingerprint={quote(fingerprint, safe='')}"  # i18n: URL
         try:
-            return str((await self._fetch(url))["user"])
+            return _person(await self._fetch(url))
         except HubRefused as e:
             if e.status == 404:
                 return None
             raise
+
+    async def locale_of(self, name: str) -> str | None:
+        """The language the user ``name`` chose (``"ko"``), or None when they never chose: for a
+        person known by a token, whose language no key lookup answered."""
+        url = f"{self.quotas_url}api/ssh-keys/lookup?user={quote(name, safe='')}"  # i18n: URL
+        return _person(await self._fetch(url)).locale
 
     async def token_owner(self, token: str) -> str | None:
         """The user a JupyterHub API token belongs to, or None (invalid, expired, a service's)."""
@@ -83,7 +108,8 @@ class HubClient:
     async def user(self, name: str) -> dict[str, Any] | None:
         """The user model with stopped servers too, or None when there is no such user."""
         try:
-            return await self._fetch(f"{self.api_url}/users/{quote(name, safe='')}?include_stopped_servers=1")  # type: ignore[no-any-return]
+            url = f"{self.api_url}/users/{quote(name, safe='')}?include_stopped_servers=1"  # i18n: URL
+            return await self._fetch(url)  # type: ignore[no-any-return]
         except HubRefused as e:
             if e.status == 404:
                 return None

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from i18n import Text, _
+
 MEMORY = ":memory:"
 MAX_ROWS = 100_000
 # seconds a process waits for another one's write (each is a few statements)
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS failures (
     UNIQUE (kind, key)
 );
 CREATE INDEX IF NOT EXISTS failures_by_last ON failures (last);
-"""
+"""  # i18n: SQL
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -49,8 +51,9 @@ def connect(path: str) -> sqlite3.Connection:
         # SQLite creates a file 0644 (umask); its -wal and -shm files take the mode of this one
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")  # a crashed process loses nothing; a power cut, the last counts
+    db.execute("PRAGMA journal_mode = WAL")  # i18n: SQL
+    # a crashed process loses nothing; a power cut, the last counts
+    db.execute("PRAGMA synchronous = NORMAL")  # i18n: SQL
     db.executescript(SCHEMA)
     return db
 
@@ -97,7 +100,10 @@ class AuthThrottle:
 
     def _count(self, db: sqlite3.Connection, kind: str, key: str, now: float) -> tuple[int, float]:
         """Failures of ``key`` within the window and the time of the last one; (0, now) when none."""
-        row = db.execute("SELECT failures, last FROM failures WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        row = db.execute(
+            "SELECT failures, last FROM failures WHERE kind = ? AND key = ?",  # i18n: SQL
+            (kind, key),
+        ).fetchone()
         if row is None or now - row[1] >= self.window:
             return 0, now
         return int(row[0]), float(row[1])
@@ -110,16 +116,19 @@ class AuthThrottle:
             return 0.0
         return float(min(self.max_delay, self.base_delay * 2 ** (n - 1)))
 
-    def refusal(self, source: str) -> str | None:
+    def refusal(self, source: str) -> Text | None:
         """Why ``source`` may not try now (for people), or None when it may."""
         now = self.clock()
         n, last = self._count(self._conn(), "source", source, now)
         if n < self.max_failures:
             return None
         wait = self.window - (now - last)
-        return (
-            f"Too many failed logins from {source} ({n} in a row). Try again in {math.ceil(wait)} seconds,"
-            " with a key registered on the hub's quotas page (SSH keys)."
+        return _(
+            "Too many failed logins from {source} ({failures} in a row). Try again in {seconds} seconds, with a"
+            " key registered on the hub's quotas page (SSH keys).",
+            source=source,
+            failures=n,
+            seconds=math.ceil(wait),
         )
 
     def failure(self, source: str, user: str) -> None:
@@ -129,29 +138,33 @@ class AuthThrottle:
                 n, _ = self._count(db, kind, key, now)
                 # a new row (a larger seq) each time: the row's age for max_rows is its last failure's
                 cursor = db.execute(
-                    "INSERT OR REPLACE INTO failures (kind, key, failures, last) VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO failures (kind, key, failures, last) VALUES (?, ?, ?, ?)",  # i18n: SQL
                     (kind, key, n + 1, now),
                 )
             newest = cursor.lastrowid or 0
             # the same test as _count's, exactly; the index on last finds the candidates
-            db.execute("DELETE FROM failures WHERE last <= ? AND ? - last >= ?", (now - self.window, now, self.window))
+            db.execute(
+                "DELETE FROM failures WHERE last <= ? AND ? - last >= ?",  # i18n: SQL
+                (now - self.window, now, self.window),
+            )
             # more rows than max_rows only if the seqs span that many (cheap to know); then the
             # oldest go, found by walking max_rows rows back from the newest
-            oldest = db.execute("SELECT min(seq) FROM failures").fetchone()[0]
+            oldest = db.execute("SELECT min(seq) FROM failures").fetchone()[0]  # i18n: SQL
             if oldest is not None and newest - oldest >= self.max_rows:
                 db.execute(
-                    "DELETE FROM failures WHERE seq <= (SELECT seq FROM failures ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    "DELETE FROM failures WHERE seq <= (SELECT seq FROM failures ORDER BY seq DESC LIMIT 1 OFFSET ?)",  # i18n: SQL
                     (self.max_rows,),
                 )
 
     def success(self, source: str, user: str) -> None:
         self._conn().execute(
-            "DELETE FROM failures WHERE (kind = 'source' AND key = ?) OR (kind = 'user' AND key = ?)", (source, user)
+            "DELETE FROM failures WHERE (kind = 'source' AND key = ?) OR (kind = 'user' AND key = ?)",  # i18n: SQL
+            (source, user),
         )
 
     def clear(self) -> None:
         """Forget every count (the gateway at its start: a restart forgets, as it always did)."""
-        self._conn().execute("DELETE FROM failures")
+        self._conn().execute("DELETE FROM failures")  # i18n: SQL
 
     def close(self) -> None:
         """Close this process's connection; the next call opens a new one."""

@@ -12,6 +12,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from i18n import Text, _
+
 from .procnet import Listener
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -29,8 +31,13 @@ class Target:
         return f"{self.user}/{self.server}" if self.server else self.user
 
     @property
-    def describe(self) -> str:
-        return f"{self.user}'s server '{self.server}'" if self.server else f"{self.user}'s default server"
+    def describe(self) -> Text:
+        """The workspace as a sentence names it: "alice's server 'gpu'", "alice's default server"."""
+        # in Korean both end in 서버 ("alice의 'gpu' 서버"), so the sentences that name a server put
+        # the particle for a vowel (는, 를, 가) after it
+        if self.server:
+            return _("{user}'s server '{server}'", user=self.user, server=self.server)
+        return _("{user}'s default server", user=self.user)
 
 
 def target_for_login(login: str, owner: str, login_is_another_user: bool) -> Target | None:
@@ -51,7 +58,7 @@ def target_for_login(login: str, owner: str, login_is_another_user: bool) -> Tar
 @dataclass(frozen=True)
 class Plan:
     """What to do with a workspace: ``connect``, ``wait`` (it is starting), ``start`` (with
-    ``options``) or ``refuse`` (``message`` says why and what to do)."""
+    ``options``) or ``refuse`` (``message`` says why and what to do, a :class:`i18n.Text`)."""
 
     action: str
     options: dict[str, Any] | None = None
@@ -65,10 +72,14 @@ def plan_for(target: Target, server: dict[str, Any] | None, hub_url: str) -> Pla
         if target.server:
             return Plan(
                 "refuse",
-                message=(
-                    f"{target.user} has no server named '{target.server}'. Create it once from the web"
-                    f" ({hub_url.rstrip('/')}/hub/home, choosing a profile), then `ssh {target.user}.{target.server}@...`"
-                    " starts it when it is stopped. Log in as your plain name for your default server."
+                message=_(
+                    "{user} has no server named '{server}'. Create it once from the web ({home}, choosing a"
+                    " profile), then `ssh {login}@...` starts it when it is stopped. Log in as your plain name"
+                    " for your default server.",
+                    user=target.user,
+                    server=target.server,
+                    home=f"{hub_url.rstrip('/')}/hub/home",
+                    login=f"{target.user}.{target.server}",
                 ),
             )
         return Plan("refuse", message=_never_started(target, spawn_url))
@@ -80,7 +91,9 @@ def plan_for(target: Target, server: dict[str, Any] | None, hub_url: str) -> Pla
     if pending:
         return Plan(
             "refuse",
-            message=f"{target.describe} is being stopped ({pending}). Try again in a moment.",
+            message=_(
+                "{server} is being stopped ({pending}). Try again in a moment.", server=target.describe, pending=pending
+            ),
         )
     options = server.get("user_options") or {}
     if not options:
@@ -105,11 +118,13 @@ def sshd_address(state: dict[str, Any]) -> tuple[str, int] | None:
         return None
 
 
-def _never_started(target: Target, spawn_url: str) -> str:
-    return (
-        f"{target.describe} has never been started, so the gateway does not know which profile it should"
-        f" have. Start it once from the web ({spawn_url}); after that, ssh starts it again with the same"
-        " profile whenever it is stopped."
+def _never_started(target: Target, spawn_url: str) -> Text:
+    return _(
+        "{server} has never been started, so the gateway does not know which profile it should have. Start"
+        " it once from the web ({spawn_url}); after that, ssh starts it again with the same profile whenever"
+        " it is stopped.",
+        server=target.describe,
+        spawn_url=spawn_url,
     )
 
 
@@ -127,7 +142,7 @@ def forward_refusal(
     landing: list[Listener] | None,
     workspace_uid: int | None = None,
     gateway_uid: int | None = None,
-) -> str | None:
+) -> Text | None:
     """Why a local forward (``ssh -L``, ``-W``, ``-D``) to ``host:port`` of ``target`` is refused,
     or None to allow it.
 
@@ -142,17 +157,22 @@ def forward_refusal(
     (or carrying its ``JUPYTERHUB_USER``) holds it: ``Listener.workspaces``.
     """
     if host not in LOOPBACK_HOSTS:
-        return (
-            f"Forwarding to {host}:{port} is not allowed: only ports inside your workspace are (use localhost:{port})."
+        return _(
+            "Forwarding to {host}:{port} is not allowed: only ports inside your workspace are (use localhost:{port}).",
+            host=host,
+            port=port,
         )
     if not 0 < port < 65536:
-        return f"Port {port} does not exist."
+        return _("Port {port} does not exist.", port=port)
     if landing is None:
         return None
     if not landing:
-        return (
-            f"Nothing listens on port {port} ({host}) in {target.describe}. Start the program first"
-            " (listening on 127.0.0.1 or ::1), then connect."
+        return _(
+            "Nothing listens on port {port} ({host}) in {server}. Start the program first (listening on"
+            " 127.0.0.1 or ::1), then connect.",
+            port=port,
+            host=host,
+            server=target.describe,
         )
     asked = f"{host}:{port}"
     if accounts_isolated(workspace_uid, gateway_uid):
@@ -160,24 +180,37 @@ def forward_refusal(
         if uids == {workspace_uid}:
             return None
         if uids & {0, gateway_uid}:
-            return (
-                f"Port {port} on this machine is not part of {target.describe}: {asked} reaches a service"
-                " of the hub's machine, and only the workspace's own ports can be forwarded."
+            return _(
+                "Port {port} on this machine is not part of {server}: {asked} reaches a service of the hub's"
+                " machine, and only the workspace's own ports can be forwarded.",
+                port=port,
+                server=target.describe,
+                asked=asked,
             )
-        return (
-            f"Port {port} belongs to another workspace: {asked} reaches a program of another account, and"
-            f" only ports that {target.user}'s own programs opened can be forwarded. Start your program in"
-            f" {target.describe} on a free port, then forward that one."
+        return _(
+            "Port {port} belongs to another workspace: {asked} reaches a program of another account, and only"
+            " ports that {user}'s own programs opened can be forwarded. Start your program in {server} on a"
+            " free port, then forward that one.",
+            port=port,
+            asked=asked,
+            user=target.user,
+            server=target.describe,
         )
     if all(target.label in s.workspaces for s in landing):
         return None
     if any(s.workspaces - {None, target.label} for s in landing):
-        return (
-            f"Port {port} belongs to another workspace: {asked} reaches a program of another workspace, and"
-            f" only ports of {target.describe} can be forwarded. Start your program in {target.describe}"
-            " on a free port, then forward that one."
+        return _(
+            "Port {port} belongs to another workspace: {asked} reaches a program of another workspace, and"
+            " only ports of {server} can be forwarded. Start your program in {server} on a free port, then"
+            " forward that one.",
+            port=port,
+            asked=asked,
+            server=target.describe,
         )
-    return (
-        f"Port {port} on this machine is not part of {target.describe}: {asked} reaches a program"
-        " outside the workspace, and only the workspace's own ports can be forwarded."
+    return _(
+        "Port {port} on this machine is not part of {server}: {asked} reaches a program outside the"
+        " workspace, and only the workspace's own ports can be forwarded.",
+        port=port,
+        server=target.describe,
+        asked=asked,
     )

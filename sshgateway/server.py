@@ -18,6 +18,10 @@ named server ``gpu``). The gateway
 4. bridges every session (shell with PTY, exec, sftp/scp/rsync) and local forwards to ports of that
    workspace (:mod:`sshgateway.bridge`); agent, X11 and remote forwarding are refused;
 5. writes one audit record per session (:mod:`sshgateway.audit`).
+
+Everything it tells a person is said in their language, the one they chose on the hub (the quotas
+service answers it with their key's owner), English when they never chose, and English followed
+by Korean before it knows who they are (:mod:`sshgateway.speech`).
 """
 
 from __future__ import annotations
@@ -38,14 +42,15 @@ from typing import Any
 import asyncssh
 from traitlets import Bool, Float, Integer, Unicode, default
 
+from i18n import _, choose
 from quotas import paths
 from services.lifecycle import HUB_PID_VARIABLE, ServiceApp, hub_is_gone, hub_pid
 
-from . import workspace_keys
+from . import speech, workspace_keys
 from .audit import AuditLog, SessionRecord
 from .bridge import ForwardBridge, Refusal, SessionBridge
 from .fastpath import skip_ignore_padding
-from .hubapi import HubClient, HubRefused
+from .hubapi import HubClient, HubRefused, Person
 from .procnet import account_of, landing_sockets, loopback_address, with_workspaces
 from .ratelimit import AuthThrottle
 from .routing import (
@@ -116,7 +121,7 @@ def hub_roles() -> list[dict[str, Any]]:
     return [
         {
             "name": "aidc-ssh-gateway",
-            "description": "The SSH gateway: reads servers, starts stopped ones, reaches workspaces' sshd",
+            "description": "The SSH gateway: reads servers, starts stopped ones, reaches workspaces' sshd",  # i18n: hub admin
             "scopes": list(SERVICE_SCOPES),
             "services": [SERVICE_NAME],
         }
@@ -130,7 +135,7 @@ class SSHGateway(ServiceApp):
     service_title = "SSH gateway"
     port_variable = "AIDC_SSH_PORT"
     quiet_loggers = ("asyncssh",)  # its own lines per connection, only when they matter
-    description = "The AIDC Hub SSH gateway: ssh into workspaces with keys registered on the hub."
+    description = "The AIDC Hub SSH gateway: ssh into workspaces with keys registered on the hub."  # i18n: --help
     aliases = {
         "config": "SSHGateway.config_file",
         "port": "SSHGateway.port",
@@ -309,7 +314,7 @@ class SSHGateway(ServiceApp):
             self.load_config_file(self.config_file)
         if not self.api_token:
             raise SystemExit(
-                "The SSH gateway has no hub API token: run it as the hub's `sshgateway` service"
+                "The SSH gateway has no hub API token: run it as the hub's `sshgateway` service"  # i18n: operator
                 " (hub_config/jupyterhub_config.py), which sets JUPYTERHUB_API_TOKEN."
             )
         unchanged = skip_ignore_padding(CIPHERS)
@@ -332,7 +337,7 @@ class SSHGateway(ServiceApp):
             self.throttle.clear()  # a restart forgets the counts, as it always did
         except (OSError, sqlite3.Error) as e:
             self.exit_with(
-                f"The SSH gateway cannot write its login throttle file {self.throttle_file}: {e}. Set"
+                f"The SSH gateway cannot write its login throttle file {self.throttle_file}: {e}. Set"  # i18n: operator
                 " SSHGateway.throttle_file to a file in a writable folder."
             )
         self.throttle.close()  # each process opens its own connection: SQLite's cannot cross a fork
@@ -340,7 +345,7 @@ class SSHGateway(ServiceApp):
         self._ids = itertools.count(1)
         if self.workers > 1:
             # which process said it: the pid, as in the audit records' `gateway`
-            self.log_format = f"[%(levelname)1.1s %(asctime)s {self.name} %(process)d] %(message)s"
+            self.log_format = f"[%(levelname)1.1s %(asctime)s {self.name} %(process)d] %(message)s"  # i18n: log
 
     def unix_user(self, hub_user: str, pid: int | None = None) -> str:
         """The account to log in as upstream: ``workspace_user``, else (the embedded mode) the
@@ -453,7 +458,9 @@ class GatewayConnection(asyncssh.SSHServer):
         self.target: Target | None = None
         self.authenticated = False
         self.failed = False
-        self.owners: dict[str, str | None] = {}  # fingerprint -> owner, this connection only
+        self.owners: dict[str, Person | None] = {}  # fingerprint -> owner, this connection only
+        # the language the person reads, once known; None: not known yet (English, then Korean)
+        self.locale: str | None = None
         self.tenant = ""
         self.pid: int | None = None
         self._upstream: asyncio.Future[asyncssh.SSHClientConnection] | None = None
@@ -475,12 +482,23 @@ class GatewayConnection(asyncssh.SSHServer):
             elif not self._upstream.done():
                 self._upstream.cancel()
 
+    @property
+    def client_version(self) -> str:
+        return str(self.conn.get_extra_info("client_version", "")) if self.conn is not None else ""
+
+    def _reason(self, text: object) -> tuple[str, str]:
+        """A disconnect's or refused channel's reason and language tag, as the person's client shows them."""
+        return speech.reason(text, self.locale, self.client_version)
+
     async def begin_auth(self, username: str) -> bool:
         self.login = username
         refusal = self.gw.throttle.refusal(self.source)
         if refusal:
             self.log.warning("refused %s from %s: %s", username, self.source, refusal)
-            raise asyncssh.DisconnectError(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, refusal)
+            # nobody is known yet: both languages, in a banner, which every client shows as UTF-8
+            assert self.conn is not None
+            self.conn.send_auth_banner(speech.say(refusal, None) + "\n", speech.language_tag(None))
+            raise asyncssh.DisconnectError(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, *self._reason(refusal))
         # the wait after failures is in validate_password: keys cannot be guessed, tokens could
         return True
 
@@ -503,6 +521,15 @@ class GatewayConnection(asyncssh.SSHServer):
         self.target = target
         return True
 
+    async def _locale_of(self, name: str) -> str | None:
+        """The language ``name`` chose, for a person known by a token; None (English) when the quotas
+        service cannot say: the language is no reason to refuse a login."""
+        try:
+            return await self.gw.hub.locale_of(name)
+        except HubRefused as e:
+            self.log.warning("cannot look up the language of %s (%s): %s", name, e.status, e.message)
+            return None
+
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         fingerprint = key.get_fingerprint("sha256")
         if fingerprint not in self.owners:
@@ -512,9 +539,10 @@ class GatewayConnection(asyncssh.SSHServer):
                 self.log.error("key lookup failed (%s): %s", e.status, e.message)
                 self.owners[fingerprint] = None
         owner = self.owners[fingerprint]
-        if owner is None or not await self._accept(username, owner):
+        if owner is None or not await self._accept(username, owner.name):
             self.failed = True
             return False
+        self.locale = choose(owner.locale)
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
@@ -532,6 +560,7 @@ class GatewayConnection(asyncssh.SSHServer):
             self.log.info("wrong token for %s from %s", username, self.source)
             self.gw.throttle.failure(self.source, username)
             return False
+        self.locale = choose(await self._locale_of(owner))
         return True
 
     def auth_completed(self) -> None:
@@ -570,23 +599,29 @@ class GatewayConnection(asyncssh.SSHServer):
         plan = plan_for(target, server, self.gw.public_url)
         if plan.action == "refuse":
             raise Refusal(plan.message)
+        home = f"{self.gw.public_url.rstrip('/')}/hub/home"
         if plan.action == "start":
             profile = (plan.options or {}).get("profile", "")
-            progress(f"Starting {target.describe}" + (f" (profile {profile})" if profile else "") + "...")
+            if profile:
+                progress(_("Starting {server} (profile {profile})...", server=target.describe, profile=profile))
+            else:
+                progress(_("Starting {server}...", server=target.describe))
             try:
                 await hub.start(target, plan.options or {})
             except HubRefused as e:
                 # someone else started it meanwhile: follow that start instead
                 if e.status != 400 or not ("pending" in e.message or "already" in e.message):
-                    raise Refusal(f"The hub did not start {target.describe}: {e.message}") from None
+                    raise Refusal(
+                        _("The hub did not start {server}: {why}", server=target.describe, why=e.message)
+                    ) from None
         if plan.action in ("start", "wait"):
             if plan.action == "wait":
-                progress(f"{target.describe} is starting; waiting...")
+                progress(_("{server} is starting; waiting...", server=target.describe))
             await self._follow_progress(target, progress)
             server = await hub.server(target)
             if not server or not server.get("ready"):
                 raise Refusal(
-                    f"{target.describe} did not become ready. See {self.gw.public_url.rstrip('/')}/hub/home for why."
+                    _("{server} did not become ready. See {home} for why.", server=target.describe, home=home)
                 )
         assert server is not None
         state = server.get("state") or {}
@@ -598,15 +633,18 @@ class GatewayConnection(asyncssh.SSHServer):
         address = sshd_address(state)
         if address is None:
             raise Refusal(
-                f"The hub does not say where the SSH daemon of {target.describe} listens: it was started by an"
-                f" older version of the hub. Stop it and start it again ({self.gw.public_url.rstrip('/')}/hub/home),"
-                " then connect."
+                _(
+                    "The hub does not say where the SSH daemon of {server} listens: it was started by an older"
+                    " version of the hub. Stop it and start it again ({home}), then connect.",
+                    server=target.describe,
+                    home=home,
+                )
             )
         host, port = address
         key = workspace_keys.server_key(self.gw.secret, target.user, target.server)
         host_key = workspace_keys.server_host_key(self.gw.secret, target.user, target.server).convert_to_public()
         last: Exception | None = None
-        for _ in range(10):  # an sshd that restarts (it crashed) comes back within seconds
+        for _attempt in range(10):  # an sshd that restarts (it crashed) comes back within seconds
             try:
                 return await asyncssh.connect(
                     host,
@@ -629,16 +667,23 @@ class GatewayConnection(asyncssh.SSHServer):
             except asyncssh.HostKeyNotVerifiable:
                 self.log.warning("%s:%s is not the sshd of %s: wrong host key", host, port, target.label)
                 raise Refusal(
-                    f"What answers at the address of {target.describe} is not its SSH daemon (it proved another"
-                    f" identity), so the gateway did not log in. Stop the server and start it again; if this"
-                    " persists, tell the platform's admins."
+                    _(
+                        "What answers at the address of {server} is not its SSH daemon (it proved another"
+                        " identity), so the gateway did not log in. Stop the server and start it again; if this"
+                        " persists, tell the platform's admins.",
+                        server=target.describe,
+                    )
                 ) from None
             except (OSError, asyncssh.ConnectionLost) as e:
                 last = e
                 await asyncio.sleep(0.5)
         raise Refusal(
-            f"Cannot reach the SSH daemon of {target.describe} ({last}). Its log is in the server's log; stopping"
-            " and starting the server starts it again."
+            _(
+                "Cannot reach the SSH daemon of {server} ({error}). Its log is in the server's log; stopping and"
+                " starting the server starts it again.",
+                server=target.describe,
+                error=str(last),
+            )
         )
 
     async def _follow_progress(self, target: Target, progress: Any) -> None:
@@ -646,14 +691,21 @@ class GatewayConnection(asyncssh.SSHServer):
             async for event in self.gw.hub.progress(target):
                 message = event.get("message")
                 if message:
+                    # the hub's own words, in the person's language already
                     progress(f"[{event.get('progress', '')}%] {message}" if "progress" in event else message)
                 if event.get("failed"):
-                    raise Refusal(f"{target.describe} failed to start: {message}")
+                    raise Refusal(_("{server} failed to start: {why}", server=target.describe, why=message))
 
         try:
             await asyncio.wait_for(follow(), self.gw.start_timeout)
         except TimeoutError:
-            raise Refusal(f"{target.describe} did not start within {int(self.gw.start_timeout)} seconds.") from None
+            raise Refusal(
+                _(
+                    "{server} did not start within {seconds} seconds.",
+                    server=target.describe,
+                    seconds=int(self.gw.start_timeout),
+                )
+            ) from None
 
     async def _open_session(
         self,
@@ -670,7 +722,7 @@ class GatewayConnection(asyncssh.SSHServer):
         except (Refusal, asyncio.CancelledError):
             raise
         except HubRefused as e:
-            raise Refusal(f"The hub refused: {e.message}") from None
+            raise Refusal(_("The hub refused: {why}", why=e.message)) from None
         record.tenant = self.tenant  # known once the server model was read
         kwargs: dict[str, Any] = {"env": env, "encoding": None}
         if pty is not None:
@@ -685,23 +737,27 @@ class GatewayConnection(asyncssh.SSHServer):
         assert self.conn is not None
         record = self._record()
         chan = self.conn.create_server_channel(encoding=None)
-        return chan, SessionBridge(self._open_session, self.gw.audit, record)
+        return chan, SessionBridge(self._open_session, self.gw.audit, record, self.locale)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
         return self._forward(dest_host, dest_port)
+
+    def _refuse_channel(self, code: int, reason: object) -> asyncssh.ChannelOpenError:
+        """A forward refused with ``reason``, said as the person's client can show it."""
+        return asyncssh.ChannelOpenError(code, *self._reason(reason))
 
     async def _forward(self, host: str, port: int) -> ForwardBridge:
         assert self.target is not None
         try:
             conn = await asyncio.shield(self.upstream())
         except Refusal as e:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, e.message) from None
+            raise self._refuse_channel(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, e.message) from None
         except HubRefused as e:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, e.message) from None
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, e.message) from None  # the hub's own words
         except Exception as e:
             self.log.exception("cannot reach %s for a forward", self.target.label)
-            raise asyncssh.ChannelOpenError(
-                asyncssh.OPEN_CONNECT_FAILED, f"The gateway could not reach the workspace: {e}"
+            raise self._refuse_channel(
+                asyncssh.OPEN_CONNECT_FAILED, _("The gateway could not reach the workspace: {error}", error=str(e))
             ) from None
         landing, address = None, host
         uids: tuple[int | None, int] = (None, os.getuid())
@@ -709,9 +765,14 @@ class GatewayConnection(asyncssh.SSHServer):
             # the embedded mode: all workspaces share this machine's loopback
             uids = (account_of(self.pid), os.getuid())
             if uids[0] is None:
-                raise asyncssh.ChannelOpenError(
+                raise self._refuse_channel(
                     asyncssh.OPEN_CONNECT_FAILED,
-                    f"{self.target.describe} has stopped. Connect again to start it, then forward {host}:{port}.",
+                    _(
+                        "{server} has stopped. Connect again to start it, then forward {host}:{port}.",
+                        server=self.target.describe,
+                        host=host,
+                        port=port,
+                    ),
                 )
             address = await asyncio.to_thread(loopback_address, host, port)
             landing = await asyncio.to_thread(landing_sockets, address, port)
@@ -721,14 +782,17 @@ class GatewayConnection(asyncssh.SSHServer):
         reason = forward_refusal(host, port, self.target, landing, *uids)
         if reason:
             self.log.warning("refused forward of %s to %s:%s: %s", self.target.label, host, port, reason)
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
+            raise self._refuse_channel(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, reason)
         bridge = ForwardBridge(self.gw.audit, self._record("forward", f"{host}:{port}"))  # as the person asked
         try:
             # the concrete address checked above, not "localhost": the workspace's sshd would try
             # each address of localhost in turn and could land on one that was not checked
-            chan, _ = await conn.create_connection(lambda: bridge.upstream, address, port)
+            chan, _session = await conn.create_connection(lambda: bridge.upstream, address, port)
         except asyncssh.ChannelOpenError as e:
-            raise asyncssh.ChannelOpenError(e.code, f"{host}:{port} in the workspace: {e.reason}") from None
+            # the workspace sshd's reason ("Connection refused"), as it said it
+            raise self._refuse_channel(
+                e.code, _("{host}:{port} in the workspace: {why}", host=host, port=port, why=e.reason)
+            ) from None
         if landing is not None:
             # A listener may have been closed and another opened on that port between the check
             # and the workspace's connect: the connection would then be another program's. The
@@ -737,10 +801,14 @@ class GatewayConnection(asyncssh.SSHServer):
             if {s.inode for s in now} != {s.inode for s in landing}:
                 chan.close()
                 self.log.warning("refused forward of %s to %s:%s: the listener changed", self.target.label, host, port)
-                raise asyncssh.ChannelOpenError(
+                raise self._refuse_channel(
                     asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                    f"The program listening on {host}:{port} changed while the forward opened, so it was"
-                    " closed before anything passed. Try again once the program has started.",
+                    _(
+                        "The program listening on {host}:{port} changed while the forward opened, so it was closed"
+                        " before anything passed. Try again once the program has started.",
+                        host=host,
+                        port=port,
+                    ),
                 )
         return bridge
 

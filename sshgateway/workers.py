@@ -7,6 +7,7 @@ SIGINT. How many by default: :func:`usable_cpus`, the CPUs this process may run 
 cgroup's CPU quota (a container's CPU limit).
 """
 
+# i18n: operator: the workers' ends and restarts go to the gateway's log
 from __future__ import annotations
 
 import logging

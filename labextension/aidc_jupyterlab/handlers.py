@@ -6,7 +6,8 @@ hub gives it the scope ``access:services!service=quotas``), never the browser's:
 this server, which only its owner (and those they share it with) may open, and the service
 answers for the token's owner alone. ``$AIDC_QUOTAS_URL`` (set by the hub's
 ``Spawner.environment``) says where the service is; ``$JUPYTERHUB_SERVER_NAME`` which server
-this is.
+this is. Its own two messages are said in the language the person chose on the hub
+(``$AIDC_LOCALE``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,24 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from .language import LOCALE_ENV
+
 TIMEOUT = 10.0  # seconds; the extension asks again a minute later
+# The workspace has none of the hub's catalogs (standard library and jupyter_server only): its own
+# sentences are here in each language of the hub (i18n.LOCALES), said in the one the person chose.
+ANSWERED = {
+    "en": "The hub's quotas service answered {code}: {message}",  # i18n: said by say(), both languages here
+    "ko": "허브의 할당량 서비스가 {code} 오류로 응답했습니다: {message}",
+}
+UNREACHABLE = {
+    "en": "The hub's quotas service cannot be reached ({error}); try again later.",  # i18n: said by say()
+    "ko": "허브의 할당량 서비스에 연결할 수 없습니다({error}). 잠시 후 다시 시도하십시오.",
+}
+
+
+def say(sentence: Mapping[str, str], environ: Mapping[str, str], **values: object) -> str:
+    """``sentence`` (language -> text) in the language the hub says the person chose, else English."""
+    return sentence.get(environ.get(LOCALE_ENV, ""), sentence["en"]).format(**values)
 
 
 def quotas_request(environ: Mapping[str, str]) -> tuple[str, dict[str, str]] | None:
@@ -31,7 +49,7 @@ def quotas_request(environ: Mapping[str, str]) -> tuple[str, dict[str, str]] | N
     if not base or not token:
         return None
     query = urlencode({"server": environ.get("JUPYTERHUB_SERVER_NAME", "")})
-    return f"{base.rstrip('/')}/api/me/workspace?{query}", {"Authorization": f"token {token}"}
+    return f"{base.rstrip('/')}/api/me/workspace?{query}", {"Authorization": f"token {token}"}  # i18n: URL
 
 
 class WorkspaceHandler(APIHandler):
@@ -55,11 +73,11 @@ class WorkspaceHandler(APIHandler):
                     body = {}
             message = body.get("message") if isinstance(body, dict) else None
             self.set_status(502)
-            self.finish(json.dumps({"message": f"The hub's quotas service answered {e.code}: {message or e.message}"}))
+            self.finish(json.dumps({"message": say(ANSWERED, os.environ, code=e.code, message=message or e.message)}))
             return
         except OSError as e:
             self.set_status(502)
-            self.finish(json.dumps({"message": f"The hub's quotas service cannot be reached ({e}); try again later."}))
+            self.finish(json.dumps({"message": say(UNREACHABLE, os.environ, error=e)}))
             return
         self.set_header("Content-Type", "application/json")
         self.finish(response.body)

@@ -5,7 +5,8 @@
  *
  * It reads `aidc/workspace` of this Jupyter server (aidc_jupyterlab/handlers.py), which asks the
  * quotas service with the workspace's own token: the page never holds a hub token, and the
- * service answers for this server's owner only.
+ * service answers for this server's owner only. Every text it shows comes said in the person's
+ * language from the service (`texts`, quotas/service/api_me.py): it writes none itself.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
@@ -25,72 +26,55 @@ interface Notice {
   text: string;
 }
 
+/**
+ * Every text the extension shows, said by the quotas service in the person's language
+ * (`api/me/workspace`'s `texts`): the extension composes no sentence of its own.
+ */
+interface Texts {
+  status: string; // the status bar: "lab · 2 × H100 · 120 GPU-h left"
+  summary: string[]; // its tooltip, one line each
+  spent: string[]; // a notification per used-up GPU-hour budget
+  details: string; // the button of a long notification, and its caption
+  details_caption: string;
+  dialog_title: string;
+  unavailable: string; // the status bar while the service cannot be reached
+}
+
 interface Workspace {
   configured?: boolean;
-  user: string;
-  server: string;
-  running: boolean;
-  tenant: { id: string; display_name: string } | null;
-  profile: string | null;
-  gpus: Record<string, number>;
-  borrowed: Record<string, number>;
-  budget: {
-    gpu_hours_left: string | null;
-    period: string;
-    period_resets: string;
-    spent: string[];
-  } | null;
-  notices: Notice[];
+  locale?: string;
+  texts?: Texts;
+  notices?: Notice[];
   message?: string;
 }
 
-/** "2 × H100, 1 × A100"; "no GPU" when none. */
-export function gpuWords(gpus: Record<string, number>): string {
-  const parts = Object.entries(gpus)
-    .filter(([, n]) => n > 0)
-    .map(([type, n]) => `${n} × ${type}`);
-  return parts.length ? parts.join(', ') : 'no GPU';
-}
-
-/** The status bar's text: "snu-ai · 2 × H100 · 120 GPU-h left". */
-export function statusText(ws: Workspace): string {
-  if (!ws.running || !ws.tenant) {
-    return 'AIDC Hub: no tenant';
-  }
-  const parts = [ws.tenant.id, gpuWords(ws.gpus)];
-  const left = ws.budget?.gpu_hours_left;
-  parts.push(left === null || left === undefined ? 'no GPU-hour budget' : `${left} GPU-h left`);
-  return parts.join(' · ');
-}
+/** The status bar's text before the first answer, and outside a hub: the product's name. */
+const NAME = 'AIDC Hub';
 
 /**
- * What identifies a warning across polls: its text without the countdown ("(in 4 min 30 s)"),
- * which changes every minute while the warning stays the same.
+ * What identifies a warning across polls: its text without the countdown ("(in 4m 30s)",
+ * "(4분 30초 후)"), which changes every minute while the warning stays the same.
  */
 export function noticeKey(level: string, text: string): string {
-  return `${level}:${text.replace(/\s*\(in [^)]*\)/g, '')}`;
+  return `${level}:${text.replace(/\s*\((in [^)]*|[^)]*\d[^)]*후)\)/g, '')}`;
 }
 
 class Status extends Widget {
   constructor() {
     super();
     this.addClass('aidc-hub-status');
-    this.node.textContent = 'AIDC Hub';
+    this.node.textContent = NAME;
   }
 
-  showWorkspace(ws: Workspace): void {
-    this.node.textContent = statusText(ws);
-    const lines = [];
-    if (ws.tenant) {
-      lines.push(`Tenant: ${ws.tenant.display_name} (${ws.tenant.id})`);
-      lines.push(`GPUs held: ${gpuWords(ws.gpus)}` + (Object.keys(ws.borrowed).length ? ` (borrowed: ${gpuWords(ws.borrowed)})` : ''));
-    }
-    if (ws.budget) {
-      const left = ws.budget.gpu_hours_left;
-      lines.push(left === null ? 'No GPU-hour budget applies' : `GPU-hours left ${ws.budget.period}: ${left} (resets ${ws.budget.period_resets})`);
-    }
-    this.node.title = lines.join('\n');
-    this.toggleClass('aidc-hub-spent', !!ws.budget && ws.budget.spent.length > 0);
+  showTexts(texts: Texts, spent: boolean): void {
+    this.node.textContent = texts.status;
+    this.node.title = texts.summary.join('\n');
+    this.toggleClass('aidc-hub-spent', spent);
+  }
+
+  showUnavailable(texts: Texts | null, why: string): void {
+    this.node.textContent = texts ? texts.unavailable : `${NAME} ⚠`;
+    this.node.title = why;
   }
 }
 
@@ -110,8 +94,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const shownKey = `${SHOWN_KEY}:${settings.baseUrl}`;
     const shown = new Set<string>(JSON.parse(window.localStorage.getItem(shownKey) || '[]'));
     const live = new Map<string, string>();
+    let texts: Texts | null = null; // the last texts the service said, for the times it cannot answer
 
-    const notify = (level: string, text: string): void => {
+    const notify = (level: string, text: string, said: Texts): void => {
       const key = noticeKey(level, text);
       const id = live.get(key);
       if (id !== undefined) {
@@ -124,10 +109,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       shown.add(key);
       window.localStorage.setItem(shownKey, JSON.stringify([...shown].slice(-100)));
       const details = {
-        label: 'Details',
-        caption: 'The whole message: why, and what to do',
+        label: said.details,
+        caption: said.details_caption,
         callback: (): void => {
-          void showDialog({ title: 'AIDC Hub', body: text, buttons: [Dialog.okButton()] });
+          void showDialog({ title: said.dialog_title, body: text, buttons: [Dialog.okButton()] });
         }
       };
       const options = { autoClose: false as const, actions: text.length > TOAST_LIMIT ? [details] : [] };
@@ -140,25 +125,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const response = await ServerConnection.makeRequest(url, {}, settings);
         ws = await response.json();
         if (!response.ok) {
-          status.node.textContent = 'AIDC Hub: unavailable';
-          status.node.title = ws.message || `HTTP ${response.status}`;
+          status.showUnavailable(texts, ws.message || String(response.status));
           return;
         }
       } catch (reason) {
-        status.node.textContent = 'AIDC Hub: unavailable';
-        status.node.title = String(reason);
+        status.showUnavailable(texts, String(reason));
         return;
       }
-      if (ws.configured === false) {
-        status.node.textContent = 'AIDC Hub: not in a hub';
+      if (!ws.texts) {
+        // outside a hub (`configured: false`): the server extension's own words, if any
+        status.node.textContent = ws.message || NAME;
         return;
       }
-      status.showWorkspace(ws);
-      for (const notice of ws.notices) {
-        notify(notice.level, notice.text);
+      texts = ws.texts;
+      status.showTexts(ws.texts, ws.texts.spent.length > 0);
+      for (const notice of ws.notices ?? []) {
+        notify(notice.level, notice.text, ws.texts);
       }
-      for (const text of ws.budget?.spent ?? []) {
-        notify('warning', `GPU-hour budget used up: ${text}`);
+      for (const text of ws.texts.spent) {
+        notify('warning', text, ws.texts);
       }
     };
 

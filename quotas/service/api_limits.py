@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from i18n import _, ngettext
+
 from ..limits import (
     NO_LIMIT_ETAG,
     LimitChanged,
@@ -27,6 +29,7 @@ from ..model import Tenant
 from ..policy import Limit
 from .api_tenants import TENANT
 from .base import ApiError, BaseHandler
+from .said import kind_word
 
 KIND_SEGMENTS = {"users": "user", "groups": "group"}
 
@@ -37,8 +40,11 @@ def kind_of(segment: str) -> str:
     if kind is None:
         raise ApiError(
             400,
-            f"Limits are set for 'users' or 'groups', not {segment!r}:"
-            " use .../limits/users/<name> or .../limits/groups/<name>.",
+            _(
+                "Limits are set for 'users' or 'groups', not {segment}:"
+                " use .../limits/users/<name> or .../limits/groups/<name>.",
+                segment=repr(segment),
+            ),
         )
     return kind
 
@@ -46,15 +52,23 @@ def kind_of(segment: str) -> str:
 def identity_problems(body: dict[str, Any], tenant: str, kind: str, name: str) -> list[str]:
     """Problems with the ``tenant``/``kind``/``name`` a body may repeat (as ``GET`` returns them);
     removes them from ``body``. The URL says which limit this is; the body may not say otherwise."""
-    problems = []
+    problems: list[str] = []
     for field, expected in (("tenant", tenant), ("kind", kind), ("name", name)):
         if field not in body:
             continue
         given = body.pop(field)
         if given != expected:
             problems.append(
-                f"the body says {field} {given!r} but the URL sets the limit of {kind} {name!r} in tenant"
-                f" {tenant!r}; a limit is written where its URL points (leave {field!r} out of the body)"
+                _(
+                    "the body says {field} {given} but the URL sets the limit of {kind} {name} in tenant"
+                    " {tenant}; a limit is written where its URL points (leave {quoted_field} out of the body)",
+                    field=field,
+                    given=repr(given),
+                    kind=kind_word(kind),
+                    name=repr(name),
+                    tenant=repr(tenant),
+                    quoted_field=repr(field),
+                )
             )
     return problems
 
@@ -81,8 +95,15 @@ class LimitHandler(BaseHandler):
         if not caller.sees_subject(found.id, kind, name):
             raise ApiError(
                 403,
-                f"You ({caller.name}) can see your own limit and your groups' limits in tenant {found.id},"
-                f" not those of {kind} {name!r}. Ask a tenant admin ({found.admin_contact()}).",
+                _(
+                    "You ({caller}) can see your own limit and your groups' limits in tenant {tenant},"
+                    " not those of {kind} {name}. Ask a tenant admin ({admins}).",
+                    caller=caller.name,
+                    tenant=found.id,
+                    kind=kind_word(kind),
+                    name=repr(name),
+                    admins=found.admin_contact(),
+                ),
             )
         return found, kind
 
@@ -93,7 +114,12 @@ class LimitHandler(BaseHandler):
         if limit is None:
             raise ApiError(
                 404,
-                f"No limit is set for {subject_kind} {name} in tenant {found.id}: only the tenant's ceiling applies.",
+                _(
+                    "No limit is set for {kind} {name} in tenant {tenant}: only the tenant's ceiling applies.",
+                    kind=kind_word(subject_kind),
+                    name=name,
+                    tenant=found.id,
+                ),
             )
         self.set_header("ETag", limit_etag(limit))
         self.write_json(limit_to_json(limit))
@@ -101,7 +127,7 @@ class LimitHandler(BaseHandler):
     async def put(self, tenant: str, kind: str, name: str) -> None:
         """Replace the limit with the body (fields gpus, servers, cpu, memory, gpu_hours; missing or
         null: no limit beyond the ceiling). 200 with the stored limit; nothing is written on error."""
-        found = self.tenant_to_admin(tenant, "set limits")
+        found = self.tenant_to_admin(tenant, _("set limits"))
         subject_kind = kind_of(kind)
         body = self.json_body()
         problems: list[str] = []
@@ -113,19 +139,33 @@ class LimitHandler(BaseHandler):
         except LimitError as e:
             problems += e.problems
         if problems:
-            count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+            count = ngettext("{count} problem", "{count} problems", len(problems))
             raise ApiError(
-                422, f"The limit of {subject_kind} {name} in tenant {found.id} was not changed: {count}.", problems
+                422,
+                _(
+                    "The limit of {kind} {name} in tenant {tenant} was not changed: {count}.",
+                    kind=kind_word(subject_kind),
+                    name=name,
+                    tenant=found.id,
+                    count=count,
+                ),
+                problems,
             )
         expect = self._precondition()
         try:
             await self.blocking(self.store.set_limit, limit, self.caller.name, self.now(), expect)
         except LimitChanged as e:
-            now = "no limit is set" if e.current is None else f"it is now {limit_summary(e.current)}"
+            now = _("no limit is set") if e.current is None else _("it is now {limit}", limit=limit_summary(e.current))
             raise ApiError(
                 412,
-                f"The limit of {subject_kind} {name} in tenant {found.id} was not changed: someone changed it"
-                f" since you read it ({now}). Read it again, then make your change.",
+                _(
+                    "The limit of {kind} {name} in tenant {tenant} was not changed: someone changed it"
+                    " since you read it ({now}). Read it again, then make your change.",
+                    kind=kind_word(subject_kind),
+                    name=name,
+                    tenant=found.id,
+                    now=now,
+                ),
             ) from None
         self.log.info(
             "%s set the limit of %s %s in tenant %s: %s", self.caller.name, subject_kind, name, found.id, body
@@ -139,32 +179,47 @@ class LimitHandler(BaseHandler):
         None for an unconditional write; anything else is a 400."""
         match, none_match = self.request.headers.get("If-Match"), self.request.headers.get("If-None-Match")
         if match is not None and none_match is not None:
-            raise ApiError(400, "Send If-Match or If-None-Match, not both.")
+            raise ApiError(400, _("Send If-Match or If-None-Match, not both."))
         if none_match is not None:
             if none_match.strip() != "*":
                 raise ApiError(
-                    400, f"If-None-Match may only be * (create the limit only if none is set), not {none_match!r}."
+                    400,
+                    _(
+                        "If-None-Match may only be * (create the limit only if none is set), not {value}.",
+                        value=repr(none_match),
+                    ),
                 )
             return NO_LIMIT_ETAG
         if match is None:
             return None
         tag = match.strip()
         if tag.startswith("W/") or "," in tag or not (len(tag) >= 2 and tag[0] == tag[-1] == '"'):
-            raise ApiError(400, f'If-Match must be one ETag as this API sent it (e.g. "3f0c..."), not {match!r}.')
+            raise ApiError(
+                400,
+                _('If-Match must be one ETag as this API sent it (e.g. "3f0c..."), not {value}.', value=repr(match)),
+            )
         return tag
 
     async def delete(self, tenant: str, kind: str, name: str) -> None:
         """Remove the limit (only the tenant's ceiling applies again); 204, or 404 if there was none."""
-        found = self.tenant_to_admin(tenant, "remove limits")
+        found = self.tenant_to_admin(tenant, _("remove limits"))
         subject_kind = kind_of(kind)
         if not await self.blocking(self.store.delete_limit, found.id, subject_kind, name):
-            raise ApiError(404, f"No limit is set for {subject_kind} {name} in tenant {found.id}; nothing was removed.")
+            raise ApiError(
+                404,
+                _(
+                    "No limit is set for {kind} {name} in tenant {tenant}; nothing was removed.",
+                    kind=kind_word(subject_kind),
+                    name=name,
+                    tenant=found.id,
+                ),
+            )
         self.log.info("%s removed the limit of %s %s in tenant %s", self.caller.name, subject_kind, name, found.id)
         self.set_status(204)
         self.finish()
 
 
 default_handlers = [
-    (rf"api/tenants/{TENANT}/limits", LimitsHandler),
-    (rf"api/tenants/{TENANT}/limits/(?P<kind>[^/]+)/(?P<name>[^/]+)", LimitHandler),
+    (rf"api/tenants/{TENANT}/limits", LimitsHandler),  # i18n: a route
+    (rf"api/tenants/{TENANT}/limits/(?P<kind>[^/]+)/(?P<name>[^/]+)", LimitHandler),  # i18n: a route
 ]

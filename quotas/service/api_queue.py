@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from i18n import DEFAULT_LOCALE, loads, translate
+
 from ..store import Queued
 from .api_tenants import TENANT
 from .base import BaseHandler
 
 
-def queued_json(request: Queued) -> dict[str, Any]:
-    """One waiting request: whose server, what it asks for, since when, where it waits and why."""
+def queued_json(request: Queued, locale: str = DEFAULT_LOCALE) -> dict[str, Any]:
+    """One waiting request: whose server, what it asks for, since when, where it waits and why (said
+    in ``locale``)."""
     return {
         "user": request.user,
         "server": request.server,
@@ -29,7 +32,7 @@ def queued_json(request: Queued) -> dict[str, Any]:
         "enqueued": request.enqueued,
         "position": request.position,
         "length": request.length,
-        "reason": request.reason,
+        "reason": None if request.reason is None else translate(loads(request.reason), locale),
     }
 
 
@@ -39,7 +42,7 @@ class QueueHandler(BaseHandler):
         caller = self.caller
         waiting = await self.blocking(self.store.queued, found.id)
         shown = [q for q in waiting if caller.acts_on_server(q.tenant, q.user)]
-        self.write_json({"tenant": found.id, "queue": [queued_json(q) for q in shown]})
+        self.write_json({"tenant": found.id, "queue": [queued_json(q, self.language) for q in shown]})
 
 
-default_handlers = [(rf"api/tenants/{TENANT}/queue", QueueHandler)]
+default_handlers = [(rf"api/tenants/{TENANT}/queue", QueueHandler)]  # i18n: a route

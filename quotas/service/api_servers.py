@@ -19,20 +19,26 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from i18n import DEFAULT_LOCALE, _, loads, translate
+
 from ..quantity import exact_bytes, format_number, report_hours, report_ratio
 from ..store import MS_PER_HOUR, Run, elapsed_ms
 from .api_tenants import TENANT
-from .base import ApiError, BaseHandler
+from .base import ApiError, BaseHandler, server_label
 
 
-def server_json(run: Run, now: datetime, utilization: Sequence[tuple[datetime, float]] = ()) -> dict[str, Any]:
+def server_json(
+    run: Run, now: datetime, utilization: Sequence[tuple[datetime, float]] = (), locale: str = DEFAULT_LOCALE
+) -> dict[str, Any]:
     """One reservation: who, which server, what it holds (and of that, what it borrowed from other
     tenants), since when, GPU-hours held and used so far, its GPUs' ``utilization`` over the last hour
-    (the culler's readings: time, mean percent); and, for a server to be stopped, when and why."""
+    (the culler's readings: time, mean percent); and, for a server to be stopped, when and why (said
+    in ``locale``)."""
     holding = run.holding
     gpu_hours = Decimal(sum(holding.gpus.values()) * elapsed_ms(run.started, now)) / MS_PER_HOUR
     used = Decimal(run.gpu_used_ms) / MS_PER_HOUR
-    stopping = {"stop_at": run.stop_at, "stop_note": run.stop_note} if run.stop_at is not None else {}
+    note = translate(loads(run.stop_note), locale) if run.stop_note is not None else None
+    stopping = {"stop_at": run.stop_at, "stop_note": note} if run.stop_at is not None else {}
     return {
         "user": holding.user,
         "server": holding.server,
@@ -59,7 +65,7 @@ class ServersHandler(BaseHandler):
         runs = await self.blocking(self.store.open_runs, found.id)
         runs = [r for r in runs if caller.acts_on_server(r.holding.tenant, r.holding.user)]
         now, seen = self.now(), self.utilizations()
-        servers = [server_json(r, now, seen.get((r.holding.user, r.holding.server), ())) for r in runs]
+        servers = [server_json(r, now, seen.get((r.holding.user, r.holding.server), ()), self.language) for r in runs]
         self.write_json({"tenant": found.id, "servers": servers})
 
 
@@ -69,13 +75,13 @@ class ServerHandler(BaseHandler):
     async def get(self, tenant: str, user: str, server: str = "") -> None:
         run = await self.server_to_act_on(tenant, user, server)
         seen = self.utilizations().get((run.holding.user, run.holding.server), ())
-        self.write_json(server_json(run, self.now(), seen))
+        self.write_json(server_json(run, self.now(), seen, self.language))
 
     async def delete(self, tenant: str, user: str, server: str = "") -> None:
         """Stop the server at the hub with this service's token: 204 stopped, 202 stopping."""
         run = await self.server_to_act_on(tenant, user, server)
         held = run.holding
-        label = f"server {held.user}/{held.server}" if held.server else f"{held.user}'s default server"
+        label = server_label(held.user, held.server)
         name = quote(held.user, safe="")
         path = f"/users/{name}/servers/{quote(held.server, safe='')}" if held.server else f"/users/{name}/server"
         request = HTTPRequest(
@@ -89,10 +95,32 @@ class ServerHandler(BaseHandler):
         except HTTPClientError as e:
             hub_says = _hub_message(e)
             if e.code == 404:
-                raise ApiError(404, f"The hub runs no {label} now ({hub_says}): it has stopped already.") from None
+                raise ApiError(
+                    404,
+                    _(
+                        "The hub runs no {label} now ({hub_says}): it has stopped already.",
+                        label=label,
+                        hub_says=hub_says,
+                    ),
+                ) from None
             if e.code == 400:
-                raise ApiError(409, f"The hub cannot stop {label} now: {hub_says}. Try again in a moment.") from None
-            raise ApiError(502, f"The hub did not stop {label}: it answered {e.code} ({hub_says}).") from None
+                raise ApiError(
+                    409,
+                    _(
+                        "The hub cannot stop {label} now: {hub_says}. Try again in a moment.",
+                        label=label,
+                        hub_says=hub_says,
+                    ),
+                ) from None
+            raise ApiError(
+                502,
+                _(
+                    "The hub did not stop {label}: it answered {code} ({hub_says}).",
+                    label=label,
+                    code=e.code,
+                    hub_says=hub_says,
+                ),
+            ) from None
         self.log.info("%s stops %s, charged to %s (hub: %s)", self.caller.name, label, held.tenant, response.code)
         self.set_status(202 if response.code == 202 else 204)
         self.set_header("Cache-Control", "no-store")
@@ -112,7 +140,7 @@ USER = r"(?P<user>[^/]+)"
 SERVER = r"(?P<server>[^/]+)"
 
 default_handlers = [
-    (rf"api/tenants/{TENANT}/servers", ServersHandler),
-    (rf"api/tenants/{TENANT}/servers/{USER}", ServerHandler),
-    (rf"api/tenants/{TENANT}/servers/{USER}/{SERVER}", ServerHandler),
+    (rf"api/tenants/{TENANT}/servers", ServersHandler),  # i18n: a route
+    (rf"api/tenants/{TENANT}/servers/{USER}", ServerHandler),  # i18n: a route
+    (rf"api/tenants/{TENANT}/servers/{USER}/{SERVER}", ServerHandler),  # i18n: a route
 ]

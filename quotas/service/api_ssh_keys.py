@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from i18n import _
 from sshgateway.public_keys import KeyRejected
 
 from ..store import SshKey
@@ -40,8 +41,11 @@ class OwnKeysMixin(BaseHandler):
         if model.get("kind", "user") != "user":
             raise ApiError(
                 403,
-                f"SSH keys belong to people; the service {caller.name!r} has none."
-                " Use a person's token (created at /hub/token) to manage their keys.",
+                _(
+                    "SSH keys belong to people; the service {service} has none."
+                    " Use a person's token (created at /hub/token) to manage their keys.",
+                    service=repr(caller.name),
+                ),
             )
         return caller.name
 
@@ -61,24 +65,34 @@ class SshKeysHandler(OwnKeysMixin):
         if not isinstance(body, dict):
             raise ApiError(
                 400,
-                'The body must be a JSON object: {"public_key": "ssh-ed25519 AAAA... me@laptop", "title": "laptop"}.',
+                _(
+                    "The body must be a JSON object: {example}.",
+                    example='{"public_key": "ssh-ed25519 AAAA... me@laptop", "title": "laptop"}',  # i18n: JSON, as the person types it
+                ),
             )
         problems = [
-            f"unknown field {field!r} (the fields are {', '.join(BODY_FIELDS)})"
+            _(
+                "unknown field {field} (the fields are {fields})",
+                field=repr(field),
+                fields=", ".join(BODY_FIELDS),
+            )
             for field in body
             if field not in BODY_FIELDS
         ]
         text, title = body.get("public_key"), body.get("title")
         if not isinstance(text, str) or not text.strip():
-            problems.append("public_key is missing: paste the one line of your .pub file (e.g. ~/.ssh/id_ed25519.pub)")
+            problems.append(
+                _("public_key is missing: paste the one line of your .pub file (e.g. ~/.ssh/id_ed25519.pub)")
+            )
         if title is not None and not isinstance(title, str):
-            problems.append('title must be text, e.g. "laptop"')
+            problems.append(_('title must be text, e.g. "laptop"'))
         if problems:
-            raise ApiError(422, f"The SSH key was not added: {problems[0]}", problems)
+            raise ApiError(422, _("The SSH key was not added: {why}", why=problems[0]), problems)
         try:
             key = await self.blocking(self.store.add_ssh_key, user, text, title, self.now())
         except KeyRejected as e:
-            raise ApiError(422, f"The SSH key was not added: {e}", [str(e)]) from None
+            why = e.message  # an i18n.Text: said in the caller's language with the answer
+            raise ApiError(422, _("The SSH key was not added: {why}", why=why), [why]) from None
         self.log.info("%s added SSH key %s (%s)", user, key.fingerprint, key.title)
         self.write_json(ssh_key_json(key), status=201)
 
@@ -91,7 +105,10 @@ class SshKeyHandler(OwnKeysMixin):
             key_id.isdigit() and len(key_id) < 10 and await self.blocking(self.store.delete_ssh_key, user, int(key_id))
         )
         if not removed:
-            raise ApiError(404, f"You ({user}) have no SSH key with id {key_id!r}; nothing was removed.")
+            raise ApiError(
+                404,
+                _("You ({name}) have no SSH key with id {id}; nothing was removed.", name=user, id=repr(key_id)),
+            )
         self.log.info("%s removed SSH key %s", user, key_id)
         self.set_status(204)
         self.finish()
@@ -108,26 +125,35 @@ class LookupHandler(BaseHandler):
         if model.get("kind") != "service" or caller.name != GATEWAY_SERVICE:
             raise ApiError(
                 403,
-                f"Only the SSH gateway (the JupyterHub service {GATEWAY_SERVICE!r}) looks up who owns a key;"
-                f" you ({caller.name}) can list your own keys at api/ssh-keys.",
+                _(
+                    "Only the SSH gateway (the JupyterHub service {gateway}) looks up who owns a key;"
+                    " you ({name}) can list your own keys at api/ssh-keys.",
+                    gateway=repr(GATEWAY_SERVICE),
+                    name=caller.name,
+                ),
             )
         person = self.get_query_argument("user", "").strip()
         if person and not self.get_query_argument("fingerprint", ""):
             # a person the gateway knows already (a token login): only their language
             if len(person) > 255:
-                raise ApiError(400, "user must be a JupyterHub user name of at most 255 characters.")
+                raise ApiError(400, _("user must be a JupyterHub user name of at most 255 characters."))
             self.write_json({"user": person, "locale": await self.blocking(self.store.locale_of, person)})
             return
         fingerprint = self.get_query_argument("fingerprint", "").strip()
         if not fingerprint.startswith("SHA256:") or len(fingerprint) > 64:
             raise ApiError(
-                400, f"fingerprint must be an OpenSSH SHA256 fingerprint ('SHA256:<base64>'), not {fingerprint!r}."
+                400,
+                _(
+                    "fingerprint must be an OpenSSH SHA256 fingerprint ('SHA256:<base64>'), not {given}.",
+                    given=repr(fingerprint),
+                ),
             )
         owner = await self.blocking(self.store.ssh_key_owner, fingerprint, self.now())
         if owner is None:
-            raise ApiError(404, f"No one registered the SSH key {fingerprint}.")
+            raise ApiError(404, _("No one registered the SSH key {fingerprint}.", fingerprint=fingerprint))
         # the language the gateway speaks to them in: their saved choice (None: never chose; English)
         self.write_json({"user": owner, "locale": await self.blocking(self.store.locale_of, owner)})
+
 
 default_handlers = [
     (r"api/ssh-keys", SshKeysHandler),

@@ -17,6 +17,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from i18n import _, ngettext
+
 from ..quantity import month_period, report_hours, report_ratio
 from ..store import UsageRow
 from .api_tenants import TENANT
@@ -41,34 +43,48 @@ class UsageQuery:
 def parse_query(args: dict[str, str], accept: str, now: datetime) -> UsageQuery:
     """The report that the query string asks for; 400 with every reason when it is not one."""
     problems: list[str] = []
-    month_start, month_end, _ = month_period(now)
+    month_start, month_end, _period = month_period(now)
     start = _date(args, "from", month_start.date(), problems)
     end = _date(args, "to", month_end.date(), problems)
     if start is not None and end is not None:
         if start >= end:
-            problems.append(f"from ({start}) must be before to ({end}); to is exclusive (the day after the last)")
+            problems.append(
+                _(
+                    "from ({start}) must be before to ({end}); to is exclusive (the day after the last)",
+                    start=start.isoformat(),
+                    end=end.isoformat(),
+                )
+            )
         elif (end - start).days > MAX_DAYS:
             problems.append(
-                f"from {start} to {end} is {(end - start).days} days; a report covers at most {MAX_DAYS} days"
-                " (ask for one year at a time)"
+                _(
+                    "from {start} to {end} is {days} days; a report covers at most {most} days"
+                    " (ask for one year at a time)",
+                    start=start.isoformat(),
+                    end=end.isoformat(),
+                    days=(end - start).days,
+                    most=MAX_DAYS,
+                )
             )
     by = args.get("by", "user")
     if by not in BY:
-        problems.append(f"by must be one of {', '.join(BY)}, not {by!r}")
+        problems.append(_("by must be one of {choices}, not {given}", choices=", ".join(BY), given=repr(by)))
     daily_text = args.get("daily", "").lower()
     if daily_text not in TRUE + FALSE:
-        problems.append(f"daily must be 1 or 0, not {args['daily']!r}")
+        problems.append(_("daily must be 1 or 0, not {given}", given=repr(args["daily"])))
     user = args.get("user", "")
     if user and by != "user":
-        problems.append(f"user={user} picks one person's row of a by=user report, not of by={by}")
+        problems.append(_("user={user} picks one person's row of a by=user report, not of by={by}", user=user, by=by))
     fmt = args.get("format", "")
     if fmt not in ("", "json", "csv"):
-        problems.append(f"format must be json or csv, not {fmt!r}")
+        problems.append(_("format must be json or csv, not {given}", given=repr(fmt)))
     unknown = sorted(set(args) - {"from", "to", "by", "daily", "user", "format"})
     if unknown:
-        problems.append(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+        names = ", ".join(unknown)
+        problems.append(ngettext("unknown parameter {names}", "unknown parameters {names}", len(unknown), names=names))
     if problems or start is None or end is None:
-        raise ApiError(400, "This usage report cannot be made: " + "; ".join(problems) + ".", problems)
+        reasons = _semicolons(problems)
+        raise ApiError(400, _("This usage report cannot be made: {reasons}.", reasons=reasons), problems)
     wants_csv = fmt == "csv" or (fmt == "" and "text/csv" in accept)
     return UsageQuery(start, end, by, daily_text in TRUE, user, wants_csv)
 
@@ -82,8 +98,15 @@ def _date(args: dict[str, str], name: str, default: date, problems: list[str]) -
             return date.fromisoformat(text)
         except ValueError:
             pass
-    problems.append(f"{name} must be a date written YYYY-MM-DD (UTC), not {text!r}")
+    problems.append(_("{name} must be a date written YYYY-MM-DD (UTC), not {given}", name=name, given=repr(text)))
     return None
+
+
+def _semicolons(problems: Sequence[str]) -> str:
+    """Problems one after the other, separated by semicolons (each said in the reader's language)."""
+    if len(problems) == 1:
+        return problems[0]
+    return _("{first}; {rest}", first=problems[0], rest=_semicolons(problems[1:]))
 
 
 def row_json(row: UsageRow) -> dict[str, Any]:
@@ -130,14 +153,25 @@ class UsageHandler(BaseHandler):
             if query.by != "user":
                 raise ApiError(
                     403,
-                    f"Group and tenant totals of tenant {found.id} are for its admins ({found.admin_contact()});"
-                    f" you ({caller.name}) can see your own hours with by=user.",
+                    _(
+                        "Group and tenant totals of tenant {tenant} are for its admins ({admins});"
+                        " you ({name}) can see your own hours with by=user.",
+                        tenant=found.id,
+                        admins=found.admin_contact(),
+                        name=caller.name,
+                    ),
                 )
             if user and user != caller.name:
                 raise ApiError(
                     403,
-                    f"You ({caller.name}) can see your own usage in tenant {found.id}, not {user}'s."
-                    f" Ask a tenant admin ({found.admin_contact()}).",
+                    _(
+                        "You ({name}) can see your own usage in tenant {tenant}, not {user}'s."
+                        " Ask a tenant admin ({admins}).",
+                        name=caller.name,
+                        tenant=found.id,
+                        user=user,
+                        admins=found.admin_contact(),
+                    ),
                 )
             user = caller.name
         rows = await self.blocking(
@@ -146,9 +180,10 @@ class UsageHandler(BaseHandler):
         if user:
             rows = [r for r in rows if r.subject == user]
         if query.csv:
-            self.set_header("Content-Type", "text/csv; charset=UTF-8")
+            self.set_header("Content-Type", "text/csv; charset=UTF-8")  # i18n: HTTP header values
             self.set_header(
-                "Content-Disposition", f"attachment; filename=usage-{found.id}-{query.start}-{query.end}.csv"
+                "Content-Disposition",
+                f"attachment; filename=usage-{found.id}-{query.start}-{query.end}.csv",  # i18n: HTTP header values
             )
             self.set_header("Cache-Control", "no-store")
             self.finish(usage_csv(rows, query.by, query.daily))
@@ -177,4 +212,4 @@ class UsageHandler(BaseHandler):
         )
 
 
-default_handlers = [(rf"api/tenants/{TENANT}/usage", UsageHandler)]
+default_handlers = [(rf"api/tenants/{TENANT}/usage", UsageHandler)]  # i18n: a route

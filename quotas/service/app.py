@@ -28,6 +28,7 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from traitlets import Bool, Integer, Unicode, default, validate
 
+from i18n import _
 from services.lifecycle import ServiceApp
 
 from .. import paths
@@ -76,7 +77,8 @@ API_MODULES = (api_me, api_tenants, api_limits, api_usage, api_servers, api_queu
 def hub_service(port: int, environment: dict[str, str], hub_state_file: str = "") -> dict[str, Any]:
     """The ``c.JupyterHub.services`` entry that runs this service on ``127.0.0.1:<port>``, loading
     the platform config the hub publishes in ``hub_state_file`` (see :attr:`QuotasService.hub_state_file`)."""
-    state = [f"--QuotasService.hub_state_file={hub_state_file}"] if hub_state_file else []
+    option = f"--QuotasService.hub_state_file={hub_state_file}"  # i18n: a command-line option
+    state = [option] if hub_state_file else []
     return {
         "name": SERVICE_NAME,
         "display": True,
@@ -94,14 +96,14 @@ def hub_roles() -> list[dict[str, Any]]:
     return [
         {
             "name": "aidc-quotas-service",
-            "description": "The quotas service: reads users, groups and servers; stops idle servers",
+            "description": "The quotas service: reads users, groups and servers; stops idle servers",  # i18n: a role's description in the hub's config, for the operator
             "scopes": list(SERVICE_SCOPES),
             "services": [SERVICE_NAME],
         },
         {
             "name": "user",
-            "description": "Standard user privileges, and the quotas page and API",
-            "scopes": ["self", f"access:services!service={SERVICE_NAME}"],
+            "description": "Standard user privileges, and the quotas page and API",  # i18n: a role's description in the hub's config, for the operator
+            "scopes": ["self", f"access:services!service={SERVICE_NAME}"],  # i18n: a command-line option / scope
         },
     ]
 
@@ -123,8 +125,12 @@ class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         raise ApiError(
             404,
-            f"There is no {self.request.method} {self.request.path}."
-            f" The API is described at {self.settings['service_prefix']}api/openapi.json.",
+            _(
+                "There is no {method} {path}. The API is described at {openapi}.",
+                method=self.request.method,
+                path=self.request.path,
+                openapi=f"{self.settings['service_prefix']}api/openapi.json",  # i18n: a URL
+            ),
         )
 
 
@@ -135,7 +141,7 @@ class QuotasService(ServiceApp, paths.PlatformState):
     service_title = "quotas service"
     port_variable = "AIDC_QUOTAS_PORT"
     quiet_loggers = ("alembic",)  # the schema migrations' progress at each start
-    description = "The AIDC Hub quotas service (a JupyterHub service: run it from the hub's config)."
+    description = "The AIDC Hub quotas service (a JupyterHub service: run it from the hub's config)."  # i18n: for the operator (start-up errors, command-line help)
     aliases = {
         "tenants": "QuotasService.tenants_file",
         "catalog": "QuotasService.catalog_file",
@@ -145,8 +151,14 @@ class QuotasService(ServiceApp, paths.PlatformState):
         "log-level": "Application.log_level",
     }
     flags = {
-        "metrics-public": ({"QuotasService": {"metrics_public": True}}, "Serve metrics without authentication."),
-        "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log debug messages."),
+        "metrics-public": (
+            {"QuotasService": {"metrics_public": True}},
+            "Serve metrics without authentication.",  # i18n: for the operator (start-up errors, command-line help)
+        ),
+        "debug": (
+            {"Application": {"log_level": logging.DEBUG}},
+            "Log debug messages.",  # i18n: for the operator (start-up errors, command-line help)
+        ),
     }
 
     service_url = Unicode(
@@ -256,10 +268,12 @@ class QuotasService(ServiceApp, paths.PlatformState):
                 else PlatformHolder.from_files(self.tenants_file, self.catalog_file)
             )
         except (ConfigError, OSError, ValueError) as e:
-            self.exit_with(f"The quotas service cannot start because of its tenant config.\n{e}")
+            self.exit_with(
+                f"The quotas service cannot start because of its tenant config.\n{e}"  # i18n: for the operator (start-up errors, command-line help)
+            )
         if not os.environ.get("JUPYTERHUB_API_TOKEN"):
             self.exit_with(
-                "aidc-quotas runs as a JupyterHub service: the hub starts it (c.JupyterHub.services in"
+                "aidc-quotas runs as a JupyterHub service: the hub starts it (c.JupyterHub.services in"  # i18n: for the operator (start-up errors, command-line help)
                 " hub_config/jupyterhub_config.py) and gives it JUPYTERHUB_API_TOKEN, which is not set here."
             )
         self.store = Store(self.db_url)
@@ -331,7 +345,7 @@ class QuotasService(ServiceApp, paths.PlatformState):
             mode = stat.S_IMODE(path.stat().st_mode)
             if mode & 0o077:
                 self.exit_with(
-                    f"{path} (the quotas service's cookie secret) can be read by others (mode {mode:o});"
+                    f"{path} (the quotas service's cookie secret) can be read by others (mode {mode:o});"  # i18n: for the operator (start-up errors, command-line help)
                     f" run: chmod 600 {path}"
                 )
             return bytes.fromhex(path.read_text().strip())

@@ -27,6 +27,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import IOLoop
 from tornado.log import app_log
 
+from i18n import COOKIE, Text, _, choose, translate
+
 from ..model import PlatformConfig, Tenant
 from ..policy import limit_applies
 from ..quantity import format_number
@@ -99,9 +101,11 @@ class Caller:
 
 
 class ApiError(web.HTTPError):
-    """An error answered as ``{"status", "message", "problems"}``; ``message`` is for people."""
+    """An error answered as ``{"status", "message", "problems"}``; ``message`` and ``problems`` are
+    for people: :class:`i18n.Text` sentences (or plain strings), said in the request's language
+    when answered (:meth:`BaseHandler.write_error`)."""
 
-    def __init__(self, status: int, message: str, problems: list[str] | None = None):
+    def __init__(self, status: int, message: str, problems: Sequence[str] | None = None):
         super().__init__(status, reason=None)
         self.message = message
         self.problems = list(problems or [])
@@ -148,7 +152,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     @hub_auth.setter
     def hub_auth(self, auth: HubOAuth) -> None:  # HubAuthenticated has a setter; ours is fixed
-        raise AttributeError("the quotas service's HubOAuth comes from the application settings")
+        why = "the quotas service's HubOAuth comes from the application settings"  # i18n: for developers
+        raise AttributeError(why)
 
     async def prepare(self) -> None:
         """Ask the hub who this is (cached by HubAuth), without blocking the event loop."""
@@ -168,6 +173,28 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             self._roles = await self.settings["hub_roles"].of(str(user.get("name", "")))
         if user and self.request.method == "GET" and not getattr(self, "_token_authenticated", False):
             self.xsrf_token  # noqa: B018 - sets the _xsrf cookie that the browser's writes must echo
+        saved = None
+        if user and user.get("kind", "user") == "user":
+            saved = await self.blocking(self.store.locale_of, str(user.get("name", "")))
+        self._language = self._choose_language(saved)
+
+    def _choose_language(self, saved: str | None) -> str:
+        return choose(self.get_cookie(COOKIE), saved, accept_language=self.request.headers.get("Accept-Language"))
+
+    @property
+    def language(self) -> str:
+        """The language of this request's page and messages (``"en"``, ``"ko"``): the browser's
+        ``aidc-lang`` cookie, else the caller's saved choice, else ``Accept-Language``, else English
+        (:func:`i18n.choose`; docs/i18n.md). Decided once, in :meth:`prepare`; a request that fails
+        before it knows the caller goes without the saved choice."""
+        chosen: str | None = getattr(self, "_language", None)
+        if chosen is None:
+            chosen = self._language = self._choose_language(None)
+        return chosen
+
+    def say(self, value: object) -> str:
+        """``value`` (a :class:`i18n.Text`, or a plain string) in this request's language."""
+        return translate(value, self.language)
 
     def check_xsrf_cookie(self) -> None:
         """Browsers (cookie) must send the ``_xsrf`` cookie's value as ``X-XSRFToken`` on writes;
@@ -203,24 +230,24 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             return False  # logged in, but the hub says no: a redirect would loop
         return headers.get("Sec-Fetch-Mode") == "navigate" or "text/html" in headers.get("Accept", "")
 
-    def _why_anonymous(self) -> str:
+    def _why_anonymous(self) -> Text:
         if getattr(self, "_not_allowed", False):
-            return (
+            return _(
                 "Your token or login does not allow access to the quotas service (it needs the scope"
                 " access:services!service=quotas). Create a token without restricted scopes at /hub/token."
             )
         if self.request.headers.get("Authorization"):
-            return (
+            return _(
                 "The hub does not accept the token in the Authorization header (expired, revoked or mistyped)."
                 " Create a new one at /hub/token and send it as 'Authorization: token <token>'."
             )
         fetch_mode = self.request.headers.get("Sec-Fetch-Mode", "navigate")
         if (self.request.method in WRITE_METHODS or fetch_mode != "navigate") and self.hub_auth._get_token_cookie(self):
-            return (
+            return _(
                 "Browser requests that change something, and scripts in a page (fetch), must send the value of"
                 " the _xsrf cookie in the X-XSRFToken header. Reload the page and try again."
             )
-        return (
+        return _(
             "You are not logged in. Log in to JupyterHub (/hub/login) and open this page again, or send a"
             " JupyterHub API token as 'Authorization: token <token>' (create one at /hub/token)."
         )
@@ -270,25 +297,38 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         caller = self.caller
         tenant = self.config.tenants.get(tenant_id)
         if caller.admin and tenant is None:
-            known = ", ".join(self.config.tenants) or "none"
-            raise ApiError(404, f"There is no tenant {tenant_id!r} (tenants: {known}).")
+            known = ", ".join(self.config.tenants) or _("none")
+            raise ApiError(
+                404, _("There is no tenant {tenant} (tenants: {known}).", tenant=repr(tenant_id), known=known)
+            )
         if tenant is None or not caller.can_read_tenant(tenant_id):
             raise ApiError(
                 403,
-                f"You ({caller.name}) are not a member or an admin of tenant {tenant_id!r}, so you cannot see it."
-                " Ask a platform admin if you should be.",
+                _(
+                    "You ({name}) are not a member or an admin of tenant {tenant}, so you cannot see it."
+                    " Ask a platform admin if you should be.",
+                    name=caller.name,
+                    tenant=repr(tenant_id),
+                ),
             )
         return tenant
 
     def tenant_to_admin(self, tenant_id: str, what: str) -> Tenant:
-        """The tenant the caller administers (``what`` they wanted, for the refusal), else 403/404."""
+        """The tenant the caller administers (``what`` they wanted, a verb phrase such as
+        ``_("set limits")``, for the refusal), else 403/404."""
         tenant = self.tenant_to_read(tenant_id)
         caller = self.caller
         if not caller.can_admin_tenant(tenant.id):
             raise ApiError(
                 403,
-                f"Only admins of tenant {tenant.id} ({tenant.admin_contact()}) and platform admins can {what};"
-                f" you ({caller.name}) are a member. Ask a tenant admin.",
+                _(
+                    "Only admins of tenant {tenant} ({admins}) and platform admins can {what};"
+                    " you ({name}) are a member. Ask a tenant admin.",
+                    tenant=tenant.id,
+                    admins=tenant.admin_contact(),
+                    what=what,
+                    name=caller.name,
+                ),
             )
         return tenant
 
@@ -304,12 +344,16 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             held = run.holding
             if (held.user, held.server) == (user, server) and caller.acts_on_server(held.tenant, held.user):
                 return run
-        label = f"server {user}/{server}" if server else f"{user}'s default server"
         raise ApiError(
             404,
-            f"There is no {label} charged to tenant {tenant.id} that you ({caller.name}) may see. A server"
-            " is charged to the tenant it was started in; its admins see it, and so does its owner"
-            f" (GET api/tenants/{tenant.id}/servers lists the ones you may see).",
+            _(
+                "There is no {label} charged to tenant {tenant} that you ({name}) may see. A server"
+                " is charged to the tenant it was started in; its admins see it, and so does its owner"
+                " (GET api/tenants/{tenant}/servers lists the ones you may see).",
+                label=server_label(user, server),
+                tenant=tenant.id,
+                name=caller.name,
+            ),
         )
 
     # -- input and output ---------------------------------------------------------------------
@@ -318,33 +362,54 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         """The request body as JSON, else 400 saying where it broke."""
         raw = self.request.body
         if not raw.strip():
-            raise ApiError(400, "The request has no body: send a JSON object.")
+            raise ApiError(400, _("The request has no body: send a JSON object."))
         try:
             return json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            raise ApiError(400, "The body is not UTF-8 text: send a JSON object.") from None
+            raise ApiError(400, _("The body is not UTF-8 text: send a JSON object.")) from None
         except json.JSONDecodeError as e:
-            raise ApiError(400, f"The body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
+            raise ApiError(
+                400,
+                _(
+                    "The body is not valid JSON: {error} (line {line}, column {column}).",
+                    error=e.msg,
+                    line=e.lineno,
+                    column=e.colno,
+                ),
+            ) from None
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Content-Type", "application/json; charset=UTF-8")  # i18n: a protocol value
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(data, default=to_json, indent=1, sort_keys=False))
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
+    def error_message(self, status_code: int, **kwargs: Any) -> tuple[str, list[str]]:
+        """What an error says to people, in the request's language: its message and problems."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             message, problems = exc.message, exc.problems
         elif isinstance(exc, web.HTTPError) and exc.log_message:
             message, problems = _http_error_message(exc), []
         elif status_code >= 500:
-            message, problems = "The quotas service failed; the error is in its log. Try again later.", []
+            message, problems = FAILED, []
         else:
             message, problems = self._reason, []
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        return self.say(message), [self.say(p) for p in problems]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        message, problems = self.error_message(status_code, **kwargs)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")  # i18n: a protocol value
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps({"status": status_code, "message": message, "problems": problems}))
+
+
+FAILED = _("The quotas service failed; the error is in its log. Try again later.")
+
+
+def server_label(user: str, server: str) -> Text:
+    """A server for people: ``server alice/gpu``, or ``alice's default server``."""
+    return _("server {user}/{server}", user=user, server=server) if server else _("{user}'s default server", user=user)
 
 
 def _http_error_message(exc: web.HTTPError) -> str:
@@ -367,7 +432,7 @@ def to_json(value: Any) -> Any:
         return sorted(value) if isinstance(value, frozenset | set) else list(value)
     if isinstance(value, Mapping):
         return dict(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")  # i18n: a programming error
 
 
 def isoformat(value: datetime) -> str:

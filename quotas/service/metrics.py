@@ -15,6 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from i18n import _
+
 from ..quantity import month_period
 from ..snapshot import PlatformHolder
 from ..store import ServerKey, Store
@@ -44,31 +46,39 @@ class QuotasCollector(Collector):
         config = self.platform.config  # one snapshot per scrape (a reload may swap it)
         gpus_in_use = GaugeMetricFamily(
             "aidc_tenant_gpus_in_use",
-            "GPUs the tenant's servers hold now (starting or running)",
+            "GPUs the tenant's servers hold now (starting or running)",  # i18n: a metric's help, for the operator
             labels=["tenant", "gpu_type"],
         )
         gpus_quota = GaugeMetricFamily(
-            "aidc_tenant_gpus_quota", "GPUs the platform grants the tenant (its ceiling)", labels=["tenant", "gpu_type"]
+            "aidc_tenant_gpus_quota",
+            "GPUs the platform grants the tenant (its ceiling)",  # i18n: a metric's help, for the operator
+            labels=["tenant", "gpu_type"],
         )
-        servers = GaugeMetricFamily("aidc_tenant_servers", "Servers the tenant runs now", labels=["tenant"])
+        servers = GaugeMetricFamily(
+            "aidc_tenant_servers",
+            "Servers the tenant runs now",  # i18n: a metric's help, for the operator
+            labels=["tenant"],
+        )
         servers_quota = GaugeMetricFamily(
             "aidc_tenant_servers_quota",
-            "Servers the tenant may run at once (when its ceiling sets it)",
+            "Servers the tenant may run at once (when its ceiling sets it)",  # i18n: a metric's help, for the operator
             labels=["tenant"],
         )
         hours = GaugeMetricFamily(
-            "aidc_tenant_gpu_hours_month", "GPU-hours the tenant used this calendar month (UTC)", labels=["tenant"]
+            "aidc_tenant_gpu_hours_month",
+            "GPU-hours the tenant used this calendar month (UTC)",  # i18n: a metric's help, for the operator
+            labels=["tenant"],
         )
         used = GaugeMetricFamily(
             "aidc_tenant_gpu_used_hours_month",
-            "GPU-hours the tenant's servers used this calendar month (UTC): held GPU-hours weighted by the"
+            "GPU-hours the tenant's servers used this calendar month (UTC): held GPU-hours weighted by the"  # i18n: a metric's help, for the operator
             " GPUs' utilization",
             labels=["tenant"],
         )
         start, end, _ = month_period(now)
         budget = GaugeMetricFamily(
             "aidc_tenant_gpu_hours_budget",
-            "GPU-hours per month the tenant's ceiling grants (when set)",
+            "GPU-hours per month the tenant's ceiling grants (when set)",  # i18n: a metric's help, for the operator
             labels=["tenant"],
         )
         for tenant in config.tenants.values():
@@ -91,14 +101,14 @@ class QuotasCollector(Collector):
                 budget.add_metric([tenant.id], float(tenant.quota.gpu_hours_per_month))
         refusals = CounterMetricFamily(
             "aidc_admission_refusals",
-            "Spawns that admission refused since the database was created, by tenant and reason",
+            "Spawns that admission refused since the database was created, by tenant and reason",  # i18n: a metric's help, for the operator
             labels=["tenant", "reason"],
         )
         for (tenant_id, code), count in sorted(self.store.refusal_counts().items()):
             refusals.add_metric([tenant_id, code], count)
         utilization = GaugeMetricFamily(
             "aidc_server_gpu_utilization",
-            "Mean utilization (percent) of a running server's GPUs at the culler's latest reading",
+            "Mean utilization (percent) of a running server's GPUs at the culler's latest reading",  # i18n: a metric's help, for the operator
             labels=["tenant", "user", "server"],
         )
         readings = self.utilization() if self.utilization is not None else {}
@@ -126,8 +136,11 @@ class MetricsHandler(BaseHandler):
             if not caller.admin:
                 raise ApiError(
                     403,
-                    f"Metrics are for platform admins; you ({caller.name}) are not one. Scrape with a platform"
-                    " admin's token, or run the service with QuotasService.metrics_public = True.",
+                    _(
+                        "Metrics are for platform admins; you ({name}) are not one. Scrape with a platform"
+                        " admin's token, or run the service with QuotasService.metrics_public = True.",
+                        name=caller.name,
+                    ),
                 )
         registry: CollectorRegistry = self.settings["metrics_registry"]
         body = await self.blocking(generate_latest, registry)

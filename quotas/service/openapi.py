@@ -94,8 +94,16 @@ SCHEMAS: dict[str, Any] = {
         "required": ["status", "message", "problems"],
         "properties": {
             "status": {"type": "integer"},
-            "message": {"type": "string", "description": "What went wrong and what to do, for people"},
-            "problems": {"type": "array", "items": {"type": "string"}, "description": "Every reason, one per item"},
+            "message": {
+                "type": "string",
+                "description": "What went wrong and what to do, for people, in the request's language (the"
+                " aidc-lang cookie, else the caller's saved choice, else Accept-Language, else English)",
+            },
+            "problems": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Every reason, one per item, in the same language",
+            },
         },
     },
     "LimitBody": {
@@ -295,6 +303,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "name": {"type": "string"},
+            "locale": {
+                "type": ["string", "null"],
+                "enum": ["en", "ko", None],
+                "description": "The language the caller chose (on any page's switcher); null: never chose",
+            },
             "admin": {"type": "boolean", "description": "A platform admin (JupyterHub admin)"},
             "groups": {"type": "array", "items": {"type": "string"}},
             "tenants_admin": {"type": "array", "items": {"type": "string"}},
@@ -310,7 +323,19 @@ SCHEMAS: dict[str, Any] = {
 SCHEMAS["MyWorkspace"] = {
     "type": "object",
     "description": "One of the caller's own servers, as its JupyterLab extension shows it (the caller's data only)",
-    "required": ["user", "server", "running", "tenant", "profile", "gpus", "borrowed", "budget", "notices"],
+    "required": [
+        "user",
+        "server",
+        "running",
+        "tenant",
+        "profile",
+        "gpus",
+        "borrowed",
+        "budget",
+        "notices",
+        "locale",
+        "texts",
+    ],
     "properties": {
         "user": {"type": "string", "description": "The caller (the token's owner)"},
         "server": {"type": "string", "description": "Server name; empty for the default server"},
@@ -370,6 +395,29 @@ SCHEMAS["MyWorkspace"] = {
             },
             "description": "What the hub's pages tell the caller about their servers (to be stopped, and why"
             " recent ones stopped), most urgent first",
+        },
+        "locale": {
+            "type": "string",
+            "enum": ["en", "ko"],
+            "description": "The language of every sentence of this answer (notices, spent, texts): the"
+            " language of the request (the caller's saved choice for a workspace's token)",
+        },
+        "texts": {
+            "type": "object",
+            "description": "Everything the JupyterLab extension shows, said for people in `locale`",
+            "properties": {
+                "status": {"type": "string", "description": 'The status bar, e.g. "lab · 2 × H100 · 120.0 GPU-h left"'},
+                "summary": {"type": "array", "items": {"type": "string"}, "description": "Its tooltip's lines"},
+                "spent": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "One warning per used-up budget",
+                },
+                "details": {"type": "string"},
+                "details_caption": {"type": "string"},
+                "dialog_title": {"type": "string"},
+                "unavailable": {"type": "string", "description": "The status bar while the service cannot be reached"},
+            },
         },
     },
 }

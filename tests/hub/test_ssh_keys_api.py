@@ -109,7 +109,7 @@ def test_the_lookup_answers_the_gateway_only(hub: Hub, people: dict[str, Client]
 
     r = lookup(hub, fingerprint)
     assert r.status_code == 200, r.text
-    assert r.json() == {"user": "alice"}
+    assert r.json() == {"user": "alice", "locale": None}  # she never chose a language
     assert keys_of(alice)[0]["last_used"] is not None
     assert lookup(hub, BOB_KEY.get_fingerprint("sha256")).status_code == 404  # nobody registered it
     assert lookup(hub, "MD5:aa:bb").status_code == 400

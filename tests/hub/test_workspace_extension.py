@@ -76,14 +76,20 @@ def test_the_workspace_reads_its_own_tenant_gpus_and_budget_with_its_own_token(
     assert budget["spent"] == []
     # what the workspace's token asked for is what the person's own token gets
     mine = service(clients["alice"], "?server=gpu").json()
-    assert {k: v for k, v in mine.items() if k != "budget"} == {k: v for k, v in ws.items() if k != "budget"}
+    # (the texts say the GPU-hours left, which go down between the two answers)
+    same = ("budget", "texts")
+    assert {k: v for k, v in mine.items() if k not in same} == {k: v for k, v in ws.items() if k not in same}
+    assert ws["locale"] == "en" and ws["texts"]["status"].startswith("lab · 2 × H100 · ")
+    assert ws["texts"]["status"].endswith(" GPU-h left")
 
 
 def test_nobody_else_gets_it(clients: dict[str, Client], alice_gpu: dict[str, Any]) -> None:
     # bob asking for alice's server name gets his own (none): nothing of alice's
     bob = service(clients["bob"], "?server=gpu")
     assert bob.status_code == 200, bob.text
-    assert bob.json() == {
+    texts = bob.json().pop("texts")
+    assert texts["status"] == "AIDC Hub: no tenant" and texts["summary"] == [] and texts["spent"] == []
+    assert {k: v for k, v in bob.json().items() if k != "texts"} == {
         "user": "bob",
         "server": "gpu",
         "running": False,
@@ -93,6 +99,7 @@ def test_nobody_else_gets_it(clients: dict[str, Client], alice_gpu: dict[str, An
         "borrowed": {},
         "budget": None,
         "notices": [],
+        "locale": "en",
     }
     # there is no way to name another person
     refused = service(clients["kim"], "?server=gpu&user=alice")

@@ -107,6 +107,38 @@ def test_jupyterlab_answers(images: dict[str, str], containers: list[Container])
     assert settings.status_code == 200 and settings.json()["settings"]
 
 
+def test_jupyterlab_opens_in_the_language_chosen_on_the_hub(
+    images: dict[str, str], containers: list[Container]
+) -> None:
+    """The Korean language pack is in the image, and the server extension aidc_jupyterlab makes the
+    spawner's ``AIDC_LOCALE`` JupyterLab's default language (labextension/aidc_jupyterlab/language.py)."""
+    port = free_port()
+    lab = Container(
+        "aidc-test-lab-ko",
+        "--env",
+        "AIDC_LOCALE=ko",
+        images["base"],
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--IdentityProvider.token=lab-token",
+    )
+    containers.append(lab)
+    headers = {"Authorization": "token lab-token"}
+    answer = lab.wait_http(
+        f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/translation-extension:plugin", headers=headers
+    )
+    assert answer.status_code == 200, answer.text[:500]
+    setting = answer.json()
+    assert setting["settings"] == {} and setting["schema"]["properties"]["locale"]["default"] == "ko_KR"
+    assert setting["schema"]["title"] == "언어"
+    korean = requests.get(f"http://127.0.0.1:{port}/lab/api/translations/ko_KR", headers=headers, timeout=10)
+    assert korean.status_code == 200, korean.text[:500]
+    assert korean.json()["data"]["jupyterlab"]["menu\x04File"] == ["파일"]
+
+
 def test_the_jupyter_server_starts_sshd_which_takes_only_the_servers_key(
     images: dict[str, str], containers: list[Container], tmp_path: Path
 ) -> None:

@@ -379,3 +379,16 @@ def test_one_person_cannot_fill_the_tenants_queue(store: Store) -> None:
     store.reserve(tenant, ask("carol", H100_X1, "k"), NOV_2)
     assert store.enqueue(tenant, "carol", "k", H100_X1, True, NOV_2).server == "k"
     assert [q.user for q in store.queued("snu-ai")] == ["alice", "bob", "carol"]
+
+
+def test_a_persons_language_is_remembered_and_only_a_supported_one(store: Store) -> None:
+    assert store.locale_of("alice") is None  # never chose: the browser's or English
+    assert store.set_locale("alice", "ko-KR", NOV_2)
+    assert store.locale_of("alice") == "ko"
+    assert not store.set_locale("alice", "ko", NOV_2)  # the same choice writes nothing
+    assert not store.set_locale("alice", "fr", NOV_2)  # not a supported language: nothing changes
+    assert not store.set_locale("alice", "'; DROP TABLE preferences; --", NOV_2)
+    assert store.locale_of("alice") == "ko"
+    assert store.set_locale("alice", "en", NOV_2 + timedelta(days=1))
+    assert store.locale_of("alice") == "en"
+    assert store.locale_of("bob") is None  # one person's choice is theirs only

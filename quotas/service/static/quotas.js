@@ -3,6 +3,15 @@
 // API's answer (its `problems` for a refusal) next to the row.
 "use strict";
 
+// The page's words in its language (page.py's SCRIPT_TEXTS, said by the server), by key; `{name}`
+// placeholders filled in by say(). The script writes no sentence of its own.
+const TEXTS = JSON.parse((document.getElementById("quotas-texts") || {}).textContent || "{}");
+
+function say(key, values) {
+  const text = TEXTS[key] || key;
+  return text.replace(/\{(\w+)\}/g, (whole, name) => (values && name in values ? String(values[name]) : whole));
+}
+
 // One request to the quotas service's REST API, as the logged-in person (the `_xsrf` cookie the
 // service sets for its own path, else the page's copy of the token, as X-XSRFToken).
 // Answers { data, etag }; a refusal throws { message, problems, status } with the API's words.
@@ -19,7 +28,7 @@ async function apiCall(pageXsrf, method, url, body, extra) {
   try {
     response = await fetch(url, init);
   } catch (err) {
-    throw { message: `The quotas service did not answer (${err.message}). Check your connection and try again.`, problems: [] };
+    throw { message: say("no_answer", { error: err.message }), problems: [] };
   }
   if (response.status === 204) return { data: null, etag: null };
   let data = null;
@@ -30,7 +39,7 @@ async function apiCall(pageXsrf, method, url, body, extra) {
   }
   if (!response.ok) {
     throw {
-      message: (data && data.message) || `The quotas service answered ${response.status} ${response.statusText}.`,
+      message: (data && data.message) || say("answered", { status: response.status, reason: response.statusText }),
       problems: (data && data.problems) || [],
       status: response.status,
     };
@@ -39,17 +48,18 @@ async function apiCall(pageXsrf, method, url, body, extra) {
 }
 
 // A Remove (or Stop) button acts at the second click: the first one arms it ("Confirm remove") for
-// 5 seconds; a dialog would block the page. True when this click is the second.
-function confirmed(button, label = "Remove") {
+// 5 seconds; a dialog would block the page. True when this click is the second. `action`: "remove"
+// or "stop", the keys of the button's words.
+function confirmed(button, action = "remove") {
   if (button.classList.contains("armed")) return true;
   button.classList.add("armed", "btn-danger");
   button.classList.remove("btn-outline-danger");
-  button.textContent = `Confirm ${label.toLowerCase()}`;
+  button.textContent = say(`confirm_${action}`);
   setTimeout(() => {
     if (!button.isConnected) return;
     button.classList.remove("armed", "btn-danger");
     button.classList.add("btn-outline-danger");
-    button.textContent = label;
+    button.textContent = say(action);
   }, 5000);
   return false;
 }
@@ -62,7 +72,7 @@ function confirmed(button, label = "Remove") {
   if (!table || !table.dataset.api) return;
   table.addEventListener("click", async (event) => {
     const button = event.target.closest("button.stop");
-    if (!button || !confirmed(button, "Stop")) return;
+    if (!button || !confirmed(button, "stop")) return;
     const row = button.closest("tr");
     const status = row.querySelector(".stop-status");
     const path = [row.dataset.user, row.dataset.server].filter(Boolean).map(encodeURIComponent).join("/");
@@ -70,7 +80,7 @@ function confirmed(button, label = "Remove") {
     try {
       await apiCall(table.dataset.xsrf, "DELETE", table.dataset.api + path);
       button.remove();
-      status.textContent = "Stopped";
+      status.textContent = say("stopped");
     } catch (error) {
       button.disabled = false;
       status.textContent = error.message;
@@ -87,12 +97,12 @@ function confirmed(button, label = "Remove") {
   const tbody = table.tBodies[0];
   const live = document.getElementById("limits-status");
   const NONE = "—";
-  const LABELS = { servers: "servers", cpu: "CPU", memory: "memory", gpu_hours: "GPU-hours / month" };
 
   const call = (method, url, body, extra) => apiCall(table.dataset.xsrf, method, url, body, extra);
 
   function label(field) {
-    return field.startsWith("gpus.") ? `${field.slice(5)} GPUs` : LABELS[field] || field;
+    if (field.startsWith("gpus.")) return say("field_gpus", { gpu: field.slice(5) });
+    return `field_${field}` in TEXTS ? say(`field_${field}`) : field;
   }
 
   function limitUrl(kind, name) {
@@ -199,8 +209,9 @@ function confirmed(button, label = "Remove") {
     return b;
   }
 
+  // The words of a limit's kind and name, for the sentences about it ({kind} {name}).
   function describe(row) {
-    return `${row.dataset.kind} ${row.dataset.name}`;
+    return { kind: say(row.dataset.kind), name: row.dataset.name };
   }
 
   function showValues(row, values, saved) {
@@ -212,13 +223,13 @@ function confirmed(button, label = "Remove") {
     row.classList.remove("editing");
     const actions = row.querySelector("td.actions");
     actions.replaceChildren(
-      button("Edit", "btn-outline-primary edit", () => startEditing(row)),
-      button("Remove", "btn-outline-danger remove", (event) => remove(row, event.currentTarget)),
+      button(say("edit"), "btn-outline-primary edit", () => startEditing(row)),
+      button(say("remove"), "btn-outline-danger remove", (event) => remove(row, event.currentTarget)),
     );
     if (saved) {
       const badge = document.createElement("span");
       badge.className = "badge text-bg-success saved";
-      badge.textContent = "Saved";
+      badge.textContent = say("saved");
       actions.appendChild(badge);
     }
   }
@@ -230,8 +241,8 @@ function confirmed(button, label = "Remove") {
       input.className = "form-control form-control-sm";
       input.name = cell.dataset.field;
       input.value = cell.dataset.value || "";
-      input.placeholder = "no limit";
-      input.setAttribute("aria-label", `${label(cell.dataset.field)} of ${describe(row)}`);
+      input.placeholder = say("no_limit");
+      input.setAttribute("aria-label", say("field_of", { field: label(cell.dataset.field), ...describe(row) }));
       input.addEventListener("keydown", (event) => {
         if (event.key === "Enter") save(row);
         if (event.key === "Escape") cancel(row);
@@ -239,8 +250,8 @@ function confirmed(button, label = "Remove") {
       cell.replaceChildren(input);
     }
     row.querySelector("td.actions").replaceChildren(
-      button("Save", "btn-primary save", () => save(row)),
-      button("Cancel", "btn-outline-secondary cancel", () => cancel(row)),
+      button(say("save"), "btn-primary save", () => save(row)),
+      button(say("cancel"), "btn-outline-secondary cancel", () => cancel(row)),
     );
     const first = row.querySelector("input");
     if (first) first.focus();
@@ -271,14 +282,14 @@ function confirmed(button, label = "Remove") {
       row.dataset.etag = etag || "";
       clearProblems(row);
       showValues(row, valuesOf(stored, Object.keys(values)), true);
-      announce(`Saved the limit of ${describe(row)}.`);
+      announce(say("saved_limit", describe(row)));
     } catch (error) {
       if (error.status === 412) {
         await refreshEtag(row);
-        error.problems = ["Save again to replace it with what you typed, or reload the page to see it."];
+        error.problems = [say("save_again")];
       }
       showProblems(row, error);
-      announce(`The limit of ${describe(row)} was not saved.`);
+      announce(say("not_saved", describe(row)));
     } finally {
       buttons.forEach((b) => (b.disabled = false));
     }
@@ -291,7 +302,7 @@ function confirmed(button, label = "Remove") {
       await call("DELETE", limitUrl(row.dataset.kind, row.dataset.name));
       clearProblems(row);
       row.remove();
-      announce(`Removed the limit of ${describe(row)}: only the tenant's ceiling applies.`);
+      announce(say("removed_limit", describe(row)));
       updateEmpty();
     } catch (error) {
       clicked.disabled = false;
@@ -315,7 +326,7 @@ function confirmed(button, label = "Remove") {
     const kind = form.querySelector("select[name=kind]").value;
     const name = form.querySelector("input[name=name]").value.trim();
     if (!name) {
-      showProblems(form, { message: `Write the name of the ${kind} this limit is for.`, problems: [] });
+      showProblems(form, { message: say("name_first", { kind: say(kind) }), problems: [] });
       return;
     }
     const values = typedValues(form);
@@ -329,7 +340,7 @@ function confirmed(button, label = "Remove") {
         row = document.getElementById("limit-row-template").content.firstElementChild.cloneNode(true);
         row.dataset.kind = kind;
         row.dataset.name = name;
-        row.querySelector(".limit-kind").textContent = kind;
+        row.querySelector(".limit-kind").textContent = say(kind);
         row.querySelector(".limit-name").textContent = name;
         tbody.insertBefore(row, tbody.querySelector("tr.no-limits"));
       }
@@ -338,7 +349,7 @@ function confirmed(button, label = "Remove") {
       showValues(row, valuesOf(stored, Object.keys(values)), true);
       for (const input of form.querySelectorAll("input")) input.value = "";
       updateEmpty();
-      announce(`Saved the limit of ${kind} ${name}.`);
+      announce(say("saved_limit", { kind: say(kind), name }));
     } catch (error) {
       showProblems(form, error);
     } finally {
@@ -392,7 +403,7 @@ function confirmed(button, label = "Remove") {
   }
 
   function formatTime(iso) {
-    return iso ? `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC` : "never";
+    return iso ? say("minute", { date: iso.slice(0, 10), time: iso.slice(11, 16) }) : say("never");
   }
 
   function updateEmpty() {
@@ -422,7 +433,7 @@ function confirmed(button, label = "Remove") {
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "btn btn-sm btn-outline-danger remove";
-    remove.textContent = "Remove";
+    remove.textContent = say("remove");
     actions.appendChild(remove);
     row.append(title, cell(key.type), cell(key.fingerprint, true), cell(formatTime(key.created)), cell(formatTime(key.last_used)), actions);
     return row;
@@ -436,7 +447,7 @@ function confirmed(button, label = "Remove") {
       await call("DELETE", `${api}/${encodeURIComponent(row.dataset.id)}`);
       row.remove();
       updateEmpty();
-      show("success", `Removed the key "${title}": the gateway refuses it from your next connection.`);
+      show("success", say("removed_key", { title }));
     } catch (error) {
       clicked.disabled = false;
       show("danger", error.message, error.problems);
@@ -453,7 +464,7 @@ function confirmed(button, label = "Remove") {
     const text = form.elements.public_key.value.trim();
     const title = form.elements.title.value.trim();
     if (!text) {
-      show("danger", "Paste your public key first: the one line of e.g. ~/.ssh/id_ed25519.pub.");
+      show("danger", say("paste_first"));
       return;
     }
     const addButton = form.querySelector("button.add");
@@ -464,7 +475,7 @@ function confirmed(button, label = "Remove") {
       tbody.insertBefore(rowOf(key), tbody.querySelector("tr.no-ssh-keys"));
       updateEmpty();
       form.reset();
-      show("success", `Added the key "${key.title}" (${key.fingerprint}).`);
+      show("success", say("added_key", { title: key.title, fingerprint: key.fingerprint }));
     } catch (error) {
       show("danger", error.message, error.problems);
     } finally {
