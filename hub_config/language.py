@@ -11,7 +11,9 @@ or on the quotas page), else the browser's ``Accept-Language``, else English. Ch
 (``GET /hub/language?lang=ko&next=...``, the switcher on every page) sets the cookie and, for a
 logged-in person, saves the choice; a logged-in page whose cookie disagrees with the saved choice
 saves the cookie's, and so does the login itself (:func:`remember_at_login`), so the SSH gateway, the
-API and JupyterLab follow a choice made on the login page.
+API and JupyterLab follow a choice made on the login page. A person who never chose gets their
+browser's language saved as theirs (until they choose), so the spawner's refusals, the SSH gateway
+and JupyterLab speak the language of the pages they read.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from jinja2.runtime import Context
 from jupyterhub.handlers.base import BaseHandler
 from sqlalchemy.exc import SQLAlchemyError
 
-from i18n import COOKIE, LOCALE_NAMES, LOCALES, choose, normalize
+from i18n import COOKIE, LOCALE_NAMES, LOCALES, choose, negotiate, normalize
 from i18n import jinja as i18n_jinja
 from quotas.store import Store
 
@@ -60,10 +62,14 @@ def request_locale(handler: BaseHandler, db_url: str) -> str:
     cookie = normalize(handler.get_cookie(COOKIE))
     person = _person(handler)
     saved = None
+    browser = negotiate(handler.request.headers.get("Accept-Language"))
     try:
         saved = _store(db_url).locale_of(person) if person else None
-        if person and cookie and cookie != saved:
-            _store(db_url).set_locale(person, cookie, datetime.now(UTC))
+        # the person's language from now on: what they chose in this browser, else (if they never
+        # chose) their browser's, so the spawner, the SSH gateway and JupyterLab speak it too
+        remembered = cookie or (browser if saved is None else None)
+        if person and remembered and remembered != saved:
+            _store(db_url).set_locale(person, remembered, datetime.now(UTC))
     except SQLAlchemyError as e:
         # the page is still shown (its error page too), in the browser's language
         handler.log.warning("Cannot read or save %s's language in the quotas database: %s", person, e)
@@ -126,14 +132,20 @@ def language_url(handler: BaseHandler, locale: str) -> str:
 def remember_at_login(db_url: str) -> Callable[[Any, BaseHandler, dict[str, Any]], dict[str, Any]]:
     """``Authenticator.post_auth_hook``: a language chosen before login (on the login page: the
     cookie) becomes the person's saved choice as they log in, even when the login goes straight to
-    their server rather than to a hub page."""
+    their server rather than to a hub page; a person who never chose gets their browser's
+    (``Accept-Language``) saved, so that a refusal of the spawner is in the page's language."""
 
     def hook(authenticator: Any, handler: BaseHandler, authentication: dict[str, Any]) -> dict[str, Any]:
         cookie = normalize(handler.get_cookie(COOKIE)) if handler is not None else None
+        browser = negotiate(handler.request.headers.get("Accept-Language")) if handler is not None else None
         name = authentication.get("name") if authentication else None
-        if cookie and name:
+        if (cookie or browser) and name:
             try:
-                _store(db_url).set_locale(str(name), cookie, datetime.now(UTC))
+                if cookie:
+                    _store(db_url).set_locale(str(name), cookie, datetime.now(UTC))
+                elif browser and _store(db_url).locale_of(str(name)) is None:
+                    # never chose: their browser's language is theirs until they choose
+                    _store(db_url).set_locale(str(name), browser, datetime.now(UTC))
             except SQLAlchemyError as e:  # a language is no reason to refuse a login
                 authenticator.log.warning("Cannot save %s's language in the quotas database: %s", name, e)
         return authentication
