@@ -53,6 +53,15 @@ def _person(handler: BaseHandler) -> str | None:
     return str(user.name)
 
 
+def _remember(store: Store, person: str, cookie: str | None, browser: str | None, saved: str | None) -> None:
+    """Save ``person``'s language from now on: what they chose in this browser (``cookie``), else,
+    if they never chose (``saved`` is None), their browser's, so the spawner, the SSH gateway and
+    JupyterLab speak it too."""
+    remembered = cookie or (browser if saved is None else None)
+    if remembered and remembered != saved:
+        store.set_locale(person, remembered, datetime.now(UTC))
+
+
 def request_locale(handler: BaseHandler, db_url: str) -> str:
     """The language to speak to the person behind ``handler``'s request (see the module's doc);
     saves a logged-in person's cookie choice when it differs from the saved one."""
@@ -64,16 +73,13 @@ def request_locale(handler: BaseHandler, db_url: str) -> str:
     saved = None
     browser = negotiate(handler.request.headers.get("Accept-Language"))
     try:
-        saved = _store(db_url).locale_of(person) if person else None
-        # the person's language from now on: what they chose in this browser, else (if they never
-        # chose) their browser's, so the spawner, the SSH gateway and JupyterLab speak it too
-        remembered = cookie or (browser if saved is None else None)
-        if person and remembered and remembered != saved:
-            _store(db_url).set_locale(person, remembered, datetime.now(UTC))
+        if person:
+            saved = _store(db_url).locale_of(person)
+            _remember(_store(db_url), person, cookie, browser, saved)
     except SQLAlchemyError as e:
         # the page is still shown (its error page too), in the browser's language
         handler.log.warning("Cannot read or save %s's language in the quotas database: %s", person, e)
-    locale = choose(cookie, saved, accept_language=handler.request.headers.get("Accept-Language"))
+    locale = choose(cookie, saved, browser)
     handler._aidc_locale = locale  # type: ignore[attr-defined]
     return locale
 
@@ -141,11 +147,8 @@ def remember_at_login(db_url: str) -> Callable[[Any, BaseHandler, dict[str, Any]
         name = authentication.get("name") if authentication else None
         if (cookie or browser) and name:
             try:
-                if cookie:
-                    _store(db_url).set_locale(str(name), cookie, datetime.now(UTC))
-                elif browser and _store(db_url).locale_of(str(name)) is None:
-                    # never chose: their browser's language is theirs until they choose
-                    _store(db_url).set_locale(str(name), browser, datetime.now(UTC))
+                store = _store(db_url)
+                _remember(store, str(name), cookie, browser, store.locale_of(str(name)))
             except SQLAlchemyError as e:  # a language is no reason to refuse a login
                 authenticator.log.warning("Cannot save %s's language in the quotas database: %s", name, e)
         return authentication

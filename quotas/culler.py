@@ -102,7 +102,7 @@ class Server:
 
     @property
     def label(self) -> Text:
-        return _label(self.user, self.name)
+        return server_label(self.user, self.name)
 
     @property
     def gpu_count(self) -> int:
@@ -730,13 +730,13 @@ class Culler:
                 # on the ledger's run: the person's hub pages and the quotas API show it (quotas/notices.py)
                 await asyncio.to_thread(self.store.mark_to_stop, action.key, action.stop_at, action.note)
                 self._gpu_warned[action.key] = action.stop_at
-                self.log.warning("Warned %s: %s", _label(action.user, action.server), action.reason)
+                self.log.warning("Warned %s: %s", server_label(action.user, action.server), action.reason)
                 done.append(action)
                 continue
             self._warned[action.key] = BudgetWarning(
                 action.user, action.server, action.tenant or "", action.reason, now, action.stop_at or now
             )
-            self.log.warning("Warned %s: %s", _label(action.user, action.server), action.reason)
+            self.log.warning("Warned %s: %s", server_label(action.user, action.server), action.reason)
             done.append(action)
         still = over_budget(servers, overruns)
         for key in list(self._warned):
@@ -746,7 +746,7 @@ class Culler:
             if key not in self._gpu_clocks:  # its GPUs were used again (or it stopped): the warning is off
                 del self._gpu_warned[key]
                 if await asyncio.to_thread(self.store.call_off_stop, key):
-                    self.log.info("%s uses its GPUs again: it is no longer to be stopped", _label(*key))
+                    self.log.info("%s uses its GPUs again: it is no longer to be stopped", server_label(*key))
         return done
 
     def _call_off_gpu_warnings(self) -> None:
@@ -883,12 +883,12 @@ class Culler:
         except HTTPClientError as e:
             await asyncio.to_thread(self.store.mark_end_reason, action.key, None)
             if e.code == 404:
-                self.log.info("%s is gone already; nothing to stop", _label(action.user, action.server))
+                self.log.info("%s is gone already; nothing to stop", server_label(action.user, action.server))
                 return False
             body = e.response.body.decode(errors="replace")[:300] if e.response else ""
             self.log.error(
                 "Could not stop %s (%s: %s): the hub answered %s %s",
-                _label(action.user, action.server),
+                server_label(action.user, action.server),
                 action.kind,
                 action.reason,
                 e.code,
@@ -897,7 +897,7 @@ class Culler:
             return False
         self.log.info(
             "Stopping %s (%s, hub answered %s): %s",
-            _label(action.user, action.server),
+            server_label(action.user, action.server),
             action.kind,
             response.code,
             action.reason,
@@ -914,6 +914,7 @@ class Culler:
         return await AsyncHTTPClient().fetch(request)
 
 
-def _label(user: str, server: str) -> Text:
-    """``"server alice/gpu"``, ``"alice's default server"``: a server, as the culler's messages name it."""
+def server_label(user: str, server: str) -> Text:
+    """A server for people: ``"server alice/gpu"``, or ``"alice's default server"`` (the culler's
+    messages, the quotas service's API and page)."""
     return _("server {user}/{server}", user=user, server=server) if server else _("{user}'s default server", user=user)

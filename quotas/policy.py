@@ -520,5 +520,5 @@ def _breakdown(
     ranked = sorted(per_user.items(), key=lambda kv: (-kv[1], kv[0]))
     shown = [_("{user}: {amount}", user=u, amount=fmt(v) if fmt else v) for u, v in ranked[:top]]
     if len(ranked) > top:
-        shown.append(_("{count} others", count=len(ranked) - top))
+        shown.append(ngettext("{count} other", "{count} others", len(ranked) - top))
     return shown

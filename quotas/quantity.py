@@ -277,13 +277,3 @@ def reset_text(day: date | None) -> Text:
     """When a budget resets, as a message says it: ``"on 2026-12-01 (UTC)"``, or ``"at the start of
     next month"`` where the day is not known."""
     return _("on {day} (UTC)", day=Moment(day, "date")) if day else _("at the start of next month")
-
-
-def period_words(name: str) -> str:
-    """:func:`period_text` in English, after a space: ``" for November 2026"``, ``" this month"``."""
-    return f" {period_text(name)}"
-
-
-def reset_words(day: date | None) -> str:
-    """:func:`reset_text` in English, after a space: ``" on 2026-12-01 (UTC)"``."""
-    return f" {reset_text(day)}"

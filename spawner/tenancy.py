@@ -27,7 +27,7 @@ from jupyterhub.spawner import SpawnException
 from tornado import web
 from traitlets import Unicode, default
 
-from i18n import DEFAULT_LOCALE, Duration, Text, _, translate
+from i18n import DEFAULT_LOCALE, Duration, Text, _, join, translate
 from quotas import paths
 from quotas.model import Profile, Tenant
 from quotas.policy import Holding, Request
@@ -347,7 +347,7 @@ def usage_note(tenant: Tenant, held: Sequence[Holding], locale: str) -> str:
         parts.append(_("{used} of {ceiling} servers running", used=len(held), ceiling=tenant.quota.servers))
     if not parts:
         return ""
-    return _("Tenant usage now: {usage}", usage="; ".join(part.say(locale) for part in parts)).say(locale)
+    return _("Tenant usage now: {usage}", usage=join(parts, locale, sep="; ")).say(locale)
 
 
 def counted_failure(

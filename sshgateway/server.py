@@ -753,7 +753,7 @@ class GatewayConnection(asyncssh.SSHServer):
         except Refusal as e:
             raise self._refuse_channel(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, e.message) from None
         except HubRefused as e:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, e.message) from None  # the hub's own words
+            raise self._refuse_channel(asyncssh.OPEN_CONNECT_FAILED, e.message) from None  # the hub's own words
         except Exception as e:
             self.log.exception("cannot reach %s for a forward", self.target.label)
             raise self._refuse_channel(

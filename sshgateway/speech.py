@@ -17,10 +17,10 @@ banner in both languages.
 
 from __future__ import annotations
 
-from i18n import DEFAULT_LOCALE, LOCALES, translate
+from i18n import BABEL_LOCALES, DEFAULT_LOCALE, LOCALES, translate
 
 # RFC 4646 tags for the language fields of SSH messages (disconnect, channel refusal, banner)
-LANGUAGE_TAGS = {"en": "en-US", "ko": "ko-KR"}
+LANGUAGE_TAGS = {locale: tag.replace("_", "-") for locale, tag in BABEL_LOCALES.items()}
 
 
 def say(text: object, locale: str | None) -> str:

@@ -23,7 +23,7 @@ from .api_queue import queued_json
 from .api_servers import server_json
 from .api_tenants import about_tenant_json, ceiling_json, in_use_json, visible_tenants
 from .base import ApiError, BaseHandler, Caller
-from .said import capitalized, month_text
+from .said import capitalized
 
 
 def my_tenant(
@@ -146,7 +146,7 @@ def workspace_texts(ws: Mapping[str, Any], now: datetime, locale: str) -> dict[s
             if left is None
             else _(
                 "GPU-hours left {period}: {left} (resets {resets})",
-                period=month_text(month_period(now)[0].date()),
+                period=month_period(now)[2],
                 left=left,
                 resets=Moment(budget["period_resets"], "date") if budget["period_resets"] else "",
             )
@@ -223,7 +223,7 @@ class MeHandler(BaseHandler):
         self.write_json(
             {
                 "name": caller.name,
-                "locale": await self.blocking(self.store.locale_of, caller.name),
+                "locale": self.saved_locale,
                 "admin": caller.admin,
                 "groups": list(caller.groups),
                 "tenants_admin": sorted(caller.tenants_admin),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from i18n import DEFAULT_LOCALE, loads, translate
+from i18n import DEFAULT_LOCALE, translate
 
 from ..store import Queued
 from .api_tenants import TENANT
@@ -32,7 +32,7 @@ def queued_json(request: Queued, locale: str = DEFAULT_LOCALE) -> dict[str, Any]
         "enqueued": request.enqueued,
         "position": request.position,
         "length": request.length,
-        "reason": None if request.reason is None else translate(loads(request.reason), locale),
+        "reason": None if request.reason is None else translate(request.reason, locale),
     }
 
 

@@ -19,12 +19,13 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from i18n import DEFAULT_LOCALE, _, loads, translate
+from i18n import DEFAULT_LOCALE, _, translate
 
+from ..culler import server_label
 from ..quantity import exact_bytes, format_number, report_hours, report_ratio
 from ..store import MS_PER_HOUR, Run, elapsed_ms
 from .api_tenants import TENANT
-from .base import ApiError, BaseHandler, server_label
+from .base import ApiError, BaseHandler
 
 
 def server_json(
@@ -37,7 +38,7 @@ def server_json(
     holding = run.holding
     gpu_hours = Decimal(sum(holding.gpus.values()) * elapsed_ms(run.started, now)) / MS_PER_HOUR
     used = Decimal(run.gpu_used_ms) / MS_PER_HOUR
-    note = translate(loads(run.stop_note), locale) if run.stop_note is not None else None
+    note = translate(run.stop_note, locale) if run.stop_note is not None else None
     stopping = {"stop_at": run.stop_at, "stop_note": note} if run.stop_at is not None else {}
     return {
         "user": holding.user,

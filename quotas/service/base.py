@@ -29,6 +29,7 @@ from tornado.log import app_log
 
 from i18n import COOKIE, Text, _, choose, translate
 
+from ..culler import server_label
 from ..model import PlatformConfig, Tenant
 from ..policy import limit_applies
 from ..quantity import format_number
@@ -143,6 +144,9 @@ class HubRoles:
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
     """A request to the quotas service. ``prepare`` identifies the caller with the hub."""
 
+    # the caller's saved language (None: never chose, or not a person), read once in ``prepare``
+    saved_locale: str | None = None
+
     # -- identity -----------------------------------------------------------------------------
 
     @property
@@ -173,10 +177,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             self._roles = await self.settings["hub_roles"].of(str(user.get("name", "")))
         if user and self.request.method == "GET" and not getattr(self, "_token_authenticated", False):
             self.xsrf_token  # noqa: B018 - sets the _xsrf cookie that the browser's writes must echo
-        saved = None
+        self.saved_locale = None
         if user and user.get("kind", "user") == "user":
-            saved = await self.blocking(self.store.locale_of, str(user.get("name", "")))
-        self._language = self._choose_language(saved)
+            self.saved_locale = await self.blocking(self.store.locale_of, str(user.get("name", "")))
+        self._language = self._choose_language(self.saved_locale)
 
     def _choose_language(self, saved: str | None) -> str:
         return choose(self.get_cookie(COOKIE), saved, accept_language=self.request.headers.get("Accept-Language"))
@@ -405,11 +409,6 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
 
 FAILED = _("The quotas service failed; the error is in its log. Try again later.")
-
-
-def server_label(user: str, server: str) -> Text:
-    """A server for people: ``server alice/gpu``, or ``alice's default server``."""
-    return _("server {user}/{server}", user=user, server=server) if server else _("{user}'s default server", user=user)
 
 
 def _http_error_message(exc: web.HTTPError) -> str:

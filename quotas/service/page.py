@@ -30,7 +30,7 @@ from jinja2.runtime import Context
 from markupsafe import Markup, escape
 from tornado import web
 
-from i18n import DEFAULT_LOCALE, LOCALE_NAMES, LOCALES, N_, Duration, Moment, Text, _, catalog, loads, ngettext, say
+from i18n import DEFAULT_LOCALE, LOCALE_NAMES, LOCALES, N_, Duration, Moment, Text, _, catalog, ngettext, say
 from i18n.jinja import LOCALE_VAR, install
 
 from ..culler import HISTORY
@@ -43,6 +43,7 @@ from ..quantity import (
     format_gpus,
     format_hours,
     format_number,
+    month_name,
     month_start,
     next_month,
     previous_month,
@@ -52,7 +53,7 @@ from ..store import MS_PER_HOUR, Queued, Run, ServerKey, SshKey, Store, UsageRow
 from .api_tenants import visible_tenants
 from .base import FAILED, ApiError, BaseHandler, Caller
 from .charts import Meter, meters, sparkline, stacked_bars
-from .said import FIELD_WORDS, Minute, day_text, field_word, kind_word, month_text, role_word
+from .said import FIELD_WORDS, Minute, day_text, field_word, kind_word, role_word
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -248,7 +249,7 @@ def month_range(text: str | None, now: datetime) -> tuple[date, date]:
                 400,
                 _(
                     "{month} has not begun: usage exists up to this month ({this_month}).",
-                    month=month_text(start),
+                    month=month_name(start),
                     this_month=example,
                 ),
             )
@@ -345,7 +346,7 @@ def _stops(run: Run) -> Said:
     if run.stop_at is None:
         return ""
     when = Minute(run.stop_at, "time")
-    return _("{time} ({why})", time=when, why=loads(run.stop_note)) if run.stop_note else when
+    return _("{time} ({why})", time=when, why=run.stop_note) if run.stop_note else when
 
 
 def queued_rows(requests: Iterable[Queued], now: datetime) -> list[QueuedRow]:
@@ -359,8 +360,7 @@ def queued_rows(requests: Iterable[Queued], now: datetime) -> list[QueuedRow]:
             profile=q.profile,
             since=Minute(q.enqueued),
             waited=Duration(now - q.enqueued),
-            reason=loads(q.reason)
-            or _("joined the queue just now; its place is decided within a second (reload the page)"),
+            reason=q.reason or _("joined the queue just now; its place is decided within a second (reload the page)"),
         )
         for q in requests
     ]
@@ -447,7 +447,7 @@ def usage_chart(
         if row.day is None or row.day not in index or row.gpu_hours <= 0:
             continue
         series.setdefault(row.subject, [Decimal(0)] * len(days))[index[row.day]] += row.gpu_hours
-    month = month_text(start)
+    month = month_name(start)
 
     def others(n: int) -> str:
         return say(ngettext("{count} other", "{count} others", n), locale)
@@ -517,7 +517,7 @@ def gather(
         tenant=tenant,
         month_start=start,
         month_end=end,
-        month_name=month_text(start),
+        month_name=month_name(start),
         is_current_month=start == month_start(now),
         now_meters=now_meters(tenant, runs, usage.gpu_hours, locale),
         me=me,
@@ -723,7 +723,7 @@ class QuotasPage(BaseHandler):
             return []
         is_admin = caller.can_admin_tenant(tenant.id)
         return [
-            budget_warning(w.user, w.server, w.stop_at, loads(w.reason), mine=w.user == caller.name)
+            budget_warning(w.user, w.server, w.stop_at, w.reason, mine=w.user == caller.name)
             for w in culler.warnings()
             if w.tenant == tenant.id and (is_admin or w.user == caller.name)
         ]

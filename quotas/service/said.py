@@ -1,4 +1,4 @@
-"""Values the quotas page and API say to people in their language: months, days, kinds of limits,
+"""Values the quotas page and API say to people in their language: days, kinds of limits,
 and a sentence that begins with a clause.
 
 Each returns an :class:`i18n.Text` (its ``str`` is the English the page always showed), said in
@@ -11,20 +11,6 @@ from datetime import UTC, date, datetime
 
 from i18n import N_, Moment, Text, _, say
 
-MONTHS = (
-    N_("January"),
-    N_("February"),
-    N_("March"),
-    N_("April"),
-    N_("May"),
-    N_("June"),
-    N_("July"),
-    N_("August"),
-    N_("September"),
-    N_("October"),
-    N_("November"),
-    N_("December"),
-)
 MONTHS_SHORT = (
     N_("Jan"),
     N_("Feb"),
@@ -60,11 +46,6 @@ class Minute(Moment):
             clock = f"{value:%H:%M} (UTC)"
             return clock if self.style == "time" else f"{value.year}년 {value.month}월 {value.day}일 {clock}"
         return f"{value:%H:%M} UTC" if self.style == "time" else f"{value:%Y-%m-%d %H:%M} UTC"
-
-
-def month_text(day: date) -> Text:
-    """The month of ``day``: ``"December 2026"`` / ``"2026년 12월"``."""
-    return _("{month} {year}", month=_(MONTHS[day.month - 1]), year=str(day.year))
 
 
 def day_text(day: date) -> Text:

@@ -19,10 +19,8 @@ from quotas.quantity import (
     month_start,
     next_month,
     parse_quantity,
-    period_words,
     previous_month,
     report_hours,
-    reset_words,
 )
 
 
@@ -212,10 +210,3 @@ def test_months() -> None:
     assert previous_month(date(2027, 1, 15)) == date(2026, 12, 1)
     start, end, name = month_period(late)
     assert (start, end, name) == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC), "December 2026")
-
-
-def test_period_and_reset_words() -> None:
-    assert period_words("November 2026") == " for November 2026"
-    assert period_words("") == " this month"
-    assert reset_words(date(2026, 12, 1)) == " on 2026-12-01 (UTC)"
-    assert reset_words(None) == " at the start of next month"

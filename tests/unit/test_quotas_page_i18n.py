@@ -21,10 +21,11 @@ from tornado import httputil, web
 from i18n import COOKIE, translate
 from quotas.model import PlatformConfig, Tenant
 from quotas.policy import Holding
+from quotas.quantity import month_name
 from quotas.service import page
 from quotas.service.api_me import workspace_texts
 from quotas.service.base import ApiError, BaseHandler, Caller
-from quotas.service.said import Minute, day_text, month_text
+from quotas.service.said import Minute, day_text
 from quotas.store import Run, Store, UsageRow
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -264,7 +265,7 @@ def test_the_charts_speak_the_page_s_language(config: PlatformConfig) -> None:
 @pytest.mark.parametrize(
     ("value", "en", "ko"),
     [
-        (month_text(date(2026, 5, 1)), "May 2026", "2026년 5월"),
+        (month_name(date(2026, 5, 1)), "May 2026", "2026년 5월"),
         (day_text(date(2026, 5, 4)), "Mon 04 May", "5월 04일 (월)"),
         (Minute(datetime(2026, 11, 20, 14, 5, tzinfo=UTC)), "2026-11-20 14:05 UTC", "2026년 11월 20일 14:05 (UTC)"),
         (Minute(datetime(2026, 11, 20, 14, 5, tzinfo=UTC), "time"), "14:05 UTC", "14:05 (UTC)"),
