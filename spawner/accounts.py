@@ -10,6 +10,7 @@ carries another person's, is never used: its files are someone else's.
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import hashlib
 import os
@@ -17,7 +18,8 @@ import pwd
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +29,9 @@ MAX_NAME = 32  # useradd's limit on Linux
 _VALID = re.compile(r"[a-z_][a-z0-9_-]*\Z")
 _INVALID_CHARS = re.compile(r"[^a-z0-9_-]+")
 MARK = "AIDC Hub account "  # i18n: the mark in /etc/passwd, read back by the hub
+# held while an account is made, by every hub process on this machine: useradd run twice at once
+# for one name makes two accounts of that name with two uids (Debian's shadow 4.13, measured)
+MAKING_LOCK = Path("/run/lock/aidc-accounts.lock")
 
 
 class AccountError(RuntimeError):
@@ -95,9 +100,12 @@ def ensure_account(hub_name: str, home: str, template: str = "jupyter-{username}
     name = account_name(hub_name, template)
     entry = _lookup(name)
     if entry is None:
-        command = ["useradd", "--no-create-home", "--home-dir", home, "--shell", "/bin/bash"]
-        command += ["--comment", owner_mark(hub_name), "--user-group", name]
-        entry = _change(command, name, lambda e: e is not None, attempts)
+        with _making_accounts():
+            entry = _lookup(name)  # made meanwhile by another start of this person's
+            if entry is None:
+                command = ["useradd", "--no-create-home", "--home-dir", home, "--shell", "/bin/bash"]
+                command += ["--comment", owner_mark(hub_name), "--user-group", name]
+                entry = _change(command, name, lambda e: e is not None, attempts)
     account = _checked(entry, hub_name)
     if account.home != home:
         # sshd, login shells and ~ read the home from /etc/passwd: it is the workspaces' home (a
@@ -112,6 +120,17 @@ def ensure_account(hub_name: str, home: str, template: str = "jupyter-{username}
             return replace(account, home_moved=False)
         account = _checked(entry, hub_name)
     return account
+
+
+@contextmanager
+def _making_accounts() -> Iterator[None]:
+    """One maker of accounts at a time on this machine (threads and hub processes alike: each
+    ``open`` is its own ``flock``), so that two servers of one person starting together share
+    one account (:data:`MAKING_LOCK`)."""
+    MAKING_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with MAKING_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _change(

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,18 @@ def test_an_account_is_made_once_and_reused(hub_name: str, tmp_path: Path) -> No
     moved = ensure_account(hub_name, str(tmp_path / "elsewhere"), "aidctest-{username}")
     assert (moved.uid, moved.home) == (first.uid, str(tmp_path / "elsewhere"))  # sshd and shells read it
     assert pwd.getpwnam(first.name).pw_dir == moved.home
+
+
+@root_only
+def test_starts_at_once_of_one_person_share_one_account(hub_name: str, tmp_path: Path) -> None:
+    """Two servers of one person starting together (a burst of spawns): one account, one uid for
+    all (useradd run at once for one name made an account per call, each with its own uid)."""
+    home = str(tmp_path / "home")
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: ensure_account(hub_name, home, "aidctest-{username}"), range(4)))
+    name = account_name(hub_name, "aidctest-{username}")
+    assert {a.uid for a in made} == {pwd.getpwnam(name).pw_uid}
+    assert [e.pw_name for e in pwd.getpwall()].count(name) == 1
 
 
 @root_only
